@@ -1,0 +1,32 @@
+//! Compiles `proto/exile/v1/*.proto` with protox (no system protoc) and tonic-prost-build.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let dir = root.join("exile/v1");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "proto"))
+        .collect();
+    files.sort();
+    println!("cargo:rerun-if-changed={}", dir.display());
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    let fds = protox::compile(&files, [&root])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let server = std::env::var_os("CARGO_FEATURE_SERVER").is_some();
+    let transport = std::env::var_os("CARGO_FEATURE_TRANSPORT").is_some();
+    // The descriptor set feeds gRPC reflection; compile_fds does not write it, so do it here.
+    std::fs::write(
+        out.join("exile_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .build_server(server)
+        .build_client(true)
+        .build_transport(transport)
+        .compile_fds(fds)?;
+    Ok(())
+}

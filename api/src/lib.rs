@@ -1,0 +1,18 @@
+//! Generated Exile v1 protocol types, clients and (with the `server` feature) servers.
+
+/// Everything generated from `proto/exile/v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("exile.v1");
+}
+
+/// Encoded `FileDescriptorSet` of the whole API, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("exile_descriptor");
+
+/// Unix time in milliseconds, the time unit used across the API.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,589 @@
+//! Command-line grammar: every noun, verb and flag of exilectl (clap derive).
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use exile_api::v1::{InstanceState, PlacementStrategy, Role};
+
+use crate::output::Format;
+
+/// Exile command line: drive the master, its spawners and their game-server instances.
+#[derive(Debug, Parser)]
+#[command(name = "exilectl", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Master URL, e.g. http://127.0.0.1:7700 (default: the context's).
+    #[arg(long, env = "EXILE_MASTER", global = true, value_name = "URL")]
+    pub master: Option<String>,
+    /// Session or API token to use instead of the context's.
+    #[arg(
+        long,
+        env = "EXILE_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Context to use (or, for `login`, to store) instead of the current one.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Table, global = true)]
+    pub output: Format,
+    /// Deadline of each call, e.g. 30s, 2m.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", global = true)]
+    pub timeout: Duration,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sign in to a master and store the session as a context.
+    Login(LoginArgs),
+    /// Revoke the current session and forget its token.
+    Logout,
+    /// Show who the current credential belongs to.
+    Whoami,
+    /// Manage stored contexts (master URL + token).
+    #[command(subcommand)]
+    Context(ContextCommand),
+    /// Manage user accounts (admin).
+    #[command(subcommand, visible_alias = "users")]
+    User(UserCommand),
+    /// Manage API tokens for services (admin).
+    #[command(subcommand, visible_alias = "tokens")]
+    Token(TokenCommand),
+    /// Spawners and their enrollment tokens.
+    #[command(subcommand, visible_alias = "spawners")]
+    Spawner(SpawnerCommand),
+    /// Game-server instances.
+    #[command(subcommand, visible_aliases = ["instances", "inst"])]
+    Instance(InstanceCommand),
+    /// Follow live events: a snapshot, then one line per change.
+    Watch(WatchArgs),
+    /// Master statistics.
+    Stats,
+    /// Recent audit log entries, newest first (admin).
+    Audit(AuditArgs),
+    /// Print a shell completion script.
+    Completion {
+        /// Shell to generate the script for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `exilectl login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// User name.
+    #[arg(long, short = 'u', default_value = "admin")]
+    pub username: String,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+}
+
+/// Where a password comes from; without either flag a TTY prompt asks for it.
+#[derive(Debug, Args)]
+pub struct PasswordArgs {
+    /// Password (visible in the process list: prefer --password-stdin or the prompt).
+    #[arg(
+        long,
+        env = "EXILE_PASSWORD",
+        hide_env_values = true,
+        conflicts_with = "password_stdin"
+    )]
+    pub password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// `exilectl context …`.
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// List stored contexts.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Make a context the current one.
+    Use {
+        /// Context name.
+        name: String,
+    },
+    /// Delete a stored context (does not revoke its session).
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Context name.
+        name: String,
+    },
+}
+
+/// `exilectl user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create {
+        /// User name.
+        name: String,
+        /// Role of the new user.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        #[command(flatten)]
+        password: NewPasswordArgs,
+    },
+    /// List users.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Delete a user and revoke its sessions.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// User name.
+        name: String,
+    },
+    /// Change your own password (revokes your other sessions).
+    Passwd {
+        /// Read the current password, then the new one, from two lines of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// Password of a new account (not taken from EXILE_PASSWORD, which is the caller's own).
+#[derive(Debug, Args)]
+pub struct NewPasswordArgs {
+    /// Password of the new user (visible in the process list: prefer --password-stdin).
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// `exilectl token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token; its secret is printed once.
+    Create {
+        /// Name, for people.
+        name: String,
+        /// Role of the token.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Lifetime, e.g. 30d (default: the master's, 90 days).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// List API tokens (without secrets).
+    #[command(visible_alias = "ls")]
+    List,
+    /// Revoke an API token.
+    Revoke {
+        /// Token id.
+        id: String,
+    },
+}
+
+/// `exilectl spawner …`.
+#[derive(Debug, Subcommand)]
+pub enum SpawnerCommand {
+    /// Enrollment tokens for new spawners.
+    #[command(subcommand, visible_alias = "tokens")]
+    Token(EnrollmentTokenCommand),
+    /// List spawners.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only spawners of this region.
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Show one spawner and its instances.
+    Get {
+        /// Spawner id.
+        id: String,
+    },
+    /// Stop placing new instances on a spawner.
+    Drain {
+        /// Spawner id.
+        id: String,
+    },
+    /// Let a drained spawner take placements again.
+    Undrain {
+        /// Spawner id.
+        id: String,
+    },
+    /// Remove a spawner, revoke its credential and forget its instances.
+    #[command(visible_alias = "rm")]
+    Remove {
+        /// Spawner id.
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// `exilectl spawner token …`.
+#[derive(Debug, Subcommand)]
+pub enum EnrollmentTokenCommand {
+    /// Create a one-time enrollment token; its secret is printed once.
+    Create {
+        /// Lifetime, e.g. 1h.
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        ttl: Duration,
+        /// Note for people.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List enrollment tokens (without secrets).
+    #[command(visible_alias = "ls")]
+    List,
+    /// Revoke an unused enrollment token.
+    Revoke {
+        /// Token id.
+        id: String,
+    },
+}
+
+/// `exilectl instance …`.
+#[derive(Debug, Subcommand)]
+pub enum InstanceCommand {
+    /// Create and start an instance.
+    Spawn(SpawnArgs),
+    /// List instances.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only instances of this spawner.
+        #[arg(long)]
+        spawner: Option<String>,
+        /// Only instances in these states (repeat or separate with commas).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        state: Vec<StateArg>,
+    },
+    /// Show one instance.
+    Get {
+        /// Instance id.
+        id: String,
+    },
+    /// Start a stopped or crashed instance.
+    Start {
+        /// Instance id.
+        id: String,
+    },
+    /// Stop an instance: SIGTERM, grace period, SIGKILL.
+    Stop {
+        /// Instance id.
+        id: String,
+        /// Seconds between SIGTERM and SIGKILL (default: the spawner's).
+        #[arg(long)]
+        grace: Option<u32>,
+    },
+    /// Stop and start an instance again.
+    Restart {
+        /// Instance id.
+        id: String,
+        /// Seconds between SIGTERM and SIGKILL (default: the spawner's).
+        #[arg(long)]
+        grace: Option<u32>,
+    },
+    /// Stop if needed and delete an instance and its directory.
+    #[command(visible_alias = "rm")]
+    Remove {
+        /// Instance id.
+        id: String,
+    },
+}
+
+/// `exilectl instance spawn`.
+#[derive(Debug, Args)]
+pub struct SpawnArgs {
+    /// Spawner to use (default: the master picks one).
+    #[arg(long)]
+    pub spawner: Option<String>,
+    /// Only spawners of this region, when the master picks.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Only spawners carrying this label, when the master picks (repeatable).
+    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_key_val)]
+    pub selectors: Vec<(String, String)>,
+    /// Label of the instance (repeatable).
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_key_val)]
+    pub labels: Vec<(String, String)>,
+    /// Extra environment variable (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_key_val)]
+    pub env: Vec<(String, String)>,
+    /// Build version (default: the spawner's active build).
+    #[arg(long)]
+    pub build: Option<String>,
+    /// Placement strategy, when the master picks.
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyArg>,
+    /// Extra arguments for the game server, after `--`.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+/// `exilectl watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Also show spawner heartbeat figures (frequent).
+    #[arg(long)]
+    pub metrics: bool,
+}
+
+/// `exilectl audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Maximum number of entries (the master caps it at 1000).
+    #[arg(long, short = 'n', default_value_t = 50)]
+    pub limit: u32,
+    /// Only entries older than this id, for paging.
+    #[arg(long, value_name = "ID")]
+    pub before: Option<i64>,
+}
+
+/// A role, as typed on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Read-only access.
+    Viewer,
+    /// Can drive spawners and instances.
+    Operator,
+    /// Can also manage users, tokens and enrollment.
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Viewer => Role::Viewer,
+            RoleArg::Operator => Role::Operator,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+/// A placement strategy, as typed on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// Least loaded spawner first.
+    Distributed,
+    /// Most loaded spawner with room first.
+    Packed,
+}
+
+impl From<StrategyArg> for PlacementStrategy {
+    fn from(s: StrategyArg) -> Self {
+        match s {
+            StrategyArg::Distributed => PlacementStrategy::Distributed,
+            StrategyArg::Packed => PlacementStrategy::Packed,
+        }
+    }
+}
+
+/// An instance state, as typed on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    Starting,
+    Running,
+    Ready,
+    Allocated,
+    Stopping,
+    Stopped,
+    Crashed,
+    Unhealthy,
+    Unknown,
+}
+
+impl From<StateArg> for InstanceState {
+    fn from(s: StateArg) -> Self {
+        match s {
+            StateArg::Starting => InstanceState::Starting,
+            StateArg::Running => InstanceState::Running,
+            StateArg::Ready => InstanceState::Ready,
+            StateArg::Allocated => InstanceState::Allocated,
+            StateArg::Stopping => InstanceState::Stopping,
+            StateArg::Stopped => InstanceState::Stopped,
+            StateArg::Crashed => InstanceState::Crashed,
+            StateArg::Unhealthy => InstanceState::Unhealthy,
+            StateArg::Unknown => InstanceState::Unknown,
+        }
+    }
+}
+
+/// Parses a duration such as `30s`, `15m`, `1h`, `7d`, `1h30m` or `500ms`; a bare number is seconds.
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err("empty duration: use e.g. 30s, 15m, 1h or 7d".into());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "invalid duration `{input}`: use e.g. 30s, 15m, 1h or 7d"
+            ));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration `{input}`: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let secs = |mult: u64| {
+            n.checked_mul(mult)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("invalid duration `{input}`: too large"))
+        };
+        let part = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => secs(1)?,
+            "m" => secs(60)?,
+            "h" => secs(3600)?,
+            "d" => secs(86_400)?,
+            "w" => secs(604_800)?,
+            "" => {
+                return Err(format!(
+                    "invalid duration `{input}`: missing unit after {n} (ms, s, m, h, d or w)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "invalid duration `{input}`: unknown unit `{other}` (ms, s, m, h, d or w)"
+                ));
+            }
+        };
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("invalid duration `{input}`: too large"))?;
+    }
+    Ok(total)
+}
+
+/// Parses `KEY=VALUE`; the value may be empty and may itself contain `=`.
+pub fn parse_key_val(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    let k = k.trim();
+    if k.is_empty() {
+        return Err(format!("`{s}` has an empty key"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(1_209_600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration(" 10s "), Ok(Duration::from_secs(10)));
+        for bad in [
+            "",
+            "s",
+            "10x",
+            "1h30",
+            "abc",
+            "-5s",
+            "1.5h",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(parse_duration("99999999999999999d").is_err());
+    }
+
+    #[test]
+    fn key_values() {
+        assert_eq!(parse_key_val("a=b"), Ok(("a".into(), "b".into())));
+        assert_eq!(parse_key_val("a="), Ok(("a".into(), String::new())));
+        assert_eq!(parse_key_val("k=v=w"), Ok(("k".into(), "v=w".into())));
+        assert!(parse_key_val("novalue").is_err());
+        assert!(parse_key_val("=v").is_err());
+    }
+
+    #[test]
+    fn spawn_parses_trailing_args_and_pairs() {
+        let cli = Cli::try_parse_from([
+            "exilectl",
+            "inst",
+            "spawn",
+            "--label",
+            "mode=ctf",
+            "-e",
+            "A=1",
+            "--selector",
+            "gpu=yes",
+            "--strategy",
+            "packed",
+            "--",
+            "-batchmode",
+            "--port",
+            "1",
+        ])
+        .unwrap();
+        let Command::Instance(InstanceCommand::Spawn(a)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(a.labels, vec![("mode".into(), "ctf".into())]);
+        assert_eq!(a.env, vec![("A".into(), "1".into())]);
+        assert_eq!(a.selectors, vec![("gpu".into(), "yes".into())]);
+        assert_eq!(a.strategy, Some(StrategyArg::Packed));
+        assert_eq!(a.args, vec!["-batchmode", "--port", "1"]);
+    }
+
+    #[test]
+    fn aliases_and_states() {
+        let cli = Cli::try_parse_from([
+            "exilectl",
+            "instances",
+            "ls",
+            "--state",
+            "running,ready",
+            "--state",
+            "crashed",
+        ])
+        .unwrap();
+        let Command::Instance(InstanceCommand::List { state, .. }) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(
+            state,
+            vec![StateArg::Running, StateArg::Ready, StateArg::Crashed]
+        );
+        assert!(Cli::try_parse_from(["exilectl", "spawners", "rm", "x", "--yes"]).is_ok());
+        assert!(Cli::try_parse_from(["exilectl", "-o", "json", "spawner", "token", "ls"]).is_ok());
+    }
+}

@@ -1,0 +1,100 @@
+//! Runs a parsed command line: connects when the command needs the master and dispatches per noun.
+
+mod auth;
+mod instance;
+mod spawner;
+mod system;
+mod token;
+mod user;
+mod watch;
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::client::{Session, Target};
+use crate::config::Config;
+use crate::output::Format;
+
+/// What a command that talks to the master gets.
+pub struct Ctx {
+    pub session: Session,
+    pub target: Target,
+    pub format: Format,
+    pub config_path: PathBuf,
+}
+
+impl Ctx {
+    async fn connect(global: &GlobalArgs, streaming: bool) -> Result<Self> {
+        let config_path = Config::default_path()?;
+        let config = Config::load(&config_path)?;
+        let target = Target::resolve(global, &config)?;
+        let session = Session::connect(&target, global.timeout, streaming).await?;
+        Ok(Self {
+            session,
+            target,
+            format: global.output,
+            config_path,
+        })
+    }
+}
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli) -> Result<()> {
+    let Cli { global, command } = cli;
+    let connect = || Ctx::connect(&global, false);
+    match command {
+        Command::Completion { shell } => system::completion(shell),
+        Command::Context(cmd) => auth::context(&global, cmd),
+        Command::Login(args) => auth::login(&global, args).await,
+        Command::Logout => auth::logout(&connect().await?).await,
+        Command::Whoami => auth::whoami(&connect().await?).await,
+        Command::User(c) => user::run(&connect().await?, c).await,
+        Command::Token(c) => token::run(&connect().await?, c).await,
+        Command::Spawner(c) => spawner::run(&connect().await?, c).await,
+        Command::Instance(c) => instance::run(&connect().await?, c).await,
+        Command::Watch(args) => watch::run(&Ctx::connect(&global, true).await?, args).await,
+        Command::Stats => system::stats(&connect().await?).await,
+        Command::Audit(a) => system::audit(&connect().await?, a).await,
+    }
+}
+
+/// A password from a flag or env, a line of stdin, or a no-echo prompt on a terminal.
+fn read_password(given: Option<String>, from_stdin: bool, prompt: &str) -> Result<String> {
+    let password = match given {
+        Some(p) => p,
+        None if from_stdin => read_stdin_line()?,
+        None if std::io::stdin().is_terminal() => {
+            rpassword::prompt_password(prompt).context("cannot read the password")?
+        }
+        None => bail!(
+            "no password given: use --password-stdin, set EXILE_PASSWORD, or run on a terminal"
+        ),
+    };
+    if password.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(password)
+}
+
+/// One line of standard input without its line ending.
+fn read_stdin_line() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// Asks a yes/no question on the terminal; refuses when there is no terminal to ask on.
+fn confirm(question: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("{question} Refusing without a terminal to confirm on: pass --yes");
+    }
+    eprint!("{question} [y/N] ");
+    let answer = read_stdin_line()?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}

@@ -1,0 +1,264 @@
+//! `instance …`: spawn, list, inspect and drive game-server instances.
+
+use anyhow::Result;
+use exile_api::v1::{
+    self as pb, GetInstanceRequest, InstanceState, ListInstancesRequest, PlacementStrategy,
+    RemoveInstanceRequest, RestartInstanceRequest, SpawnInstanceRequest, StartInstanceRequest,
+    StopInstanceRequest,
+};
+
+use super::Ctx;
+use crate::cli::{InstanceCommand, SpawnArgs};
+use crate::client::RpcResult;
+use crate::output::{self, emit, fields, print_line};
+use crate::view::{InstanceView, PortView, instance_state};
+
+pub async fn run(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
+    let mut client = ctx.session.instances();
+    let s = &ctx.session;
+    match cmd {
+        InstanceCommand::Spawn(args) => {
+            let r = client
+                .spawn_instance(spawn_request(args))
+                .await
+                .or_explain(s)?;
+            one(ctx, r.instance, "Spawned")
+        }
+        InstanceCommand::List { spawner, state } => {
+            let r = client
+                .list_instances(ListInstancesRequest {
+                    spawner_id: spawner.unwrap_or_default(),
+                    states: state
+                        .into_iter()
+                        .map(|st| InstanceState::from(st) as i32)
+                        .collect(),
+                })
+                .await
+                .or_explain(s)?;
+            let views: Vec<InstanceView> = r.instances.iter().cloned().map(Into::into).collect();
+            emit(ctx.format, &views, |_| {
+                if r.instances.is_empty() {
+                    "No instances.".into()
+                } else {
+                    instance_table(&r.instances)
+                }
+            })
+        }
+        InstanceCommand::Get { id } => {
+            let r = client
+                .get_instance(GetInstanceRequest { id })
+                .await
+                .or_explain(s)?;
+            let view = r.instance.clone().map(InstanceView::from);
+            emit(ctx.format, &view, |_| {
+                r.instance.as_ref().map(instance_fields).unwrap_or_default()
+            })
+        }
+        InstanceCommand::Start { id } => {
+            let r = client
+                .start_instance(StartInstanceRequest { id })
+                .await
+                .or_explain(s)?;
+            one(ctx, r.instance, "Started")
+        }
+        InstanceCommand::Stop { id, grace } => {
+            let r = client
+                .stop_instance(StopInstanceRequest {
+                    id,
+                    grace_period_seconds: grace.unwrap_or(0),
+                })
+                .await
+                .or_explain(s)?;
+            one(ctx, r.instance, "Stopped")
+        }
+        InstanceCommand::Restart { id, grace } => {
+            let r = client
+                .restart_instance(RestartInstanceRequest {
+                    id,
+                    grace_period_seconds: grace.unwrap_or(0),
+                })
+                .await
+                .or_explain(s)?;
+            one(ctx, r.instance, "Restarted")
+        }
+        InstanceCommand::Remove { id } => {
+            client
+                .remove_instance(RemoveInstanceRequest { id: id.clone() })
+                .await
+                .or_explain(s)?;
+            print_line(&format!("Removed instance {id}."))
+        }
+    }
+}
+
+fn spawn_request(a: SpawnArgs) -> SpawnInstanceRequest {
+    SpawnInstanceRequest {
+        spawner_id: a.spawner.unwrap_or_default(),
+        region: a.region.unwrap_or_default(),
+        spawner_selector: a.selectors.into_iter().collect(),
+        build_version: a.build.unwrap_or_default(),
+        labels: a.labels.into_iter().collect(),
+        env: a.env.into_iter().collect(),
+        args: a.args,
+        strategy: a
+            .strategy
+            .map_or(PlacementStrategy::Unspecified, PlacementStrategy::from)
+            as i32,
+    }
+}
+
+/// Prints the instance a command returned: a sentence for people, the object otherwise.
+fn one(ctx: &Ctx, instance: Option<pb::Instance>, verb: &str) -> Result<()> {
+    let view = instance.clone().map(InstanceView::from);
+    emit(ctx.format, &view, |_| match &instance {
+        Some(i) => {
+            let ports = ports(i);
+            format!(
+                "{verb} instance {} on spawner {}: {}{}",
+                i.id,
+                i.spawner_id,
+                output::title(&instance_state(i.state)),
+                if ports == "-" {
+                    String::new()
+                } else {
+                    format!(", ports {ports}")
+                }
+            )
+        }
+        None => format!("{verb}."),
+    })
+}
+
+/// `7801/udp,7802/tcp`.
+pub fn ports(i: &pb::Instance) -> String {
+    let list: Vec<String> = i
+        .ports
+        .iter()
+        .map(|p| {
+            let v = PortView::from(p.clone());
+            format!("{}/{}", v.port, v.protocol.replace('_', "+"))
+        })
+        .collect();
+    output::or_dash(&list.join(","))
+}
+
+/// The instance list table, shared with `spawner get`.
+pub fn instance_table(instances: &[pb::Instance]) -> String {
+    let now = exile_api::now_unix_ms();
+    let mut t = output::table(&[
+        "ID", "SPAWNER", "STATE", "BUILD", "ADDRESS", "PORTS", "PLAYERS", "CPU", "MEMORY", "AGE",
+    ]);
+    for i in instances {
+        let r = i.resources.unwrap_or_default();
+        t.add_row([
+            i.id.clone(),
+            i.spawner_id.clone(),
+            output::title(&instance_state(i.state)),
+            output::or_dash(&i.build_version),
+            output::or_dash(&i.address),
+            ports(i),
+            players(i),
+            output::percent(r.cpu_percent),
+            output::bytes(r.memory_bytes),
+            output::ago(i.created_at_unix_ms, now)
+                .trim_end_matches(" ago")
+                .to_owned(),
+        ]);
+    }
+    output::render(&t)
+}
+
+fn players(i: &pb::Instance) -> String {
+    if i.max_players > 0 {
+        format!("{}/{}", i.players, i.max_players)
+    } else {
+        i.players.to_string()
+    }
+}
+
+fn instance_fields(i: &pb::Instance) -> String {
+    let now = exile_api::now_unix_ms();
+    let r = i.resources.unwrap_or_default();
+    let mut labels: Vec<String> = i.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    labels.sort();
+    fields(&[
+        ("ID", i.id.clone()),
+        ("Spawner", i.spawner_id.clone()),
+        ("State", output::title(&instance_state(i.state))),
+        ("Since", output::ago(i.state_changed_at_unix_ms, now)),
+        ("Message", output::or_dash(&i.message)),
+        ("Build", output::or_dash(&i.build_version)),
+        ("Address", output::or_dash(&i.address)),
+        ("Ports", ports(i)),
+        (
+            "PID",
+            if i.pid == 0 {
+                "-".into()
+            } else {
+                i.pid.to_string()
+            },
+        ),
+        ("Restarts", i.restart_count.to_string()),
+        (
+            "Exit code",
+            i.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
+        ),
+        ("Players", players(i)),
+        ("Labels", output::or_dash(&labels.join(","))),
+        ("CPU", output::percent(r.cpu_percent)),
+        ("Memory", output::bytes(r.memory_bytes)),
+        ("Disk", output::bytes(r.disk_used_bytes)),
+        ("Created", output::ago(i.created_at_unix_ms, now)),
+        ("Started", output::ago(i.started_at_unix_ms, now)),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::StrategyArg;
+
+    #[test]
+    fn spawn_request_carries_every_flag() {
+        let req = spawn_request(SpawnArgs {
+            spawner: None,
+            region: Some("eu".into()),
+            selectors: vec![("gpu".into(), "yes".into())],
+            labels: vec![("mode".into(), "ctf".into())],
+            env: vec![("A".into(), "1".into())],
+            build: Some("1.2".into()),
+            strategy: Some(StrategyArg::Packed),
+            args: vec!["-x".into()],
+        });
+        assert_eq!(req.spawner_id, "");
+        assert_eq!(req.region, "eu");
+        assert_eq!(req.spawner_selector["gpu"], "yes");
+        assert_eq!(req.labels["mode"], "ctf");
+        assert_eq!(req.env["A"], "1");
+        assert_eq!(req.build_version, "1.2");
+        assert_eq!(req.strategy, PlacementStrategy::Packed as i32);
+        assert_eq!(req.args, ["-x"]);
+    }
+
+    #[test]
+    fn table_shows_human_states_and_ports() {
+        let i = pb::Instance {
+            id: "inst-1".into(),
+            spawner_id: "spw-1".into(),
+            state: InstanceState::Running as i32,
+            ports: vec![pb::Port {
+                name: "game".into(),
+                port: 7801,
+                protocol: pb::Protocol::Udp as i32,
+            }],
+            max_players: 16,
+            players: 3,
+            ..Default::default()
+        };
+        let out = instance_table(&[i]);
+        assert!(out.contains("Running"), "{out}");
+        assert!(out.contains("7801/udp"), "{out}");
+        assert!(out.contains("3/16"), "{out}");
+        assert!(!out.contains("INSTANCE_STATE"), "{out}");
+    }
+}

@@ -1,0 +1,86 @@
+//! `stats`, `audit` and `completion`: master figures, the audit log and shell scripts.
+
+use anyhow::Result;
+use clap::CommandFactory;
+use exile_api::v1::{GetStatsRequest, ListAuditLogRequest};
+
+use super::Ctx;
+use crate::cli::{AuditArgs, Cli};
+use crate::client::RpcResult;
+use crate::output::{self, emit, fields};
+use crate::view::{AuditEntryView, StatsView};
+
+pub async fn stats(ctx: &Ctx) -> Result<()> {
+    let r = ctx
+        .session
+        .system()
+        .get_stats(GetStatsRequest {})
+        .await
+        .or_explain(&ctx.session)?;
+    let view = StatsView::from(r);
+    emit(ctx.format, &view, |v| {
+        fields(&[
+            ("Master", ctx.session.master.clone()),
+            ("Version", output::or_dash(&v.version)),
+            ("Uptime", output::uptime(v.uptime_seconds)),
+            (
+                "Spawners",
+                format!("{} online of {}", v.spawners_online, v.spawners_total),
+            ),
+            (
+                "Instances",
+                format!("{} running of {}", v.instances_running, v.instances_total),
+            ),
+            ("Players", v.players_total.to_string()),
+            (
+                "Requests",
+                format!("{} ({} errors)", v.requests_total, v.errors_total),
+            ),
+            ("Memory", output::bytes(v.memory_bytes)),
+        ])
+    })
+}
+
+pub async fn audit(ctx: &Ctx, args: AuditArgs) -> Result<()> {
+    let r = ctx
+        .session
+        .system()
+        .list_audit_log(ListAuditLogRequest {
+            limit: args.limit,
+            before_id: args.before.unwrap_or(0),
+        })
+        .await
+        .or_explain(&ctx.session)?;
+    let views: Vec<AuditEntryView> = r.entries.iter().cloned().map(Into::into).collect();
+    emit(ctx.format, &views, |_| {
+        if r.entries.is_empty() {
+            return "No audit entries.".into();
+        }
+        let now = exile_api::now_unix_ms();
+        let mut t = output::table(&[
+            "ID", "WHEN", "ACTOR", "ACTION", "TARGET", "RESULT", "DETAIL", "PEER",
+        ]);
+        for e in &r.entries {
+            t.add_row([
+                e.id.to_string(),
+                output::ago(e.at_unix_ms, now),
+                output::or_dash(&e.actor),
+                e.action.clone(),
+                output::or_dash(&e.target),
+                e.result.clone(),
+                output::or_dash(&e.detail),
+                output::or_dash(&e.peer),
+            ]);
+        }
+        output::render(&t)
+    })
+}
+
+/// Prints a completion script for `shell` on standard output.
+pub fn completion(shell: clap_complete::Shell) -> Result<()> {
+    let mut cmd = Cli::command();
+    // Into a buffer first: clap_complete panics when stdout is a closed pipe.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "exilectl", &mut script);
+    output::print_bytes(&script)
+}

@@ -1,0 +1,188 @@
+//! `watch`: follows `EventService.Watch`, one line (or JSON object) per event, until Ctrl-C.
+
+use anyhow::{Result, bail};
+use exile_api::v1::{self as pb, InstanceState, SpawnerState, WatchRequest, watch_event::Kind};
+
+use super::Ctx;
+use crate::cli::WatchArgs;
+use crate::client::RpcResult;
+use crate::output::{self, Format, print_line};
+use crate::view::{WatchEventView, instance_state, rfc3339_secs, spawner_state};
+
+pub async fn run(ctx: &Ctx, args: WatchArgs) -> Result<()> {
+    let mut stream = ctx
+        .session
+        .events()
+        .watch(WatchRequest {
+            include_metrics: args.metrics,
+        })
+        .await
+        .or_explain(&ctx.session)?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let next = tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            next = stream.message() => next,
+        };
+        match next {
+            Ok(Some(event)) => print_event(ctx.format, event)?,
+            Ok(None) => bail!(
+                "the master at {} closed the event stream",
+                ctx.session.master
+            ),
+            Err(status) => bail!("event stream ended: {}", ctx.session.error(&status)),
+        }
+    }
+}
+
+fn print_event(format: Format, event: pb::WatchEvent) -> Result<()> {
+    match format {
+        Format::Table => print_line(&line(&event)),
+        Format::Json => print_line(&serde_json::to_string(&WatchEventView::from(event))?),
+        Format::Yaml => print_line(&format!(
+            "---\n{}",
+            serde_yaml::to_string(&WatchEventView::from(event))?.trim_end()
+        )),
+    }
+}
+
+/// One human line for an event.
+pub fn line(e: &pb::WatchEvent) -> String {
+    let at = rfc3339_secs(e.at_unix_ms).unwrap_or_else(|| "-".into());
+    let what = match &e.kind {
+        Some(Kind::Snapshot(s)) => {
+            let online = s
+                .spawners
+                .iter()
+                .filter(|s| {
+                    matches!(
+                        SpawnerState::try_from(s.state),
+                        Ok(SpawnerState::Online | SpawnerState::Draining)
+                    )
+                })
+                .count();
+            let running = s
+                .instances
+                .iter()
+                .filter(|i| {
+                    matches!(
+                        InstanceState::try_from(i.state),
+                        Ok(InstanceState::Running
+                            | InstanceState::Ready
+                            | InstanceState::Allocated)
+                    )
+                })
+                .count();
+            format!(
+                "snapshot: {} spawners ({online} online), {} instances ({running} running)",
+                s.spawners.len(),
+                s.instances.len()
+            )
+        }
+        Some(Kind::SpawnerUpdated(s)) => format!(
+            "spawner {} state {}{} instances {}/{}",
+            s.id,
+            spawner_state(s.state).to_ascii_uppercase(),
+            if s.region.is_empty() {
+                String::new()
+            } else {
+                format!(" region {}", s.region)
+            },
+            s.instance_count,
+            s.capacity
+        ),
+        Some(Kind::SpawnerRemoved(id)) => format!("spawner {id} removed"),
+        Some(Kind::InstanceUpdated(i)) => {
+            let mut l = format!(
+                "instance {} state {} on {}",
+                i.id,
+                instance_state(i.state).to_ascii_uppercase(),
+                i.spawner_id
+            );
+            match i.ports.as_slice() {
+                [] => {}
+                [p] => l.push_str(&format!(" port {}", p.port)),
+                ps => {
+                    let list: Vec<String> = ps.iter().map(|p| p.port.to_string()).collect();
+                    l.push_str(&format!(" ports {}", list.join(",")));
+                }
+            }
+            if !i.message.is_empty() {
+                l.push_str(&format!(" ({})", i.message));
+            }
+            l
+        }
+        Some(Kind::InstanceRemoved(id)) => format!("instance {id} removed"),
+        Some(Kind::SpawnerMetrics(s)) => {
+            let r = s.resources.unwrap_or_default();
+            format!(
+                "spawner {} cpu {} mem {} / {} instances {}/{}",
+                s.id,
+                output::percent(r.cpu_percent),
+                output::bytes(r.memory_bytes),
+                output::bytes(r.memory_total_bytes),
+                s.instance_count,
+                s.capacity
+            )
+        }
+        Some(Kind::Lagged(n)) => format!("lagged: {n} events lost, a new snapshot follows"),
+        None => "unknown event (is exilectl older than the master?)".into(),
+    };
+    format!("{at} {what}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_line() {
+        let e = pb::WatchEvent {
+            sequence: 1,
+            at_unix_ms: 1_700_000_000_000,
+            kind: Some(Kind::InstanceUpdated(pb::Instance {
+                id: "inst-x".into(),
+                spawner_id: "spw-y".into(),
+                state: InstanceState::Running as i32,
+                ports: vec![pb::Port {
+                    port: 7801,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+        };
+        assert_eq!(
+            line(&e),
+            "2023-11-14T22:13:20Z instance inst-x state RUNNING on spw-y port 7801"
+        );
+    }
+
+    #[test]
+    fn snapshot_line_counts() {
+        let e = pb::WatchEvent {
+            sequence: 0,
+            at_unix_ms: 1_700_000_000_000,
+            kind: Some(Kind::Snapshot(pb::Snapshot {
+                spawners: vec![
+                    pb::Spawner {
+                        state: SpawnerState::Online as i32,
+                        ..Default::default()
+                    },
+                    pb::Spawner {
+                        state: SpawnerState::Offline as i32,
+                        ..Default::default()
+                    },
+                ],
+                instances: vec![pb::Instance {
+                    state: InstanceState::Ready as i32,
+                    ..Default::default()
+                }],
+            })),
+        };
+        assert_eq!(
+            line(&e),
+            "2023-11-14T22:13:20Z snapshot: 2 spawners (1 online), 1 instances (1 running)"
+        );
+    }
+}

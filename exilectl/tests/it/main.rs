@@ -1,0 +1,8 @@
+//! End-to-end tests of the real `exilectl` binary against an in-process sandbox
+//! (master + 2 spawners + the demo game). Needs `exile-demo-game` built
+//! (`cargo build --workspace --bins`).
+
+mod auth;
+mod harness;
+mod instances;
+mod watch;

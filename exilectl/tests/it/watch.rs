@@ -1,0 +1,67 @@
+//! `watch`: snapshot first, then deltas, one JSON object per line.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::Ctl;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_the_snapshot_then_instance_changes() {
+    let ctl = Ctl::start().await;
+    ctl.login().await;
+    let ids = ctl.sb.spawner_ids().await.unwrap();
+
+    let mut child = ctl
+        .command(&["watch", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    // A reader thread, so a silent watch fails on a deadline instead of hanging.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |rx: &mpsc::Receiver<String>| -> Value {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("watch printed a line in time");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+
+    let snapshot = tokio::task::block_in_place(|| next(&rx));
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot:#?}");
+    assert_eq!(snapshot["spawners"].as_array().unwrap().len(), 2);
+
+    let spawned = ctl
+        .run(&["instance", "spawn", "--spawner", &ids[1], "-o", "json"])
+        .await
+        .success()
+        .json();
+    let id = spawned["id"].as_str().unwrap().to_owned();
+
+    let seen = tokio::task::block_in_place(|| {
+        loop {
+            let e = next(&rx);
+            if e["type"] == "instance_updated" && e["instance"]["id"] == id.as_str() {
+                break e;
+            }
+        }
+    });
+    assert_eq!(seen["instance"]["spawner_id"], ids[1].as_str());
+    assert!(seen["sequence"].as_u64().unwrap() > 0);
+    assert!(seen["at"].as_str().unwrap().ends_with('Z'));
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ctl.shutdown().await;
+}

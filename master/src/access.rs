@@ -1,0 +1,485 @@
+//! The one table of who may call what, and the tower layer that enforces it, counts
+//! requests and writes the audit log for every mutating call.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use tonic::body::Body;
+
+use crate::auth::Auth;
+use crate::error::Error;
+use crate::model::{Principal, Role};
+use crate::store::{AuditRecord, Store};
+use exile_api::now_unix_ms;
+
+/// What a method requires of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (login, enrollment, health, reflection).
+    Public,
+    /// A spawner credential.
+    Spawner,
+    /// A person or API token with at least this role.
+    Role(Role),
+}
+
+/// Access rule of one gRPC method.
+#[derive(Clone, Copy, Debug)]
+pub struct Rule {
+    /// Who may call it.
+    pub access: Access,
+    /// Whether calls are written to the audit log.
+    pub audited: bool,
+}
+
+const fn rule(access: Access, audited: bool) -> Rule {
+    Rule { access, audited }
+}
+
+use Access::{Public, Spawner};
+const VIEWER: Access = Access::Role(Role::Viewer);
+const OPERATOR: Access = Access::Role(Role::Operator);
+const ADMIN: Access = Access::Role(Role::Admin);
+
+/// THE table: every method of every service the master serves, with its rule. Methods not
+/// listed are refused, so a new RPC cannot be reached until it is given a rule here.
+pub const RULES: &[(&str, Rule)] = &[
+    ("/exile.v1.AuthService/Login", rule(Public, true)),
+    ("/exile.v1.AuthService/Logout", rule(VIEWER, true)),
+    ("/exile.v1.AuthService/WhoAmI", rule(VIEWER, false)),
+    ("/exile.v1.AuthService/CreateUser", rule(ADMIN, true)),
+    ("/exile.v1.AuthService/ListUsers", rule(ADMIN, false)),
+    ("/exile.v1.AuthService/DeleteUser", rule(ADMIN, true)),
+    ("/exile.v1.AuthService/ChangePassword", rule(VIEWER, true)),
+    ("/exile.v1.AuthService/CreateApiToken", rule(ADMIN, true)),
+    ("/exile.v1.AuthService/ListApiTokens", rule(ADMIN, false)),
+    ("/exile.v1.AuthService/RevokeApiToken", rule(ADMIN, true)),
+    (
+        "/exile.v1.SpawnerService/CreateEnrollmentToken",
+        rule(ADMIN, true),
+    ),
+    (
+        "/exile.v1.SpawnerService/ListEnrollmentTokens",
+        rule(ADMIN, false),
+    ),
+    (
+        "/exile.v1.SpawnerService/RevokeEnrollmentToken",
+        rule(ADMIN, true),
+    ),
+    ("/exile.v1.SpawnerService/ListSpawners", rule(VIEWER, false)),
+    ("/exile.v1.SpawnerService/GetSpawner", rule(VIEWER, false)),
+    (
+        "/exile.v1.SpawnerService/DrainSpawner",
+        rule(OPERATOR, true),
+    ),
+    (
+        "/exile.v1.SpawnerService/UndrainSpawner",
+        rule(OPERATOR, true),
+    ),
+    ("/exile.v1.SpawnerService/RemoveSpawner", rule(ADMIN, true)),
+    (
+        "/exile.v1.InstanceService/SpawnInstance",
+        rule(OPERATOR, true),
+    ),
+    (
+        "/exile.v1.InstanceService/ListInstances",
+        rule(VIEWER, false),
+    ),
+    ("/exile.v1.InstanceService/GetInstance", rule(VIEWER, false)),
+    (
+        "/exile.v1.InstanceService/StartInstance",
+        rule(OPERATOR, true),
+    ),
+    (
+        "/exile.v1.InstanceService/StopInstance",
+        rule(OPERATOR, true),
+    ),
+    (
+        "/exile.v1.InstanceService/RestartInstance",
+        rule(OPERATOR, true),
+    ),
+    (
+        "/exile.v1.InstanceService/RemoveInstance",
+        rule(OPERATOR, true),
+    ),
+    ("/exile.v1.EventService/Watch", rule(VIEWER, false)),
+    ("/exile.v1.SystemService/GetStats", rule(VIEWER, false)),
+    ("/exile.v1.SystemService/ListAuditLog", rule(ADMIN, false)),
+    ("/exile.v1.SpawnerLink/Enroll", rule(Public, true)),
+    ("/exile.v1.SpawnerLink/Link", rule(Spawner, false)),
+];
+
+/// Services outside exile.v1 that are public as a whole (standard health and reflection).
+const PUBLIC_SERVICES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// The rule for a request path; None means the method is refused.
+pub fn rule_for(path: &str) -> Option<Rule> {
+    if PUBLIC_SERVICES.iter().any(|p| path.starts_with(p)) {
+        return Some(rule(Public, false));
+    }
+    RULES.iter().find(|(p, _)| *p == path).map(|(_, r)| *r)
+}
+
+/// Per-call facts handlers read from the request extensions.
+#[derive(Clone)]
+pub struct CallCtx {
+    /// The caller.
+    pub principal: Principal,
+    /// Client address, from the socket.
+    pub peer: String,
+    audit_note: Arc<Mutex<AuditNote>>,
+}
+
+#[derive(Default)]
+struct AuditNote {
+    target: String,
+    detail: String,
+}
+
+impl CallCtx {
+    /// Names the target of the call in the audit log.
+    pub fn set_target(&self, target: impl Into<String>) {
+        // std Mutex: a field store, never held across an await.
+        self.audit_note
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .target = target.into();
+    }
+
+    /// Adds detail to the audit entry (never a secret).
+    pub fn set_detail(&self, detail: impl Into<String>) {
+        self.audit_note
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .detail = detail.into();
+    }
+}
+
+/// Reads the call context a request was given by the access layer.
+pub fn ctx<T>(req: &tonic::Request<T>) -> Result<CallCtx, Error> {
+    req.extensions()
+        .get::<CallCtx>()
+        .cloned()
+        .ok_or_else(|| Error::Internal("request reached a handler without the access layer".into()))
+}
+
+/// Request counters for GetStats and /metrics.
+#[derive(Default)]
+pub struct Counters {
+    /// Calls served.
+    pub requests: AtomicU64,
+    /// Calls that ended in an error status.
+    pub errors: AtomicU64,
+}
+
+/// Shared state of the access layer.
+pub struct AccessState {
+    /// Authenticator.
+    pub auth: Arc<Auth>,
+    /// Store for the audit log.
+    pub store: Store,
+    /// Counters.
+    pub counters: Arc<Counters>,
+}
+
+/// Tower layer enforcing [`RULES`].
+#[derive(Clone)]
+pub struct AccessLayer {
+    state: Arc<AccessState>,
+}
+
+impl AccessLayer {
+    /// Creates the layer.
+    pub fn new(state: Arc<AccessState>) -> Self {
+        AccessLayer { state }
+    }
+}
+
+impl<S> tower::Layer<S> for AccessLayer {
+    type Service = AccessService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessService {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// Service produced by [`AccessLayer`].
+#[derive(Clone)]
+pub struct AccessService<S> {
+    inner: S,
+    state: Arc<AccessState>,
+}
+
+fn deny(status: tonic::Status) -> http::Response<Body> {
+    status.into_http()
+}
+
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let t = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?;
+    Some(t.trim())
+}
+
+impl<S> tower::Service<http::Request<Body>> for AccessService<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        // Take the instance that was polled ready, leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let state = self.state.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_owned();
+            let peer = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+                .unwrap_or_else(|| "unknown".into());
+            state.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let Some(rule) = rule_for(&path) else {
+                state.counters.errors.fetch_add(1, Ordering::Relaxed);
+                return Ok(deny(tonic::Status::permission_denied(format!(
+                    "{path} is not open to any caller"
+                ))));
+            };
+            let principal = match (rule.access, bearer(req.headers())) {
+                (Access::Public, _) => Principal::Anonymous,
+                (_, None) => {
+                    state.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    return Ok(deny(tonic::Status::unauthenticated(
+                        "missing `authorization: Bearer <token>`; log in first",
+                    )));
+                }
+                (access, Some(token)) => match state.auth.authenticate(token).await {
+                    Err(e) => {
+                        state.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        return Ok(deny(e.into()));
+                    }
+                    Ok(p) => {
+                        if let Err(status) = check(access, &p) {
+                            state.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            if rule.audited {
+                                write_audit(
+                                    &state,
+                                    &p,
+                                    &path,
+                                    &peer,
+                                    "PERMISSION_DENIED",
+                                    status.message(),
+                                    "",
+                                )
+                                .await;
+                            }
+                            return Ok(deny(status));
+                        }
+                        p
+                    }
+                },
+            };
+            let note = Arc::new(Mutex::new(AuditNote::default()));
+            req.extensions_mut().insert(CallCtx {
+                principal: principal.clone(),
+                peer: peer.clone(),
+                audit_note: note.clone(),
+            });
+            let mut resp = inner.call(req).await?;
+            reshape_decode_errors(&mut resp);
+            let code = resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .unwrap_or(0);
+            if code != 0 {
+                state.counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if rule.audited {
+                let (target, detail) = {
+                    let n = note.lock().unwrap_or_else(|e| e.into_inner());
+                    (n.target.clone(), n.detail.clone())
+                };
+                let (result, detail) = if code == 0 {
+                    ("ok".to_owned(), detail)
+                } else {
+                    let message = resp
+                        .headers()
+                        .get("grpc-message")
+                        .and_then(|v| v.to_str().ok())
+                        .map(percent_decode)
+                        .unwrap_or_default();
+                    (format!("{:?}", tonic::Code::from_i32(code)), message)
+                };
+                write_audit(&state, &principal, &path, &peer, &result, &detail, &target).await;
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// tonic reports an undecodable request as INTERNAL and an oversized one as OUT_OF_RANGE;
+/// both are the caller's mistake, so they become INVALID_ARGUMENT here, in one place.
+fn reshape_decode_errors(resp: &mut http::Response<Body>) {
+    let code = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok());
+    let message = resp
+        .headers()
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(percent_decode)
+        .unwrap_or_default();
+    let bad_input = match code {
+        Some(c) if c == tonic::Code::Internal as i32 => message.contains("failed to decode"),
+        Some(c) if c == tonic::Code::OutOfRange as i32 => {
+            message.contains("message length too large")
+        }
+        _ => false,
+    };
+    if bad_input {
+        let h = resp.headers_mut();
+        h.insert(
+            "grpc-status",
+            http::HeaderValue::from(tonic::Code::InvalidArgument as i32),
+        );
+        let text = format!("malformed or oversized request: {message}");
+        let clean: String = text
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .collect();
+        if let Ok(v) = http::HeaderValue::from_str(&clean) {
+            h.insert("grpc-message", v);
+        }
+    }
+}
+
+fn check(access: Access, p: &Principal) -> Result<(), tonic::Status> {
+    match (access, p) {
+        (Access::Public, _) => Ok(()),
+        (Access::Spawner, Principal::Spawner { .. }) => Ok(()),
+        (Access::Spawner, _) => Err(tonic::Status::permission_denied(
+            "only spawners may call this",
+        )),
+        (Access::Role(_), Principal::Spawner { .. }) => Err(tonic::Status::permission_denied(
+            "spawner credentials cannot call the control API",
+        )),
+        (Access::Role(need), p) => match p.role() {
+            Some(have) if have >= need => Ok(()),
+            Some(have) => Err(tonic::Status::permission_denied(format!(
+                "this needs the {need} role; {} has {have}",
+                p.actor()
+            ))),
+            None => Err(tonic::Status::permission_denied("no role")),
+        },
+    }
+}
+
+async fn write_audit(
+    state: &AccessState,
+    p: &Principal,
+    path: &str,
+    peer: &str,
+    result: &str,
+    detail: &str,
+    target: &str,
+) {
+    let action = path.rsplit('/').next().unwrap_or(path).to_owned();
+    let actor = match p {
+        Principal::Anonymous => "anonymous".to_owned(),
+        other => other.actor(),
+    };
+    let rec = AuditRecord {
+        at: now_unix_ms(),
+        actor,
+        action,
+        target: target.to_owned(),
+        result: result.to_owned(),
+        detail: detail.to_owned(),
+        peer: peer.to_owned(),
+    };
+    if let Err(e) = state.store.insert_audit(rec).await {
+        tracing::error!(error = %e, "could not write the audit log");
+    }
+}
+
+/// grpc-message is percent-encoded on the wire.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b%25"), "a b%");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        let op = Principal::ApiToken {
+            id: "t".into(),
+            name: "t".into(),
+            role: Role::Operator,
+            expires_at: 0,
+        };
+        assert!(check(VIEWER, &op).is_ok());
+        assert!(check(OPERATOR, &op).is_ok());
+        assert_eq!(
+            check(ADMIN, &op).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        assert_eq!(
+            check(Spawner, &op).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        let sp = Principal::Spawner { id: "s".into() };
+        assert_eq!(
+            check(VIEWER, &sp).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+    }
+}

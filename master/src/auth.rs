@@ -1,0 +1,316 @@
+//! Passwords, secrets, sessions and API tokens: who a caller is.
+
+mod rate_limit;
+
+use std::time::Duration;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::db::entities::{session, user};
+use crate::error::{Error, Result};
+use crate::model::{Principal, Role};
+use crate::store::Store;
+use exile_api::now_unix_ms;
+pub use rate_limit::RateLimiter;
+
+/// Prefix of session tokens.
+pub const SESSION_PREFIX: &str = "exs_";
+/// Prefix of API tokens.
+pub const API_TOKEN_PREFIX: &str = "exa_";
+/// Prefix of enrollment tokens.
+pub const ENROLLMENT_PREFIX: &str = "exe_";
+/// Prefix of spawner credentials.
+pub const CREDENTIAL_PREFIX: &str = "exc_";
+
+/// A new random secret: prefix + 256 bits in hex.
+pub fn new_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// A new short random id with a prefix, e.g. `inst-3f9a1c2b7d4e`.
+pub fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 6];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}-{}", hex::encode(bytes))
+}
+
+/// SHA-256 of a high-entropy secret, the only form in which secrets are stored.
+/// (Passwords are low-entropy and use argon2id instead.)
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Hashes a password with argon2id. CPU-heavy: call from a blocking task.
+pub fn hash_password(password: &str) -> Result<String> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| Error::Internal(format!("salt: {e}")))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Internal(format!("password hash: {e}")))
+}
+
+/// Checks a password against a stored hash. CPU-heavy: call from a blocking task.
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Checks a new password's strength.
+pub fn check_password_policy(password: &str) -> Result<()> {
+    if password.chars().count() < 8 {
+        return Err(Error::InvalidArgument(
+            "password: must be at least 8 characters".into(),
+        ));
+    }
+    if password.len() > 1024 {
+        return Err(Error::InvalidArgument(
+            "password: must be at most 1024 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a user name.
+pub fn check_username(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(
+            "username: 1 to 64 characters of letters, digits, '.', '_' or '-'".into(),
+        ))
+    }
+}
+
+/// Session lifetimes.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionPolicy {
+    /// A session unused this long ends.
+    pub idle_timeout: Duration,
+    /// A session ends this long after login whatever its use.
+    pub max_age: Duration,
+}
+
+/// Authentication: turns bearer tokens into principals and passwords into sessions.
+pub struct Auth {
+    store: Store,
+    policy: SessionPolicy,
+    limiter: RateLimiter,
+    /// Hash checked when a user does not exist, so timing does not reveal user names.
+    dummy_hash: String,
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Auth {
+    /// Creates the authenticator.
+    pub fn new(store: Store, policy: SessionPolicy) -> Result<Self> {
+        Ok(Auth {
+            store,
+            policy,
+            limiter: RateLimiter::new(5.0, 20.0, Duration::from_secs(12)),
+            dummy_hash: hash_password("not a real password")?,
+        })
+    }
+
+    /// Creates the first admin when there is no user at all. Returns the generated password
+    /// when none was given, so the caller can print it once.
+    pub async fn bootstrap_admin(&self, password: Option<String>) -> Result<Option<String>> {
+        if self.store.count_users().await? > 0 {
+            return Ok(None);
+        }
+        let (password, generated) = match password {
+            Some(p) => (p, false),
+            None => (new_secret("")[..24].to_owned(), true),
+        };
+        check_password_policy(&password)?;
+        let hash = blocking_hash(password.clone()).await?;
+        self.store
+            .insert_user(user::Model {
+                username: "admin".into(),
+                password_hash: hash,
+                role: Role::Admin.as_str().into(),
+                created_at: now_unix_ms(),
+            })
+            .await?;
+        Ok(generated.then_some(password))
+    }
+
+    /// Checks a password and opens a session. Failures are rate limited per account and
+    /// per address, and all say the same thing so they reveal nothing.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        peer: &str,
+    ) -> Result<(String, i64, user::Model)> {
+        let keys = [format!("user:{username}"), format!("addr:{peer}")];
+        if let Some(wait) = self.limiter.blocked(&keys) {
+            return Err(Error::ResourceExhausted(format!(
+                "too many failed logins; try again in {} s",
+                wait.as_secs().max(1)
+            )));
+        }
+        let user = self.store.get_user(username).await?;
+        let hash = user
+            .as_ref()
+            .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
+        let pw = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
+            .await
+            .map_err(|e| Error::Internal(format!("verify task: {e}")))?;
+        let user = match (ok, user) {
+            (true, Some(u)) => u,
+            _ => {
+                self.limiter.fail(&keys);
+                return Err(Error::Unauthenticated("wrong user name or password".into()));
+            }
+        };
+        let token = new_secret(SESSION_PREFIX);
+        let now = now_unix_ms();
+        let expires = now.saturating_add(ms(self.policy.max_age));
+        self.store
+            .insert_session(session::Model {
+                token_hash: hash_secret(&token),
+                username: user.username.clone(),
+                created_at: now,
+                last_used_at: now,
+                expires_at: expires,
+                peer: peer.to_owned(),
+            })
+            .await?;
+        Ok((token, expires, user))
+    }
+
+    /// Resolves a bearer token into a principal.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal> {
+        let now = now_unix_ms();
+        let hash = hash_secret(token);
+        if token.starts_with(SESSION_PREFIX) {
+            let Some((s, u)) = self.store.get_session(&hash).await? else {
+                return Err(Error::Unauthenticated(
+                    "session is unknown, expired or revoked; log in again".into(),
+                ));
+            };
+            let idle = ms(self.policy.idle_timeout);
+            if s.expires_at <= now || s.last_used_at.saturating_add(idle) <= now {
+                self.store.delete_session(&hash).await?;
+                return Err(Error::Unauthenticated(
+                    "session expired; log in again".into(),
+                ));
+            }
+            // Sliding idle timeout, written at most once a minute rather than on every call.
+            if now - s.last_used_at > 60_000 {
+                self.store.touch_session(&hash, now).await?;
+            }
+            let role = Role::parse(&u.role)
+                .ok_or_else(|| Error::Internal(format!("bad role {}", u.role)))?;
+            return Ok(Principal::User {
+                username: u.username,
+                role,
+                session_hash: hash,
+                expires_at: s.expires_at,
+            });
+        }
+        if token.starts_with(API_TOKEN_PREFIX) {
+            let Some(t) = self.store.get_api_token_by_hash(&hash).await? else {
+                return Err(Error::Unauthenticated("API token is unknown".into()));
+            };
+            if t.revoked {
+                return Err(Error::Unauthenticated(format!(
+                    "API token {} was revoked",
+                    t.name
+                )));
+            }
+            if t.expires_at <= now {
+                return Err(Error::Unauthenticated(format!(
+                    "API token {} expired",
+                    t.name
+                )));
+            }
+            let role = Role::parse(&t.role)
+                .ok_or_else(|| Error::Internal(format!("bad role {}", t.role)))?;
+            return Ok(Principal::ApiToken {
+                id: t.id,
+                name: t.name,
+                role,
+                expires_at: t.expires_at,
+            });
+        }
+        if token.starts_with(CREDENTIAL_PREFIX) {
+            return match self.store.spawner_by_credential(&hash).await? {
+                Some(id) => Ok(Principal::Spawner { id }),
+                None => Err(Error::Unauthenticated(
+                    "spawner credential is unknown or revoked".into(),
+                )),
+            };
+        }
+        Err(Error::Unauthenticated("malformed bearer token".into()))
+    }
+
+    /// Drops expired and idle sessions.
+    pub async fn sweep_sessions(&self) -> Result<u64> {
+        let now = now_unix_ms();
+        self.store
+            .delete_stale_sessions(now, now - ms(self.policy.idle_timeout))
+            .await
+    }
+}
+
+/// Hashes a password on the blocking pool.
+pub async fn blocking_hash(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| Error::Internal(format!("hash task: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_round_trip() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password(&h, "correct horse"));
+        assert!(!verify_password(&h, "wrong horse"));
+        assert!(!verify_password("garbage", "x"));
+    }
+
+    #[test]
+    fn secrets_are_random_and_hashed() {
+        let a = new_secret(SESSION_PREFIX);
+        let b = new_secret(SESSION_PREFIX);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 4 + 64);
+        assert_ne!(hash_secret(&a), a);
+        assert_eq!(hash_secret(&a), hash_secret(&a));
+    }
+
+    #[test]
+    fn usernames_and_passwords_are_checked() {
+        assert!(check_username("ops.team-1").is_ok());
+        assert!(check_username("").is_err());
+        assert!(check_username("a b").is_err());
+        assert!(check_password_policy("short").is_err());
+        assert!(check_password_policy("long enough").is_ok());
+    }
+}

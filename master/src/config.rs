@@ -1,0 +1,94 @@
+//! Command-line and environment configuration of the master.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exile master: registry, placement, command routing, auth and events on one port.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "exile-master", version, about)]
+pub struct Config {
+    /// Address to listen on: native gRPC, grpc-web, the dashboard, /healthz and /metrics.
+    #[arg(long, env = "EXILE_MASTER_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+    /// Directory for the database and other state.
+    #[arg(
+        long,
+        env = "EXILE_MASTER_DATA_DIR",
+        default_value = "exile-master-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Database URL; by default an SQLite file `exile.db` in the data dir.
+    #[arg(long, env = "EXILE_MASTER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Directory of the built dashboard to serve (index.html and assets).
+    #[arg(long, env = "EXILE_MASTER_DASHBOARD_DIR")]
+    pub dashboard_dir: Option<PathBuf>,
+    /// Password of the `admin` user created on first start; generated and printed when unset.
+    #[arg(long, env = "EXILE_MASTER_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// How often spawners send heartbeats, in milliseconds.
+    #[arg(
+        long,
+        env = "EXILE_MASTER_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 5000
+    )]
+    pub heartbeat_interval_ms: u64,
+    /// A spawner without a heartbeat for this long becomes Unreachable, in milliseconds.
+    #[arg(long, env = "EXILE_MASTER_HEARTBEAT_TTL_MS", default_value_t = 15000)]
+    pub heartbeat_ttl_ms: u64,
+    /// A session unused for this long ends, in seconds.
+    #[arg(long, env = "EXILE_MASTER_SESSION_IDLE_SECS", default_value_t = 12 * 3600)]
+    pub session_idle_secs: u64,
+    /// A session ends this long after login whatever its use, in seconds.
+    #[arg(long, env = "EXILE_MASTER_SESSION_MAX_AGE_SECS", default_value_t = 7 * 86400)]
+    pub session_max_age_secs: u64,
+    /// How long a spawner may take to carry out a command, in seconds.
+    #[arg(long, env = "EXILE_MASTER_COMMAND_TIMEOUT_SECS", default_value_t = 30)]
+    pub command_timeout_secs: u64,
+    /// Development: write a fresh one-hour enrollment token to this file at start, so a local
+    /// spawner can enroll by itself.
+    #[arg(long, env = "EXILE_MASTER_DEV_ENROLLMENT_TOKEN_FILE")]
+    pub dev_enrollment_token_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms.max(50))
+    }
+
+    /// Heartbeat TTL.
+    pub fn heartbeat_ttl(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ttl_ms.max(100))
+    }
+
+    /// The database URL in use.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("exile.db").display()
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_work_on_a_laptop() {
+        let c = <Config as clap::Parser>::try_parse_from(["exile-master"]).unwrap();
+        assert_eq!(c.listen.port(), 7700);
+        assert!(c.database_url().starts_with("sqlite://"));
+        assert!(c.heartbeat_ttl() > c.heartbeat_interval());
+    }
+}

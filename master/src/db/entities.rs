@@ -1,0 +1,141 @@
+//! sea-orm entities, one module per table. Labels and ports are stored as JSON text.
+
+macro_rules! no_relations {
+    () => {
+        #[derive(Copy, Clone, Debug, sea_orm::EnumIter, sea_orm::DeriveRelation)]
+        pub enum Relation {}
+        impl sea_orm::ActiveModelBehavior for ActiveModel {}
+    };
+}
+
+pub mod user {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "users")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub username: String,
+        pub password_hash: String,
+        pub role: String,
+        pub created_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod session {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sessions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token_hash: String,
+        pub username: String,
+        pub created_at: i64,
+        pub last_used_at: i64,
+        pub expires_at: i64,
+        pub peer: String,
+    }
+    no_relations!();
+}
+
+pub mod api_token {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub name: String,
+        pub token_hash: String,
+        pub role: String,
+        pub created_by: String,
+        pub created_at: i64,
+        pub expires_at: i64,
+        pub revoked: bool,
+    }
+    no_relations!();
+}
+
+pub mod enrollment_token {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "enrollment_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub token_hash: String,
+        pub description: String,
+        pub created_by: String,
+        pub created_at: i64,
+        pub expires_at: i64,
+        pub used_by_spawner: String,
+        pub revoked: bool,
+    }
+    no_relations!();
+}
+
+pub mod spawner {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "spawners")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub name: String,
+        pub credential_hash: String,
+        pub region: String,
+        pub host: String,
+        pub advertised_address: String,
+        pub capacity: i32,
+        pub labels: String,
+        pub agent_version: String,
+        pub active_build: String,
+        pub drained: bool,
+        pub enrolled_at: i64,
+        pub last_seen_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod instance {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "instances")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub spawner_id: String,
+        pub state: String,
+        pub build_version: String,
+        pub ports: String,
+        pub pid: i64,
+        pub restart_count: i64,
+        pub labels: String,
+        pub players: i64,
+        pub max_players: i64,
+        pub created_at: i64,
+        pub started_at: i64,
+        pub state_changed_at: i64,
+        pub exit_code: Option<i64>,
+        pub message: String,
+    }
+    no_relations!();
+}
+
+pub mod audit {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_log")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub at: i64,
+        pub actor: String,
+        pub action: String,
+        pub target: String,
+        pub result: String,
+        pub detail: String,
+        pub peer: String,
+    }
+    no_relations!();
+}

@@ -1,0 +1,176 @@
+//! Exile master: the control plane. `main.rs` parses [`Config`] and calls [`start`]; tests
+//! start the same server in-process.
+
+pub mod access;
+pub mod auth;
+pub mod config;
+pub mod convert;
+pub mod db;
+pub mod error;
+pub mod model;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+use crate::access::{AccessState, Counters};
+use crate::auth::{Auth, SessionPolicy};
+use crate::registry::Registry;
+use crate::service::Shared;
+use crate::store::Store;
+
+/// A running master.
+pub struct Master {
+    /// Address it listens on.
+    pub addr: SocketAddr,
+    /// The admin password generated on first start, to print once; None when it was given
+    /// or the database had users already.
+    pub generated_admin_password: Option<String>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Master {
+    /// Waits until the master has stopped (after `shutdown` was cancelled).
+    pub async fn wait(self) {
+        self.tasks.wait().await;
+    }
+
+    /// The token that stops it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens the database, loads the registry and serves on `listener` until `shutdown`.
+pub async fn start(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Master> {
+    std::fs::create_dir_all(&config.data_dir).map_err(Error::Serve)?;
+    let db = db::open(&config.database_url()).await?;
+    let store = Store::new(db);
+    let auth = Arc::new(Auth::new(
+        store.clone(),
+        SessionPolicy {
+            idle_timeout: Duration::from_secs(config.session_idle_secs.max(60)),
+            max_age: Duration::from_secs(config.session_max_age_secs.max(60)),
+        },
+    )?);
+    let generated_admin_password = auth.bootstrap_admin(config.admin_password.clone()).await?;
+    let (registry, persister) = Registry::load(store.clone(), config.heartbeat_ttl()).await?;
+    let counters = Arc::new(Counters::default());
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        auth: auth.clone(),
+        registry: registry.clone(),
+        counters: counters.clone(),
+        started: Instant::now(),
+        heartbeat_interval: config.heartbeat_interval(),
+        command_timeout: Duration::from_secs(config.command_timeout_secs.max(1)),
+        shutdown: shutdown.clone(),
+    });
+    if let Some(path) = &config.dev_enrollment_token_file {
+        let (_, secret) = service::spawner_api::create_enrollment_token(
+            &shared,
+            3600,
+            "dev mode".into(),
+            "dev".into(),
+        )
+        .await?;
+        write_private(path, &secret).map_err(Error::Serve)?;
+    }
+    let access = Arc::new(AccessState {
+        auth: auth.clone(),
+        store,
+        counters,
+    });
+    let app = server::router(shared.clone(), access, config.dashboard_dir.as_deref()).await?;
+    let addr = listener.local_addr().map_err(Error::Serve)?;
+
+    let tasks = TaskTracker::new();
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, svc)
+            .with_graceful_shutdown(sd.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "server stopped with an error");
+        }
+    });
+    let sweep_every = (config.heartbeat_ttl() / 4).max(Duration::from_millis(50));
+    let sd = shutdown.clone();
+    let reg = registry.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(sweep_every);
+        loop {
+            tokio::select! {
+                _ = sd.cancelled() => break,
+                _ = tick.tick() => reg.sweep(),
+            }
+        }
+    });
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = sd.cancelled() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = auth.sweep_sessions().await {
+                        tracing::warn!(error = %e, "session sweep failed");
+                    }
+                }
+            }
+        }
+    });
+    // The persister ends when the registry (its only sender) is dropped; do not wait on it
+    // at shutdown beyond a short flush.
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        sd.cancelled().await;
+        drop(shared);
+        drop(registry);
+        let _ = tokio::time::timeout(Duration::from_secs(5), persister).await;
+    });
+    tasks.close();
+    tracing::info!(%addr, "master listening");
+    Ok(Master {
+        addr,
+        generated_admin_password,
+        tasks,
+        shutdown,
+    })
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(&tmp)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
+}

@@ -1,0 +1,435 @@
+//! The live registry of spawners and instances: in memory, event-sourced to `Watch`
+//! subscribers, persisted on change (never per heartbeat) through a writer task.
+
+mod link;
+mod placement;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc};
+
+use crate::convert::{instance_to_pb, spawner_to_pb};
+use crate::error::{Error, Result};
+use crate::model::{InstanceRecord, SpawnerInfo, is_running};
+use crate::store::Store;
+use exile_api::now_unix_ms;
+use exile_api::v1 as pb;
+pub use link::{Link, map_command_error};
+pub use placement::Placement;
+
+/// A spawner as held in memory.
+struct SpawnerEntry {
+    info: SpawnerInfo,
+    state: pb::SpawnerState,
+    resources: pb::Resources,
+    last_heartbeat: Instant,
+    link: Option<Link>,
+    /// Instance states hidden behind Unknown while unreachable, restored if heartbeats resume
+    /// on the same link.
+    before_unknown: HashMap<String, pb::InstanceState>,
+}
+
+#[derive(Default)]
+struct State {
+    spawners: HashMap<String, SpawnerEntry>,
+    instances: HashMap<String, InstanceRecord>,
+}
+
+/// A write for the persister task.
+enum Persist {
+    Spawner(SpawnerInfo),
+    Instance(Box<InstanceRecord>),
+    DeleteInstance(String),
+}
+
+/// The registry. Cheap operations under one std Mutex (never held across an await);
+/// events go out on a broadcast channel in the same order as the changes.
+pub struct Registry {
+    state: Mutex<State>,
+    events: broadcast::Sender<pb::WatchEvent>,
+    seq: AtomicU64,
+    next_generation: AtomicU64,
+    persist: mpsc::UnboundedSender<Persist>,
+    heartbeat_ttl: Duration,
+}
+
+/// Counts for GetStats.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    /// Spawners.
+    pub spawners_total: u32,
+    /// Spawners online or draining.
+    pub spawners_online: u32,
+    /// Instances.
+    pub instances_total: u32,
+    /// Instances with a live process.
+    pub instances_running: u32,
+    /// Players.
+    pub players: u32,
+}
+
+impl Registry {
+    /// Loads the registry from the store and starts its persister task. Every spawner starts
+    /// Offline and every instance Unknown until its spawner links and says otherwise.
+    pub async fn load(
+        store: Store,
+        heartbeat_ttl: Duration,
+    ) -> Result<(std::sync::Arc<Self>, tokio::task::JoinHandle<()>)> {
+        let mut state = State::default();
+        let now = Instant::now();
+        for info in store.list_spawners().await? {
+            state.spawners.insert(
+                info.id.clone(),
+                SpawnerEntry {
+                    info,
+                    state: pb::SpawnerState::Offline,
+                    resources: pb::Resources::default(),
+                    last_heartbeat: now,
+                    link: None,
+                    before_unknown: HashMap::new(),
+                },
+            );
+        }
+        for mut rec in store.list_instances().await? {
+            if !state.spawners.contains_key(&rec.spawner_id) {
+                continue;
+            }
+            if is_running(rec.state) {
+                rec.state = pb::InstanceState::Unknown;
+            }
+            state.instances.insert(rec.id.clone(), rec);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(8192);
+        let reg = std::sync::Arc::new(Registry {
+            state: Mutex::new(state),
+            events,
+            seq: AtomicU64::new(1),
+            next_generation: AtomicU64::new(1),
+            persist: tx,
+            heartbeat_ttl,
+        });
+        let task = tokio::spawn(persister(store, rx));
+        Ok((reg, task))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, kind: pb::watch_event::Kind) {
+        let ev = pb::WatchEvent {
+            sequence: self.seq.fetch_add(1, Ordering::Relaxed),
+            at_unix_ms: now_unix_ms(),
+            kind: Some(kind),
+        };
+        // No subscribers is fine.
+        let _ = self.events.send(ev);
+    }
+
+    fn save_spawner(&self, info: &SpawnerInfo) {
+        let _ = self.persist.send(Persist::Spawner(info.clone()));
+    }
+
+    fn save_instance(&self, rec: &InstanceRecord) {
+        let _ = self.persist.send(Persist::Instance(Box::new(rec.clone())));
+    }
+
+    fn spawner_pb(&self, st: &State, e: &SpawnerEntry) -> pb::Spawner {
+        let count = st
+            .instances
+            .values()
+            .filter(|i| i.spawner_id == e.info.id)
+            .count();
+        spawner_to_pb(
+            &e.info,
+            e.state,
+            &e.resources,
+            u32::try_from(count).unwrap_or(u32::MAX),
+        )
+    }
+
+    fn instance_pb(st: &State, rec: &InstanceRecord) -> pb::Instance {
+        let addr = st
+            .spawners
+            .get(&rec.spawner_id)
+            .map(|s| s.info.advertised_address.as_str())
+            .unwrap_or("");
+        instance_to_pb(rec, addr)
+    }
+
+    fn emit_spawner(&self, st: &State, id: &str) {
+        if let Some(e) = st.spawners.get(id) {
+            self.emit(pb::watch_event::Kind::SpawnerUpdated(
+                self.spawner_pb(st, e),
+            ));
+        }
+    }
+
+    fn emit_instance(&self, st: &State, id: &str) {
+        if let Some(r) = st.instances.get(id) {
+            self.emit(pb::watch_event::Kind::InstanceUpdated(Self::instance_pb(
+                st, r,
+            )));
+        }
+    }
+
+    /// Adds a newly enrolled spawner (Offline until it links).
+    pub fn enrolled(&self, info: SpawnerInfo) {
+        let mut st = self.lock();
+        let id = info.id.clone();
+        st.spawners.insert(
+            id.clone(),
+            SpawnerEntry {
+                info,
+                state: pb::SpawnerState::Offline,
+                resources: pb::Resources::default(),
+                last_heartbeat: Instant::now(),
+                link: None,
+                before_unknown: HashMap::new(),
+            },
+        );
+        self.emit_spawner(&st, &id);
+    }
+
+    /// Subscribes to events and returns the snapshot they start after, atomically.
+    pub fn subscribe(&self) -> (pb::Snapshot, broadcast::Receiver<pb::WatchEvent>) {
+        let st = self.lock();
+        let rx = self.events.subscribe();
+        (self.snapshot_locked(&st), rx)
+    }
+
+    fn snapshot_locked(&self, st: &State) -> pb::Snapshot {
+        let mut spawners: Vec<_> = st
+            .spawners
+            .values()
+            .map(|e| self.spawner_pb(st, e))
+            .collect();
+        spawners.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        let mut instances: Vec<_> = st
+            .instances
+            .values()
+            .map(|r| Self::instance_pb(st, r))
+            .collect();
+        instances.sort_by(|a, b| {
+            a.created_at_unix_ms
+                .cmp(&b.created_at_unix_ms)
+                .then(a.id.cmp(&b.id))
+        });
+        pb::Snapshot {
+            spawners,
+            instances,
+        }
+    }
+
+    /// The current view.
+    pub fn snapshot(&self) -> pb::Snapshot {
+        let st = self.lock();
+        self.snapshot_locked(&st)
+    }
+
+    /// One spawner and its instances.
+    pub fn get_spawner(&self, id: &str) -> Result<(pb::Spawner, Vec<pb::Instance>)> {
+        let st = self.lock();
+        let e = st.spawners.get(id).ok_or_else(|| not_found_spawner(id))?;
+        let mut instances: Vec<_> = st
+            .instances
+            .values()
+            .filter(|r| r.spawner_id == id)
+            .map(|r| Self::instance_pb(&st, r))
+            .collect();
+        instances.sort_by(|a, b| {
+            a.created_at_unix_ms
+                .cmp(&b.created_at_unix_ms)
+                .then(a.id.cmp(&b.id))
+        });
+        Ok((self.spawner_pb(&st, e), instances))
+    }
+
+    /// One instance.
+    pub fn get_instance(&self, id: &str) -> Result<pb::Instance> {
+        let st = self.lock();
+        let r = st.instances.get(id).ok_or_else(|| not_found_instance(id))?;
+        Ok(Self::instance_pb(&st, r))
+    }
+
+    /// The spawner id holding an instance and that spawner's live link.
+    pub fn route(&self, instance_id: &str) -> Result<(String, Link)> {
+        let st = self.lock();
+        let r = st
+            .instances
+            .get(instance_id)
+            .ok_or_else(|| not_found_instance(instance_id))?;
+        let e = st
+            .spawners
+            .get(&r.spawner_id)
+            .ok_or_else(|| not_found_spawner(&r.spawner_id))?;
+        let link = live_link(e)?;
+        Ok((r.spawner_id.clone(), link))
+    }
+
+    /// Sets or clears the drained flag.
+    pub fn set_drained(&self, id: &str, drained: bool) -> Result<pb::Spawner> {
+        let mut st = self.lock();
+        let e = st
+            .spawners
+            .get_mut(id)
+            .ok_or_else(|| not_found_spawner(id))?;
+        e.info.drained = drained;
+        if matches!(
+            e.state,
+            pb::SpawnerState::Online | pb::SpawnerState::Draining
+        ) {
+            e.state = if drained {
+                pb::SpawnerState::Draining
+            } else {
+                pb::SpawnerState::Online
+            };
+        }
+        let link = e.link.clone();
+        self.save_spawner(&e.info);
+        self.emit_spawner(&st, id);
+        if let Some(link) = link {
+            link.push_config(pb::ConfigPush {
+                heartbeat_interval_ms: 0,
+                drained,
+            });
+        }
+        let e = st.spawners.get(id).ok_or_else(|| not_found_spawner(id))?;
+        Ok(self.spawner_pb(&st, e))
+    }
+
+    /// Forgets a spawner and its instances; its link is closed. The caller deletes it from
+    /// the store (which revokes its credential).
+    pub fn remove_spawner(&self, id: &str) -> Result<()> {
+        let mut st = self.lock();
+        let e = st
+            .spawners
+            .remove(id)
+            .ok_or_else(|| not_found_spawner(id))?;
+        if let Some(link) = e.link {
+            link.close();
+        }
+        let gone: Vec<String> = st
+            .instances
+            .values()
+            .filter(|r| r.spawner_id == id)
+            .map(|r| r.id.clone())
+            .collect();
+        for iid in gone {
+            st.instances.remove(&iid);
+            self.emit(pb::watch_event::Kind::InstanceRemoved(iid));
+        }
+        self.emit(pb::watch_event::Kind::SpawnerRemoved(id.to_owned()));
+        Ok(())
+    }
+
+    /// Counts for GetStats.
+    pub fn counts(&self) -> Counts {
+        let st = self.lock();
+        let mut c = Counts {
+            spawners_total: u32::try_from(st.spawners.len()).unwrap_or(u32::MAX),
+            instances_total: u32::try_from(st.instances.len()).unwrap_or(u32::MAX),
+            ..Counts::default()
+        };
+        for e in st.spawners.values() {
+            if matches!(
+                e.state,
+                pb::SpawnerState::Online | pb::SpawnerState::Draining
+            ) {
+                c.spawners_online += 1;
+            }
+        }
+        for r in st.instances.values() {
+            if is_running(r.state) {
+                c.instances_running += 1;
+            }
+            c.players = c.players.saturating_add(r.players);
+        }
+        c
+    }
+
+    /// Marks spawners whose heartbeats stopped as Unreachable and their instances Unknown.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let stale: Vec<String> = st
+            .spawners
+            .values()
+            .filter(|e| {
+                matches!(
+                    e.state,
+                    pb::SpawnerState::Online | pb::SpawnerState::Draining
+                ) && now.duration_since(e.last_heartbeat) > self.heartbeat_ttl
+            })
+            .map(|e| e.info.id.clone())
+            .collect();
+        for id in stale {
+            tracing::warn!(spawner = %id, "no heartbeat within the TTL: unreachable");
+            self.mark_unknown(&mut st, &id, pb::SpawnerState::Unreachable);
+        }
+    }
+
+    /// Sets the spawner's state and hides its instances' states behind Unknown.
+    fn mark_unknown(&self, st: &mut State, id: &str, state: pb::SpawnerState) {
+        let now = now_unix_ms();
+        let mut hidden = HashMap::new();
+        let mut changed = Vec::new();
+        for r in st.instances.values_mut().filter(|r| r.spawner_id == id) {
+            if r.state != pb::InstanceState::Unknown && is_running(r.state) {
+                hidden.insert(r.id.clone(), r.state);
+                r.state = pb::InstanceState::Unknown;
+                r.state_changed_at = now;
+                changed.push(r.id.clone());
+            }
+        }
+        if let Some(e) = st.spawners.get_mut(id) {
+            e.state = state;
+            e.before_unknown.extend(hidden);
+        }
+        self.emit_spawner(st, id);
+        for iid in changed {
+            self.emit_instance(st, &iid);
+        }
+    }
+}
+
+fn not_found_spawner(id: &str) -> Error {
+    Error::NotFound(format!("no spawner with id {id}"))
+}
+
+fn not_found_instance(id: &str) -> Error {
+    Error::NotFound(format!("no instance with id {id}"))
+}
+
+fn live_link(e: &SpawnerEntry) -> Result<Link> {
+    match (&e.link, e.state) {
+        (Some(l), pb::SpawnerState::Online | pb::SpawnerState::Draining) => Ok(l.clone()),
+        _ => Err(Error::Unavailable(format!(
+            "spawner {} ({}) is {}; try again when it is online",
+            e.info.name,
+            e.info.id,
+            crate::convert::spawner_state_word(e.state)
+        ))),
+    }
+}
+
+async fn persister(store: Store, mut rx: mpsc::UnboundedReceiver<Persist>) {
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        for op in batch.drain(..) {
+            let r = match op {
+                Persist::Spawner(info) => store.update_spawner(&info).await,
+                Persist::Instance(rec) => store.upsert_instance(&rec).await,
+                Persist::DeleteInstance(id) => store.delete_instance(&id).await,
+            };
+            if let Err(e) = r {
+                tracing::error!(error = ?e, "could not persist a registry change");
+            }
+        }
+    }
+}

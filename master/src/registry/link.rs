@@ -1,0 +1,391 @@
+//! A spawner's live link as the registry holds it: the command channel, requests in
+//! flight, and how link traffic (hello, heartbeats, events) updates the registry.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{Registry, State, not_found_spawner};
+use crate::convert::record_from_status;
+use crate::error::{Error, Result};
+use crate::model::{SpawnerInfo, is_running};
+use exile_api::now_unix_ms;
+use exile_api::v1 as pb;
+
+/// Handle to one live link (one `Link` stream). Cloned freely.
+#[derive(Clone)]
+pub struct Link {
+    /// Distinguishes this stream from an older or newer one of the same spawner.
+    pub generation: u64,
+    tx: mpsc::Sender<pb::MasterMessage>,
+    pending: Arc<Pending>,
+    closed: CancellationToken,
+}
+
+#[derive(Default)]
+struct Pending {
+    next_id: AtomicU64,
+    // std Mutex: inserts and removes only, never held across an await.
+    waiters: Mutex<HashMap<u64, oneshot::Sender<pb::CommandResult>>>,
+}
+
+impl Link {
+    /// A link whose outgoing messages go to `tx`.
+    pub fn new(generation: u64, tx: mpsc::Sender<pb::MasterMessage>) -> Self {
+        Link {
+            generation,
+            tx,
+            pending: Arc::new(Pending::default()),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    /// Cancelled when the master wants this link gone (spawner removed or replaced).
+    pub fn closed(&self) -> CancellationToken {
+        self.closed.clone()
+    }
+
+    /// Ends the link: the stream task sees `closed()` and stops.
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
+    /// Sends settings without waiting; dropped if the link is congested.
+    pub fn push_config(&self, cfg: pb::ConfigPush) {
+        let _ = self.tx.try_send(pb::MasterMessage {
+            kind: Some(pb::master_message::Kind::Config(cfg)),
+        });
+    }
+
+    /// Hands a command result to whoever waits for it.
+    pub fn complete(&self, result: pb::CommandResult) {
+        let waiter = self
+            .pending
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&result.request_id);
+        match waiter {
+            Some(w) => {
+                let _ = w.send(result);
+            }
+            None => tracing::debug!(
+                request_id = result.request_id,
+                "result for a request nobody waits for"
+            ),
+        }
+    }
+
+    /// Sends a command and waits for its result until `timeout`. Many may be in flight.
+    pub async fn request(
+        &self,
+        action: pb::command::Action,
+        timeout: Duration,
+    ) -> Result<pb::CommandResult> {
+        let id = self.pending.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (otx, orx) = oneshot::channel();
+        self.pending
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, otx);
+        let deadline =
+            now_unix_ms().saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
+        let cmd = pb::MasterMessage {
+            kind: Some(pb::master_message::Kind::Command(pb::Command {
+                request_id: id,
+                deadline_unix_ms: deadline,
+                action: Some(action),
+            })),
+        };
+        let forget = || {
+            self.pending
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        };
+        match tokio::time::timeout(timeout, self.tx.send(cmd)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                forget();
+                return Err(Error::Unavailable("the spawner disconnected".into()));
+            }
+            Err(_) => {
+                forget();
+                return Err(Error::DeadlineExceeded(
+                    "the spawner's link is congested".into(),
+                ));
+            }
+        }
+        // A little slack past the deadline so the spawner's own DEADLINE_EXCEEDED wins.
+        match tokio::time::timeout(timeout + Duration::from_secs(2), orx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(Error::Unavailable(
+                "the spawner disconnected before answering".into(),
+            )),
+            Err(_) => {
+                forget();
+                let _ = self.tx.try_send(pb::MasterMessage {
+                    kind: Some(pb::master_message::Kind::Cancel(pb::Cancel {
+                        request_id: id,
+                    })),
+                });
+                Err(Error::DeadlineExceeded(format!(
+                    "the spawner did not answer within {} s",
+                    timeout.as_secs()
+                )))
+            }
+        }
+    }
+}
+
+/// Turns a failed command result into an error; Ok(result) when it succeeded.
+pub fn map_command_error(r: pb::CommandResult) -> Result<pb::CommandResult> {
+    if r.error.is_empty() {
+        return Ok(r);
+    }
+    use pb::CommandErrorKind as K;
+    Err(match K::try_from(r.error_kind).unwrap_or(K::Internal) {
+        K::NotFound => Error::NotFound(r.error),
+        K::FailedPrecondition => Error::FailedPrecondition(r.error),
+        K::InvalidArgument => Error::InvalidArgument(r.error),
+        K::DeadlineExceeded => Error::DeadlineExceeded(r.error),
+        K::Internal | K::Unspecified => {
+            Error::Unavailable(format!("the spawner failed: {}", r.error))
+        }
+    })
+}
+
+impl Registry {
+    /// Registers a new stream for `id` from its hello: replaces any older link (whose
+    /// requests fail), reconciles the instances, marks the spawner Online (or Draining).
+    pub fn attach(
+        &self,
+        id: &str,
+        hello: &pb::Hello,
+        tx: mpsc::Sender<pb::MasterMessage>,
+    ) -> Result<Link> {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let link = Link::new(generation, tx);
+        let mut st = self.lock();
+        let e = st
+            .spawners
+            .get_mut(id)
+            .ok_or_else(|| not_found_spawner(id))?;
+        if let Some(old) = e.link.replace(link.clone()) {
+            old.close();
+        }
+        apply_hello(&mut e.info, hello);
+        e.state = if e.info.drained {
+            pb::SpawnerState::Draining
+        } else {
+            pb::SpawnerState::Online
+        };
+        e.last_heartbeat = Instant::now();
+        e.before_unknown.clear();
+        let info = e.info.clone();
+        self.save_spawner(&info);
+        self.reconcile(&mut st, id, &hello.instances);
+        self.emit_spawner(&st, id);
+        Ok(link)
+    }
+
+    /// The stream of `generation` ended. Ignored when a newer stream took over.
+    pub fn detach(&self, id: &str, generation: u64, clean: bool) {
+        let mut st = self.lock();
+        let Some(e) = st.spawners.get_mut(id) else {
+            return;
+        };
+        if e.link.as_ref().map(|l| l.generation) != Some(generation) {
+            return;
+        }
+        e.link = None;
+        let state = if clean {
+            pb::SpawnerState::Offline
+        } else {
+            pb::SpawnerState::Unreachable
+        };
+        self.mark_unknown(&mut st, id, state);
+    }
+
+    /// A heartbeat: metrics in memory only.
+    pub fn heartbeat(&self, id: &str, generation: u64, hb: pb::Heartbeat, with_event: bool) {
+        let mut st = self.lock();
+        let Some(e) = st.spawners.get_mut(id) else {
+            return;
+        };
+        if e.link.as_ref().map(|l| l.generation) != Some(generation) {
+            return;
+        }
+        e.last_heartbeat = Instant::now();
+        e.info.last_seen_at = now_unix_ms();
+        e.resources = hb.host.unwrap_or_default();
+        let recovered = e.state == pb::SpawnerState::Unreachable;
+        if recovered {
+            e.state = if e.info.drained {
+                pb::SpawnerState::Draining
+            } else {
+                pb::SpawnerState::Online
+            };
+        }
+        let restore = if recovered {
+            std::mem::take(&mut e.before_unknown)
+        } else {
+            HashMap::new()
+        };
+        for m in hb.instances {
+            if let Some(r) = st.instances.get_mut(&m.id) {
+                r.resources = m.resources.unwrap_or_default();
+                r.players = m.players;
+            }
+        }
+        if recovered {
+            tracing::info!(spawner = %id, "heartbeats resumed: online");
+            let now = now_unix_ms();
+            for (iid, prior) in restore {
+                if let Some(r) = st.instances.get_mut(&iid)
+                    && r.state == pb::InstanceState::Unknown
+                {
+                    r.state = prior;
+                    r.state_changed_at = now;
+                    let rec = r.clone();
+                    self.save_instance(&rec);
+                    self.emit_instance(&st, &iid);
+                }
+            }
+            self.emit_spawner(&st, id);
+        } else if with_event && let Some(e) = st.spawners.get(id) {
+            self.emit(pb::watch_event::Kind::SpawnerMetrics(
+                self.spawner_pb(&st, e),
+            ));
+        }
+    }
+
+    /// An instance event from the spawner.
+    pub fn instance_event(&self, id: &str, generation: u64, ev: pb::InstanceEvent) {
+        let mut st = self.lock();
+        let Some(e) = st.spawners.get(id) else { return };
+        if e.link.as_ref().map(|l| l.generation) != Some(generation) {
+            return;
+        }
+        let Some(status) = ev.status else { return };
+        if ev.removed {
+            if st
+                .instances
+                .get(&status.id)
+                .is_some_and(|r| r.spawner_id == id)
+            {
+                st.instances.remove(&status.id);
+                let _ = self
+                    .persist
+                    .send(super::Persist::DeleteInstance(status.id.clone()));
+                self.emit(pb::watch_event::Kind::InstanceRemoved(status.id));
+                self.emit_spawner(&st, id);
+            }
+            return;
+        }
+        self.upsert_status(&mut st, id, status);
+    }
+
+    /// Applies a status the spawner reported (event, command result or hello).
+    pub fn apply_status(&self, spawner_id: &str, status: pb::InstanceStatus) {
+        let mut st = self.lock();
+        self.upsert_status(&mut st, spawner_id, status);
+    }
+
+    fn upsert_status(&self, st: &mut State, spawner_id: &str, status: pb::InstanceStatus) {
+        let iid = status.id.clone();
+        let created = match st.instances.get(&iid) {
+            Some(r) if r.spawner_id != spawner_id => {
+                tracing::warn!(instance = %iid, spawner = %spawner_id, owner = %r.spawner_id, "spawner reported an instance another spawner owns; ignored");
+                return;
+            }
+            Some(r) if status.revision != 0 && status.revision < r.revision => {
+                // Older than what we applied: an event that crossed a command result.
+                return;
+            }
+            Some(r) => Some(r.clone()),
+            None => None,
+        };
+        let is_new = created.is_none();
+        let rec = record_from_status(spawner_id, status, created.as_ref());
+        if created.as_ref() == Some(&rec) {
+            return;
+        }
+        self.save_instance(&rec);
+        st.instances.insert(iid.clone(), rec);
+        self.emit_instance(st, &iid);
+        if is_new {
+            self.emit_spawner(st, spawner_id);
+        }
+    }
+
+    /// Makes the registry's view of a spawner's instances equal to what it reported.
+    fn reconcile(&self, st: &mut State, spawner_id: &str, reported: &[pb::InstanceStatus]) {
+        let now = now_unix_ms();
+        let known: std::collections::HashSet<&str> =
+            reported.iter().map(|s| s.id.as_str()).collect();
+        let gone: Vec<String> = st
+            .instances
+            .values()
+            .filter(|r| r.spawner_id == spawner_id && !known.contains(r.id.as_str()))
+            // A spawn in flight has no process yet; leave it to its request.
+            .filter(|r| !(r.state == pb::InstanceState::Starting && now - r.created_at < 60_000))
+            .map(|r| r.id.clone())
+            .collect();
+        for iid in gone {
+            tracing::info!(instance = %iid, spawner = %spawner_id, "instance no longer on its spawner: removed");
+            st.instances.remove(&iid);
+            let _ = self
+                .persist
+                .send(super::Persist::DeleteInstance(iid.clone()));
+            self.emit(pb::watch_event::Kind::InstanceRemoved(iid));
+        }
+        for status in reported {
+            self.upsert_status(st, spawner_id, status.clone());
+        }
+    }
+
+    /// Drops a reservation whose spawn failed.
+    pub fn forget_instance(&self, id: &str) {
+        let mut st = self.lock();
+        if let Some(r) = st.instances.remove(id) {
+            let _ = self
+                .persist
+                .send(super::Persist::DeleteInstance(id.to_owned()));
+            self.emit(pb::watch_event::Kind::InstanceRemoved(id.to_owned()));
+            self.emit_spawner(&st, &r.spawner_id);
+        }
+    }
+
+    /// True when the instance's process is alive as far as the master knows.
+    pub fn instance_running(&self, id: &str) -> bool {
+        self.lock()
+            .instances
+            .get(id)
+            .is_some_and(|r| is_running(r.state))
+    }
+}
+
+fn apply_hello(info: &mut SpawnerInfo, h: &pb::Hello) {
+    if !h.name.is_empty() {
+        info.name.clone_from(&h.name);
+    }
+    info.region.clone_from(&h.region);
+    info.host.clone_from(&h.host);
+    info.advertised_address.clone_from(&h.advertised_address);
+    info.capacity = h.capacity;
+    info.labels = h
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    info.agent_version.clone_from(&h.agent_version);
+    info.active_build.clone_from(&h.active_build);
+    info.last_seen_at = now_unix_ms();
+}

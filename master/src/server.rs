@@ -1,0 +1,184 @@
+//! The one listening port: gRPC and grpc-web services behind the access layer, plus
+//! /healthz, /metrics and the static dashboard.
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tower::Layer;
+
+use crate::access::{AccessLayer, AccessState};
+use crate::error::{Error, Result};
+use crate::service::SharedRef;
+use crate::service::auth_api::AuthApi;
+use crate::service::event_api::EventApi;
+use crate::service::instance_api::InstanceApi;
+use crate::service::link_api::LinkApi;
+use crate::service::spawner_api::SpawnerApi;
+use crate::service::system_api::{SystemApi, stats};
+use exile_api::v1::auth_service_server::AuthServiceServer;
+use exile_api::v1::event_service_server::EventServiceServer;
+use exile_api::v1::instance_service_server::InstanceServiceServer;
+use exile_api::v1::spawner_link_server::SpawnerLinkServer;
+use exile_api::v1::spawner_service_server::SpawnerServiceServer;
+use exile_api::v1::system_service_server::SystemServiceServer;
+
+/// Largest request message accepted (bigger ones are refused before decoding).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+fn add<S>(router: axum::Router, access: &AccessLayer, svc: S) -> axum::Router
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    // grpc-web outside the access layer so the browser's calls are checked like native ones;
+    // only on the gRPC routes, never on static files.
+    let svc = tonic_web::GrpcWebLayer::new().layer(access.layer(svc));
+    router.route_service(&format!("/{}/{{*rest}}", S::NAME), svc)
+}
+
+/// Builds the whole HTTP router.
+pub async fn router(
+    shared: SharedRef,
+    access: Arc<AccessState>,
+    dashboard_dir: Option<&Path>,
+) -> Result<axum::Router> {
+    let layer = AccessLayer::new(access);
+    let mut r = axum::Router::new();
+    r = add(
+        r,
+        &layer,
+        AuthServiceServer::new(AuthApi(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    );
+    r = add(
+        r,
+        &layer,
+        SpawnerServiceServer::new(SpawnerApi(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    );
+    r = add(
+        r,
+        &layer,
+        InstanceServiceServer::new(InstanceApi(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    );
+    r = add(
+        r,
+        &layer,
+        EventServiceServer::new(EventApi(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    );
+    r = add(
+        r,
+        &layer,
+        SystemServiceServer::new(SystemApi(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    );
+    r = add(
+        r,
+        &layer,
+        SpawnerLinkServer::new(LinkApi(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    );
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(exile_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(exile_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    r = add(r, &layer, reflection_v1);
+    r = add(r, &layer, reflection_v1alpha);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<AuthServiceServer<AuthApi>>().await;
+    reporter
+        .set_serving::<SpawnerServiceServer<SpawnerApi>>()
+        .await;
+    reporter
+        .set_serving::<InstanceServiceServer<InstanceApi>>()
+        .await;
+    reporter.set_serving::<EventServiceServer<EventApi>>().await;
+    reporter
+        .set_serving::<SystemServiceServer<SystemApi>>()
+        .await;
+    reporter.set_serving::<SpawnerLinkServer<LinkApi>>().await;
+    r = add(r, &layer, health);
+
+    let metrics_shared = shared.clone();
+    r = r
+        .route(
+            "/healthz",
+            get(|| async {
+                (
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    "{\"status\":\"ok\"}",
+                )
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let shared = metrics_shared.clone();
+                async move { metrics_text(&shared) }
+            }),
+        );
+    r = match dashboard_dir {
+        Some(dir) if dir.join("index.html").is_file() => {
+            // Unknown paths get index.html so the dashboard's own router can handle them.
+            let index = tower_http::services::ServeFile::new(dir.join("index.html"));
+            r.fallback_service(tower_http::services::ServeDir::new(dir).fallback(index))
+        }
+        _ => r.fallback(|| async {
+            (
+                http::StatusCode::NOT_FOUND,
+                [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "The Exile dashboard is not built or not configured: run `cargo xtask dashboard` and start the master with --dashboard-dir.\n",
+            )
+                .into_response()
+        }),
+    };
+    Ok(r)
+}
+
+fn metrics_text(shared: &crate::service::Shared) -> axum::response::Response {
+    let s = stats(shared);
+    let body = format!(
+        "# HELP exile_uptime_seconds Seconds since the master started.\n# TYPE exile_uptime_seconds gauge\nexile_uptime_seconds {}\n\
+# HELP exile_spawners Spawners known.\n# TYPE exile_spawners gauge\nexile_spawners {}\n\
+# HELP exile_spawners_online Spawners online or draining.\n# TYPE exile_spawners_online gauge\nexile_spawners_online {}\n\
+# HELP exile_instances Instances known.\n# TYPE exile_instances gauge\nexile_instances {}\n\
+# HELP exile_instances_running Instances with a live process.\n# TYPE exile_instances_running gauge\nexile_instances_running {}\n\
+# HELP exile_players Players connected.\n# TYPE exile_players gauge\nexile_players {}\n\
+# HELP exile_requests_total RPCs served.\n# TYPE exile_requests_total counter\nexile_requests_total {}\n\
+# HELP exile_errors_total RPCs that ended in an error.\n# TYPE exile_errors_total counter\nexile_errors_total {}\n\
+# HELP exile_resident_memory_bytes Resident memory of the master.\n# TYPE exile_resident_memory_bytes gauge\nexile_resident_memory_bytes {}\n",
+        s.uptime_seconds,
+        s.spawners_total,
+        s.spawners_online,
+        s.instances_total,
+        s.instances_running,
+        s.players_total,
+        s.requests_total,
+        s.errors_total,
+        s.memory_bytes
+    );
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        body,
+    )
+        .into_response()
+}

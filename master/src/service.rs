@@ -1,0 +1,41 @@
+//! gRPC handlers: decode, call the domain, encode. Access is checked before they run.
+
+pub mod auth_api;
+pub mod event_api;
+pub mod instance_api;
+pub mod link_api;
+pub mod spawner_api;
+pub mod system_api;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::access::Counters;
+use crate::auth::Auth;
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// What every handler shares.
+pub struct Shared {
+    /// Database.
+    pub store: Store,
+    /// Authentication.
+    pub auth: Arc<Auth>,
+    /// Live registry.
+    pub registry: Arc<Registry>,
+    /// Request counters.
+    pub counters: Arc<Counters>,
+    /// Process start.
+    pub started: Instant,
+    /// Heartbeat interval told to spawners.
+    pub heartbeat_interval: Duration,
+    /// How long a spawner command may take.
+    pub command_timeout: Duration,
+    /// Cancelled when the master shuts down: long streams end.
+    pub shutdown: CancellationToken,
+}
+
+/// Handle to the shared state.
+pub type SharedRef = Arc<Shared>;

@@ -1,0 +1,253 @@
+//! InstanceService: spawn and drive instances through their spawner's link.
+
+use std::collections::HashMap;
+
+use tonic::{Request, Response, Status};
+
+use super::SharedRef;
+use crate::access::ctx;
+use crate::auth::new_id;
+use crate::convert::{check_id, check_labels};
+use crate::error::{Error, Result};
+use crate::model::InstanceRecord;
+use crate::registry::{Placement, map_command_error};
+use exile_api::v1 as pb;
+use exile_api::v1::instance_service_server::InstanceService;
+
+/// Handlers of InstanceService.
+pub struct InstanceApi(pub SharedRef);
+
+fn check_env(env: &HashMap<String, String>) -> Result<()> {
+    if env.len() > 128 {
+        return Err(Error::InvalidArgument("env: at most 128 variables".into()));
+    }
+    for (k, v) in env {
+        let ok = !k.is_empty()
+            && k.len() <= 128
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(Error::InvalidArgument(format!(
+                "env: {k:?} is not a valid variable name"
+            )));
+        }
+        if k.starts_with("EXILE_") {
+            return Err(Error::InvalidArgument(format!(
+                "env: {k} is reserved for the spawner"
+            )));
+        }
+        if v.len() > 4096 || v.contains('\0') {
+            return Err(Error::InvalidArgument(format!(
+                "env: value of {k} is too long or has a NUL byte"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_args(args: &[String]) -> Result<()> {
+    if args.len() > 64 {
+        return Err(Error::InvalidArgument("args: at most 64 arguments".into()));
+    }
+    if args.iter().any(|a| a.len() > 4096 || a.contains('\0')) {
+        return Err(Error::InvalidArgument(
+            "args: an argument is too long or has a NUL byte".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl InstanceApi {
+    /// Sends `action` for `id` to its spawner and returns the instance afterwards.
+    async fn drive(&self, id: &str, action: pb::command::Action) -> Result<pb::Instance> {
+        let (spawner_id, link) = self.0.registry.route(id)?;
+        let result = map_command_error(link.request(action, self.0.command_timeout).await?)?;
+        if let Some(status) = result.instance {
+            self.0.registry.apply_status(&spawner_id, status);
+        }
+        self.0.registry.get_instance(id)
+    }
+}
+
+#[tonic::async_trait]
+impl InstanceService for InstanceApi {
+    async fn spawn_instance(
+        &self,
+        req: Request<pb::SpawnInstanceRequest>,
+    ) -> Result<Response<pb::SpawnInstanceResponse>, Status> {
+        let c = ctx(&req)?;
+        let r = req.into_inner();
+        let labels = check_labels("labels", &r.labels)?;
+        let selector = check_labels("spawner_selector", &r.spawner_selector)?;
+        check_env(&r.env)?;
+        check_args(&r.args)?;
+        if r.build_version.len() > 128 || r.region.len() > 64 || r.spawner_id.len() > 128 {
+            return Err(Error::InvalidArgument(
+                "build_version, region or spawner_id: too long".into(),
+            )
+            .into());
+        }
+        let packed = pb::PlacementStrategy::try_from(r.strategy)
+            .map_err(|_| Error::InvalidArgument("strategy: unknown value".into()))?
+            == pb::PlacementStrategy::Packed;
+        let placement = Placement {
+            spawner_id: r.spawner_id,
+            region: r.region,
+            selector,
+            packed,
+        };
+        let id = new_id("inst");
+        c.set_target(id.clone());
+        let rec = InstanceRecord {
+            id: id.clone(),
+            spawner_id: String::new(),
+            state: pb::InstanceState::Starting,
+            build_version: r.build_version,
+            ports: vec![],
+            pid: 0,
+            restart_count: 0,
+            labels: labels.clone(),
+            players: 0,
+            max_players: 0,
+            resources: pb::Resources::default(),
+            created_at: 0,
+            started_at: 0,
+            state_changed_at: 0,
+            exit_code: None,
+            message: String::new(),
+            revision: 0,
+        };
+        let (rec, link) = self.0.registry.reserve(&placement, rec)?;
+        c.set_detail(format!("on spawner {}", rec.spawner_id));
+        let action = pb::command::Action::Spawn(pb::SpawnCommand {
+            instance_id: id.clone(),
+            build_version: rec.build_version.clone(),
+            labels: labels.into_iter().collect(),
+            env: r.env,
+            args: r.args,
+        });
+        let outcome = match link.request(action, self.0.command_timeout).await {
+            Ok(res) => map_command_error(res),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(res) => {
+                if let Some(status) = res.instance {
+                    self.0.registry.apply_status(&rec.spawner_id, status);
+                }
+                Ok(Response::new(pb::SpawnInstanceResponse {
+                    instance: Some(self.0.registry.get_instance(&id)?),
+                }))
+            }
+            Err(e) => {
+                // Unless the spawner may still be starting it, release the reserved slot.
+                if !matches!(e, Error::DeadlineExceeded(_)) {
+                    self.0.registry.forget_instance(&id);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn list_instances(
+        &self,
+        req: Request<pb::ListInstancesRequest>,
+    ) -> Result<Response<pb::ListInstancesResponse>, Status> {
+        let r = req.into_inner();
+        let mut instances = self.0.registry.snapshot().instances;
+        if !r.spawner_id.is_empty() {
+            instances.retain(|i| i.spawner_id == r.spawner_id);
+        }
+        if !r.states.is_empty() {
+            instances.retain(|i| r.states.contains(&i.state));
+        }
+        Ok(Response::new(pb::ListInstancesResponse { instances }))
+    }
+
+    async fn get_instance(
+        &self,
+        req: Request<pb::GetInstanceRequest>,
+    ) -> Result<Response<pb::GetInstanceResponse>, Status> {
+        let r = req.into_inner();
+        check_id("id", &r.id)?;
+        Ok(Response::new(pb::GetInstanceResponse {
+            instance: Some(self.0.registry.get_instance(&r.id)?),
+        }))
+    }
+
+    async fn start_instance(
+        &self,
+        req: Request<pb::StartInstanceRequest>,
+    ) -> Result<Response<pb::StartInstanceResponse>, Status> {
+        let c = ctx(&req)?;
+        let r = req.into_inner();
+        check_id("id", &r.id)?;
+        c.set_target(r.id.clone());
+        let action = pb::command::Action::Start(pb::InstanceRef {
+            instance_id: r.id.clone(),
+        });
+        Ok(Response::new(pb::StartInstanceResponse {
+            instance: Some(self.drive(&r.id, action).await?),
+        }))
+    }
+
+    async fn stop_instance(
+        &self,
+        req: Request<pb::StopInstanceRequest>,
+    ) -> Result<Response<pb::StopInstanceResponse>, Status> {
+        let c = ctx(&req)?;
+        let r = req.into_inner();
+        check_id("id", &r.id)?;
+        c.set_target(r.id.clone());
+        let action = pb::command::Action::Stop(pb::StopCommand {
+            instance_id: r.id.clone(),
+            grace_period_seconds: r.grace_period_seconds,
+        });
+        Ok(Response::new(pb::StopInstanceResponse {
+            instance: Some(self.drive(&r.id, action).await?),
+        }))
+    }
+
+    async fn restart_instance(
+        &self,
+        req: Request<pb::RestartInstanceRequest>,
+    ) -> Result<Response<pb::RestartInstanceResponse>, Status> {
+        let c = ctx(&req)?;
+        let r = req.into_inner();
+        check_id("id", &r.id)?;
+        c.set_target(r.id.clone());
+        let action = pb::command::Action::Restart(pb::StopCommand {
+            instance_id: r.id.clone(),
+            grace_period_seconds: r.grace_period_seconds,
+        });
+        Ok(Response::new(pb::RestartInstanceResponse {
+            instance: Some(self.drive(&r.id, action).await?),
+        }))
+    }
+
+    async fn remove_instance(
+        &self,
+        req: Request<pb::RemoveInstanceRequest>,
+    ) -> Result<Response<pb::RemoveInstanceResponse>, Status> {
+        let c = ctx(&req)?;
+        let r = req.into_inner();
+        check_id("id", &r.id)?;
+        c.set_target(r.id.clone());
+        let (_, link) = self.0.registry.route(&r.id)?;
+        let action = pb::command::Action::Remove(pb::InstanceRef {
+            instance_id: r.id.clone(),
+        });
+        match link
+            .request(action, self.0.command_timeout)
+            .await
+            .and_then(map_command_error)
+        {
+            Ok(_) | Err(Error::NotFound(_)) => {
+                // Gone on the spawner either way; make sure the registry agrees.
+                self.0.registry.forget_instance(&r.id);
+                Ok(Response::new(pb::RemoveInstanceResponse {}))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! SpawnerLink: enrollment and the spawner's live stream.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::SharedRef;
+use crate::access::ctx;
+use crate::auth::{CREDENTIAL_PREFIX, hash_secret, new_id, new_secret};
+use crate::error::Error;
+use crate::model::{Principal, SpawnerInfo};
+use exile_api::now_unix_ms;
+use exile_api::v1 as pb;
+use exile_api::v1::spawner_link_server::SpawnerLink;
+
+/// Handlers of SpawnerLink.
+pub struct LinkApi(pub SharedRef);
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<pb::MasterMessage, Status>> + Send>>;
+
+fn check_hello(h: &pb::Hello) -> Result<(), Error> {
+    if h.capacity == 0 || h.capacity > 100_000 {
+        return Err(Error::InvalidArgument(
+            "hello.capacity: must be 1 to 100000".into(),
+        ));
+    }
+    if h.region.is_empty() || h.region.len() > 64 {
+        return Err(Error::InvalidArgument("hello.region: 1 to 64 bytes".into()));
+    }
+    if h.instances.len() > 100_000 {
+        return Err(Error::InvalidArgument("hello.instances: too many".into()));
+    }
+    crate::convert::check_labels("hello.labels", &h.labels)?;
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl SpawnerLink for LinkApi {
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let c = ctx(&req)?;
+        let r = req.into_inner();
+        if r.token.is_empty() || r.token.len() > 256 {
+            return Err(Error::InvalidArgument("token: required".into()).into());
+        }
+        if r.name.len() > 64 || r.host.len() > 255 {
+            return Err(Error::InvalidArgument("name or host: too long".into()).into());
+        }
+        let id = new_id("spw");
+        c.set_target(id.clone());
+        if !self
+            .0
+            .store
+            .consume_enrollment_token(&hash_secret(&r.token), &id, now_unix_ms())
+            .await?
+        {
+            return Err(Error::Unauthenticated(
+                "enrollment token is unknown, used, revoked or expired".into(),
+            )
+            .into());
+        }
+        let credential = new_secret(CREDENTIAL_PREFIX);
+        let now = now_unix_ms();
+        let name = if r.name.is_empty() {
+            r.host.clone()
+        } else {
+            r.name
+        };
+        let info = SpawnerInfo {
+            id: id.clone(),
+            name: if name.is_empty() { id.clone() } else { name },
+            region: String::new(),
+            host: r.host,
+            advertised_address: String::new(),
+            capacity: 0,
+            labels: Default::default(),
+            agent_version: String::new(),
+            active_build: String::new(),
+            drained: false,
+            enrolled_at: now,
+            last_seen_at: now,
+        };
+        c.set_detail(format!("name {}", info.name));
+        self.0
+            .store
+            .insert_spawner(&info, hash_secret(&credential))
+            .await?;
+        self.0.registry.enrolled(info);
+        tracing::info!(spawner = %id, "spawner enrolled");
+        Ok(Response::new(pb::EnrollResponse {
+            spawner_id: id,
+            credential,
+        }))
+    }
+
+    type LinkStream = Outbound;
+
+    async fn link(
+        &self,
+        req: Request<Streaming<pb::SpawnerMessage>>,
+    ) -> Result<Response<Self::LinkStream>, Status> {
+        let c = ctx(&req)?;
+        let Principal::Spawner { id } = c.principal else {
+            return Err(Error::PermissionDenied("only spawners may link".into()).into());
+        };
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), inbound.next())
+            .await
+            .map_err(|_| Error::InvalidArgument("no hello within 10 s".into()))?;
+        let hello = match first {
+            Some(Ok(pb::SpawnerMessage {
+                kind: Some(pb::spawner_message::Kind::Hello(h)),
+            })) => h,
+            Some(Ok(_)) => {
+                return Err(
+                    Error::InvalidArgument("the first message must be a hello".into()).into(),
+                );
+            }
+            Some(Err(s)) => return Err(s),
+            None => {
+                return Err(
+                    Error::InvalidArgument("the stream ended before the hello".into()).into(),
+                );
+            }
+        };
+        check_hello(&hello)?;
+        let (tx, rx) = mpsc::channel(1024);
+        let link = self.0.registry.attach(&id, &hello, tx.clone())?;
+        let welcome = pb::MasterMessage {
+            kind: Some(pb::master_message::Kind::Welcome(pb::Welcome {
+                spawner_id: id.clone(),
+                heartbeat_interval_ms: u32::try_from(self.0.heartbeat_interval.as_millis())
+                    .unwrap_or(5000),
+            })),
+        };
+        tx.send(welcome)
+            .await
+            .map_err(|_| Error::Unavailable("link closed".into()))?;
+        drop(tx);
+        tracing::info!(spawner = %id, generation = link.generation, instances = hello.instances.len(), "spawner linked");
+        let shared = self.0.clone();
+        let closed = link.closed();
+        let out_closed = link.closed();
+        tokio::spawn(async move {
+            let clean = loop {
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => break true,
+                    _ = closed.cancelled() => break true,
+                    msg = inbound.next() => match msg {
+                        None => break true,
+                        Some(Err(status)) => {
+                            tracing::warn!(spawner = %id, error = %status.message(), "link broke");
+                            break false;
+                        }
+                        Some(Ok(m)) => handle(&shared, &id, &link, m),
+                    }
+                }
+            };
+            shared.registry.detach(&id, link.generation, clean);
+            // Ends the outbound half too, even while requests in flight still hold senders.
+            link.close();
+            tracing::info!(spawner = %id, generation = link.generation, clean, "spawner link closed");
+        });
+        let out = ReceiverStream::new(rx)
+            .map(Ok)
+            .take_until(async move { out_closed.cancelled().await });
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+fn handle(shared: &super::Shared, id: &str, link: &crate::registry::Link, m: pb::SpawnerMessage) {
+    use pb::spawner_message::Kind;
+    match m.kind {
+        Some(Kind::Heartbeat(hb)) => shared.registry.heartbeat(id, link.generation, hb, true),
+        Some(Kind::InstanceEvent(ev)) => shared.registry.instance_event(id, link.generation, ev),
+        Some(Kind::CommandResult(r)) => link.complete(r),
+        Some(Kind::Hello(_)) => tracing::warn!(spawner = %id, "second hello on one link ignored"),
+        None => tracing::warn!(spawner = %id, "empty message ignored"),
+    }
+}

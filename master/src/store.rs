@@ -1,0 +1,492 @@
+//! Named database queries. Everything the master persists goes through here.
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+
+use crate::db::entities::{api_token, audit, enrollment_token, instance, session, spawner, user};
+use crate::error::{Error, Result};
+use crate::model::{InstanceRecord, Labels, PortSpec, SpawnerInfo};
+use exile_api::v1 as pb;
+
+/// The master's persistent store.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+/// One audit entry to write.
+#[derive(Clone, Debug, Default)]
+pub struct AuditRecord {
+    /// When, Unix ms.
+    pub at: i64,
+    /// Who.
+    pub actor: String,
+    /// RPC name.
+    pub action: String,
+    /// Target id.
+    pub target: String,
+    /// "ok" or an error code.
+    pub result: String,
+    /// Error message or detail.
+    pub detail: String,
+    /// Client address.
+    pub peer: String,
+}
+
+impl Store {
+    /// Wraps an open connection.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Store { db }
+    }
+
+    // ---- users ----
+
+    /// Number of users.
+    pub async fn count_users(&self) -> Result<u64> {
+        Ok(user::Entity::find().count(&self.db).await?)
+    }
+
+    /// Creates a user; fails with AlreadyExists when the name is taken.
+    pub async fn insert_user(&self, u: user::Model) -> Result<()> {
+        if user::Entity::find_by_id(u.username.clone())
+            .one(&self.db)
+            .await?
+            .is_some()
+        {
+            return Err(Error::AlreadyExists(format!(
+                "user {} exists already",
+                u.username
+            )));
+        }
+        user::Entity::insert(user::ActiveModel {
+            username: Set(u.username),
+            password_hash: Set(u.password_hash),
+            role: Set(u.role),
+            created_at: Set(u.created_at),
+        })
+        .exec(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Looks a user up by name.
+    pub async fn get_user(&self, username: &str) -> Result<Option<user::Model>> {
+        Ok(user::Entity::find_by_id(username.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// All users, by name.
+    pub async fn list_users(&self) -> Result<Vec<user::Model>> {
+        Ok(user::Entity::find()
+            .order_by_asc(user::Column::Username)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Deletes a user and its sessions; false when it did not exist.
+    pub async fn delete_user(&self, username: &str) -> Result<bool> {
+        session::Entity::delete_many()
+            .filter(session::Column::Username.eq(username))
+            .exec(&self.db)
+            .await?;
+        let r = user::Entity::delete_by_id(username.to_owned())
+            .exec(&self.db)
+            .await?;
+        Ok(r.rows_affected > 0)
+    }
+
+    /// Replaces a user's password hash.
+    pub async fn set_password(&self, username: &str, hash: String) -> Result<()> {
+        user::Entity::update_many()
+            .col_expr(
+                user::Column::PasswordHash,
+                sea_orm::sea_query::Expr::value(hash),
+            )
+            .filter(user::Column::Username.eq(username))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    // ---- sessions ----
+
+    /// Stores a new session.
+    pub async fn insert_session(&self, s: session::Model) -> Result<()> {
+        session::Entity::insert(session::ActiveModel {
+            token_hash: Set(s.token_hash),
+            username: Set(s.username),
+            created_at: Set(s.created_at),
+            last_used_at: Set(s.last_used_at),
+            expires_at: Set(s.expires_at),
+            peer: Set(s.peer),
+        })
+        .exec(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// A session and its user, by token hash.
+    pub async fn get_session(&self, hash: &str) -> Result<Option<(session::Model, user::Model)>> {
+        let Some(s) = session::Entity::find_by_id(hash.to_owned())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(u) = self.get_user(&s.username).await? else {
+            return Ok(None);
+        };
+        Ok(Some((s, u)))
+    }
+
+    /// Records use of a session (sliding idle timeout).
+    pub async fn touch_session(&self, hash: &str, at: i64) -> Result<()> {
+        session::Entity::update_many()
+            .col_expr(
+                session::Column::LastUsedAt,
+                sea_orm::sea_query::Expr::value(at),
+            )
+            .filter(session::Column::TokenHash.eq(hash))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes one session.
+    pub async fn delete_session(&self, hash: &str) -> Result<()> {
+        session::Entity::delete_by_id(hash.to_owned())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes every session of a user but `keep`.
+    pub async fn delete_sessions_of(&self, username: &str, keep: &str) -> Result<()> {
+        session::Entity::delete_many()
+            .filter(session::Column::Username.eq(username))
+            .filter(session::Column::TokenHash.ne(keep))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes sessions past their expiry or idle timeout.
+    pub async fn delete_stale_sessions(&self, now: i64, idle_before: i64) -> Result<u64> {
+        let r = session::Entity::delete_many()
+            .filter(
+                sea_orm::Condition::any()
+                    .add(session::Column::ExpiresAt.lte(now))
+                    .add(session::Column::LastUsedAt.lt(idle_before)),
+            )
+            .exec(&self.db)
+            .await?;
+        Ok(r.rows_affected)
+    }
+
+    // ---- API tokens ----
+
+    /// Stores a new API token.
+    pub async fn insert_api_token(&self, t: api_token::Model) -> Result<()> {
+        api_token::Entity::insert(api_token::ActiveModel {
+            id: Set(t.id),
+            name: Set(t.name),
+            token_hash: Set(t.token_hash),
+            role: Set(t.role),
+            created_by: Set(t.created_by),
+            created_at: Set(t.created_at),
+            expires_at: Set(t.expires_at),
+            revoked: Set(t.revoked),
+        })
+        .exec(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// An API token by hash.
+    pub async fn get_api_token_by_hash(&self, hash: &str) -> Result<Option<api_token::Model>> {
+        Ok(api_token::Entity::find()
+            .filter(api_token::Column::TokenHash.eq(hash))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// All API tokens, newest first.
+    pub async fn list_api_tokens(&self) -> Result<Vec<api_token::Model>> {
+        Ok(api_token::Entity::find()
+            .order_by_desc(api_token::Column::CreatedAt)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Revokes an API token; false when it does not exist.
+    pub async fn revoke_api_token(&self, id: &str) -> Result<bool> {
+        let r = api_token::Entity::update_many()
+            .col_expr(
+                api_token::Column::Revoked,
+                sea_orm::sea_query::Expr::value(true),
+            )
+            .filter(api_token::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(r.rows_affected > 0)
+    }
+
+    // ---- enrollment tokens ----
+
+    /// Stores a new enrollment token.
+    pub async fn insert_enrollment_token(&self, t: enrollment_token::Model) -> Result<()> {
+        enrollment_token::Entity::insert(enrollment_token::ActiveModel {
+            id: Set(t.id),
+            token_hash: Set(t.token_hash),
+            description: Set(t.description),
+            created_by: Set(t.created_by),
+            created_at: Set(t.created_at),
+            expires_at: Set(t.expires_at),
+            used_by_spawner: Set(t.used_by_spawner),
+            revoked: Set(t.revoked),
+        })
+        .exec(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// All enrollment tokens, newest first.
+    pub async fn list_enrollment_tokens(&self) -> Result<Vec<enrollment_token::Model>> {
+        Ok(enrollment_token::Entity::find()
+            .order_by_desc(enrollment_token::Column::CreatedAt)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Revokes an unused enrollment token; false when no such unused token exists.
+    pub async fn revoke_enrollment_token(&self, id: &str) -> Result<bool> {
+        let r = enrollment_token::Entity::update_many()
+            .col_expr(
+                enrollment_token::Column::Revoked,
+                sea_orm::sea_query::Expr::value(true),
+            )
+            .filter(enrollment_token::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(r.rows_affected > 0)
+    }
+
+    /// Marks a valid token used by `spawner_id`, atomically: exactly one caller wins.
+    /// Returns false when the token is unknown, used, revoked or expired.
+    pub async fn consume_enrollment_token(
+        &self,
+        hash: &str,
+        spawner_id: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let r = enrollment_token::Entity::update_many()
+            .col_expr(
+                enrollment_token::Column::UsedBySpawner,
+                sea_orm::sea_query::Expr::value(spawner_id.to_owned()),
+            )
+            .filter(enrollment_token::Column::TokenHash.eq(hash))
+            .filter(enrollment_token::Column::UsedBySpawner.eq(""))
+            .filter(enrollment_token::Column::Revoked.eq(false))
+            .filter(enrollment_token::Column::ExpiresAt.gt(now))
+            .exec(&self.db)
+            .await?;
+        Ok(r.rows_affected == 1)
+    }
+
+    // ---- spawners ----
+
+    /// Stores a newly enrolled spawner with its credential hash.
+    pub async fn insert_spawner(&self, info: &SpawnerInfo, credential_hash: String) -> Result<()> {
+        let mut am = spawner_active(info);
+        am.credential_hash = Set(credential_hash);
+        spawner::Entity::insert(am).exec(&self.db).await?;
+        Ok(())
+    }
+
+    /// Updates a spawner's durable facts (never its credential). A spawner removed in the
+    /// meantime stays removed.
+    pub async fn update_spawner(&self, info: &SpawnerInfo) -> Result<()> {
+        match spawner::Entity::update(spawner_active(info))
+            .exec(&self.db)
+            .await
+        {
+            Ok(_) | Err(sea_orm::DbErr::RecordNotUpdated) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The spawner id a credential hash belongs to.
+    pub async fn spawner_by_credential(&self, hash: &str) -> Result<Option<String>> {
+        Ok(spawner::Entity::find()
+            .filter(spawner::Column::CredentialHash.eq(hash))
+            .one(&self.db)
+            .await?
+            .map(|m| m.id))
+    }
+
+    /// Deletes a spawner (and so its credential) and its instances.
+    pub async fn delete_spawner(&self, id: &str) -> Result<()> {
+        instance::Entity::delete_many()
+            .filter(instance::Column::SpawnerId.eq(id))
+            .exec(&self.db)
+            .await?;
+        spawner::Entity::delete_by_id(id.to_owned())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// All spawners.
+    pub async fn list_spawners(&self) -> Result<Vec<SpawnerInfo>> {
+        let rows = spawner::Entity::find().all(&self.db).await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| SpawnerInfo {
+                labels: serde_json::from_str::<Labels>(&m.labels).unwrap_or_default(),
+                capacity: u32::try_from(m.capacity).unwrap_or(0),
+                id: m.id,
+                name: m.name,
+                region: m.region,
+                host: m.host,
+                advertised_address: m.advertised_address,
+                agent_version: m.agent_version,
+                active_build: m.active_build,
+                drained: m.drained,
+                enrolled_at: m.enrolled_at,
+                last_seen_at: m.last_seen_at,
+            })
+            .collect())
+    }
+
+    // ---- instances ----
+
+    /// Inserts or replaces an instance.
+    pub async fn upsert_instance(&self, r: &InstanceRecord) -> Result<()> {
+        let am = instance::ActiveModel {
+            id: Set(r.id.clone()),
+            spawner_id: Set(r.spawner_id.clone()),
+            state: Set(r.state.as_str_name().to_owned()),
+            build_version: Set(r.build_version.clone()),
+            ports: Set(serde_json::to_string(&r.ports).unwrap_or_else(|_| "[]".into())),
+            pid: Set(i64::from(r.pid)),
+            restart_count: Set(i64::from(r.restart_count)),
+            labels: Set(serde_json::to_string(&r.labels).unwrap_or_else(|_| "{}".into())),
+            players: Set(i64::from(r.players)),
+            max_players: Set(i64::from(r.max_players)),
+            created_at: Set(r.created_at),
+            started_at: Set(r.started_at),
+            state_changed_at: Set(r.state_changed_at),
+            exit_code: Set(r.exit_code.map(i64::from)),
+            message: Set(r.message.clone()),
+        };
+        instance::Entity::insert(am)
+            .on_conflict(
+                OnConflict::column(instance::Column::Id)
+                    .update_columns([
+                        instance::Column::SpawnerId,
+                        instance::Column::State,
+                        instance::Column::BuildVersion,
+                        instance::Column::Ports,
+                        instance::Column::Pid,
+                        instance::Column::RestartCount,
+                        instance::Column::Labels,
+                        instance::Column::Players,
+                        instance::Column::MaxPlayers,
+                        instance::Column::StartedAt,
+                        instance::Column::StateChangedAt,
+                        instance::Column::ExitCode,
+                        instance::Column::Message,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes an instance.
+    pub async fn delete_instance(&self, id: &str) -> Result<()> {
+        instance::Entity::delete_by_id(id.to_owned())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// All instances.
+    pub async fn list_instances(&self) -> Result<Vec<InstanceRecord>> {
+        let rows = instance::Entity::find().all(&self.db).await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| InstanceRecord {
+                state: pb::InstanceState::from_str_name(&m.state)
+                    .unwrap_or(pb::InstanceState::Unknown),
+                ports: serde_json::from_str::<Vec<PortSpec>>(&m.ports).unwrap_or_default(),
+                labels: serde_json::from_str::<Labels>(&m.labels).unwrap_or_default(),
+                pid: u32::try_from(m.pid).unwrap_or(0),
+                restart_count: u32::try_from(m.restart_count).unwrap_or(0),
+                players: u32::try_from(m.players).unwrap_or(0),
+                max_players: u32::try_from(m.max_players).unwrap_or(0),
+                exit_code: m.exit_code.and_then(|c| i32::try_from(c).ok()),
+                resources: pb::Resources::default(),
+                id: m.id,
+                spawner_id: m.spawner_id,
+                build_version: m.build_version,
+                created_at: m.created_at,
+                started_at: m.started_at,
+                state_changed_at: m.state_changed_at,
+                message: m.message,
+                revision: 0,
+            })
+            .collect())
+    }
+
+    // ---- audit ----
+
+    /// Appends an audit entry.
+    pub async fn insert_audit(&self, a: AuditRecord) -> Result<()> {
+        audit::Entity::insert(audit::ActiveModel {
+            id: sea_orm::ActiveValue::NotSet,
+            at: Set(a.at),
+            actor: Set(a.actor),
+            action: Set(a.action),
+            target: Set(a.target),
+            result: Set(a.result),
+            detail: Set(a.detail),
+            peer: Set(a.peer),
+        })
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Audit entries, newest first, older than `before_id` when it is positive.
+    pub async fn list_audit(&self, limit: u64, before_id: i64) -> Result<Vec<audit::Model>> {
+        let mut q = audit::Entity::find().order_by_desc(audit::Column::Id);
+        if before_id > 0 {
+            q = q.filter(audit::Column::Id.lt(before_id));
+        }
+        Ok(q.limit(limit).all(&self.db).await?)
+    }
+}
+
+fn spawner_active(info: &SpawnerInfo) -> spawner::ActiveModel {
+    spawner::ActiveModel {
+        id: Set(info.id.clone()),
+        name: Set(info.name.clone()),
+        credential_hash: sea_orm::ActiveValue::NotSet,
+        region: Set(info.region.clone()),
+        host: Set(info.host.clone()),
+        advertised_address: Set(info.advertised_address.clone()),
+        capacity: Set(i32::try_from(info.capacity).unwrap_or(i32::MAX)),
+        labels: Set(serde_json::to_string(&info.labels).unwrap_or_else(|_| "{}".into())),
+        agent_version: Set(info.agent_version.clone()),
+        active_build: Set(info.active_build.clone()),
+        drained: Set(info.drained),
+        enrolled_at: Set(info.enrolled_at),
+        last_seen_at: Set(info.last_seen_at),
+    }
+}

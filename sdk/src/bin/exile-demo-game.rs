@@ -1,0 +1,166 @@
+//! `exile-demo-game`: a small real game server for trying Exile out. It answers `status`,
+//! `join` and `leave` over UDP datagrams and line-based TCP, reads console commands on stdin,
+//! and exits 0 on SIGTERM/SIGINT.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Exile demo game server.
+#[derive(Parser, Debug)]
+#[command(name = "exile-demo-game", version, about)]
+struct Args {
+    /// Port to listen on (TCP and UDP) on all interfaces.
+    #[arg(long, env = "EXILE_PORT")]
+    port: u16,
+    /// Most players that can join at once.
+    #[arg(long, default_value_t = 16)]
+    max_players: u32,
+}
+
+/// The game's whole state.
+struct Game {
+    players: AtomicU32,
+    max_players: u32,
+    instance: String,
+}
+
+impl Game {
+    fn status(&self) -> String {
+        serde_json::json!({
+            "players": self.players.load(Ordering::SeqCst),
+            "max_players": self.max_players,
+            "instance": self.instance,
+        })
+        .to_string()
+    }
+
+    /// Answers one protocol command.
+    fn handle(&self, command: &str) -> String {
+        match command.trim() {
+            "status" => self.status(),
+            "join" => {
+                let joined = self
+                    .players
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                        (n < self.max_players).then_some(n + 1)
+                    })
+                    .is_ok();
+                if joined {
+                    self.status()
+                } else {
+                    serde_json::json!({"error": "server full"}).to_string()
+                }
+            }
+            "leave" => {
+                let _ = self
+                    .players
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                self.status()
+            }
+            other => serde_json::json!({"error": format!("unknown command `{other}`")}).to_string(),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let game = Arc::new(Game {
+        players: AtomicU32::new(0),
+        max_players: args.max_players,
+        instance: std::env::var("EXILE_INSTANCE_ID").unwrap_or_default(),
+    });
+    let udp = UdpSocket::bind(("0.0.0.0", args.port))
+        .await
+        .with_context(|| format!("could not bind UDP port {}", args.port))?;
+    let tcp = TcpListener::bind(("0.0.0.0", args.port))
+        .await
+        .with_context(|| format!("could not bind TCP port {}", args.port))?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    println!("listening on port {}", args.port);
+
+    tokio::spawn(serve_udp(udp, game.clone()));
+    tokio::spawn(serve_tcp(tcp, game.clone()));
+    let (quit_tx, mut quit_rx) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::spawn(console(game.clone(), quit_tx));
+
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = quit_rx.recv() => {}
+    }
+    println!("shutting down");
+    // Exit now: the runtime would otherwise wait for the blocking thread stuck reading stdin.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(0);
+}
+
+async fn serve_udp(socket: UdpSocket, game: Arc<Game>) {
+    let mut buf = [0u8; 1500];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                let reply = game.handle(&String::from_utf8_lossy(&buf[..n]));
+                let _ = socket.send_to(reply.as_bytes(), from).await;
+            }
+            Err(e) => eprintln!("udp receive failed: {e}"),
+        }
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, game: Arc<Game>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(stream, game.clone()));
+            }
+            Err(e) => eprintln!("tcp accept failed: {e}"),
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, game: Arc<Game>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let mut reply = game.handle(&line);
+        reply.push('\n');
+        if write.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Console commands on stdin. EOF is not a reason to stop: the game keeps running when the
+/// spawner that held its stdin goes away.
+async fn console(game: Arc<Game>, quit: tokio::sync::mpsc::Sender<()>) {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let line = line.trim();
+        let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match command {
+            "" => {}
+            "say" => println!("[console] {rest}"),
+            "players" => println!(
+                "players: {}/{}",
+                game.players.load(Ordering::SeqCst),
+                game.max_players
+            ),
+            "quit" => {
+                let _ = quit.send(()).await;
+                return;
+            }
+            other => println!("unknown console command `{other}` (try say, players, quit)"),
+        }
+    }
+    // Hold `quit` open: a closed channel would read as a quit request.
+    std::future::pending::<()>().await;
+}

@@ -1,0 +1,1 @@
+//! Exile game-server SDK.

@@ -1,0 +1,130 @@
+//! Carries out one master command against the instance manager, honouring its deadline and
+//! cancellation, and sends the `CommandResult` back over the link.
+
+use std::time::Duration;
+
+use exile_api::v1::{self, command::Action, spawner_message};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::instance::OpContext;
+use crate::manager::{Manager, SpawnSpec};
+use crate::state::InstanceRecord;
+
+/// Runs `command` and reports its result on `tx`; returns its request id.
+pub async fn execute(
+    manager: Manager,
+    command: v1::Command,
+    cancel: CancellationToken,
+    tx: mpsc::Sender<v1::SpawnerMessage>,
+) -> u64 {
+    let request_id = command.request_id;
+    let deadline = deadline_instant(command.deadline_unix_ms, exile_api::now_unix_ms());
+    let ctx = OpContext {
+        deadline,
+        cancel: cancel.clone(),
+    };
+    let run = dispatch(&manager, command.action, ctx);
+    let expired = async {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        result = run => result,
+        () = cancel.cancelled() => Err(Error::Cancelled),
+        () = expired => Err(Error::DeadlineExceeded),
+    };
+    let outcome = match result {
+        Ok(record) => v1::CommandResult {
+            request_id,
+            error: String::new(),
+            error_kind: v1::CommandErrorKind::Unspecified.into(),
+            instance: Some(record.to_status()),
+        },
+        Err(error) => {
+            tracing::debug!(request_id, %error, "command failed");
+            v1::CommandResult {
+                request_id,
+                error: error.to_string(),
+                error_kind: error.kind().into(),
+                instance: None,
+            }
+        }
+    };
+    let message = v1::SpawnerMessage {
+        kind: Some(spawner_message::Kind::CommandResult(outcome)),
+    };
+    let _ = tx.send(message).await;
+    request_id
+}
+
+/// The tokio instant matching a Unix-ms deadline; `None` when there is none (0).
+fn deadline_instant(deadline_unix_ms: i64, now_unix_ms: i64) -> Option<tokio::time::Instant> {
+    if deadline_unix_ms <= 0 {
+        return None;
+    }
+    let left = u64::try_from(deadline_unix_ms.saturating_sub(now_unix_ms)).unwrap_or(0);
+    Some(tokio::time::Instant::now() + Duration::from_millis(left))
+}
+
+fn grace(seconds: u32) -> Option<Duration> {
+    (seconds > 0).then(|| Duration::from_secs(u64::from(seconds)))
+}
+
+async fn dispatch(
+    manager: &Manager,
+    action: Option<Action>,
+    ctx: OpContext,
+) -> Result<InstanceRecord> {
+    match action {
+        Some(Action::Spawn(spawn)) => {
+            let spec = SpawnSpec {
+                id: spawn.instance_id,
+                build_version: spawn.build_version,
+                labels: spawn.labels.into_iter().collect(),
+                env: spawn.env.into_iter().collect(),
+                args: spawn.args,
+            };
+            manager.spawn(spec, ctx).await
+        }
+        Some(Action::Start(target)) => manager.start(&target.instance_id, ctx).await,
+        Some(Action::Stop(stop)) => {
+            manager
+                .stop(&stop.instance_id, grace(stop.grace_period_seconds), ctx)
+                .await
+        }
+        Some(Action::Restart(stop)) => {
+            manager
+                .restart(&stop.instance_id, grace(stop.grace_period_seconds), ctx)
+                .await
+        }
+        Some(Action::Remove(target)) => manager.remove(&target.instance_id, ctx).await,
+        None => Err(Error::InvalidArgument(
+            "the command has no action this spawner understands".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_map_to_instants() {
+        assert!(deadline_instant(0, 1000).is_none());
+        let now = tokio::time::Instant::now();
+        let d = deadline_instant(3000, 1000).unwrap();
+        assert_eq!(d - now, Duration::from_millis(2000));
+        let past = deadline_instant(500, 1000).unwrap();
+        assert_eq!(past, now);
+    }
+
+    #[test]
+    fn zero_grace_means_the_default() {
+        assert_eq!(grace(0), None);
+        assert_eq!(grace(3), Some(Duration::from_secs(3)));
+    }
+}

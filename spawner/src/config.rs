@@ -1,0 +1,288 @@
+//! Command-line and environment configuration of the spawner, with its validation.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+
+/// Exile spawner: links this host to the master and runs game-server instances.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "exile-spawner", version, about)]
+pub struct Config {
+    /// Address of the master's gRPC endpoint.
+    #[arg(
+        long,
+        env = "EXILE_SPAWNER_MASTER",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    pub master: String,
+
+    /// Directory for the credential, the instance state and the instance directories.
+    #[arg(
+        long,
+        env = "EXILE_SPAWNER_DATA_DIR",
+        default_value = "exile-spawner-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// One-time enrollment token; used only when no credential is stored in the data dir yet.
+    #[arg(long, env = "EXILE_SPAWNER_ENROLLMENT_TOKEN", hide_env_values = true)]
+    pub enrollment_token: Option<String>,
+
+    /// File holding the enrollment token (read and trimmed); an alternative to --enrollment-token.
+    #[arg(long, env = "EXILE_SPAWNER_ENROLLMENT_TOKEN_FILE")]
+    pub enrollment_token_file: Option<PathBuf>,
+
+    /// Name of this spawner [default: the host name].
+    #[arg(long, env = "EXILE_SPAWNER_NAME")]
+    pub name: Option<String>,
+
+    /// Region used by the master for placement.
+    #[arg(long, env = "EXILE_SPAWNER_REGION", default_value = "local")]
+    pub region: String,
+
+    /// Address players use to reach instances on this host.
+    #[arg(
+        long,
+        env = "EXILE_SPAWNER_ADVERTISED_ADDRESS",
+        default_value = "127.0.0.1"
+    )]
+    pub advertised_address: String,
+
+    /// Maximum number of instances (in any state) this spawner holds.
+    #[arg(long, env = "EXILE_SPAWNER_CAPACITY", default_value_t = 20)]
+    pub capacity: u32,
+
+    /// Placement label as key=value; repeat the flag for several labels.
+    #[arg(long = "label", env = "EXILE_SPAWNER_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+
+    /// Ports handed to instances, as first-last (both included).
+    #[arg(long, env = "EXILE_SPAWNER_PORT_RANGE", default_value = "7800-7999")]
+    pub port_range: String,
+
+    /// Version name of the build in --build-dir.
+    #[arg(long, env = "EXILE_SPAWNER_BUILD_VERSION", default_value = "local")]
+    pub build_version: String,
+
+    /// Directory holding the game-server build.
+    #[arg(long, env = "EXILE_SPAWNER_BUILD_DIR", default_value = ".")]
+    pub build_dir: PathBuf,
+
+    /// Command that starts one instance, split like a shell would; placeholders {port},
+    /// {instance_id}, {data_dir} (the instance's directory) and {build_dir}. A relative program
+    /// path containing a slash is taken relative to --build-dir.
+    #[arg(
+        long,
+        env = "EXILE_SPAWNER_BUILD_COMMAND",
+        default_value = "exile-demo-game --port {port}"
+    )]
+    pub build_command: String,
+
+    /// Seconds between SIGTERM and SIGKILL when stopping an instance.
+    #[arg(
+        long = "stop-grace-period",
+        env = "EXILE_SPAWNER_STOP_GRACE_PERIOD",
+        default_value_t = 10
+    )]
+    pub stop_grace_period_secs: u64,
+
+    /// Stop every instance when the spawner shuts down (by default they keep running and are
+    /// adopted again by the next start).
+    #[arg(long, env = "EXILE_SPAWNER_STOP_INSTANCES_ON_SHUTDOWN")]
+    pub stop_instances_on_shutdown: bool,
+}
+
+impl Config {
+    /// A configuration with every default, for tests and embedding.
+    pub fn with_defaults(master: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        use clap::Parser;
+        let mut config = Config::parse_from(["exile-spawner"]);
+        config.master = master.into();
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    /// Checks every flag that needs more than clap's parsing.
+    pub fn validate(&self) -> Result<()> {
+        self.label_map()?;
+        self.ports()?;
+        self.command_template()?;
+        if self.capacity == 0 {
+            return Err(Error::Config("--capacity must be at least 1".into()));
+        }
+        if self.build_version.trim().is_empty() {
+            return Err(Error::Config("--build-version must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    /// The labels as a map, rejecting entries without `=` or with an empty key.
+    pub fn label_map(&self) -> Result<BTreeMap<String, String>> {
+        let mut map = BTreeMap::new();
+        for entry in &self.labels {
+            let Some((key, value)) = entry.split_once('=') else {
+                return Err(Error::Config(format!(
+                    "label `{entry}` must look like key=value"
+                )));
+            };
+            let key = key.trim();
+            if key.is_empty() {
+                return Err(Error::Config(format!("label `{entry}` has an empty key")));
+            }
+            if map
+                .insert(key.to_owned(), value.trim().to_owned())
+                .is_some()
+            {
+                return Err(Error::Config(format!("label `{key}` is given twice")));
+            }
+        }
+        Ok(map)
+    }
+
+    /// The port range, parsed from `first-last` (or a single port).
+    pub fn ports(&self) -> Result<RangeInclusive<u16>> {
+        parse_port_range(&self.port_range)
+    }
+
+    /// The build command split into words, placeholders still in.
+    pub fn command_template(&self) -> Result<Vec<String>> {
+        let words = shlex::split(&self.build_command).ok_or_else(|| {
+            Error::Config(format!(
+                "--build-command `{}` has unbalanced quotes",
+                self.build_command
+            ))
+        })?;
+        if words.is_empty() {
+            return Err(Error::Config("--build-command must not be empty".into()));
+        }
+        Ok(words)
+    }
+
+    /// The spawner's name: --name, else the host name.
+    pub fn spawner_name(&self) -> String {
+        self.name.clone().unwrap_or_else(host_name)
+    }
+
+    /// The enrollment token from --enrollment-token or --enrollment-token-file, if any.
+    pub fn read_enrollment_token(&self) -> Result<Option<String>> {
+        if let Some(token) = &self.enrollment_token {
+            let token = token.trim();
+            if !token.is_empty() {
+                return Ok(Some(token.to_owned()));
+            }
+        }
+        if let Some(path) = &self.enrollment_token_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::io("could not read the enrollment token file", path, e))?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(Error::Config(format!(
+                    "the enrollment token file {} is empty",
+                    path.display()
+                )));
+            }
+            return Ok(Some(token.to_owned()));
+        }
+        Ok(None)
+    }
+}
+
+/// Host name of this machine, or "localhost" when it cannot be read.
+pub fn host_name() -> String {
+    sysinfo::System::host_name().unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// Parses `first-last` (both included) or a single port number.
+pub fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>> {
+    let bad = || {
+        Error::Config(format!(
+            "--port-range `{text}` must look like 7800-7999 (first-last, 1..=65535, first <= last)"
+        ))
+    };
+    let (first, last) = match text.split_once('-') {
+        Some((a, b)) => (a.trim(), b.trim()),
+        None => (text.trim(), text.trim()),
+    };
+    let first: u16 = first.parse().map_err(|_| bad())?;
+    let last: u16 = last.parse().map_err(|_| bad())?;
+    if first == 0 || first > last {
+        return Err(bad());
+    }
+    Ok(first..=last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn cli_is_consistent() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::parse_from(["exile-spawner"]);
+        config.validate().unwrap();
+        assert_eq!(config.ports().unwrap(), 7800..=7999);
+        assert_eq!(config.capacity, 20);
+        assert!(!config.stop_instances_on_shutdown);
+    }
+
+    #[test]
+    fn labels_are_parsed_and_validated() {
+        let config =
+            Config::parse_from(["exile-spawner", "--label", "gpu=yes", "--label", "zone = a"]);
+        let map = config.label_map().unwrap();
+        assert_eq!(map.get("gpu").map(String::as_str), Some("yes"));
+        assert_eq!(map.get("zone").map(String::as_str), Some("a"));
+        for bad in ["novalue", "=x"] {
+            let config = Config::parse_from(["exile-spawner", "--label", bad]);
+            assert!(config.validate().is_err(), "{bad} accepted");
+        }
+        let twice = Config::parse_from(["exile-spawner", "--label", "a=1", "--label", "a=2"]);
+        assert!(twice.label_map().is_err());
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("7000-7010").unwrap(), 7000..=7010);
+        assert_eq!(parse_port_range("7000").unwrap(), 7000..=7000);
+        for bad in ["", "0-10", "10-5", "a-b", "70000-70001", "1-2-3"] {
+            assert!(parse_port_range(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn build_command_is_split_like_a_shell() {
+        let mut config = Config::parse_from(["exile-spawner"]);
+        config.build_command = r#"./game -name "my server" --port {port}"#.into();
+        assert_eq!(
+            config.command_template().unwrap(),
+            ["./game", "-name", "my server", "--port", "{port}"]
+        );
+        config.build_command = r#"./game "unclosed"#.into();
+        assert!(config.validate().is_err());
+        config.build_command = "  ".into();
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn token_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  secret-token\n").unwrap();
+        let mut config = Config::parse_from(["exile-spawner"]);
+        assert_eq!(config.read_enrollment_token().unwrap(), None);
+        config.enrollment_token_file = Some(path.clone());
+        assert_eq!(
+            config.read_enrollment_token().unwrap().as_deref(),
+            Some("secret-token")
+        );
+        std::fs::write(&path, "\n").unwrap();
+        assert!(config.read_enrollment_token().is_err());
+    }
+}

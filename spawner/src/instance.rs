@@ -1,0 +1,488 @@
+//! The per-instance actor: the one task that owns an instance's process (a child, or an adopted
+//! pid), carries out start/stop/restart/remove in order, watches for exits and reports every
+//! change of its record to the manager.
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::process::{self, CommandTemplate, LaunchSpec};
+use crate::state::{InstanceRecord, State};
+
+/// How often an adopted process (not our child) is checked for exit.
+const ADOPTED_POLL: Duration = Duration::from_millis(500);
+/// How often a stopping process is checked for exit when it is not our child.
+const STOP_POLL: Duration = Duration::from_millis(20);
+/// How long to wait for a process group to vanish after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Deadline and cancellation of the command an operation belongs to.
+#[derive(Debug, Clone, Default)]
+pub struct OpContext {
+    /// Past this instant the operation is not started any more.
+    pub deadline: Option<tokio::time::Instant>,
+    /// Cancelled when the master cancels the command.
+    pub cancel: CancellationToken,
+}
+
+impl OpContext {
+    /// Fails when the operation should not start any more.
+    pub fn check(&self) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        if self
+            .deadline
+            .is_some_and(|d| d <= tokio::time::Instant::now())
+        {
+            return Err(Error::DeadlineExceeded);
+        }
+        Ok(())
+    }
+}
+
+/// What every instance actor shares.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub data_dir: PathBuf,
+    pub template: CommandTemplate,
+    pub stop_grace: Duration,
+}
+
+impl Settings {
+    pub fn instance_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("instances").join(id)
+    }
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<InstanceRecord>>;
+
+/// Operations the manager forwards to an instance actor.
+pub(crate) enum Op {
+    /// Launch the process; `first` marks the spawn, which leaves nothing behind on failure.
+    Start {
+        first: bool,
+        ctx: OpContext,
+        reply: Reply,
+    },
+    Stop {
+        grace: Option<Duration>,
+        ctx: OpContext,
+        reply: Reply,
+    },
+    Restart {
+        grace: Option<Duration>,
+        ctx: OpContext,
+        reply: Reply,
+    },
+    Remove {
+        ctx: OpContext,
+        reply: Reply,
+    },
+    /// The spawner shuts down: stop the process or leave it running for re-adoption.
+    Detach {
+        stop: bool,
+        done: oneshot::Sender<()>,
+    },
+}
+
+impl Op {
+    /// Answers the operation with an error without running it.
+    pub fn fail(self, error: Error) {
+        match self {
+            Op::Start { reply, .. }
+            | Op::Stop { reply, .. }
+            | Op::Restart { reply, .. }
+            | Op::Remove { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Op::Detach { done, .. } => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Messages from instance actors to the manager.
+pub(crate) enum ToManager {
+    /// The record changed.
+    Update(InstanceRecord),
+    /// The instance needs a port: `prefer` if it is still free, else a new one.
+    ReservePort {
+        id: String,
+        prefer: Option<u16>,
+        reply: oneshot::Sender<Result<u16>>,
+    },
+    /// The instance is gone; the record is its last view.
+    Removed(InstanceRecord),
+    /// The answer to an operation. It goes through the manager, after the updates the
+    /// operation caused, so a caller that asks the manager next sees the new state.
+    Respond {
+        reply: Reply,
+        result: Result<InstanceRecord>,
+    },
+}
+
+/// The process an instance holds.
+enum Proc {
+    /// Launched by this spawner; stdin stays open while we own it.
+    Child {
+        child: Box<Child>,
+        _stdin: Option<ChildStdin>,
+    },
+    /// Found running at start-up; not our child, so it is polled.
+    Adopted { pid: u32, ticks: Option<u64> },
+}
+
+impl Proc {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Proc::Child { child, .. } => child.id(),
+            Proc::Adopted { pid, .. } => Some(*pid),
+        }
+    }
+
+    /// Waits for the process to exit; the status is unknown for an adopted process.
+    async fn wait(&mut self, poll: Duration) -> Option<ExitStatus> {
+        match self {
+            Proc::Child { child, .. } => child.wait().await.ok(),
+            Proc::Adopted { pid, ticks } => {
+                while process::is_alive(*pid, *ticks) {
+                    tokio::time::sleep(poll).await;
+                }
+                None
+            }
+        }
+    }
+}
+
+async fn wait_exit(proc: &mut Option<Proc>) -> Option<ExitStatus> {
+    match proc {
+        Some(p) => p.wait(ADOPTED_POLL).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Owns one instance. Created by the manager, driven by [`Op`]s.
+pub(crate) struct InstanceActor {
+    rec: InstanceRecord,
+    proc: Option<Proc>,
+    settings: Arc<Settings>,
+    to_manager: mpsc::UnboundedSender<ToManager>,
+}
+
+impl InstanceActor {
+    /// An actor for a record without a process.
+    pub fn new(
+        rec: InstanceRecord,
+        settings: Arc<Settings>,
+        to_manager: mpsc::UnboundedSender<ToManager>,
+    ) -> Self {
+        Self {
+            rec,
+            proc: None,
+            settings,
+            to_manager,
+        }
+    }
+
+    /// An actor watching a process that survived a spawner restart.
+    pub fn adopted(
+        rec: InstanceRecord,
+        settings: Arc<Settings>,
+        to_manager: mpsc::UnboundedSender<ToManager>,
+    ) -> Self {
+        let proc = rec.pid.map(|pid| Proc::Adopted {
+            pid,
+            ticks: rec.start_ticks,
+        });
+        Self {
+            rec,
+            proc,
+            settings,
+            to_manager,
+        }
+    }
+
+    /// Runs until the instance is removed or detached.
+    pub async fn run(mut self, mut ops: mpsc::UnboundedReceiver<Op>) {
+        loop {
+            tokio::select! {
+                op = ops.recv() => {
+                    let Some(op) = op else {
+                        self.detach(false).await;
+                        return;
+                    };
+                    if self.handle(op).await {
+                        return;
+                    }
+                }
+                status = wait_exit(&mut self.proc) => self.exited_unexpectedly(status),
+            }
+        }
+    }
+
+    /// Carries out one operation; true when the actor is done.
+    async fn handle(&mut self, op: Op) -> bool {
+        match op {
+            Op::Start { first, ctx, reply } => {
+                let result = match ctx.check() {
+                    Ok(()) => self.start().await,
+                    Err(e) => Err(e),
+                };
+                if first && result.is_err() && self.proc.is_none() {
+                    // A spawn that failed leaves no instance behind.
+                    self.delete().await;
+                    self.respond(reply, result.map(|()| self.rec.clone()));
+                    return true;
+                }
+                self.respond(reply, result.map(|()| self.rec.clone()));
+            }
+            Op::Stop { grace, ctx, reply } => {
+                let result = match ctx.check() {
+                    Ok(()) => self.stop(grace).await,
+                    Err(e) => Err(e),
+                };
+                self.respond(reply, result.map(|()| self.rec.clone()));
+            }
+            Op::Restart { grace, ctx, reply } => {
+                let result = match ctx.check() {
+                    Ok(()) => self.restart(grace).await,
+                    Err(e) => Err(e),
+                };
+                self.respond(reply, result.map(|()| self.rec.clone()));
+            }
+            Op::Remove { ctx, reply } => {
+                if let Err(e) = ctx.check() {
+                    self.respond(reply, Err(e));
+                    return false;
+                }
+                if self.proc.is_some()
+                    && let Err(e) = self.stop(None).await
+                {
+                    self.respond(reply, Err(e));
+                    return false;
+                }
+                let last = self.delete().await;
+                self.respond(reply, Ok(last));
+                return true;
+            }
+            Op::Detach { stop, done } => {
+                self.detach(stop).await;
+                let _ = done.send(());
+                return true;
+            }
+        }
+        false
+    }
+
+    fn respond(&self, reply: Reply, result: Result<InstanceRecord>) {
+        if let Err(mpsc::error::SendError(ToManager::Respond { reply, result })) =
+            self.to_manager.send(ToManager::Respond { reply, result })
+        {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn report(&mut self) {
+        self.rec.revision += 1;
+        let _ = self.to_manager.send(ToManager::Update(self.rec.clone()));
+    }
+
+    fn set_state(&mut self, state: State, message: impl Into<String>) {
+        self.rec.state = state;
+        self.rec.message = message.into();
+        self.report();
+    }
+
+    async fn start(&mut self) -> Result<()> {
+        if self.proc.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "instance {} is already {}; stop it first",
+                self.rec.id,
+                self.rec.state.name()
+            )));
+        }
+        let (tx, rx) = oneshot::channel();
+        let _ = self.to_manager.send(ToManager::ReservePort {
+            id: self.rec.id.clone(),
+            prefer: self.rec.port,
+            reply: tx,
+        });
+        let port = rx.await.map_err(|_| Error::ManagerGone)??;
+        self.rec.port = Some(port);
+        self.launch(port)
+    }
+
+    fn launch(&mut self, port: u16) -> Result<()> {
+        self.rec.exit_code = None;
+        self.set_state(State::Starting, "starting");
+        let dir = self.settings.instance_dir(&self.rec.id);
+        let result = std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io("could not create", &dir, e))
+            .and_then(|()| {
+                let (program, args) =
+                    self.settings
+                        .template
+                        .expand(port, &self.rec.id, &dir, &self.rec.args);
+                let mut env = vec![
+                    ("EXILE_INSTANCE_ID".to_owned(), self.rec.id.clone()),
+                    ("EXILE_PORT".to_owned(), port.to_string()),
+                    (
+                        "EXILE_DATA_DIR".to_owned(),
+                        dir.to_string_lossy().into_owned(),
+                    ),
+                ];
+                env.extend(self.rec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                process::launch(&LaunchSpec {
+                    program,
+                    args,
+                    cwd: dir.clone(),
+                    env,
+                    log_dir: dir.join("logs"),
+                })
+            });
+        match result {
+            Ok(launched) => {
+                tracing::info!(instance = %self.rec.id, pid = launched.pid, port, "instance started");
+                self.rec.pid = Some(launched.pid);
+                self.rec.start_ticks = launched.start_ticks;
+                self.rec.started_at_unix_ms = exile_api::now_unix_ms();
+                self.proc = Some(Proc::Child {
+                    child: Box::new(launched.child),
+                    _stdin: launched.stdin,
+                });
+                self.set_state(State::Running, "");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(instance = %self.rec.id, error = %e, "instance failed to start");
+                self.set_state(State::Crashed, e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    async fn stop(&mut self, grace: Option<Duration>) -> Result<()> {
+        let Some(mut proc) = self.proc.take() else {
+            return Err(Error::FailedPrecondition(format!(
+                "instance {} is not running (it is {})",
+                self.rec.id,
+                self.rec.state.name()
+            )));
+        };
+        let grace = grace.unwrap_or(self.settings.stop_grace);
+        let Some(pgid) = proc.pid() else {
+            // The child was already reaped: treat it as exited.
+            self.finish_stop(None, "stopped".to_owned());
+            return Ok(());
+        };
+        self.set_state(State::Stopping, "stopping");
+        if let Err(e) = process::signal_group(pgid, Signal::SIGTERM) {
+            tracing::warn!(instance = %self.rec.id, error = %e, "SIGTERM failed");
+        }
+        let (status, message) = match tokio::time::timeout(grace, proc.wait(STOP_POLL)).await {
+            Ok(status) => (status, "stopped".to_owned()),
+            Err(_) => {
+                tracing::info!(instance = %self.rec.id, ?grace, "grace period over, sending SIGKILL");
+                let _ = process::signal_group(pgid, Signal::SIGKILL);
+                match tokio::time::timeout(KILL_WAIT, proc.wait(STOP_POLL)).await {
+                    Ok(status) => (
+                        status,
+                        format!(
+                            "stopped with SIGKILL after the {}s grace period",
+                            grace.as_secs_f64()
+                        ),
+                    ),
+                    Err(_) => {
+                        self.proc = Some(proc);
+                        return Err(Error::Internal(format!(
+                            "process {pgid} of instance {} did not exit after SIGKILL",
+                            self.rec.id
+                        )));
+                    }
+                }
+            }
+        };
+        // Leftover members of the group (the game's own children) go with it.
+        let _ = process::signal_group(pgid, Signal::SIGKILL);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while process::group_alive(pgid) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(STOP_POLL).await;
+        }
+        self.finish_stop(status, message);
+        Ok(())
+    }
+
+    fn finish_stop(&mut self, status: Option<ExitStatus>, message: String) {
+        tracing::info!(instance = %self.rec.id, "instance stopped");
+        self.rec.pid = None;
+        self.rec.start_ticks = None;
+        self.rec.exit_code = status.and_then(|s| s.code());
+        self.set_state(State::Stopped, message);
+    }
+
+    async fn restart(&mut self, grace: Option<Duration>) -> Result<()> {
+        if self.proc.is_some() {
+            self.stop(grace).await?;
+        }
+        self.rec.restart_count = self.rec.restart_count.saturating_add(1);
+        self.start().await
+    }
+
+    fn exited_unexpectedly(&mut self, status: Option<ExitStatus>) {
+        let pid = self.proc.take().and_then(|p| p.pid()).or(self.rec.pid);
+        let (code, message) = match status {
+            Some(status) => process::describe_exit(status),
+            None => (
+                None,
+                "exited (exit status unknown: the process was adopted after a spawner restart)"
+                    .to_owned(),
+            ),
+        };
+        tracing::warn!(instance = %self.rec.id, ?pid, %message, "instance crashed");
+        if let Some(pgid) = pid {
+            let _ = process::signal_group(pgid, Signal::SIGKILL);
+        }
+        self.rec.pid = None;
+        self.rec.start_ticks = None;
+        self.rec.exit_code = code;
+        self.set_state(State::Crashed, message);
+    }
+
+    /// Deletes the instance directory and tells the manager the instance is gone.
+    async fn delete(&mut self) -> InstanceRecord {
+        let dir = self.settings.instance_dir(&self.rec.id);
+        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err((dir, e)),
+            _ => Ok(()),
+        })
+        .await;
+        if let Ok(Err((dir, e))) = removed {
+            tracing::warn!(instance = %self.rec.id, dir = %dir.display(), error = %e, "could not delete the instance directory");
+        }
+        tracing::info!(instance = %self.rec.id, "instance removed");
+        self.rec.revision += 1;
+        let _ = self.to_manager.send(ToManager::Removed(self.rec.clone()));
+        self.rec.clone()
+    }
+
+    async fn detach(&mut self, stop: bool) {
+        if stop
+            && self.proc.is_some()
+            && let Err(e) = self.stop(None).await
+        {
+            tracing::warn!(instance = %self.rec.id, error = %e, "could not stop instance at shutdown");
+        }
+        // Dropping a tokio Child neither kills nor waits on it: the game keeps running and the
+        // next spawner adopts it.
+        self.proc = None;
+    }
+}

@@ -1,0 +1,65 @@
+//! Exile spawner: the host agent that links to the master and runs game-server instances.
+//!
+//! [`run`] is the whole agent; the binary only parses [`Config`], sets up tracing and wires a
+//! shutdown signal. [`Manager`] (instances, ports, persistence) is usable on its own, which is
+//! how the tests drive it without a master.
+
+mod backoff;
+mod commands;
+pub mod config;
+pub mod enroll;
+pub mod error;
+mod instance;
+mod link;
+pub mod manager;
+pub mod metrics;
+pub mod ports;
+pub mod process;
+pub mod state;
+
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use enroll::Credential;
+pub use error::{Error, Result};
+pub use instance::OpContext;
+pub use manager::{Manager, ManagerConfig, SpawnSpec};
+pub use state::{InstanceRecord, State};
+
+/// Runs the spawner until `shutdown` is cancelled: adopts or recovers the instances in the
+/// data dir, enrolls when no credential is stored, then keeps the link to the master up.
+/// On shutdown it closes the link and, unless `stop_instances_on_shutdown`, leaves the
+/// instances running for the next start to adopt.
+///
+/// Errors are returned only for problems a restart cannot fix: bad configuration, an
+/// unusable data dir, a refused enrollment token.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::io("could not create", &config.data_dir, e))?;
+    let endpoint = link::endpoint(&config.master)?;
+    let manager = Manager::open(ManagerConfig::from_config(&config)?).await?;
+    tracing::info!(
+        name = %config.spawner_name(),
+        master = %config.master,
+        data_dir = %config.data_dir.display(),
+        "spawner started"
+    );
+    let result = match enroll::obtain(&config, &endpoint, &shutdown).await {
+        Ok(Some(credential)) => {
+            link::Link::new(config.clone(), endpoint, credential, manager.clone())
+                .run(shutdown)
+                .await;
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let stop = config.stop_instances_on_shutdown && result.is_ok();
+    if stop {
+        tracing::info!("stopping every instance before shutting down");
+    }
+    manager.shutdown(stop).await?;
+    tracing::info!("spawner stopped");
+    result
+}

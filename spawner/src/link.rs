@@ -1,0 +1,339 @@
+//! The link to the master: one `Connect` stream at a time (hello, heartbeats, events, command
+//! results out; welcome, commands, cancellations, config in), reconnected forever with backoff.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use exile_api::v1::spawner_link_client::SpawnerLinkClient;
+use exile_api::v1::{self, master_message, spawner_message};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+use crate::backoff::Backoff;
+use crate::commands;
+use crate::config::{Config, host_name};
+use crate::enroll::Credential;
+use crate::error::{Error, Result};
+use crate::manager::Manager;
+use crate::metrics::{Sampler, Target};
+
+/// Heartbeat interval until the master's Welcome says otherwise.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(5000);
+/// How long the master has to answer the hello.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
+/// Outgoing messages buffered per link.
+const OUTBOX: usize = 1024;
+
+/// A channel endpoint to the master with keepalive, so a dead master is noticed.
+pub fn endpoint(master: &str) -> Result<Endpoint> {
+    let endpoint =
+        Endpoint::from_shared(master.to_owned()).map_err(|source| Error::MasterAddress {
+            address: master.to_owned(),
+            source,
+        })?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true))
+}
+
+/// Everything the link needs.
+pub struct Link {
+    config: Config,
+    endpoint: Endpoint,
+    credential: Credential,
+    manager: Manager,
+    sampler: Sampler,
+    heartbeat: Duration,
+}
+
+/// How a session ended.
+enum End {
+    Shutdown,
+    Failed {
+        welcomed: bool,
+        unauthenticated: bool,
+        reason: String,
+    },
+}
+
+fn failed(welcomed: bool, reason: impl Into<String>) -> End {
+    End::Failed {
+        welcomed,
+        unauthenticated: false,
+        reason: reason.into(),
+    }
+}
+
+impl Link {
+    /// A link for this spawner.
+    pub fn new(
+        config: Config,
+        endpoint: Endpoint,
+        credential: Credential,
+        manager: Manager,
+    ) -> Self {
+        let sampler = Sampler::new(&config.data_dir);
+        Self {
+            config,
+            endpoint,
+            credential,
+            manager,
+            sampler,
+            heartbeat: DEFAULT_HEARTBEAT,
+        }
+    }
+
+    /// Keeps a link up until `shutdown`; never gives up on its own.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut auth_backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        loop {
+            let delay = match self.session(&shutdown).await {
+                End::Shutdown => return,
+                End::Failed {
+                    welcomed,
+                    unauthenticated,
+                    reason,
+                } => {
+                    if welcomed {
+                        backoff.reset();
+                        auth_backoff.reset();
+                    }
+                    if unauthenticated {
+                        let delay = auth_backoff.next_delay();
+                        tracing::error!(
+                            spawner_id = %self.credential.spawner_id,
+                            ?delay,
+                            "the master rejected this spawner's credential ({reason}); it may \
+                             have been revoked. To enroll again, delete {} and restart with a new \
+                             --enrollment-token. Retrying.",
+                            Credential::path(&self.config.data_dir).display()
+                        );
+                        delay
+                    } else {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(%reason, ?delay, "link to the master lost, reconnecting");
+                        delay
+                    }
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn hello(&self) -> Result<v1::Hello> {
+        let instances = self.manager.list().await?;
+        Ok(v1::Hello {
+            region: self.config.region.clone(),
+            host: host_name(),
+            advertised_address: self.config.advertised_address.clone(),
+            capacity: self.config.capacity,
+            labels: self.config.label_map()?.into_iter().collect(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            active_build: self.config.build_version.clone(),
+            instances: instances.iter().map(|r| r.to_status()).collect(),
+            name: self.config.spawner_name(),
+        })
+    }
+
+    async fn session(&mut self, shutdown: &CancellationToken) -> End {
+        let channel = tokio::select! {
+            channel = self.endpoint.connect() => match channel {
+                Ok(channel) => channel,
+                Err(e) => return failed(false, format!("could not reach the master: {e}")),
+            },
+            () = shutdown.cancelled() => return End::Shutdown,
+        };
+        // Subscribe before the snapshot so no change falls between the two.
+        let mut events = self.manager.subscribe();
+        let hello = match self.hello().await {
+            Ok(hello) => hello,
+            Err(e) => return failed(false, format!("could not build the hello: {e}")),
+        };
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        let _ = tx.try_send(msg(spawner_message::Kind::Hello(hello)));
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        let bearer = format!("Bearer {}", self.credential.credential);
+        match bearer.parse() {
+            Ok(value) => {
+                request.metadata_mut().insert("authorization", value);
+            }
+            Err(_) => {
+                return End::Failed {
+                    welcomed: false,
+                    unauthenticated: true,
+                    reason: "the stored credential holds characters not allowed in metadata".into(),
+                };
+            }
+        }
+        let mut client = SpawnerLinkClient::new(channel);
+        let response = tokio::select! {
+            response = client.link(request) => response,
+            () = shutdown.cancelled() => return End::Shutdown,
+        };
+        let mut inbound = match response {
+            Ok(response) => response.into_inner(),
+            Err(status) => return status_end(false, &status),
+        };
+        let first = tokio::select! {
+            first = tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()) => first,
+            () = shutdown.cancelled() => return End::Shutdown,
+        };
+        match first {
+            Ok(Ok(Some(v1::MasterMessage {
+                kind: Some(master_message::Kind::Welcome(welcome)),
+            }))) => {
+                if welcome.heartbeat_interval_ms > 0 {
+                    self.heartbeat =
+                        Duration::from_millis(u64::from(welcome.heartbeat_interval_ms));
+                }
+                tracing::info!(spawner_id = %welcome.spawner_id, heartbeat = ?self.heartbeat, "linked to the master");
+            }
+            Ok(Ok(Some(other))) => {
+                return failed(false, format!("expected a welcome, got {:?}", other.kind));
+            }
+            Ok(Ok(None)) => return failed(false, "the master closed the link before welcoming"),
+            Ok(Err(status)) => return status_end(false, &status),
+            Err(_) => return failed(false, "the master did not welcome within 15 s"),
+        }
+
+        let mut ticker = heartbeat_ticker(self.heartbeat);
+        let mut running: HashMap<u64, CancellationToken> = HashMap::new();
+        let mut tasks: JoinSet<u64> = JoinSet::new();
+        let end = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break End::Shutdown,
+                _ = ticker.tick() => {
+                    let heartbeat = self.heartbeat_message().await;
+                    // A full outbox means the master is not reading; skip rather than stall.
+                    if tx.try_send(msg(spawner_message::Kind::Heartbeat(heartbeat))).is_err() {
+                        tracing::debug!("outbox full, heartbeat skipped");
+                    }
+                }
+                event = events.recv() => match event {
+                    Ok(event) => {
+                        if tx.send(msg(spawner_message::Kind::InstanceEvent(event))).await.is_err() {
+                            break failed(true, "the outgoing stream closed");
+                        }
+                    }
+                    // A fresh hello carries the full snapshot, which beats replaying.
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        break failed(true, format!("{n} instance events were dropped; resyncing"));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        break failed(true, "the instance manager stopped");
+                    }
+                },
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => {
+                        if let Some(new) = self.on_master_message(message, &tx, &mut running, &mut tasks) {
+                            ticker = heartbeat_ticker(new);
+                        }
+                    }
+                    Ok(None) => break failed(true, "the master closed the link"),
+                    Err(status) => break status_end(true, &status),
+                },
+                Some(done) = tasks.join_next() => {
+                    if let Ok(request_id) = done {
+                        running.remove(&request_id);
+                    }
+                }
+            }
+        };
+        // Commands already running finish on their own; their results are lost with this
+        // stream, and the next hello reports the outcome.
+        drop(tx);
+        if matches!(end, End::Shutdown) {
+            // Give the master a moment to see our half-close as a clean end.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Ok(Some(_)) = inbound.message().await {}
+            })
+            .await;
+        }
+        end
+    }
+
+    /// Handles one master message; returns a new heartbeat interval when it changed.
+    fn on_master_message(
+        &mut self,
+        message: v1::MasterMessage,
+        tx: &mpsc::Sender<v1::SpawnerMessage>,
+        running: &mut HashMap<u64, CancellationToken>,
+        tasks: &mut JoinSet<u64>,
+    ) -> Option<Duration> {
+        match message.kind? {
+            master_message::Kind::Command(command) => {
+                let cancel = CancellationToken::new();
+                running.insert(command.request_id, cancel.clone());
+                tasks.spawn(commands::execute(
+                    self.manager.clone(),
+                    command,
+                    cancel,
+                    tx.clone(),
+                ));
+                None
+            }
+            master_message::Kind::Cancel(cancel) => {
+                if let Some(token) = running.get(&cancel.request_id) {
+                    token.cancel();
+                }
+                None
+            }
+            master_message::Kind::Config(push) => {
+                tracing::info!(drained = push.drained, "configuration pushed by the master");
+                if push.heartbeat_interval_ms == 0 {
+                    return None;
+                }
+                self.heartbeat = Duration::from_millis(u64::from(push.heartbeat_interval_ms));
+                Some(self.heartbeat)
+            }
+            master_message::Kind::Welcome(_) => {
+                tracing::debug!("ignoring a second welcome");
+                None
+            }
+        }
+    }
+
+    async fn heartbeat_message(&mut self) -> v1::Heartbeat {
+        let instances = self.manager.list().await.unwrap_or_default();
+        let instances_dir = self.config.data_dir.join("instances");
+        let targets: Vec<Target> = instances
+            .into_iter()
+            .filter_map(|r| {
+                r.pid.map(|pid| Target {
+                    dir: instances_dir.join(&r.id),
+                    id: r.id,
+                    pid,
+                })
+            })
+            .collect();
+        self.sampler.sample(&targets)
+    }
+}
+
+fn msg(kind: spawner_message::Kind) -> v1::SpawnerMessage {
+    v1::SpawnerMessage { kind: Some(kind) }
+}
+
+fn heartbeat_ticker(period: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(period.max(Duration::from_millis(100)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}
+
+fn status_end(welcomed: bool, status: &tonic::Status) -> End {
+    End::Failed {
+        welcomed,
+        unauthenticated: status.code() == tonic::Code::Unauthenticated,
+        reason: format!("{:?}: {}", status.code(), status.message()),
+    }
+}

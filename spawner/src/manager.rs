@@ -1,0 +1,260 @@
+//! The instance manager: one task that owns the registry of instances (records and the
+//! senders of their actors), hands out ports, enforces capacity, persists `state.json` and
+//! publishes instance events. It never waits on an actor, so a slow stop blocks nothing else.
+
+mod task;
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use exile_api::v1;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::instance::{Op, OpContext, Settings};
+use crate::ports::PortAllocator;
+use crate::process::{self, CommandTemplate};
+use crate::state::{InstanceRecord, State, StateFile};
+use task::{ManagerTask, persist_loop};
+
+/// Version written into `state.json`.
+const STATE_VERSION: u32 = 1;
+
+/// What the manager needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Spawner name, used in messages.
+    pub name: String,
+    /// Data directory (state file and instance directories).
+    pub data_dir: PathBuf,
+    /// Maximum number of instances in any state.
+    pub capacity: u32,
+    /// Ports handed to instances.
+    pub ports: RangeInclusive<u16>,
+    /// Build command template.
+    pub template: CommandTemplate,
+    /// Build version of the configured build.
+    pub build_version: String,
+    /// Default time between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+}
+
+impl ManagerConfig {
+    /// Derives the manager's settings from the spawner configuration.
+    pub fn from_config(config: &Config) -> Result<Self> {
+        config.validate()?;
+        let build_dir = std::path::absolute(&config.build_dir)
+            .map_err(|e| Error::io("could not resolve", &config.build_dir, e))?;
+        let data_dir = std::path::absolute(&config.data_dir)
+            .map_err(|e| Error::io("could not resolve", &config.data_dir, e))?;
+        Ok(Self {
+            name: config.spawner_name(),
+            data_dir,
+            capacity: config.capacity,
+            ports: config.ports()?,
+            template: CommandTemplate::new(config.command_template()?, build_dir),
+            build_version: config.build_version.clone(),
+            stop_grace: Duration::from_secs(config.stop_grace_period_secs),
+        })
+    }
+}
+
+/// Parameters of a new instance.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnSpec {
+    /// Instance id (chosen by the master); also the directory name.
+    pub id: String,
+    /// Build version; empty means the configured one.
+    pub build_version: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Extra arguments appended to the command template.
+    pub args: Vec<String>,
+}
+
+enum Request {
+    Spawn {
+        spec: SpawnSpec,
+        ctx: OpContext,
+        reply: oneshot::Sender<Result<InstanceRecord>>,
+    },
+    Forward {
+        id: String,
+        op: Op,
+    },
+    List {
+        reply: oneshot::Sender<Vec<InstanceRecord>>,
+    },
+    Shutdown {
+        stop: bool,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Handle to the instance manager; cheap to clone.
+#[derive(Clone)]
+pub struct Manager {
+    requests: mpsc::UnboundedSender<Request>,
+    events: broadcast::Sender<v1::InstanceEvent>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager").finish_non_exhaustive()
+    }
+}
+
+impl Manager {
+    /// Loads `state.json`, adopts the processes that survived (same pid and start time), marks
+    /// the others crashed, and starts the manager task.
+    pub async fn open(config: ManagerConfig) -> Result<Self> {
+        let instances_dir = config.data_dir.join("instances");
+        std::fs::create_dir_all(&instances_dir)
+            .map_err(|e| Error::io("could not create", &instances_dir, e))?;
+        let saved = StateFile::load(&config.data_dir)?;
+        let settings = Arc::new(Settings {
+            data_dir: config.data_dir.clone(),
+            template: config.template.clone(),
+            stop_grace: config.stop_grace,
+        });
+        let (to_manager, from_actors) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(1024);
+        let mut task = ManagerTask {
+            ports: PortAllocator::new(config.ports.clone()),
+            config,
+            settings,
+            instances: BTreeMap::new(),
+            events: events.clone(),
+            to_manager,
+            persist: None,
+        };
+        for mut rec in saved.instances {
+            let adopt = rec.state.has_process()
+                && rec.start_ticks.is_some()
+                && rec
+                    .pid
+                    .is_some_and(|pid| process::is_alive(pid, rec.start_ticks));
+            if adopt {
+                tracing::info!(instance = %rec.id, pid = ?rec.pid, "adopted a running instance");
+                rec.state = State::Running;
+                rec.message = "adopted after a spawner restart".into();
+            } else if rec.state.has_process() {
+                tracing::warn!(instance = %rec.id, pid = ?rec.pid, "instance exited while the spawner was down");
+                rec.state = State::Crashed;
+                rec.message = "exited while the spawner was down".into();
+                rec.pid = None;
+                rec.start_ticks = None;
+                rec.exit_code = None;
+            }
+            rec.revision += 1;
+            task.add_actor(rec, adopt);
+        }
+        let (persist_tx, persist_rx) = watch::channel(Arc::new(task.snapshot()));
+        let data_dir = task.config.data_dir.clone();
+        let persister = tokio::spawn(persist_loop(data_dir, persist_rx));
+        task.persist = Some(persist_tx);
+        task.save();
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        tokio::spawn(task.run(requests_rx, from_actors, persister));
+        Ok(Self { requests, events })
+    }
+
+    /// Creates an instance and starts its process.
+    pub async fn spawn(&self, spec: SpawnSpec, ctx: OpContext) -> Result<InstanceRecord> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Spawn { spec, ctx, reply })?;
+        rx.await.map_err(|_| Error::ManagerGone)?
+    }
+
+    /// Starts a stopped or crashed instance (on its old port when still free).
+    pub async fn start(&self, id: &str, ctx: OpContext) -> Result<InstanceRecord> {
+        self.forward(id, |reply| Op::Start {
+            first: false,
+            ctx,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops a running instance: SIGTERM to its group, `grace` (or the default), SIGKILL.
+    pub async fn stop(
+        &self,
+        id: &str,
+        grace: Option<Duration>,
+        ctx: OpContext,
+    ) -> Result<InstanceRecord> {
+        self.forward(id, |reply| Op::Stop { grace, ctx, reply })
+            .await
+    }
+
+    /// Stops (when running) then starts an instance, counting a restart.
+    pub async fn restart(
+        &self,
+        id: &str,
+        grace: Option<Duration>,
+        ctx: OpContext,
+    ) -> Result<InstanceRecord> {
+        self.forward(id, |reply| Op::Restart { grace, ctx, reply })
+            .await
+    }
+
+    /// Stops (when running) and deletes an instance with its directory; returns its last view.
+    pub async fn remove(&self, id: &str, ctx: OpContext) -> Result<InstanceRecord> {
+        self.forward(id, |reply| Op::Remove { ctx, reply }).await
+    }
+
+    /// Every instance, ordered by id.
+    pub async fn list(&self) -> Result<Vec<InstanceRecord>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::List { reply })?;
+        rx.await.map_err(|_| Error::ManagerGone)
+    }
+
+    /// One instance.
+    pub async fn get(&self, id: &str) -> Result<InstanceRecord> {
+        self.list()
+            .await?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    /// Instance events (every state change, and removals) from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<v1::InstanceEvent> {
+        self.events.subscribe()
+    }
+
+    /// Ends the manager: stops every instance when `stop_instances`, else leaves them running
+    /// for the next start to adopt; returns once the state file is written.
+    pub async fn shutdown(&self, stop_instances: bool) -> Result<()> {
+        let (done, rx) = oneshot::channel();
+        self.send(Request::Shutdown {
+            stop: stop_instances,
+            done,
+        })?;
+        rx.await.map_err(|_| Error::ManagerGone)
+    }
+
+    fn send(&self, request: Request) -> Result<()> {
+        self.requests.send(request).map_err(|_| Error::ManagerGone)
+    }
+
+    async fn forward(
+        &self,
+        id: &str,
+        make: impl FnOnce(crate::instance::Reply) -> Op,
+    ) -> Result<InstanceRecord> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Forward {
+            id: id.to_owned(),
+            op: make(reply),
+        })?;
+        rx.await.map_err(|_| Error::ManagerGone)?
+    }
+}

@@ -1,0 +1,338 @@
+//! The manager task itself: the registry of instances, capacity and port checks, the
+//! messages from instance actors, shutdown, and the coalescing state writer.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use exile_api::v1;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::{ManagerConfig, Request, STATE_VERSION, SpawnSpec};
+use crate::error::{Error, Result};
+use crate::instance::{InstanceActor, Op, OpContext, Settings, ToManager};
+use crate::ports::{PortAllocator, is_port_free};
+use crate::state::{InstanceRecord, State, StateFile};
+
+pub(super) struct Entry {
+    record: InstanceRecord,
+    ops: mpsc::UnboundedSender<Op>,
+}
+
+pub(super) struct ManagerTask {
+    pub(super) config: ManagerConfig,
+    pub(super) settings: Arc<Settings>,
+    pub(super) instances: BTreeMap<String, Entry>,
+    pub(super) ports: PortAllocator,
+    pub(super) events: broadcast::Sender<v1::InstanceEvent>,
+    pub(super) to_manager: mpsc::UnboundedSender<ToManager>,
+    pub(super) persist: Option<watch::Sender<Arc<StateFile>>>,
+}
+
+impl ManagerTask {
+    pub(super) async fn run(
+        mut self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut from_actors: mpsc::UnboundedReceiver<ToManager>,
+        persister: JoinHandle<()>,
+    ) {
+        let done = loop {
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Some(Request::Shutdown { stop, done }) => {
+                        self.detach_all(stop, &mut from_actors).await;
+                        break Some(done);
+                    }
+                    Some(request) => self.on_request(request),
+                    None => {
+                        self.detach_all(false, &mut from_actors).await;
+                        break None;
+                    }
+                },
+                Some(msg) = from_actors.recv() => self.on_actor(msg),
+            }
+        };
+        // Closing the watch lets the persister write the last snapshot and end.
+        self.persist = None;
+        let _ = persister.await;
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+
+    fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Spawn { spec, ctx, reply } => {
+                if let Err(e) = self.spawn(spec, ctx, reply) {
+                    tracing::debug!(error = %e, "spawn refused");
+                }
+            }
+            Request::Forward { id, op } => match self.instances.get(&id) {
+                Some(entry) => {
+                    if let Err(mpsc::error::SendError(op)) = entry.ops.send(op) {
+                        op.fail(Error::Internal(format!("instance {id} is being torn down")));
+                    }
+                }
+                None => op.fail(Error::NotFound(id)),
+            },
+            Request::List { reply } => {
+                let _ = reply.send(self.snapshot().instances);
+            }
+            Request::Shutdown { .. } => {}
+        }
+    }
+
+    /// Validates and registers a new instance, then asks its actor to launch it. On a refusal
+    /// the error has already been sent to `reply`.
+    fn spawn(
+        &mut self,
+        spec: SpawnSpec,
+        ctx: OpContext,
+        reply: oneshot::Sender<Result<InstanceRecord>>,
+    ) -> Result<()> {
+        let checked = ctx.check().and_then(|()| self.check_spawn(&spec));
+        let (build_version, port) = match checked {
+            Ok(ok) => ok,
+            Err(e) => {
+                let text = e.to_string();
+                let _ = reply.send(Err(e));
+                return Err(Error::FailedPrecondition(text));
+            }
+        };
+        let rec = InstanceRecord {
+            id: spec.id.clone(),
+            build_version,
+            port: Some(port),
+            pid: None,
+            start_ticks: None,
+            labels: spec.labels,
+            env: spec.env,
+            args: spec.args,
+            state: State::Starting,
+            restart_count: 0,
+            created_at_unix_ms: exile_api::now_unix_ms(),
+            started_at_unix_ms: 0,
+            exit_code: None,
+            message: "starting".into(),
+            revision: 0,
+        };
+        self.add_actor(rec, false);
+        self.save();
+        if let Some(entry) = self.instances.get(&spec.id) {
+            let op = Op::Start {
+                first: true,
+                ctx,
+                reply,
+            };
+            if let Err(mpsc::error::SendError(op)) = entry.ops.send(op) {
+                op.fail(Error::Internal("the instance task ended at once".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_spawn(&mut self, spec: &SpawnSpec) -> Result<(String, u16)> {
+        validate_id(&spec.id)?;
+        let name = &self.config.name;
+        if self.instances.contains_key(&spec.id) {
+            return Err(Error::FailedPrecondition(format!(
+                "instance {} already exists on spawner {name}",
+                spec.id
+            )));
+        }
+        let count = self.instances.len();
+        let capacity = self.config.capacity;
+        if count >= usize::try_from(capacity).unwrap_or(usize::MAX) {
+            return Err(Error::FailedPrecondition(format!(
+                "spawner {name} is at capacity ({count}/{capacity} instances)"
+            )));
+        }
+        let build_version = if spec.build_version.is_empty() {
+            self.config.build_version.clone()
+        } else if spec.build_version == self.config.build_version {
+            spec.build_version.clone()
+        } else {
+            return Err(Error::FailedPrecondition(format!(
+                "build {} is not installed on spawner {name} (it has {})",
+                spec.build_version, self.config.build_version
+            )));
+        };
+        let held = self.held_ports(None);
+        let port = self
+            .ports
+            .allocate(&held)
+            .ok_or_else(|| self.no_port_error())?;
+        Ok((build_version, port))
+    }
+
+    fn no_port_error(&self) -> Error {
+        let range = self.ports.range();
+        Error::FailedPrecondition(format!(
+            "spawner {} has no free port left in {}-{}",
+            self.config.name,
+            range.start(),
+            range.end()
+        ))
+    }
+
+    /// Ports held by every instance except `except`.
+    fn held_ports(&self, except: Option<&str>) -> HashSet<u16> {
+        self.instances
+            .values()
+            .filter(|e| Some(e.record.id.as_str()) != except)
+            .filter_map(|e| e.record.port)
+            .collect()
+    }
+
+    fn on_actor(&mut self, msg: ToManager) {
+        match msg {
+            ToManager::Update(rec) => {
+                let status = rec.to_status();
+                if let Some(entry) = self.instances.get_mut(&rec.id) {
+                    entry.record = rec;
+                }
+                self.save();
+                let _ = self.events.send(v1::InstanceEvent {
+                    status: Some(status),
+                    removed: false,
+                });
+            }
+            ToManager::ReservePort { id, prefer, reply } => {
+                let held = self.held_ports(Some(&id));
+                let port = prefer
+                    .filter(|p| self.ports.range().contains(p) && !held.contains(p))
+                    .filter(|p| is_port_free(*p))
+                    .or_else(|| self.ports.allocate(&held));
+                let result = match port {
+                    Some(port) => {
+                        if let Some(entry) = self.instances.get_mut(&id) {
+                            entry.record.port = Some(port);
+                        }
+                        Ok(port)
+                    }
+                    None => Err(self.no_port_error()),
+                };
+                let _ = reply.send(result);
+            }
+            ToManager::Respond { reply, result } => {
+                let _ = reply.send(result);
+            }
+            ToManager::Removed(rec) => {
+                self.instances.remove(&rec.id);
+                self.save();
+                let _ = self.events.send(v1::InstanceEvent {
+                    status: Some(rec.to_status()),
+                    removed: true,
+                });
+            }
+        }
+    }
+
+    pub(super) fn add_actor(&mut self, rec: InstanceRecord, adopted: bool) {
+        let (ops, ops_rx) = mpsc::unbounded_channel();
+        let actor = if adopted {
+            InstanceActor::adopted(rec.clone(), self.settings.clone(), self.to_manager.clone())
+        } else {
+            InstanceActor::new(rec.clone(), self.settings.clone(), self.to_manager.clone())
+        };
+        tokio::spawn(actor.run(ops_rx));
+        self.instances
+            .insert(rec.id.clone(), Entry { record: rec, ops });
+    }
+
+    /// Detaches (or stops) every actor, still serving their messages meanwhile: an actor in
+    /// the middle of a start may be waiting for a port.
+    async fn detach_all(
+        &mut self,
+        stop: bool,
+        from_actors: &mut mpsc::UnboundedReceiver<ToManager>,
+    ) {
+        let mut pending: FuturesUnordered<_> = self
+            .instances
+            .values()
+            .filter_map(|entry| {
+                let (done, rx) = oneshot::channel();
+                entry.ops.send(Op::Detach { stop, done }).ok().map(|()| rx)
+            })
+            .collect();
+        while !pending.is_empty() {
+            tokio::select! {
+                _ = pending.next() => {}
+                Some(msg) = from_actors.recv() => self.on_actor(msg),
+            }
+        }
+        while let Ok(msg) = from_actors.try_recv() {
+            self.on_actor(msg);
+        }
+        self.save();
+    }
+
+    pub(super) fn snapshot(&self) -> StateFile {
+        StateFile {
+            version: STATE_VERSION,
+            instances: self.instances.values().map(|e| e.record.clone()).collect(),
+        }
+    }
+
+    pub(super) fn save(&self) {
+        if let Some(persist) = &self.persist {
+            persist.send_replace(Arc::new(self.snapshot()));
+        }
+    }
+}
+
+/// Writes the latest snapshot whenever it changes (coalescing bursts), off the manager task.
+pub(super) async fn persist_loop(data_dir: PathBuf, mut rx: watch::Receiver<Arc<StateFile>>) {
+    loop {
+        let state = rx.borrow_and_update().clone();
+        let dir = data_dir.clone();
+        match tokio::task::spawn_blocking(move || state.save(&dir)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "could not save the instance state"),
+            Err(e) => tracing::error!(error = %e, "state writer panicked"),
+        }
+        if rx.changed().await.is_err() {
+            // Closed: write what arrived after the last save, if anything.
+            if rx.has_changed().unwrap_or(false) {
+                continue;
+            }
+            return;
+        }
+    }
+}
+
+/// Instance ids become directory names: keep them plain.
+fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "instance id `{id}` is invalid: use 1 to 128 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        for ok in ["a", "inst-1", "A_b.c"] {
+            assert!(validate_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(129)] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+    }
+}

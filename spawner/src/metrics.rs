@@ -1,0 +1,180 @@
+//! Host and per-instance resource figures for heartbeats, via sysinfo, refreshing only what
+//! is reported (the instances' own processes, not the whole process table).
+
+use std::path::{Path, PathBuf};
+
+use exile_api::v1;
+use sysinfo::{DiskRefreshKind, Disks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+/// One running instance to measure.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Instance id.
+    pub id: String,
+    /// Its process.
+    pub pid: u32,
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+/// Keeps the sysinfo state between samples (CPU figures are differences between refreshes).
+pub struct Sampler {
+    system: Option<System>,
+    disks: Option<Disks>,
+    data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sampler {
+    /// A sampler for the file system holding `data_dir`.
+    pub fn new(data_dir: &Path) -> Self {
+        let system = match System::new() {
+            Ok(system) => Some(system),
+            Err(e) => {
+                tracing::warn!(error = %e, "system metrics are unavailable");
+                None
+            }
+        };
+        let disks = match Disks::new_with_refreshed_list_specifics(storage()) {
+            Ok(disks) => Some(disks),
+            Err(e) => {
+                tracing::warn!(error = %e, "disk metrics are unavailable");
+                None
+            }
+        };
+        let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+        Self {
+            system,
+            disks,
+            data_dir,
+        }
+    }
+
+    /// Host figures and one entry per target.
+    pub fn sample(&mut self, targets: &[Target]) -> v1::Heartbeat {
+        let mut host = v1::Resources::default();
+        let mut instances: Vec<v1::InstanceMetrics> = targets
+            .iter()
+            .map(|t| v1::InstanceMetrics {
+                id: t.id.clone(),
+                resources: Some(v1::Resources {
+                    disk_used_bytes: dir_size(&t.dir),
+                    ..Default::default()
+                }),
+                players: 0,
+            })
+            .collect();
+        if let Some(system) = &mut self.system {
+            system.refresh_cpu_usage();
+            system.refresh_memory();
+            let cpu_count = system.cpus().len();
+            host.cpu_count = u32::try_from(cpu_count).unwrap_or(u32::MAX);
+            // sysinfo gives the average over CPUs; the API wants percent of one core.
+            host.cpu_percent = f64::from(system.global_cpu_usage()) * cpu_count as f64;
+            host.memory_bytes = system.used_memory();
+            host.memory_total_bytes = system.total_memory();
+
+            let pids: Vec<Pid> = targets.iter().map(|t| Pid::from_u32(t.pid)).collect();
+            system.refresh_processes_specifics(
+                ProcessesToUpdate::Some(&pids),
+                true,
+                ProcessRefreshKind::nothing()
+                    .with_cpu()
+                    .with_memory()
+                    .without_tasks(),
+            );
+            for (target, metrics) in targets.iter().zip(instances.iter_mut()) {
+                if let (Some(process), Some(res)) = (
+                    system.process(Pid::from_u32(target.pid)),
+                    metrics.resources.as_mut(),
+                ) {
+                    res.cpu_percent = f64::from(process.cpu_usage());
+                    res.memory_bytes = process.memory();
+                }
+            }
+        }
+        let disks = self.disks.as_mut().map(|disks| {
+            disks.refresh_specifics(true, storage());
+            &*disks
+        });
+        if let Some(disk) = disks
+            .into_iter()
+            .flat_map(|disks| disks.iter())
+            .filter(|d| self.data_dir.starts_with(d.mount_point()))
+            .max_by_key(|d| d.mount_point().as_os_str().len())
+        {
+            host.disk_total_bytes = disk.total_space();
+            host.disk_used_bytes = disk.total_space().saturating_sub(disk.available_space());
+        }
+        v1::Heartbeat {
+            host: Some(host),
+            instances,
+        }
+    }
+}
+
+fn storage() -> DiskRefreshKind {
+    DiskRefreshKind::nothing().with_storage()
+}
+
+/// Bytes of the regular files under `dir` (links not followed).
+pub fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_size_sums_nested_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), [0u8; 100]).unwrap();
+        std::fs::create_dir(dir.path().join("logs")).unwrap();
+        std::fs::write(dir.path().join("logs/b"), [0u8; 50]).unwrap();
+        assert_eq!(dir_size(dir.path()), 150);
+        assert_eq!(dir_size(&dir.path().join("missing")), 0);
+    }
+
+    #[test]
+    fn sample_reports_host_and_own_process() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), [0u8; 10]).unwrap();
+        let mut sampler = Sampler::new(dir.path());
+        let target = Target {
+            id: "self".into(),
+            pid: std::process::id(),
+            dir: dir.path().to_owned(),
+        };
+        let hb = sampler.sample(std::slice::from_ref(&target));
+        let host = hb.host.unwrap();
+        assert!(host.cpu_count >= 1);
+        assert!(host.memory_total_bytes >= host.memory_bytes && host.memory_bytes > 0);
+        assert!(host.disk_total_bytes > 0, "no disk found for the data dir");
+        let me = hb.instances[0].resources.unwrap();
+        assert!(me.memory_bytes > 0);
+        assert_eq!(me.disk_used_bytes, 10);
+    }
+}

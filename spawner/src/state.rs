@@ -1,0 +1,271 @@
+//! The spawner's durable state: instance records in `<data_dir>/state.json`, and the atomic
+//! file write every durable file goes through.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use exile_api::v1;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Lifecycle state of an instance as the spawner tracks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// The process is being launched.
+    Starting,
+    /// The process runs.
+    Running,
+    /// A stop was requested; waiting for the process group to exit.
+    Stopping,
+    /// Exited after a requested stop.
+    Stopped,
+    /// Exited without being asked to, or could not be launched.
+    Crashed,
+}
+
+impl State {
+    /// Whether a process is (or may be) alive in this state.
+    pub fn has_process(self) -> bool {
+        matches!(self, State::Starting | State::Running | State::Stopping)
+    }
+
+    /// Lower-case name used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Stopped => "stopped",
+            State::Crashed => "crashed",
+        }
+    }
+}
+
+impl From<State> for v1::InstanceState {
+    fn from(state: State) -> Self {
+        match state {
+            State::Starting => v1::InstanceState::Starting,
+            State::Running => v1::InstanceState::Running,
+            State::Stopping => v1::InstanceState::Stopping,
+            State::Stopped => v1::InstanceState::Stopped,
+            State::Crashed => v1::InstanceState::Crashed,
+        }
+    }
+}
+
+/// Everything the spawner remembers about one instance across restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// Id chosen by the master.
+    pub id: String,
+    /// Build version it runs.
+    pub build_version: String,
+    /// Game port (TCP and UDP), `None` once released.
+    pub port: Option<u16>,
+    /// Process id while a process runs.
+    pub pid: Option<u32>,
+    /// Start time of the process in clock ticks since boot (`/proc/<pid>/stat` field 22),
+    /// used to tell our process from a later one that reused the pid.
+    pub start_ticks: Option<u64>,
+    /// Labels given at spawn time.
+    pub labels: BTreeMap<String, String>,
+    /// Extra environment given at spawn time.
+    pub env: BTreeMap<String, String>,
+    /// Extra arguments given at spawn time.
+    pub args: Vec<String>,
+    /// Current state.
+    pub state: State,
+    /// Restarts so far.
+    pub restart_count: u32,
+    /// When the instance was created, Unix ms.
+    pub created_at_unix_ms: i64,
+    /// When the current process started, Unix ms; 0 when none runs.
+    pub started_at_unix_ms: i64,
+    /// Exit code of the last run when it exited normally.
+    pub exit_code: Option<i32>,
+    /// Reason for the state.
+    pub message: String,
+    /// Increases with every change, across spawner restarts; lets the master drop a status
+    /// older than one it has applied.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+impl InstanceRecord {
+    /// The record as the link reports it.
+    pub fn to_status(&self) -> v1::InstanceStatus {
+        v1::InstanceStatus {
+            id: self.id.clone(),
+            state: v1::InstanceState::from(self.state).into(),
+            build_version: self.build_version.clone(),
+            ports: self
+                .port
+                .map(|port| v1::Port {
+                    name: "game".into(),
+                    port: u32::from(port),
+                    protocol: v1::Protocol::TcpUdp.into(),
+                })
+                .into_iter()
+                .collect(),
+            pid: self.pid.unwrap_or(0),
+            restart_count: self.restart_count,
+            labels: self.labels.clone().into_iter().collect(),
+            players: 0,
+            max_players: 0,
+            resources: None,
+            started_at_unix_ms: if self.pid.is_some() {
+                self.started_at_unix_ms
+            } else {
+                0
+            },
+            exit_code: self.exit_code,
+            message: self.message.clone(),
+            revision: self.revision,
+        }
+    }
+}
+
+/// Contents of `state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateFile {
+    /// Format version, for later migrations.
+    pub version: u32,
+    /// Every instance the spawner holds.
+    pub instances: Vec<InstanceRecord>,
+}
+
+impl StateFile {
+    /// Path of the state file in a data dir.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("state.json")
+    }
+
+    /// Reads the state file; a missing file is an empty state.
+    pub fn load(data_dir: &Path) -> Result<Self> {
+        let path = Self::path(data_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| Error::Parse { path, source })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(Error::io("could not read", path, e)),
+        }
+    }
+
+    /// Writes the state file atomically.
+    pub fn save(&self, data_dir: &Path) -> Result<()> {
+        let path = Self::path(data_dir);
+        let bytes = serde_json::to_vec_pretty(self).map_err(|source| Error::Parse {
+            path: path.clone(),
+            source,
+        })?;
+        write_atomic(&path, &bytes, 0o644)
+    }
+}
+
+/// Writes `bytes` to `path` so readers see the old or the new contents, never a mix:
+/// temp file in the same directory, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        // A leftover temp file would keep its old mode; start from scratch.
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)?;
+        // The rename is durable only once the directory entry is.
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| Error::io("could not write", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> InstanceRecord {
+        InstanceRecord {
+            id: id.into(),
+            build_version: "v1".into(),
+            port: Some(7800),
+            pid: Some(42),
+            start_ticks: Some(1234),
+            labels: BTreeMap::from([("mode".into(), "ctf".into())]),
+            env: BTreeMap::new(),
+            args: vec!["-x".into()],
+            state: State::Running,
+            restart_count: 2,
+            created_at_unix_ms: 1,
+            started_at_unix_ms: 2,
+            exit_code: None,
+            message: String::new(),
+            revision: 3,
+        }
+    }
+
+    #[test]
+    fn state_file_round_trips_and_missing_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(StateFile::load(dir.path()).unwrap(), StateFile::default());
+        let state = StateFile {
+            version: 1,
+            instances: vec![record("a"), record("b")],
+        };
+        state.save(dir.path()).unwrap();
+        assert_eq!(StateFile::load(dir.path()).unwrap(), state);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, ["state.json"]);
+    }
+
+    #[test]
+    fn corrupt_state_file_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(StateFile::path(dir.path()), "{not json").unwrap();
+        let err = StateFile::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("state.json"), "{err}");
+    }
+
+    #[test]
+    fn write_atomic_sets_the_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.json");
+        write_atomic(&path, b"{}", 0o600).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn status_reports_ports_and_hides_start_time_without_process() {
+        let mut rec = record("a");
+        let status = rec.to_status();
+        assert_eq!(status.ports[0].port, 7800);
+        assert_eq!(status.pid, 42);
+        assert_eq!(status.started_at_unix_ms, 2);
+        rec.pid = None;
+        rec.state = State::Stopped;
+        let status = rec.to_status();
+        assert_eq!(status.pid, 0);
+        assert_eq!(status.started_at_unix_ms, 0);
+        assert_eq!(status.state, v1::InstanceState::Stopped as i32);
+    }
+}

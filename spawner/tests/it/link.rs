@@ -1,0 +1,349 @@
+//! The whole agent (`exile_spawner::run`) against a fake master: enrollment, hello, welcome,
+//! commands and results, heartbeats, reconnects, rejected tokens and revoked credentials.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use exile_api::v1::spawner_link_server::{SpawnerLink, SpawnerLinkServer};
+use exile_api::v1::{self, command::Action, master_message, spawner_message};
+use exile_spawner::{Config, Credential, Error};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::support::*;
+
+const TOKEN: &str = "enroll-me";
+const CREDENTIAL: &str = "the-credential";
+
+/// One accepted link, handed to the test.
+struct Session {
+    inbound: Streaming<v1::SpawnerMessage>,
+    outbound: mpsc::Sender<Result<v1::MasterMessage, Status>>,
+}
+
+impl Session {
+    async fn next(&mut self) -> spawner_message::Kind {
+        let message = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+            .await
+            .expect("no message from the spawner within 10 s")
+            .expect("stream error")
+            .expect("stream ended");
+        message.kind.expect("empty message")
+    }
+
+    async fn send(&self, kind: master_message::Kind) {
+        self.outbound
+            .send(Ok(v1::MasterMessage { kind: Some(kind) }))
+            .await
+            .unwrap();
+    }
+
+    /// Skips messages until `pick` returns something.
+    async fn until<T>(&mut self, mut pick: impl FnMut(spawner_message::Kind) -> Option<T>) -> T {
+        loop {
+            if let Some(found) = pick(self.next().await) {
+                return found;
+            }
+        }
+    }
+}
+
+struct FakeMaster {
+    sessions: mpsc::UnboundedSender<Session>,
+    rejected_links: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl SpawnerLink for FakeMaster {
+    async fn enroll(
+        &self,
+        request: Request<v1::EnrollRequest>,
+    ) -> Result<Response<v1::EnrollResponse>, Status> {
+        let request = request.into_inner();
+        if request.token != TOKEN {
+            return Err(Status::unauthenticated(
+                "unknown or expired enrollment token",
+            ));
+        }
+        assert!(!request.name.is_empty() && !request.host.is_empty());
+        Ok(Response::new(v1::EnrollResponse {
+            spawner_id: "sp-1".into(),
+            credential: CREDENTIAL.into(),
+        }))
+    }
+
+    type LinkStream = ReceiverStream<Result<v1::MasterMessage, Status>>;
+
+    async fn link(
+        &self,
+        request: Request<Streaming<v1::SpawnerMessage>>,
+    ) -> Result<Response<Self::LinkStream>, Status> {
+        let auth = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if auth.as_deref() != Some(&format!("Bearer {CREDENTIAL}")) {
+            self.rejected_links.fetch_add(1, Ordering::SeqCst);
+            return Err(Status::unauthenticated("credential revoked"));
+        }
+        let (outbound, rx) = mpsc::channel(64);
+        let _ = self.sessions.send(Session {
+            inbound: request.into_inner(),
+            outbound,
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Harness {
+    url: String,
+    sessions: mpsc::UnboundedReceiver<Session>,
+    rejected_links: Arc<AtomicUsize>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+async fn fake_master() -> Harness {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, sessions) = mpsc::unbounded_channel();
+    let rejected_links = Arc::new(AtomicUsize::new(0));
+    let service = SpawnerLinkServer::new(FakeMaster {
+        sessions: tx,
+        rejected_links: rejected_links.clone(),
+    });
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    Harness {
+        url,
+        sessions,
+        rejected_links,
+        server,
+    }
+}
+
+impl Harness {
+    async fn session(&mut self) -> Session {
+        tokio::time::timeout(Duration::from_secs(15), self.sessions.recv())
+            .await
+            .expect("the spawner did not link within 15 s")
+            .unwrap()
+    }
+}
+
+fn spawner_config(url: &str, data_dir: &std::path::Path) -> Config {
+    let mut config = Config::with_defaults(url, data_dir);
+    let game = demo_game().to_string_lossy().into_owned();
+    config.build_command = format!("{} --port {{port}}", shlex::try_quote(&game).unwrap());
+    let ports = free_port_range(4);
+    config.port_range = format!("{}-{}", ports.start(), ports.end());
+    config.name = Some("it-spawner".into());
+    config.region = "eu-test".into();
+    config.labels = vec!["gpu=no".into()];
+    config.stop_grace_period_secs = 5;
+    config
+}
+
+fn command(request_id: u64, action: Action) -> master_message::Kind {
+    master_message::Kind::Command(v1::Command {
+        request_id,
+        deadline_unix_ms: exile_api::now_unix_ms() + 10_000,
+        action: Some(action),
+    })
+}
+
+fn result_for(id: u64) -> impl FnMut(spawner_message::Kind) -> Option<v1::CommandResult> {
+    move |kind| match kind {
+        spawner_message::Kind::CommandResult(r) if r.request_id == id => Some(r),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn enrolls_links_runs_commands_and_relinks_with_a_fresh_hello() {
+    let mut master = fake_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = spawner_config(&master.url, dir.path());
+    config.enrollment_token = Some(TOKEN.into());
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(exile_spawner::run(config, shutdown.clone()));
+    let mut reaper = Reaper::default();
+
+    let mut session = master.session().await;
+    let spawner_message::Kind::Hello(hello) = session.next().await else {
+        panic!("the first message is not a hello");
+    };
+    assert_eq!(hello.name, "it-spawner");
+    assert_eq!(hello.region, "eu-test");
+    assert_eq!(hello.capacity, 20);
+    assert_eq!(hello.labels.get("gpu").map(String::as_str), Some("no"));
+    assert_eq!(hello.active_build, "local");
+    assert_eq!(hello.agent_version, env!("CARGO_PKG_VERSION"));
+    assert!(hello.instances.is_empty());
+    let stored = Credential::load(dir.path()).unwrap().unwrap();
+    assert_eq!(stored.spawner_id, "sp-1");
+
+    session
+        .send(master_message::Kind::Welcome(v1::Welcome {
+            spawner_id: "sp-1".into(),
+            heartbeat_interval_ms: 100,
+        }))
+        .await;
+    let spawn = Action::Spawn(v1::SpawnCommand {
+        instance_id: "game-1".into(),
+        args: vec!["--max-players".into(), "8".into()],
+        ..Default::default()
+    });
+    session.send(command(1, spawn)).await;
+    let result = session.until(result_for(1)).await;
+    assert_eq!(result.error, "");
+    let status = result.instance.unwrap();
+    assert_eq!(status.state, v1::InstanceState::Running as i32);
+    let port = u16::try_from(status.ports[0].port).unwrap();
+    let pid = status.pid;
+    reaper.0.push(pid);
+    assert_eq!(udp_status(port)["max_players"], 8);
+
+    // Errors come back classified, and a heartbeat reports the instance.
+    session
+        .send(command(
+            2,
+            Action::Start(v1::InstanceRef {
+                instance_id: "nope".into(),
+            }),
+        ))
+        .await;
+    let result = session.until(result_for(2)).await;
+    assert_eq!(result.error_kind, v1::CommandErrorKind::NotFound as i32);
+    assert!(result.error.contains("nope"));
+    let heartbeat = session
+        .until(|kind| match kind {
+            spawner_message::Kind::Heartbeat(hb) if !hb.instances.is_empty() => Some(hb),
+            _ => None,
+        })
+        .await;
+    assert_eq!(heartbeat.instances[0].id, "game-1");
+    assert!(heartbeat.instances[0].resources.unwrap().memory_bytes > 0);
+    assert!(heartbeat.host.unwrap().cpu_count > 0);
+
+    // The master goes away mid-stream: the spawner relinks with the full snapshot.
+    drop(session);
+    let mut session = master.session().await;
+    let spawner_message::Kind::Hello(hello) = session.next().await else {
+        panic!("no hello after relinking");
+    };
+    assert_eq!(hello.instances.len(), 1);
+    assert_eq!(hello.instances[0].id, "game-1");
+    assert_eq!(hello.instances[0].pid, pid);
+    session
+        .send(master_message::Kind::Welcome(v1::Welcome {
+            spawner_id: "sp-1".into(),
+            heartbeat_interval_ms: 100,
+        }))
+        .await;
+    // Stop over the new link, with its events.
+    let stop = Action::Stop(v1::StopCommand {
+        instance_id: "game-1".into(),
+        grace_period_seconds: 0,
+    });
+    session.send(command(3, stop)).await;
+    let mut states = Vec::new();
+    let result = session
+        .until(|kind| match kind {
+            spawner_message::Kind::InstanceEvent(e) => {
+                states.push(e.status.unwrap().state);
+                None
+            }
+            spawner_message::Kind::CommandResult(r) if r.request_id == 3 => Some(r),
+            _ => None,
+        })
+        .await;
+    assert_eq!(result.error, "");
+    assert_eq!(
+        result.instance.unwrap().state,
+        v1::InstanceState::Stopped as i32
+    );
+    assert!(
+        states.contains(&(v1::InstanceState::Stopping as i32)),
+        "{states:?}"
+    );
+    assert!(!group_alive(pid));
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), agent)
+        .await
+        .expect("run did not return after shutdown")
+        .unwrap()
+        .unwrap();
+    master.server.abort();
+}
+
+#[tokio::test]
+async fn a_rejected_enrollment_token_ends_run_with_a_clear_error() {
+    let master = fake_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = spawner_config(&master.url, dir.path());
+    config.enrollment_token = Some("wrong".into());
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        exile_spawner::run(config, CancellationToken::new()),
+    )
+    .await
+    .expect("run kept retrying a rejected token");
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::EnrollmentRejected(_)), "{err:?}");
+    assert!(err.to_string().contains("enrollment token"), "{err}");
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the token leaked into the error"
+    );
+    assert!(Credential::load(dir.path()).unwrap().is_none());
+    master.server.abort();
+}
+
+#[tokio::test]
+async fn no_credential_and_no_token_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = spawner_config("http://127.0.0.1:1", dir.path());
+    let err = exile_spawner::run(config, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--enrollment-token"), "{err}");
+}
+
+#[tokio::test]
+async fn a_revoked_credential_is_retried_until_shutdown() {
+    let master = fake_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    Credential {
+        spawner_id: "sp-9".into(),
+        credential: "revoked".into(),
+    }
+    .store(dir.path())
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(exile_spawner::run(
+        spawner_config(&master.url, dir.path()),
+        shutdown.clone(),
+    ));
+    let rejected = master.rejected_links.clone();
+    eventually("two rejected link attempts", || {
+        rejected.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    assert!(!agent.is_finished(), "run gave up on a rejected credential");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), agent)
+        .await
+        .expect("run did not return after shutdown")
+        .unwrap()
+        .unwrap();
+    master.server.abort();
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the spawner: the instance manager against real processes (the demo
+//! game and small shell scripts), persistence and re-adoption, and the link against a fake
+//! master.
+
+// Helpers outside #[test] fns are test code too; clippy.toml's test allowance misses them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod instances;
+mod link;
+mod persistence;
+mod support;

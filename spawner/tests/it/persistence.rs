@@ -1,0 +1,154 @@
+//! State on disk and re-adoption of instances across a spawner restart.
+
+use exile_spawner::state::StateFile;
+use exile_spawner::{Manager, OpContext, SpawnSpec, State};
+
+use crate::support::*;
+
+fn spec(id: &str) -> SpawnSpec {
+    SpawnSpec {
+        id: id.into(),
+        args: vec!["--max-players".into(), "4".into()],
+        ..Default::default()
+    }
+}
+
+fn listening_lines(dir: &std::path::Path, id: &str) -> usize {
+    read(dir.join(format!("instances/{id}/logs/stdout.log")))
+        .matches("listening on port")
+        .count()
+}
+
+#[tokio::test]
+async fn running_instances_are_adopted_after_a_restart_and_never_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_port_range(5);
+    let first = Manager::open(config(dir.path(), 5, ports.clone()))
+        .await
+        .unwrap();
+    let mut reaper = Reaper::default();
+    let a = first.spawn(spec("a"), OpContext::default()).await.unwrap();
+    let b = first.spawn(spec("b"), OpContext::default()).await.unwrap();
+    reaper.watch(&a);
+    reaper.watch(&b);
+    for id in ["a", "b"] {
+        eventually("the game started", || listening_lines(dir.path(), id) == 1).await;
+    }
+    first.shutdown(false).await.unwrap();
+    assert!(
+        alive(a.pid.unwrap()) && alive(b.pid.unwrap()),
+        "shutdown stopped instances"
+    );
+
+    let saved = StateFile::load(dir.path()).unwrap();
+    assert_eq!(saved.instances.len(), 2);
+    assert!(saved.instances.iter().all(|r| r.start_ticks.is_some()));
+
+    let second = Manager::open(config(dir.path(), 5, ports.clone()))
+        .await
+        .unwrap();
+    let list = second.list().await.unwrap();
+    assert_eq!(list.len(), 2);
+    for (old, new) in [(&a, &list[0]), (&b, &list[1])] {
+        assert_eq!(new.id, old.id);
+        assert_eq!(new.state, State::Running);
+        assert_eq!(new.pid, old.pid, "not the same process");
+        assert_eq!(new.port, old.port);
+        assert_eq!(new.args, old.args);
+    }
+    // Still one game per instance: nothing was launched again.
+    for id in ["a", "b"] {
+        assert_eq!(listening_lines(dir.path(), id), 1);
+    }
+    assert_eq!(udp_status(a.port.unwrap())["max_players"], 4);
+
+    // An adopted process that dies is noticed by polling.
+    kill9(a.pid.unwrap());
+    let crashed = wait_for(&second, "a", "crashed", is(State::Crashed)).await;
+    assert!(crashed.message.contains("adopted"), "{}", crashed.message);
+    // An adopted process is stopped through its process group.
+    let stopped = second.stop("b", None, OpContext::default()).await.unwrap();
+    assert_eq!(stopped.state, State::Stopped);
+    assert!(!group_alive(b.pid.unwrap()));
+    // A new port allocation never hands out the ports the records hold.
+    let c = second.spawn(spec("c"), OpContext::default()).await.unwrap();
+    reaper.watch(&c);
+    assert_ne!(c.port, a.port);
+    assert_ne!(c.port, b.port);
+    second.shutdown(true).await.unwrap();
+    let saved = StateFile::load(dir.path()).unwrap();
+    let states: Vec<_> = saved
+        .instances
+        .iter()
+        .map(|r| (r.id.as_str(), r.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("a", State::Crashed),
+            ("b", State::Stopped),
+            ("c", State::Stopped)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_process_with_another_start_time_is_not_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_port_range(3);
+    let first = Manager::open(config(dir.path(), 5, ports.clone()))
+        .await
+        .unwrap();
+    let mut reaper = Reaper::default();
+    let rec = first.spawn(spec("x"), OpContext::default()).await.unwrap();
+    reaper.watch(&rec);
+    eventually("the game started", || listening_lines(dir.path(), "x") == 1).await;
+    first.shutdown(false).await.unwrap();
+
+    // Same pid, other start time: as if the pid had been reused by another program.
+    let mut saved = StateFile::load(dir.path()).unwrap();
+    let ticks = saved.instances[0].start_ticks.as_mut().unwrap();
+    *ticks += 1;
+    saved.save(dir.path()).unwrap();
+
+    let second = Manager::open(config(dir.path(), 5, ports.clone()))
+        .await
+        .unwrap();
+    let now = second.get("x").await.unwrap();
+    assert_eq!(now.state, State::Crashed);
+    assert_eq!(now.message, "exited while the spawner was down");
+    assert_eq!(now.pid, None);
+    // Neither adopted nor killed nor launched again.
+    assert!(alive(rec.pid.unwrap()), "the unrelated process was touched");
+    assert_eq!(listening_lines(dir.path(), "x"), 1);
+    second.shutdown(false).await.unwrap();
+    assert_eq!(
+        StateFile::load(dir.path()).unwrap().instances[0].state,
+        State::Crashed
+    );
+}
+
+#[tokio::test]
+async fn a_process_that_died_while_down_is_marked_crashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_port_range(3);
+    let first = Manager::open(config(dir.path(), 5, ports.clone()))
+        .await
+        .unwrap();
+    let mut reaper = Reaper::default();
+    let rec = first.spawn(spec("x"), OpContext::default()).await.unwrap();
+    reaper.watch(&rec);
+    first.shutdown(false).await.unwrap();
+    kill9(rec.pid.unwrap());
+    eventually("the process is gone", || !alive(rec.pid.unwrap())).await;
+
+    let second = Manager::open(config(dir.path(), 5, ports)).await.unwrap();
+    let now = second.get("x").await.unwrap();
+    assert_eq!(now.state, State::Crashed);
+    assert_eq!(now.message, "exited while the spawner was down");
+    // It can be started again, on its old port.
+    let again = second.start("x", OpContext::default()).await.unwrap();
+    reaper.watch(&again);
+    assert_eq!(again.port, rec.port);
+    second.shutdown(true).await.unwrap();
+}

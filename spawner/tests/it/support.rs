@@ -1,0 +1,204 @@
+//! Test helpers: the demo game binary, free port ranges, manager construction, waiting on
+//! conditions with deadlines, and cleanup of the processes a test started.
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use exile_spawner::process::CommandTemplate;
+use exile_spawner::{InstanceRecord, Manager, ManagerConfig, State};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// Path of the demo game binary, built on first use so `cargo test -p exile-spawner` works
+/// on its own (cargo does not build a dependency's binaries for tests).
+pub fn demo_game() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        // target/<profile>/deps/it-xxxx → target/<profile>/exile-demo-game
+        let profile_dir = exe.parent().unwrap().parent().unwrap();
+        let path = profile_dir.join("exile-demo-game");
+        let status = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "exile-sdk",
+                "--bin",
+                "exile-demo-game",
+            ])
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!(
+                "building the demo game failed ({status:?}); using {}",
+                path.display()
+            );
+        }
+        assert!(path.exists(), "demo game not found at {}", path.display());
+        path
+    })
+    .clone()
+}
+
+/// A range of `len` ports, each free for TCP and UDP now, not handed to another test of this
+/// process. Drawn at random below the kernel's ephemeral range, so the client sockets tests
+/// open (which take ephemeral ports) never land in it; never a fixed number.
+pub fn free_port_range(len: u16) -> std::ops::RangeInclusive<u16> {
+    use rand::Rng;
+    static TAKEN: Mutex<Vec<std::ops::RangeInclusive<u16>>> = Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut taken = TAKEN.lock().unwrap();
+    for _ in 0..500 {
+        let base = rand::rng().random_range(10_000..ephemeral_low - len);
+        let range = base..=base + len - 1;
+        let overlaps = taken
+            .iter()
+            .any(|r| r.start() <= range.end() && range.start() <= r.end());
+        if overlaps {
+            continue;
+        }
+        let all_free = range.clone().all(|p| {
+            TcpListener::bind(("0.0.0.0", p)).is_ok() && UdpSocket::bind(("0.0.0.0", p)).is_ok()
+        });
+        if all_free {
+            taken.push(range.clone());
+            return range;
+        }
+    }
+    panic!("no free port range of {len}");
+}
+
+/// Manager settings for a test: the demo game, a private port range, a short grace period.
+pub fn config(
+    data_dir: &Path,
+    capacity: u32,
+    ports: std::ops::RangeInclusive<u16>,
+) -> ManagerConfig {
+    ManagerConfig {
+        name: "test-spawner".into(),
+        data_dir: data_dir.to_owned(),
+        capacity,
+        ports,
+        template: CommandTemplate::new(
+            vec![
+                demo_game().to_string_lossy().into_owned(),
+                "--port".into(),
+                "{port}".into(),
+            ],
+            data_dir.to_owned(),
+        ),
+        build_version: "v1".into(),
+        stop_grace: Duration::from_secs(5),
+    }
+}
+
+/// Same settings with a `/bin/sh -c` script as the build command.
+pub fn script_config(data_dir: &Path, script: &str) -> ManagerConfig {
+    let mut config = config(data_dir, 10, free_port_range(4));
+    config.template = CommandTemplate::new(
+        vec!["/bin/sh".into(), "-c".into(), script.into()],
+        data_dir.to_owned(),
+    );
+    config.stop_grace = Duration::from_secs(1);
+    config
+}
+
+/// Polls `manager` until `check` holds for instance `id`, or panics after 10 s.
+pub async fn wait_for(
+    manager: &Manager,
+    id: &str,
+    what: &str,
+    check: impl Fn(&InstanceRecord) -> bool,
+) -> InstanceRecord {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rec = manager.get(id).await.unwrap();
+        if check(&rec) {
+            return rec;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "instance {id} never became {what}: {rec:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `cond` holds, or panics after 10 s.
+pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether any process of group `pgid` exists.
+pub fn group_alive(pgid: u32) -> bool {
+    exile_spawner::process::group_alive(pgid)
+}
+
+/// Whether process `pid` is alive (not a zombie).
+pub fn alive(pid: u32) -> bool {
+    exile_spawner::process::start_ticks(pid).is_some()
+}
+
+/// Sends SIGKILL to process `pid`.
+pub fn kill9(pid: u32) {
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+/// Kills the process groups it holds when dropped, so a failing test leaves nothing behind.
+#[derive(Default)]
+pub struct Reaper(pub Vec<u32>);
+
+impl Reaper {
+    pub fn watch(&mut self, rec: &InstanceRecord) {
+        if let Some(pid) = rec.pid {
+            self.0.push(pid);
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Sends one UDP datagram to the demo game and returns the reply.
+pub fn udp_status(port: u16) -> serde_json::Value {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    // The game may still be binding: retry a few times within the deadline.
+    for _ in 0..50 {
+        socket.send_to(b"status", ("127.0.0.1", port)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        if let Ok(n) = socket.recv(&mut buf) {
+            return serde_json::from_slice(&buf[..n]).unwrap();
+        }
+    }
+    panic!("no UDP answer on port {port}");
+}
+
+/// Reads a file to a string, empty when missing.
+pub fn read(path: impl AsRef<Path>) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// True when the record is in `state`.
+pub fn is(state: State) -> impl Fn(&InstanceRecord) -> bool {
+    move |r| r.state == state
+}

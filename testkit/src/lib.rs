@@ -1,0 +1,501 @@
+//! Test sandbox: a master on a temporary SQLite, N spawners and the demo game, all on
+//! 127.0.0.1 with OS-chosen ports. Each part can be stopped, restarted or cut off.
+
+pub mod proxy;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use exile_api::v1 as pb;
+use exile_api::v1::auth_service_client::AuthServiceClient;
+use exile_api::v1::event_service_client::EventServiceClient;
+use exile_api::v1::instance_service_client::InstanceServiceClient;
+use exile_api::v1::spawner_service_client::SpawnerServiceClient;
+use exile_api::v1::system_service_client::SystemServiceClient;
+pub use proxy::LinkProxy;
+
+/// Password of the sandbox's `admin` user.
+pub const ADMIN_PASSWORD: &str = "sandbox-admin-password";
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct SandboxOptions {
+    /// Number of spawners.
+    pub spawners: usize,
+    /// Instances each spawner may run.
+    pub capacity: u32,
+    /// Heartbeat interval told to spawners.
+    pub heartbeat_interval_ms: u64,
+    /// Heartbeat TTL of the master.
+    pub heartbeat_ttl_ms: u64,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            spawners: 2,
+            capacity: 20,
+            heartbeat_interval_ms: 200,
+            heartbeat_ttl_ms: 1500,
+        }
+    }
+}
+
+struct RunningMaster {
+    shutdown: CancellationToken,
+    done: JoinHandle<()>,
+}
+
+struct SandboxSpawner {
+    name: String,
+    args: Vec<String>,
+    proxy: LinkProxy,
+    running: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+/// A whole Exile deployment in one process (game servers are real child processes).
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+    master_addr: SocketAddr,
+    master: Option<RunningMaster>,
+    spawners: Vec<SandboxSpawner>,
+    opts: SandboxOptions,
+    admin_token: String,
+    /// Process ids of game servers seen, killed on drop so no test leaves processes behind.
+    seen_pids: Mutex<Vec<u32>>,
+}
+
+/// Bearer-token interceptor for clients.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    /// From a token (session, API token or spawner credential).
+    pub fn new(token: &str) -> Result<Self> {
+        Ok(Bearer(
+            format!("Bearer {token}")
+                .parse()
+                .context("token is not valid metadata")?,
+        ))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// A channel with a bearer token.
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// Clients of every control service, all with the same token.
+#[derive(Clone)]
+pub struct Clients {
+    /// AuthService.
+    pub auth: AuthServiceClient<Authed>,
+    /// SpawnerService.
+    pub spawners: SpawnerServiceClient<Authed>,
+    /// InstanceService.
+    pub instances: InstanceServiceClient<Authed>,
+    /// EventService.
+    pub events: EventServiceClient<Authed>,
+    /// SystemService.
+    pub system: SystemServiceClient<Authed>,
+}
+
+/// Logs to the test output once per process (RUST_LOG, default warnings only).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Path of the demo game binary, built next to the test binaries.
+pub fn demo_game_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>/exile-demo-game
+    for dir in exe.ancestors().skip(1).take(3) {
+        let p = dir.join("exile-demo-game");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("exile-demo-game is not built: run `cargo build --workspace --bins` first")
+}
+
+/// Waits until `f` returns Some, polling every 25 ms, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A channel to `addr`.
+pub async fn connect(addr: SocketAddr) -> Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?)
+}
+
+/// Clients of every control service with `token`.
+pub fn clients(channel: Channel, token: &str) -> Result<Clients> {
+    let b = Bearer::new(token)?;
+    let svc = || InterceptedService::new(channel.clone(), b.clone());
+    Ok(Clients {
+        auth: AuthServiceClient::new(svc()),
+        spawners: SpawnerServiceClient::new(svc()),
+        instances: InstanceServiceClient::new(svc()),
+        events: EventServiceClient::new(svc()),
+        system: SystemServiceClient::new(svc()),
+    })
+}
+
+/// Logs in and returns a session token.
+pub async fn login(addr: SocketAddr, username: &str, password: &str) -> Result<String> {
+    let mut c = AuthServiceClient::new(connect(addr).await?);
+    let r = c
+        .login(pb::LoginRequest {
+            username: username.into(),
+            password: password.into(),
+        })
+        .await
+        .map_err(|s| anyhow!("login failed: {}", s.message()))?;
+    Ok(r.into_inner().token)
+}
+
+impl Sandbox {
+    /// Starts a master and `opts.spawners` enrolled spawners, and waits until all are online.
+    pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
+        init_tracing();
+        let dir = tempfile::tempdir()?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let master_addr = listener.local_addr()?;
+        let mut sb = Sandbox {
+            dir,
+            master_addr,
+            master: None,
+            spawners: Vec::new(),
+            opts: opts.clone(),
+            admin_token: String::new(),
+            seen_pids: Mutex::new(Vec::new()),
+        };
+        sb.master = Some(sb.launch_master(listener).await?);
+        sb.admin_token = login(master_addr, "admin", ADMIN_PASSWORD).await?;
+        for i in 0..opts.spawners {
+            sb.add_spawner(&format!("spawner-{i}")).await?;
+        }
+        sb.wait_spawners_online(opts.spawners, Duration::from_secs(20))
+            .await?;
+        Ok(sb)
+    }
+
+    fn master_config(&self) -> exile_master::Config {
+        exile_master::Config::parse_from([
+            "exile-master".to_owned(),
+            format!("--listen={}", self.master_addr),
+            format!("--data-dir={}", self.dir.path().join("master").display()),
+            format!("--admin-password={ADMIN_PASSWORD}"),
+            format!(
+                "--heartbeat-interval-ms={}",
+                self.opts.heartbeat_interval_ms
+            ),
+            format!("--heartbeat-ttl-ms={}", self.opts.heartbeat_ttl_ms),
+            "--command-timeout-secs=20".to_owned(),
+        ])
+    }
+
+    async fn launch_master(&self, listener: tokio::net::TcpListener) -> Result<RunningMaster> {
+        let shutdown = CancellationToken::new();
+        let master = exile_master::start(self.master_config(), listener, shutdown.clone()).await?;
+        let done = tokio::spawn(master.wait());
+        Ok(RunningMaster { shutdown, done })
+    }
+
+    /// Enrolls and starts one more spawner named `name` (through its own link proxy).
+    pub async fn add_spawner(&mut self, name: &str) -> Result<usize> {
+        let token = self
+            .admin()
+            .await?
+            .spawners
+            .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
+                ttl_seconds: 600,
+                description: name.into(),
+            })
+            .await?
+            .into_inner()
+            .secret;
+        let proxy = LinkProxy::start(self.master_addr).await?;
+        let game = demo_game_bin()?;
+        let index = self.spawners.len();
+        // A random, wide port base so parallel sandboxes rarely meet; the allocator checks
+        // every port anyway.
+        let base = 20_000 + (rand_u32() % 30_000) / 100 * 100 + (index as u32) * 2_000 % 10_000;
+        let span = self.opts.capacity.max(1) * 3;
+        let args = vec![
+            "exile-spawner".to_owned(),
+            format!("--master=http://{}", proxy.addr),
+            format!("--data-dir={}", self.dir.path().join(name).display()),
+            format!("--enrollment-token={token}"),
+            format!("--name={name}"),
+            "--region=local".to_owned(),
+            format!("--label=host={name}"),
+            format!("--capacity={}", self.opts.capacity),
+            format!("--port-range={}-{}", base, base + span),
+            "--build-version=demo-1".to_owned(),
+            format!(
+                "--build-dir={}",
+                game.parent().unwrap_or(Path::new(".")).display()
+            ),
+            format!("--build-command={} --port {{port}}", game.display()),
+            "--stop-grace-period=5".to_owned(),
+        ];
+        self.spawners.push(SandboxSpawner {
+            name: name.to_owned(),
+            args,
+            proxy,
+            running: None,
+        });
+        self.start_spawner(index)?;
+        Ok(index)
+    }
+
+    /// Starts spawner `i` (again).
+    pub fn start_spawner(&mut self, i: usize) -> Result<()> {
+        let s = self
+            .spawners
+            .get_mut(i)
+            .ok_or_else(|| anyhow!("no spawner {i}"))?;
+        if s.running.is_some() {
+            bail!("spawner {i} is running already");
+        }
+        let config = exile_spawner::Config::try_parse_from(&s.args)?;
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        let name = s.name.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = exile_spawner::run(config, c).await {
+                tracing::error!(spawner = %name, error = %e, "spawner stopped with an error");
+            }
+        });
+        s.running = Some((cancel, task));
+        Ok(())
+    }
+
+    /// Stops spawner `i` cleanly; its game servers keep running.
+    pub async fn stop_spawner(&mut self, i: usize) -> Result<()> {
+        let s = self
+            .spawners
+            .get_mut(i)
+            .ok_or_else(|| anyhow!("no spawner {i}"))?;
+        if let Some((cancel, task)) = s.running.take() {
+            cancel.cancel();
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .context("spawner did not stop")??;
+        }
+        Ok(())
+    }
+
+    /// Cuts spawner `i`'s network path to the master (bytes stop; sockets stay open).
+    pub fn cut_link(&self, i: usize) {
+        if let Some(s) = self.spawners.get(i) {
+            s.proxy.cut();
+        }
+    }
+
+    /// Restores spawner `i`'s network path.
+    pub fn heal_link(&self, i: usize) {
+        if let Some(s) = self.spawners.get(i) {
+            s.proxy.heal();
+        }
+    }
+
+    /// Stops the master (clean shutdown).
+    pub async fn stop_master(&mut self) -> Result<()> {
+        if let Some(m) = self.master.take() {
+            m.shutdown.cancel();
+            tokio::time::timeout(Duration::from_secs(20), m.done)
+                .await
+                .context("master did not stop")??;
+        }
+        Ok(())
+    }
+
+    /// Starts the master again on the same address and database.
+    pub async fn start_master(&mut self) -> Result<()> {
+        if self.master.is_some() {
+            bail!("master is running already");
+        }
+        let addr = self.master_addr;
+        let listener = eventually(
+            "the master's port to be free",
+            Duration::from_secs(10),
+            || async move { tokio::net::TcpListener::bind(addr).await.ok() },
+        )
+        .await?;
+        self.master = Some(self.launch_master(listener).await?);
+        Ok(())
+    }
+
+    /// The master's gRPC URL.
+    pub fn master_url(&self) -> String {
+        format!("http://{}", self.master_addr)
+    }
+
+    /// The master's address.
+    pub fn master_addr(&self) -> SocketAddr {
+        self.master_addr
+    }
+
+    /// Password of `admin`.
+    pub fn admin_password(&self) -> &str {
+        ADMIN_PASSWORD
+    }
+
+    /// A session token of `admin`.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// The sandbox's temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Clients logged in as `admin`.
+    pub async fn admin(&self) -> Result<Clients> {
+        clients(connect(self.master_addr).await?, &self.admin_token)
+    }
+
+    /// Name of spawner `i`.
+    pub fn spawner_name(&self, i: usize) -> &str {
+        self.spawners.get(i).map_or("", |s| s.name.as_str())
+    }
+
+    /// Ids of all spawners, in the order they were added.
+    pub async fn spawner_ids(&self) -> Result<Vec<String>> {
+        let list = self
+            .admin()
+            .await?
+            .spawners
+            .list_spawners(pb::ListSpawnersRequest::default())
+            .await?
+            .into_inner();
+        self.spawners
+            .iter()
+            .map(|s| {
+                list.spawners
+                    .iter()
+                    .find(|x| x.name == s.name)
+                    .map(|x| x.id.clone())
+                    .ok_or_else(|| anyhow!("spawner {} is not registered", s.name))
+            })
+            .collect()
+    }
+
+    /// Waits until `n` spawners are online.
+    pub async fn wait_spawners_online(&self, n: usize, timeout: Duration) -> Result<()> {
+        let admin = self.admin().await?;
+        eventually(&format!("{n} spawners online"), timeout, || {
+            let mut c = admin.spawners.clone();
+            async move {
+                let l = c
+                    .list_spawners(pb::ListSpawnersRequest::default())
+                    .await
+                    .ok()?
+                    .into_inner();
+                let online = l
+                    .spawners
+                    .iter()
+                    .filter(|s| s.state == pb::SpawnerState::Online as i32)
+                    .count();
+                (online >= n).then_some(())
+            }
+        })
+        .await
+    }
+
+    /// Lists instances as admin and remembers their pids for clean-up.
+    pub async fn instances(&self) -> Result<Vec<pb::Instance>> {
+        let l = self
+            .admin()
+            .await?
+            .instances
+            .list_instances(pb::ListInstancesRequest::default())
+            .await?
+            .into_inner();
+        let mut seen = self.seen_pids.lock().unwrap_or_else(|e| e.into_inner());
+        seen.extend(l.instances.iter().map(|i| i.pid).filter(|p| *p > 1));
+        Ok(l.instances)
+    }
+
+    /// Stops everything; game servers of the sandbox are killed.
+    pub async fn shutdown(mut self) {
+        let _ = self.instances().await;
+        for i in 0..self.spawners.len() {
+            let _ = self.stop_spawner(i).await;
+        }
+        let _ = self.stop_master().await;
+        self.kill_seen();
+    }
+
+    fn kill_seen(&self) {
+        let pids = std::mem::take(&mut *self.seen_pids.lock().unwrap_or_else(|e| e.into_inner()));
+        for pid in pids {
+            if let Ok(pid) = i32::try_from(pid) {
+                // Each game server leads its own process group.
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for s in &mut self.spawners {
+            if let Some((c, _)) = s.running.take() {
+                c.cancel();
+            }
+        }
+        if let Some(m) = self.master.take() {
+            m.shutdown.cancel();
+        }
+        self.kill_seen();
+    }
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    t ^ std::process::id().wrapping_mul(2_654_435_761)
+}

@@ -1,0 +1,241 @@
+//! Every method of every service, walked from the descriptor set: no token →
+//! UNAUTHENTICATED, too low a role → PERMISSION_DENIED, enough → neither.
+
+use bytes::{Buf, BufMut};
+use futures::stream;
+use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+
+use exile_api::v1 as pb;
+use exile_master::access::{Access, rule_for};
+use exile_master::model::Role;
+use exile_testkit::{Sandbox, SandboxOptions};
+
+/// Sends raw bytes, receives raw bytes: lets one call reach any method.
+#[derive(Default, Clone)]
+struct Raw;
+#[derive(Default, Clone)]
+struct RawEnc;
+#[derive(Default, Clone)]
+struct RawDec;
+
+impl Encoder for RawEnc {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let v = src.chunk().to_vec();
+        src.advance(v.len());
+        Ok(Some(v))
+    }
+}
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEnc;
+    type Decoder = RawDec;
+    fn encoder(&mut self) -> RawEnc {
+        RawEnc
+    }
+    fn decoder(&mut self) -> RawDec {
+        RawDec
+    }
+}
+
+/// Calls `path` with one empty message and `token`; returns the status code it ends with
+/// (Ok when the call got past the access layer without an error in the headers).
+pub async fn call_raw(ch: Channel, path: &str, token: Option<&str>, body: Vec<u8>) -> tonic::Code {
+    let mut grpc = tonic::client::Grpc::new(ch).max_encoding_message_size(64 << 20);
+    if grpc.ready().await.is_err() {
+        return tonic::Code::Unavailable;
+    }
+    let mut req = tonic::Request::new(stream::iter(vec![body]));
+    if let Some(t) = token {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let path = http::uri::PathAndQuery::try_from(path.to_owned()).unwrap();
+    match grpc.streaming(req, path, Raw).await {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+fn methods() -> Vec<String> {
+    let fds = prost_types::FileDescriptorSet::decode(exile_api::FILE_DESCRIPTOR_SET).unwrap();
+    let mut out = Vec::new();
+    for f in &fds.file {
+        for s in &f.service {
+            for m in &s.method {
+                out.push(format!("/{}.{}/{}", f.package(), s.name(), m.name()));
+            }
+        }
+    }
+    assert!(
+        out.len() > 25,
+        "descriptor walk found only {} methods",
+        out.len()
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_method_checks_token_and_role() {
+    let sb = Sandbox::start(SandboxOptions {
+        spawners: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = sb.admin().await.unwrap();
+    let mut tokens = Vec::new();
+    for role in [pb::Role::Viewer, pb::Role::Operator] {
+        let t = admin
+            .auth
+            .clone()
+            .create_api_token(pb::CreateApiTokenRequest {
+                name: format!("{role:?}"),
+                role: role as i32,
+                ttl_seconds: 600,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .secret;
+        tokens.push((
+            if role == pb::Role::Viewer {
+                Role::Viewer
+            } else {
+                Role::Operator
+            },
+            t,
+        ));
+    }
+    let ch = exile_testkit::connect(sb.master_addr()).await.unwrap();
+    for path in methods() {
+        let rule = rule_for(&path).unwrap_or_else(|| panic!("{path} has no access rule"));
+        let anon = call_raw(ch.clone(), &path, None, vec![]).await;
+        let bad = call_raw(ch.clone(), &path, Some("exs_0000"), vec![]).await;
+        match rule.access {
+            Access::Public => {
+                assert_ne!(anon, tonic::Code::Unauthenticated, "{path} is public");
+                assert_ne!(anon, tonic::Code::PermissionDenied, "{path} is public");
+                continue;
+            }
+            _ => {
+                assert_eq!(anon, tonic::Code::Unauthenticated, "{path} without a token");
+                assert_eq!(
+                    bad,
+                    tonic::Code::Unauthenticated,
+                    "{path} with a made-up token"
+                );
+            }
+        }
+        for (role, token) in &tokens {
+            let got = call_raw(ch.clone(), &path, Some(token), vec![]).await;
+            let allowed = matches!(rule.access, Access::Role(need) if *role >= need);
+            if allowed {
+                assert_ne!(got, tonic::Code::PermissionDenied, "{path} as {role}");
+                assert_ne!(got, tonic::Code::Unauthenticated, "{path} as {role}");
+            } else {
+                assert_eq!(got, tonic::Code::PermissionDenied, "{path} as {role}");
+            }
+        }
+    }
+    // An unknown method of our package is refused even to an admin.
+    let got = call_raw(
+        ch.clone(),
+        "/exile.v1.InstanceService/Nope",
+        Some(sb.admin_token()),
+        vec![],
+    )
+    .await;
+    assert_eq!(got, tonic::Code::PermissionDenied);
+    sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawner_credentials_cannot_use_the_control_api_and_revocation_bites() {
+    let sb = Sandbox::start(SandboxOptions {
+        spawners: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let cred_file =
+        std::fs::read_to_string(sb.dir().join("spawner-0").join("credential.json")).unwrap();
+    let credential = cred_file
+        .split('"')
+        .find(|s| s.starts_with("exc_"))
+        .expect("credential in credential.json")
+        .to_owned();
+    let ch = exile_testkit::connect(sb.master_addr()).await.unwrap();
+    let got = call_raw(
+        ch.clone(),
+        "/exile.v1.InstanceService/ListInstances",
+        Some(&credential),
+        vec![],
+    )
+    .await;
+    assert_eq!(got, tonic::Code::PermissionDenied);
+    // The credential file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(sb.dir().join("spawner-0").join("credential.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "credential.json must not be readable by others"
+    );
+
+    // Wrong passwords are refused, then rate limited.
+    let mut auth = exile_api::v1::auth_service_client::AuthServiceClient::new(ch.clone());
+    let mut codes = Vec::new();
+    for _ in 0..7 {
+        let e = auth
+            .login(pb::LoginRequest {
+                username: "admin".into(),
+                password: "wrong-password".into(),
+            })
+            .await
+            .unwrap_err();
+        codes.push(e.code());
+    }
+    assert_eq!(codes[0], tonic::Code::Unauthenticated);
+    assert_eq!(
+        *codes.last().unwrap(),
+        tonic::Code::ResourceExhausted,
+        "{codes:?}"
+    );
+
+    // Removing the spawner revokes its credential.
+    let id = sb.spawner_ids().await.unwrap().remove(0);
+    sb.admin()
+        .await
+        .unwrap()
+        .spawners
+        .remove_spawner(pb::RemoveSpawnerRequest { id })
+        .await
+        .unwrap();
+    let got = call_raw(
+        ch.clone(),
+        "/exile.v1.SpawnerLink/Link",
+        Some(&credential),
+        vec![],
+    )
+    .await;
+    assert_eq!(got, tonic::Code::Unauthenticated);
+    sb.shutdown().await;
+}

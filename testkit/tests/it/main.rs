@@ -1,0 +1,10 @@
+//! System tests: a real master, real spawners and real demo-game processes on loopback.
+
+// Helpers outside #[test] functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod access;
+mod lifecycle;
+mod resilience;
+mod support;
+mod validation;

@@ -1,0 +1,153 @@
+//! Helpers shared by the system tests.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use futures::StreamExt;
+use tonic::Streaming;
+
+use exile_api::v1 as pb;
+
+/// A Watch stream that keeps a view of instance states.
+pub struct Watcher {
+    stream: Streaming<pb::WatchEvent>,
+    /// Every state each instance went through, in order.
+    pub history: HashMap<String, Vec<pb::InstanceState>>,
+    /// Current spawner states.
+    pub spawners: HashMap<String, pb::SpawnerState>,
+    /// Instances removed.
+    pub removed: Vec<String>,
+}
+
+impl Watcher {
+    /// Opens a Watch and reads its snapshot.
+    pub async fn open(c: &exile_testkit::Clients) -> Result<Self> {
+        let stream = c
+            .events
+            .clone()
+            .watch(pb::WatchRequest {
+                include_metrics: false,
+            })
+            .await?
+            .into_inner();
+        let mut w = Watcher {
+            stream,
+            history: HashMap::new(),
+            spawners: HashMap::new(),
+            removed: vec![],
+        };
+        let first = w.next().await?;
+        anyhow::ensure!(
+            matches!(first.kind, Some(pb::watch_event::Kind::Snapshot(_))),
+            "first event is not a snapshot"
+        );
+        Ok(w)
+    }
+
+    async fn next(&mut self) -> Result<pb::WatchEvent> {
+        let ev = tokio::time::timeout(Duration::from_secs(20), self.stream.next())
+            .await
+            .map_err(|_| anyhow!("no watch event within 20 s"))?
+            .ok_or_else(|| anyhow!("watch ended"))??;
+        use pb::watch_event::Kind;
+        match &ev.kind {
+            Some(Kind::Snapshot(s)) => {
+                for sp in &s.spawners {
+                    self.spawners.insert(sp.id.clone(), sp.state());
+                }
+                for i in &s.instances {
+                    self.push(&i.id, i.state());
+                }
+            }
+            Some(Kind::InstanceUpdated(i)) => self.push(&i.id, i.state()),
+            Some(Kind::InstanceRemoved(id)) => self.removed.push(id.clone()),
+            Some(Kind::SpawnerUpdated(s)) => {
+                self.spawners.insert(s.id.clone(), s.state());
+            }
+            _ => {}
+        }
+        Ok(ev)
+    }
+
+    fn push(&mut self, id: &str, s: pb::InstanceState) {
+        let h = self.history.entry(id.to_owned()).or_default();
+        if h.last() != Some(&s) {
+            h.push(s);
+        }
+    }
+
+    /// Reads events until `done(self)` holds.
+    pub async fn until(
+        &mut self,
+        what: &str,
+        mut done: impl FnMut(&Watcher) -> bool,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !done(self) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(anyhow!("watch never showed {what}"));
+            }
+            self.next().await?;
+        }
+        Ok(())
+    }
+
+    /// Latest state of an instance.
+    pub fn state(&self, id: &str) -> Option<pb::InstanceState> {
+        self.history.get(id).and_then(|h| h.last().copied())
+    }
+}
+
+/// Asks a demo game for its status over UDP.
+pub async fn udp_status(port: u32) -> Result<String> {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    for _ in 0..20 {
+        sock.send_to(b"status", ("127.0.0.1", u16::try_from(port)?))
+            .await?;
+        let mut buf = [0u8; 512];
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(250), sock.recv_from(&mut buf)).await
+        {
+            return Ok(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    Err(anyhow!("no UDP status answer on port {port}"))
+}
+
+/// Number of live processes whose environment carries EXILE_INSTANCE_ID=<id>.
+pub fn processes_of(id: &str) -> usize {
+    let needle = format!("EXILE_INSTANCE_ID={id}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            // Zombies have no environment to read; they are not running.
+            std::fs::read(e.path().join("environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+/// Spawns an instance on `spawner` (empty: let the master pick).
+pub async fn spawn(c: &exile_testkit::Clients, spawner: &str) -> Result<pb::Instance> {
+    let r = c
+        .instances
+        .clone()
+        .spawn_instance(pb::SpawnInstanceRequest {
+            spawner_id: spawner.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    r.instance
+        .ok_or_else(|| anyhow!("no instance in the answer"))
+}

@@ -1,0 +1,242 @@
+//! Build chores and the local dev runner: `cargo xtask run` starts a master, an enrolled
+//! local spawner and the demo game build, all on embedded SQLite under `.exile-dev/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Exile build chores")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run master + a local spawner + the demo game until Ctrl-C.
+    Run {
+        /// Address of the master.
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: String,
+        /// State directory (database, spawner data, credentials).
+        #[arg(long, default_value = ".exile-dev")]
+        dir: PathBuf,
+        /// Build in release mode.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build every binary, then run every test of the workspace.
+    Test,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Run {
+            listen,
+            dir,
+            release,
+        } => dev_run(&listen, &dir, release),
+        Cmd::Test => test(),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        // Spawner first (it leaves game servers running by design; the dev runner stops them
+        // through --stop-instances-on-shutdown), then the master.
+        for (name, child) in self.0.iter_mut().rev() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if let Ok(None) = child.try_wait() {
+                eprintln!("{name} did not stop in time; killing it");
+                let _ = child.kill();
+            }
+        }
+    }
+}
+
+fn dev_run(listen: &str, dir: &Path, release: bool) -> Result<()> {
+    let root = workspace_root();
+    let mut build = Command::new(env!("CARGO"));
+    build.current_dir(&root).args([
+        "build",
+        "--bins",
+        "-p",
+        "exile-master",
+        "-p",
+        "exile-spawner",
+        "-p",
+        "exile-sdk",
+        "-p",
+        "exilectl",
+    ]);
+    if release {
+        build.arg("--release");
+    }
+    if !build.status().context("cargo build")?.success() {
+        bail!("build failed");
+    }
+    let bin = root
+        .join("target")
+        .join(if release { "release" } else { "debug" });
+    let dir = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        root.join(dir)
+    };
+    std::fs::create_dir_all(&dir)?;
+    let pw_file = dir.join("admin-password");
+    let password = match std::fs::read_to_string(&pw_file) {
+        Ok(p) => p.trim().to_owned(),
+        Err(_) => {
+            let p = random_password()?;
+            write_private(&pw_file, &p)?;
+            p
+        }
+    };
+    let token_file = dir.join("enrollment.token");
+    let _ = std::fs::remove_file(&token_file);
+    let mut children = Children(Vec::new());
+    let mut master = Command::new(bin.join("exile-master"));
+    master
+        .arg(format!("--listen={listen}"))
+        .arg(format!("--data-dir={}", dir.join("master").display()))
+        .arg(format!(
+            "--dev-enrollment-token-file={}",
+            token_file.display()
+        ))
+        .env("EXILE_MASTER_ADMIN_PASSWORD", &password);
+    let dashboard = root.join("dist");
+    if dashboard.join("index.html").is_file() {
+        master.arg(format!("--dashboard-dir={}", dashboard.display()));
+    }
+    children.0.push((
+        "master".into(),
+        master.spawn().context("start exile-master")?,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !token_file.is_file() {
+        if Instant::now() > deadline {
+            bail!("the master did not start within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let spawner = Command::new(bin.join("exile-spawner"))
+        .arg(format!("--master=http://{listen}"))
+        .arg(format!("--data-dir={}", dir.join("spawner").display()))
+        .arg(format!("--enrollment-token-file={}", token_file.display()))
+        .arg("--name=local")
+        .arg("--region=local")
+        .arg("--capacity=20")
+        .arg("--port-range=7800-7999")
+        .arg("--build-version=demo-1")
+        .arg(format!("--build-dir={}", bin.display()))
+        .arg(format!(
+            "--build-command={} --port {{port}}",
+            bin.join("exile-demo-game").display()
+        ))
+        .arg("--stop-instances-on-shutdown")
+        .spawn()
+        .context("start exile-spawner")?;
+    children.0.push(("spawner".into(), spawner));
+    let ctl = bin.join("exilectl");
+    println!();
+    println!(
+        "Exile is running: master at http://{listen} with one local spawner (demo game build)."
+    );
+    println!(
+        "  Dashboard:  http://{listen}/   (user admin, password in {})",
+        pw_file.display()
+    );
+    println!(
+        "  Log in:     {} login --master http://{listen} --username admin --password-stdin < {}",
+        ctl.display(),
+        pw_file.display()
+    );
+    println!(
+        "  Then try:   {} spawner list   |   {} instance spawn   |   {} watch",
+        ctl.display(),
+        ctl.display(),
+        ctl.display()
+    );
+    println!("Press Ctrl-C to stop.");
+    println!();
+    // Wait until a child exits (Ctrl-C reaches the whole process group, so children see it too).
+    loop {
+        for (name, child) in &mut children.0 {
+            if let Some(status) = child.try_wait()? {
+                bail!("{name} exited: {status}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args(args)
+        .status()?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    // The system tests run the real demo game binary, so every binary is built first.
+    cargo(&["build", "--workspace", "--bins"])?;
+    cargo(&["test", "--workspace", "--no-fail-fast"])
+}
+
+fn random_password() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 12];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
