@@ -411,6 +411,8 @@ async fn write_audit(
 ) {
     let action = path.rsplit('/').next().unwrap_or(path).to_owned();
     let actor = match p {
+        // A login is done by the account it names, whether or not it succeeds.
+        Principal::Anonymous if action == "Login" && !target.is_empty() => target.to_owned(),
         Principal::Anonymous => "anonymous".to_owned(),
         other => other.actor(),
     };

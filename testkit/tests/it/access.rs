@@ -219,6 +219,25 @@ async fn spawner_credentials_cannot_use_the_control_api_and_revocation_bites() {
         tonic::Code::ResourceExhausted,
         "{codes:?}"
     );
+    // Failed logins are audited under the account they named.
+    let audit = sb
+        .admin()
+        .await
+        .unwrap()
+        .system
+        .list_audit_log(pb::ListAuditLogRequest {
+            limit: 100,
+            before_id: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let failed = audit
+        .iter()
+        .filter(|e| e.action == "Login" && e.actor == "admin" && e.result != "ok")
+        .count();
+    assert_eq!(failed, 7, "{audit:?}");
 
     // Removing the spawner revokes its credential.
     let id = sb.spawner_ids().await.unwrap().remove(0);
