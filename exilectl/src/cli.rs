@@ -73,6 +73,8 @@ pub enum Command {
     Stats,
     /// Recent audit log entries, newest first (admin).
     Audit(AuditArgs),
+    /// Resource history (CPU, memory, disk, players) of a spawner or an instance.
+    Metrics(MetricsArgs),
     /// Print a shell completion script.
     Completion {
         /// Shell to generate the script for.
@@ -347,6 +349,31 @@ pub struct AuditArgs {
     /// Only entries older than this id, for paging.
     #[arg(long, value_name = "ID")]
     pub before: Option<i64>,
+}
+
+/// `exilectl metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// What the id names.
+    #[arg(value_enum)]
+    pub kind: MetricsKind,
+    /// Spawner or instance id.
+    pub id: String,
+    /// How far back to look, e.g. 15m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub since: Duration,
+    /// Bucket width, e.g. 10s, 1m; by default about 30 rows.
+    #[arg(long, value_parser = parse_duration)]
+    pub step: Option<Duration>,
+}
+
+/// Target of `exilectl metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MetricsKind {
+    /// A spawner's host.
+    Spawner,
+    /// One instance.
+    Instance,
 }
 
 /// A role, as typed on the command line.

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use exile_api::v1::{
     auth_service_client::AuthServiceClient, event_service_client::EventServiceClient,
-    instance_service_client::InstanceServiceClient, spawner_service_client::SpawnerServiceClient,
-    system_service_client::SystemServiceClient,
+    instance_service_client::InstanceServiceClient, metrics_service_client::MetricsServiceClient,
+    spawner_service_client::SpawnerServiceClient, system_service_client::SystemServiceClient,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -139,6 +139,10 @@ impl Session {
 
     pub fn system(&self) -> SystemServiceClient<Authed> {
         SystemServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn metrics(&self) -> MetricsServiceClient<Authed> {
+        MetricsServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
     /// Turns a failed call into the sentence shown to the user.

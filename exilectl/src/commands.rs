@@ -2,6 +2,7 @@
 
 mod auth;
 mod instance;
+mod metrics;
 mod spawner;
 mod system;
 mod token;
@@ -58,6 +59,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Watch(args) => watch::run(&Ctx::connect(&global, true).await?, args).await,
         Command::Stats => system::stats(&connect().await?).await,
         Command::Audit(a) => system::audit(&connect().await?, a).await,
+        Command::Metrics(a) => metrics::run(&connect().await?, a).await,
     }
 }
 

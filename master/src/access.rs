@@ -108,6 +108,10 @@ pub const RULES: &[(&str, Rule)] = &[
     ),
     ("/exile.v1.EventService/Watch", rule(VIEWER, false)),
     ("/exile.v1.SystemService/GetStats", rule(VIEWER, false)),
+    (
+        "/exile.v1.MetricsService/GetMetricsHistory",
+        rule(VIEWER, false),
+    ),
     ("/exile.v1.SystemService/ListAuditLog", rule(ADMIN, false)),
     ("/exile.v1.SpawnerLink/Enroll", rule(Public, true)),
     ("/exile.v1.SpawnerLink/Link", rule(Spawner, false)),

@@ -7,6 +7,7 @@ pub mod config;
 pub mod convert;
 pub mod db;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod server;
@@ -72,10 +73,13 @@ pub async fn start(
     let generated_admin_password = auth.bootstrap_admin(config.admin_password.clone()).await?;
     let (registry, persister) = Registry::load(store.clone(), config.heartbeat_ttl()).await?;
     let counters = Arc::new(Counters::default());
+    // Raw samples for 10 minutes (at most 720 a series), minute means beyond that.
+    let metrics = Arc::new(metrics::MetricsHistory::new(600_000, 720));
     let shared = Arc::new(Shared {
         store: store.clone(),
         auth: auth.clone(),
         registry: registry.clone(),
+        metrics: metrics.clone(),
         counters: counters.clone(),
         started: Instant::now(),
         heartbeat_interval: config.heartbeat_interval(),
@@ -134,6 +138,33 @@ pub async fn start(
                         tracing::warn!(error = %e, "session sweep failed");
                     }
                 }
+            }
+        }
+    });
+    let (sd, store_m, hist) = (shutdown.clone(), shared.store.clone(), metrics.clone());
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        let mut ticks = 0u64;
+        loop {
+            let stopping = tokio::select! {
+                _ = sd.cancelled() => true,
+                _ = tick.tick() => false,
+            };
+            let now = exile_api::now_unix_ms();
+            let samples = hist.drain(now, stopping);
+            if !samples.is_empty()
+                && let Err(e) = store_m.insert_metric_samples(samples).await
+            {
+                tracing::warn!(error = ?e, "could not persist metric samples");
+            }
+            ticks += 1;
+            if ticks % 120 == 1
+                && let Err(e) = store_m.prune_metric_samples(now - 7 * 86_400_000).await
+            {
+                tracing::warn!(error = ?e, "could not prune metric samples");
+            }
+            if stopping {
+                break;
             }
         }
     });

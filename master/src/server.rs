@@ -18,11 +18,13 @@ use crate::service::auth_api::AuthApi;
 use crate::service::event_api::EventApi;
 use crate::service::instance_api::InstanceApi;
 use crate::service::link_api::LinkApi;
+use crate::service::metrics_api::MetricsApi;
 use crate::service::spawner_api::SpawnerApi;
 use crate::service::system_api::{SystemApi, stats};
 use exile_api::v1::auth_service_server::AuthServiceServer;
 use exile_api::v1::event_service_server::EventServiceServer;
 use exile_api::v1::instance_service_server::InstanceServiceServer;
+use exile_api::v1::metrics_service_server::MetricsServiceServer;
 use exile_api::v1::spawner_link_server::SpawnerLinkServer;
 use exile_api::v1::spawner_service_server::SpawnerServiceServer;
 use exile_api::v1::system_service_server::SystemServiceServer;
@@ -87,6 +89,12 @@ pub async fn router(
     r = add(
         r,
         &layer,
+        MetricsServiceServer::new(MetricsApi(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    );
+    r = add(
+        r,
+        &layer,
         SpawnerLinkServer::new(LinkApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     );
@@ -116,6 +124,9 @@ pub async fn router(
         .set_serving::<SystemServiceServer<SystemApi>>()
         .await;
     reporter.set_serving::<SpawnerLinkServer<LinkApi>>().await;
+    reporter
+        .set_serving::<MetricsServiceServer<MetricsApi>>()
+        .await;
     r = add(r, &layer, health);
 
     let metrics_shared = shared.clone();

@@ -4,6 +4,7 @@ pub mod auth_api;
 pub mod event_api;
 pub mod instance_api;
 pub mod link_api;
+pub mod metrics_api;
 pub mod spawner_api;
 pub mod system_api;
 
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::Counters;
 use crate::auth::Auth;
+use crate::metrics::MetricsHistory;
 use crate::registry::Registry;
 use crate::store::Store;
 
@@ -25,6 +27,8 @@ pub struct Shared {
     pub auth: Arc<Auth>,
     /// Live registry.
     pub registry: Arc<Registry>,
+    /// Resource history.
+    pub metrics: Arc<MetricsHistory>,
     /// Request counters.
     pub counters: Arc<Counters>,
     /// Process start.

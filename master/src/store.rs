@@ -6,8 +6,11 @@ use sea_orm::{
     QueryOrder, QuerySelect,
 };
 
-use crate::db::entities::{api_token, audit, enrollment_token, instance, session, spawner, user};
+use crate::db::entities::{
+    api_token, audit, enrollment_token, instance, metric_sample, session, spawner, user,
+};
 use crate::error::{Error, Result};
+use crate::metrics::Sample;
 use crate::model::{InstanceRecord, Labels, PortSpec, SpawnerInfo};
 use exile_api::v1 as pb;
 
@@ -470,6 +473,67 @@ impl Store {
             q = q.filter(audit::Column::Id.lt(before_id));
         }
         Ok(q.limit(limit).all(&self.db).await?)
+    }
+
+    // ---- metrics ----
+
+    /// Writes minute samples (a minute written twice keeps the later value).
+    pub async fn insert_metric_samples(&self, samples: Vec<(String, Sample)>) -> Result<()> {
+        for chunk in samples.chunks(500) {
+            let rows = chunk.iter().map(|(k, p)| metric_sample::ActiveModel {
+                target: Set(k.clone()),
+                at: Set(p.at),
+                cpu: Set(f64::from(p.cpu)),
+                memory: Set(i64::try_from(p.memory).unwrap_or(i64::MAX)),
+                disk: Set(i64::try_from(p.disk).unwrap_or(i64::MAX)),
+                players: Set(i64::from(p.players)),
+            });
+            metric_sample::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::columns([metric_sample::Column::Target, metric_sample::Column::At])
+                        .update_columns([
+                            metric_sample::Column::Cpu,
+                            metric_sample::Column::Memory,
+                            metric_sample::Column::Disk,
+                            metric_sample::Column::Players,
+                        ])
+                        .to_owned(),
+                )
+                .exec_without_returning(&self.db)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Minute samples of one series in [from, to).
+    pub async fn metric_samples(&self, target: &str, from: i64, to: i64) -> Result<Vec<Sample>> {
+        let rows = metric_sample::Entity::find()
+            .filter(metric_sample::Column::Target.eq(target))
+            .filter(metric_sample::Column::At.gte(from))
+            .filter(metric_sample::Column::At.lt(to))
+            .order_by_asc(metric_sample::Column::At)
+            .all(&self.db)
+            .await?;
+        #[allow(clippy::cast_possible_truncation)]
+        Ok(rows
+            .into_iter()
+            .map(|m| Sample {
+                at: m.at,
+                cpu: m.cpu as f32,
+                players: u32::try_from(m.players).unwrap_or(0),
+                memory: u64::try_from(m.memory).unwrap_or(0),
+                disk: u64::try_from(m.disk).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// Deletes samples older than `before`.
+    pub async fn prune_metric_samples(&self, before: i64) -> Result<u64> {
+        let r = metric_sample::Entity::delete_many()
+            .filter(metric_sample::Column::At.lt(before))
+            .exec(&self.db)
+            .await?;
+        Ok(r.rows_affected)
     }
 }
 

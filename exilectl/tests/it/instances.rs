@@ -243,3 +243,50 @@ async fn wait_state(ctl: &Ctl, id: &str, states: &[&str]) -> Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_history_of_an_instance_and_its_host() {
+    let ctl = Ctl::start().await;
+    ctl.login().await;
+    let ids = ctl.sb.spawner_ids().await.unwrap();
+    let spawned = ctl
+        .run(&["instance", "spawn", "--spawner", &ids[0], "-o", "json"])
+        .await
+        .success()
+        .json();
+    let id = spawned["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let rows = loop {
+        let out = ctl
+            .run(&[
+                "metrics", "instance", &id, "--since", "5m", "--step", "1s", "-o", "json",
+            ])
+            .await
+            .success()
+            .json();
+        let rows = out.as_array().cloned().unwrap_or_default();
+        if rows.len() >= 2 {
+            break rows;
+        }
+        assert!(std::time::Instant::now() < deadline, "no history: {out:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        rows.iter().all(|r| r["memory_bytes"].as_u64().unwrap() > 0),
+        "{rows:#?}"
+    );
+    let table = ctl
+        .run(&["metrics", "spawner", &ids[0], "--since", "5m"])
+        .await
+        .success();
+    assert!(table.stdout.contains("MEMORY"), "{table:#?}");
+    let missing = ctl
+        .run(&["metrics", "instance", "inst-nope"])
+        .await
+        .failure();
+    assert!(
+        missing.stderr.contains("no instance with id inst-nope"),
+        "{missing:#?}"
+    );
+    ctl.shutdown().await;
+}

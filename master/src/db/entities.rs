@@ -139,3 +139,20 @@ pub mod audit {
     }
     no_relations!();
 }
+
+pub mod metric_sample {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "metric_samples")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub target: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub at: i64,
+        pub cpu: f64,
+        pub memory: i64,
+        pub disk: i64,
+        pub players: i64,
+    }
+    no_relations!();
+}

@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial)]
+        vec![Box::new(Initial), Box::new(MetricSamples)]
     }
 }
 
@@ -126,5 +126,43 @@ impl MigrationTrait for Initial {
         Err(DbErr::Migration(
             "the initial schema cannot be rolled back".into(),
         ))
+    }
+}
+
+struct MetricSamples;
+
+impl MigrationName for MetricSamples {
+    fn name(&self) -> &str {
+        "m0002_metric_samples"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for MetricSamples {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared(
+            "CREATE TABLE metric_samples (
+                target TEXT NOT NULL,
+                at BIGINT NOT NULL,
+                cpu DOUBLE PRECISION NOT NULL,
+                memory BIGINT NOT NULL,
+                disk BIGINT NOT NULL,
+                players BIGINT NOT NULL,
+                PRIMARY KEY (target, at)
+            )",
+        )
+        .await?;
+        db.execute_unprepared("CREATE INDEX metric_samples_at ON metric_samples(at)")
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("DROP TABLE metric_samples")
+            .await?;
+        Ok(())
     }
 }

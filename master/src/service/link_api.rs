@@ -177,7 +177,12 @@ impl SpawnerLink for LinkApi {
 fn handle(shared: &super::Shared, id: &str, link: &crate::registry::Link, m: pb::SpawnerMessage) {
     use pb::spawner_message::Kind;
     match m.kind {
-        Some(Kind::Heartbeat(hb)) => shared.registry.heartbeat(id, link.generation, hb, true),
+        Some(Kind::Heartbeat(hb)) => {
+            shared
+                .metrics
+                .record_heartbeat(id, exile_api::now_unix_ms(), &hb);
+            shared.registry.heartbeat(id, link.generation, hb, true);
+        }
         Some(Kind::InstanceEvent(ev)) => shared.registry.instance_event(id, link.generation, ev),
         Some(Kind::CommandResult(r)) => link.complete(r),
         Some(Kind::Hello(_)) => tracing::warn!(spawner = %id, "second hello on one link ignored"),

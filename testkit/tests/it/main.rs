@@ -6,6 +6,7 @@
 mod access;
 mod interfaces;
 mod lifecycle;
+mod metrics;
 mod resilience;
 mod support;
 mod validation;
