@@ -40,7 +40,10 @@ impl RateLimiter {
 
     /// How long until every key is allowed again; None when none is blocked.
     pub fn blocked(&self, keys: &[String]) -> Option<Duration> {
-        let now = Instant::now();
+        self.blocked_at(keys, Instant::now())
+    }
+
+    fn blocked_at(&self, keys: &[String], now: Instant) -> Option<Duration> {
         let scores = self.scores.lock().unwrap_or_else(|e| e.into_inner());
         keys.iter()
             .filter_map(|k| {
@@ -54,7 +57,10 @@ impl RateLimiter {
 
     /// Records a failure for every key.
     pub fn fail(&self, keys: &[String]) {
-        let now = Instant::now();
+        self.fail_at(keys, Instant::now());
+    }
+
+    fn fail_at(&self, keys: &[String], now: Instant) {
         let mut scores = self.scores.lock().unwrap_or_else(|e| e.into_inner());
         if scores.len() > 100_000 {
             // Bound memory under a spray of names: forget keys that have decayed to zero.
@@ -77,19 +83,25 @@ mod tests {
 
     #[test]
     fn blocks_after_limit_and_decays() {
-        let rl = RateLimiter::new(3.0, 10.0, Duration::from_millis(50));
+        let rl = RateLimiter::new(3.0, 10.0, Duration::from_secs(10));
         let keys = vec!["user:bob".to_owned(), "addr:1.2.3.4".to_owned()];
-        assert!(rl.blocked(&keys).is_none());
+        let t0 = Instant::now();
+        assert!(rl.blocked_at(&keys, t0).is_none());
         for _ in 0..3 {
-            rl.fail(&keys);
+            rl.fail_at(&keys, t0);
         }
-        assert!(rl.blocked(&keys).is_some());
+        let wait = rl.blocked_at(&keys, t0).expect("blocked after 3 failures");
+        assert_eq!(wait, Duration::from_secs(10));
         // Another account from the same address is not blocked by bob's failures.
-        assert!(
-            rl.blocked(&["user:alice".to_owned(), "addr:1.2.3.4".to_owned()])
-                .is_none()
-        );
-        std::thread::sleep(Duration::from_millis(120));
-        assert!(rl.blocked(&keys).is_none());
+        let alice = ["user:alice".to_owned(), "addr:1.2.3.4".to_owned()];
+        assert!(rl.blocked_at(&alice, t0).is_none());
+        // One decay period later one failure has drained: allowed again.
+        assert!(rl.blocked_at(&keys, t0 + Duration::from_secs(11)).is_none());
+        // 1.9 left: one more failure (2.9) is still allowed, a second (3.9) blocks.
+        let t1 = t0 + Duration::from_secs(11);
+        rl.fail_at(&keys, t1);
+        assert!(rl.blocked_at(&keys, t1).is_none());
+        rl.fail_at(&keys, t1);
+        assert!(rl.blocked_at(&keys, t0 + Duration::from_secs(11)).is_some());
     }
 }
