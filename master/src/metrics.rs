@@ -100,12 +100,28 @@ pub fn key(target: pb::MetricsTarget, id: &str) -> String {
     }
 }
 
+#[derive(Default)]
+struct Maps {
+    spawners: HashMap<String, Series>,
+    instances: HashMap<String, Series>,
+}
+
+impl Maps {
+    fn of(&mut self, target: pb::MetricsTarget) -> &mut HashMap<String, Series> {
+        match target {
+            pb::MetricsTarget::Spawner => &mut self.spawners,
+            _ => &mut self.instances,
+        }
+    }
+}
+
 /// The in-memory side of the history.
 pub struct MetricsHistory {
     raw_window_ms: i64,
     max_raw: usize,
-    // std Mutex: pushes and copies only, never held across an await.
-    series: Mutex<HashMap<String, Series>>,
+    // std Mutex: pushes and copies only, never held across an await. Keyed by bare id so the
+    // lookups of a heartbeat allocate nothing.
+    series: Mutex<Maps>,
 }
 
 impl MetricsHistory {
@@ -114,18 +130,24 @@ impl MetricsHistory {
         MetricsHistory {
             raw_window_ms,
             max_raw,
-            series: Mutex::new(HashMap::new()),
+            series: Mutex::new(Maps::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Series>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
         self.series.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records one sample.
-    pub fn record(&self, key: String, s: Sample) {
+    pub fn record(&self, target: pb::MetricsTarget, id: &str, s: Sample) {
         let mut all = self.lock();
-        let series = all.entry(key).or_default();
+        let map = all.of(target);
+        if !map.contains_key(id) {
+            map.insert(id.to_owned(), Series::default());
+        }
+        let Some(series) = map.get_mut(id) else {
+            return;
+        };
         let start = s.at - s.at.rem_euclid(MINUTE_MS);
         match &mut series.minute {
             Some(acc) if acc.start == start => acc.add(&s),
@@ -161,13 +183,15 @@ impl MetricsHistory {
             .fold(0, u32::saturating_add);
         let host = hb.host.unwrap_or_default();
         self.record(
-            key(pb::MetricsTarget::Spawner, spawner_id),
+            pb::MetricsTarget::Spawner,
+            spawner_id,
             Sample::from_resources(at, &host, players),
         );
         for i in &hb.instances {
             let r = i.resources.unwrap_or_default();
             self.record(
-                key(pb::MetricsTarget::Instance, &i.id),
+                pb::MetricsTarget::Instance,
+                &i.id,
                 Sample::from_resources(at, &r, i.players),
             );
         }
@@ -177,31 +201,41 @@ impl MetricsHistory {
     /// forgets series that have gone quiet.
     pub fn drain(&self, now: i64, all: bool) -> Vec<(String, Sample)> {
         let mut out = Vec::new();
-        let mut all_series = self.lock();
-        for (k, s) in all_series.iter_mut() {
-            out.extend(s.pending.drain(..).map(|x| (k.clone(), x)));
-            let stale = s
-                .raw
-                .back()
-                .is_none_or(|b| now - b.at > self.raw_window_ms.max(MINUTE_MS));
-            if (all || stale)
-                && let Some(acc) = s.minute.take()
-            {
-                out.push((k.clone(), acc.mean()));
+        let window = self.raw_window_ms;
+        let mut maps = self.lock();
+        for target in [pb::MetricsTarget::Spawner, pb::MetricsTarget::Instance] {
+            let map = maps.of(target);
+            for (id, s) in map.iter_mut() {
+                let k = key(target, id);
+                out.extend(s.pending.drain(..).map(|x| (k.clone(), x)));
+                let stale = s
+                    .raw
+                    .back()
+                    .is_none_or(|b| now - b.at > window.max(MINUTE_MS));
+                if (all || stale)
+                    && let Some(acc) = s.minute.take()
+                {
+                    out.push((k, acc.mean()));
+                }
             }
+            map.retain(|_, s| {
+                s.minute.is_some() || s.raw.back().is_some_and(|b| now - b.at <= window)
+            });
         }
-        all_series.retain(|_, s| {
-            s.minute.is_some()
-                || !s.raw.is_empty() && now - s.raw.back().map_or(0, |b| b.at) <= self.raw_window_ms
-        });
         out
     }
 
-    /// Samples held in memory for `key` in [from, to]: minute means (pending and open) that
-    /// start before the raw samples do, then the raw samples. Returns where raw ones start.
-    fn memory_points(&self, key: &str, from: i64, to: i64) -> (Vec<Sample>, Option<i64>) {
-        let all = self.lock();
-        let Some(s) = all.get(key) else {
+    /// Samples held in memory for one target in [from, to]: minute means (pending and open)
+    /// that start before the raw samples do, then the raw samples. Returns where raw ones start.
+    fn memory_points(
+        &self,
+        target: pb::MetricsTarget,
+        id: &str,
+        from: i64,
+        to: i64,
+    ) -> (Vec<Sample>, Option<i64>) {
+        let mut all = self.lock();
+        let Some(s) = all.of(target).get(id) else {
             return (vec![], None);
         };
         let raw_start = s.raw.front().map(|f| f.at);
@@ -220,21 +254,22 @@ impl MetricsHistory {
         (pts, raw_start)
     }
 
-    /// The series of `key` over [from, to] in buckets of `step` ms, merging the database.
+    /// The series of one target over [from, to] in buckets of `step` ms, merging the database.
     pub async fn query(
         &self,
         store: &Store,
-        key: &str,
+        target: pb::MetricsTarget,
+        id: &str,
         from: i64,
         to: i64,
         step: i64,
     ) -> Result<Vec<Sample>> {
-        let (mem, raw_start) = self.memory_points(key, from, to);
+        let (mem, raw_start) = self.memory_points(target, id, from, to);
         // A minute mean stands for the minute it starts; raw samples replace the minutes that
         // start after they do (the minute they start in may hold both, averaged together).
         let db_to = raw_start.map_or(to, |r| r.min(to));
         let mut pts: Vec<Sample> = store
-            .metric_samples(key, from - MINUTE_MS + 1, db_to)
+            .metric_samples(&key(target, id), from - MINUTE_MS + 1, db_to)
             .await?
             .into_iter()
             .map(|p| Sample {
@@ -309,10 +344,10 @@ mod tests {
     fn minutes_close_into_pending_and_raw_is_bounded() {
         let h = MetricsHistory::new(120_000, 5);
         for i in 0..10 {
-            h.record("i:x".into(), s(i * 20_000, 1.0, 10));
+            h.record(pb::MetricsTarget::Instance, "x", s(i * 20_000, 1.0, 10));
         }
         // 10 samples over 200 s: minutes 0, 1 and 2 closed, minute 3 open; raw keeps 5.
-        let (pts, raw_start) = h.memory_points("i:x", 0, i64::MAX);
+        let (pts, raw_start) = h.memory_points(pb::MetricsTarget::Instance, "x", 0, i64::MAX);
         assert_eq!(raw_start, Some(100_000));
         assert_eq!(pts.iter().filter(|p| p.at >= 100_000).count(), 5);
         let drained = h.drain(180_000, false);

@@ -36,6 +36,53 @@ struct SpawnerEntry {
 struct State {
     spawners: HashMap<String, SpawnerEntry>,
     instances: HashMap<String, InstanceRecord>,
+    /// Instance ids per spawner, so per-spawner work never scans every instance (a heartbeat
+    /// of one host must not cost in proportion to the whole fleet).
+    by_spawner: HashMap<String, std::collections::BTreeSet<String>>,
+}
+
+impl State {
+    /// Inserts or replaces an instance, keeping the index right.
+    fn insert_instance(&mut self, rec: InstanceRecord) {
+        if let Some(old) = self.instances.get(&rec.id)
+            && old.spawner_id != rec.spawner_id
+            && let Some(set) = self.by_spawner.get_mut(&old.spawner_id)
+        {
+            set.remove(&rec.id);
+        }
+        self.by_spawner
+            .entry(rec.spawner_id.clone())
+            .or_default()
+            .insert(rec.id.clone());
+        self.instances.insert(rec.id.clone(), rec);
+    }
+
+    /// Removes an instance, keeping the index right.
+    fn remove_instance(&mut self, id: &str) -> Option<InstanceRecord> {
+        let rec = self.instances.remove(id)?;
+        if let Some(set) = self.by_spawner.get_mut(&rec.spawner_id) {
+            set.remove(id);
+            if set.is_empty() {
+                self.by_spawner.remove(&rec.spawner_id);
+            }
+        }
+        Some(rec)
+    }
+
+    /// Ids of a spawner's instances.
+    fn ids_of(&self, spawner_id: &str) -> Vec<String> {
+        self.by_spawner
+            .get(spawner_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of a spawner's instances.
+    fn count_of(&self, spawner_id: &str) -> usize {
+        self.by_spawner
+            .get(spawner_id)
+            .map_or(0, std::collections::BTreeSet::len)
+    }
 }
 
 /// A write for the persister task.
@@ -100,7 +147,7 @@ impl Registry {
             if is_running(rec.state) {
                 rec.state = pb::InstanceState::Unknown;
             }
-            state.instances.insert(rec.id.clone(), rec);
+            state.insert_instance(rec);
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(8192);
@@ -140,11 +187,7 @@ impl Registry {
     }
 
     fn spawner_pb(&self, st: &State, e: &SpawnerEntry) -> pb::Spawner {
-        let count = st
-            .instances
-            .values()
-            .filter(|i| i.spawner_id == e.info.id)
-            .count();
+        let count = st.count_of(&e.info.id);
         spawner_to_pb(
             &e.info,
             e.state,
@@ -237,9 +280,9 @@ impl Registry {
         let st = self.lock();
         let e = st.spawners.get(id).ok_or_else(|| not_found_spawner(id))?;
         let mut instances: Vec<_> = st
-            .instances
-            .values()
-            .filter(|r| r.spawner_id == id)
+            .ids_of(id)
+            .iter()
+            .filter_map(|iid| st.instances.get(iid))
             .map(|r| Self::instance_pb(&st, r))
             .collect();
         instances.sort_by(|a, b| {
@@ -314,14 +357,8 @@ impl Registry {
         if let Some(link) = e.link {
             link.close();
         }
-        let gone: Vec<String> = st
-            .instances
-            .values()
-            .filter(|r| r.spawner_id == id)
-            .map(|r| r.id.clone())
-            .collect();
-        for iid in gone {
-            st.instances.remove(&iid);
+        for iid in st.ids_of(id) {
+            st.remove_instance(&iid);
             self.emit(pb::watch_event::Kind::InstanceRemoved(iid));
         }
         self.emit(pb::watch_event::Kind::SpawnerRemoved(id.to_owned()));
@@ -379,7 +416,10 @@ impl Registry {
         let now = now_unix_ms();
         let mut hidden = HashMap::new();
         let mut changed = Vec::new();
-        for r in st.instances.values_mut().filter(|r| r.spawner_id == id) {
+        for iid in st.ids_of(id) {
+            let Some(r) = st.instances.get_mut(&iid) else {
+                continue;
+            };
             if r.state != pb::InstanceState::Unknown && is_running(r.state) {
                 hidden.insert(r.id.clone(), r.state);
                 r.state = pb::InstanceState::Unknown;

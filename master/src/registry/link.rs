@@ -280,7 +280,7 @@ impl Registry {
                 .get(&status.id)
                 .is_some_and(|r| r.spawner_id == id)
             {
-                st.instances.remove(&status.id);
+                st.remove_instance(&status.id);
                 let _ = self
                     .persist
                     .send(super::Persist::DeleteInstance(status.id.clone()));
@@ -318,7 +318,7 @@ impl Registry {
             return;
         }
         self.save_instance(&rec);
-        st.instances.insert(iid.clone(), rec);
+        st.insert_instance(rec);
         self.emit_instance(st, &iid);
         if is_new {
             self.emit_spawner(st, spawner_id);
@@ -331,16 +331,17 @@ impl Registry {
         let known: std::collections::HashSet<&str> =
             reported.iter().map(|s| s.id.as_str()).collect();
         let gone: Vec<String> = st
-            .instances
-            .values()
-            .filter(|r| r.spawner_id == spawner_id && !known.contains(r.id.as_str()))
+            .ids_of(spawner_id)
+            .iter()
+            .filter_map(|iid| st.instances.get(iid))
+            .filter(|r| !known.contains(r.id.as_str()))
             // A spawn in flight has no process yet; leave it to its request.
             .filter(|r| !(r.state == pb::InstanceState::Starting && now - r.created_at < 60_000))
             .map(|r| r.id.clone())
             .collect();
         for iid in gone {
             tracing::info!(instance = %iid, spawner = %spawner_id, "instance no longer on its spawner: removed");
-            st.instances.remove(&iid);
+            st.remove_instance(&iid);
             let _ = self
                 .persist
                 .send(super::Persist::DeleteInstance(iid.clone()));
@@ -354,7 +355,7 @@ impl Registry {
     /// Drops a reservation whose spawn failed.
     pub fn forget_instance(&self, id: &str) {
         let mut st = self.lock();
-        if let Some(r) = st.instances.remove(id) {
+        if let Some(r) = st.remove_instance(id) {
             let _ = self
                 .persist
                 .send(super::Persist::DeleteInstance(id.to_owned()));

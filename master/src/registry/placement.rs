@@ -47,7 +47,7 @@ impl Registry {
         rec.state = pb::InstanceState::Starting;
         rec.created_at = now_unix_ms();
         rec.state_changed_at = rec.created_at;
-        st.instances.insert(rec.id.clone(), rec.clone());
+        st.insert_instance(rec.clone());
         self.save_instance(&rec);
         self.emit_instance(&st, &rec.id);
         self.emit_spawner(&st, &spawner_id);
@@ -56,11 +56,10 @@ impl Registry {
 }
 
 fn counts(st: &State) -> HashMap<&str, u32> {
-    let mut m: HashMap<&str, u32> = HashMap::new();
-    for r in st.instances.values() {
-        *m.entry(r.spawner_id.as_str()).or_default() += 1;
-    }
-    m
+    st.by_spawner
+        .iter()
+        .map(|(k, v)| (k.as_str(), u32::try_from(v.len()).unwrap_or(u32::MAX)))
+        .collect()
 }
 
 fn check_named(st: &State, id: &str) -> Result<String> {

@@ -5,7 +5,6 @@ use tonic::{Request, Response, Status};
 use super::SharedRef;
 use crate::convert::check_id;
 use crate::error::Error;
-use crate::metrics::key;
 use exile_api::now_unix_ms;
 use exile_api::v1 as pb;
 use exile_api::v1::metrics_service_server::MetricsService;
@@ -60,7 +59,7 @@ impl MetricsService for MetricsApi {
         let points = self
             .0
             .metrics
-            .query(&self.0.store, &key(target, &r.id), from, to, step)
+            .query(&self.0.store, target, &r.id, from, to, step)
             .await?;
         if !known && points.is_empty() {
             return Err(Error::NotFound(format!(
