@@ -259,7 +259,11 @@ impl Registry {
                 }
             }
             self.emit_spawner(&st, id);
-        } else if with_event && let Some(e) = st.spawners.get(id) {
+        } else if with_event
+            // Nobody watching: do not build an event per heartbeat for nobody.
+            && self.events.receiver_count() > 0
+            && let Some(e) = st.spawners.get(id)
+        {
             self.emit(pb::watch_event::Kind::SpawnerMetrics(
                 self.spawner_pb(&st, e),
             ));
