@@ -92,6 +92,20 @@ pub struct Config {
     /// adopted again by the next start).
     #[arg(long, env = "EXILE_SPAWNER_STOP_INSTANCES_ON_SHUTDOWN")]
     pub stop_instances_on_shutdown: bool,
+
+    /// The `exile-supervisor` binary started for each instance [default: next to this
+    /// binary].
+    #[arg(long, env = "EXILE_SPAWNER_SUPERVISOR_BIN")]
+    pub supervisor_bin: Option<PathBuf>,
+
+    /// Size in bytes of one instance log file before it is rotated.
+    #[arg(long, env = "EXILE_SPAWNER_LOG_FILE_MAX_BYTES", default_value_t = 8 << 20)]
+    pub log_file_max_bytes: u64,
+
+    /// Rotated log files kept per instance besides the live one (the cap per instance is
+    /// (this + 1) × --log-file-max-bytes).
+    #[arg(long, env = "EXILE_SPAWNER_LOG_FILES", default_value_t = 4)]
+    pub log_files: u32,
 }
 
 impl Config {
@@ -116,6 +130,25 @@ impl Config {
             return Err(Error::Config("--build-version must not be empty".into()));
         }
         Ok(())
+    }
+
+    /// The supervisor binary: the flag, or `exile-supervisor` next to the running binary.
+    pub fn supervisor_bin(&self) -> Result<PathBuf> {
+        let path = match &self.supervisor_bin {
+            Some(path) => {
+                std::path::absolute(path).map_err(|e| Error::io("could not resolve", path, e))?
+            }
+            None => std::env::current_exe()
+                .map_err(|e| Error::io("could not locate", "the spawner binary", e))?
+                .with_file_name("exile-supervisor"),
+        };
+        if !path.is_file() {
+            return Err(Error::Config(format!(
+                "the instance supervisor {} does not exist; install exile-supervisor next to exile-spawner or pass --supervisor-bin",
+                path.display()
+            )));
+        }
+        Ok(path)
     }
 
     /// The labels as a map, rejecting entries without `=` or with an empty key.

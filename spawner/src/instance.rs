@@ -3,23 +3,25 @@
 //! change of its record to the manager.
 
 use std::path::PathBuf;
-use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::process::{Child, ChildStdin};
+use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::process::{self, CommandTemplate, LaunchSpec};
 use crate::state::{InstanceRecord, State};
+use crate::supervisor::ExitRecord;
 
 /// How often an adopted process (not our child) is checked for exit.
 const ADOPTED_POLL: Duration = Duration::from_millis(500);
 /// How often a stopping process is checked for exit when it is not our child.
 const STOP_POLL: Duration = Duration::from_millis(20);
+/// Time past the grace period for the supervisor to report the game gone.
+const STOP_SLACK: Duration = Duration::from_secs(2);
 /// How long to wait for a process group to vanish after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -54,6 +56,9 @@ pub(crate) struct Settings {
     pub data_dir: PathBuf,
     pub template: CommandTemplate,
     pub stop_grace: Duration,
+    pub supervisor_bin: PathBuf,
+    pub log_max_bytes: u64,
+    pub log_files: u32,
 }
 
 impl Settings {
@@ -130,40 +135,38 @@ pub(crate) enum ToManager {
     },
 }
 
-/// The process an instance holds.
-enum Proc {
-    /// Launched by this spawner; stdin stays open while we own it.
-    Child {
-        child: Box<Child>,
-        _stdin: Option<ChildStdin>,
-    },
-    /// Found running at start-up; not our child, so it is polled.
-    Adopted { pid: u32, ticks: Option<u64> },
+/// The supervised game an instance holds.
+struct Proc {
+    /// The supervisor as our child when this spawner launched it (so it gets reaped); `None`
+    /// when it was adopted after a restart, and is then polled.
+    child: Option<Box<Child>>,
+    supervisor_pid: u32,
+    supervisor_ticks: Option<u64>,
+    /// The game's pid and process group.
+    pid: u32,
+    /// The instance directory, where the supervisor writes `exit.json`.
+    dir: PathBuf,
 }
 
 impl Proc {
-    fn pid(&self) -> Option<u32> {
-        match self {
-            Proc::Child { child, .. } => child.id(),
-            Proc::Adopted { pid, .. } => Some(*pid),
-        }
-    }
-
-    /// Waits for the process to exit; the status is unknown for an adopted process.
-    async fn wait(&mut self, poll: Duration) -> Option<ExitStatus> {
-        match self {
-            Proc::Child { child, .. } => child.wait().await.ok(),
-            Proc::Adopted { pid, ticks } => {
-                while process::is_alive(*pid, *ticks) {
+    /// Waits for the supervisor to exit (it outlives the game only to record its status) and
+    /// returns the recorded exit, `None` when the supervisor died without writing it.
+    async fn wait(&mut self, poll: Duration) -> Option<ExitRecord> {
+        match &mut self.child {
+            Some(child) => {
+                let _ = child.wait().await;
+            }
+            None => {
+                while process::is_alive(self.supervisor_pid, self.supervisor_ticks) {
                     tokio::time::sleep(poll).await;
                 }
-                None
             }
         }
+        ExitRecord::read(&self.dir)
     }
 }
 
-async fn wait_exit(proc: &mut Option<Proc>) -> Option<ExitStatus> {
+async fn wait_exit(proc: &mut Option<Proc>) -> Option<ExitRecord> {
     match proc {
         Some(p) => p.wait(ADOPTED_POLL).await,
         None => std::future::pending().await,
@@ -199,10 +202,16 @@ impl InstanceActor {
         settings: Arc<Settings>,
         to_manager: mpsc::UnboundedSender<ToManager>,
     ) -> Self {
-        let proc = rec.pid.map(|pid| Proc::Adopted {
-            pid,
-            ticks: rec.start_ticks,
-        });
+        let proc = match (rec.pid, rec.supervisor_pid) {
+            (Some(pid), Some(supervisor_pid)) => Some(Proc {
+                child: None,
+                supervisor_pid,
+                supervisor_ticks: rec.supervisor_ticks,
+                pid,
+                dir: settings.instance_dir(&rec.id),
+            }),
+            _ => None,
+        };
         Self {
             rec,
             proc,
@@ -318,46 +327,56 @@ impl InstanceActor {
         });
         let port = rx.await.map_err(|_| Error::ManagerGone)??;
         self.rec.port = Some(port);
-        self.launch(port)
+        self.launch(port).await
     }
 
-    fn launch(&mut self, port: u16) -> Result<()> {
+    fn launch_spec(&self, port: u16, dir: &std::path::Path) -> LaunchSpec {
+        let (program, args) =
+            self.settings
+                .template
+                .expand(port, &self.rec.id, dir, &self.rec.args);
+        let mut env = vec![
+            ("EXILE_INSTANCE_ID".to_owned(), self.rec.id.clone()),
+            ("EXILE_PORT".to_owned(), port.to_string()),
+            (
+                "EXILE_DATA_DIR".to_owned(),
+                dir.to_string_lossy().into_owned(),
+            ),
+        ];
+        env.extend(self.rec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        LaunchSpec {
+            supervisor: self.settings.supervisor_bin.clone(),
+            program,
+            args,
+            cwd: dir.to_owned(),
+            env,
+            log_max_bytes: self.settings.log_max_bytes,
+            log_files: self.settings.log_files,
+        }
+    }
+
+    async fn launch(&mut self, port: u16) -> Result<()> {
         self.rec.exit_code = None;
         self.set_state(State::Starting, "starting");
         let dir = self.settings.instance_dir(&self.rec.id);
-        let result = std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io("could not create", &dir, e))
-            .and_then(|()| {
-                let (program, args) =
-                    self.settings
-                        .template
-                        .expand(port, &self.rec.id, &dir, &self.rec.args);
-                let mut env = vec![
-                    ("EXILE_INSTANCE_ID".to_owned(), self.rec.id.clone()),
-                    ("EXILE_PORT".to_owned(), port.to_string()),
-                    (
-                        "EXILE_DATA_DIR".to_owned(),
-                        dir.to_string_lossy().into_owned(),
-                    ),
-                ];
-                env.extend(self.rec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-                process::launch(&LaunchSpec {
-                    program,
-                    args,
-                    cwd: dir.clone(),
-                    env,
-                    log_dir: dir.join("logs"),
-                })
-            });
+        let result = match std::fs::create_dir_all(&dir) {
+            Ok(()) => process::launch(&self.launch_spec(port, &dir)).await,
+            Err(e) => Err(Error::io("could not create", &dir, e)),
+        };
         match result {
             Ok(launched) => {
                 tracing::info!(instance = %self.rec.id, pid = launched.pid, port, "instance started");
                 self.rec.pid = Some(launched.pid);
                 self.rec.start_ticks = launched.start_ticks;
+                self.rec.supervisor_pid = Some(launched.supervisor_pid);
+                self.rec.supervisor_ticks = launched.supervisor_ticks;
                 self.rec.started_at_unix_ms = exile_api::now_unix_ms();
-                self.proc = Some(Proc::Child {
-                    child: Box::new(launched.child),
-                    _stdin: launched.stdin,
+                self.proc = Some(Proc {
+                    child: Some(Box::new(launched.child)),
+                    supervisor_pid: launched.supervisor_pid,
+                    supervisor_ticks: launched.supervisor_ticks,
+                    pid: launched.pid,
+                    dir,
                 });
                 self.set_state(State::Running, "");
                 Ok(())
@@ -379,53 +398,59 @@ impl InstanceActor {
             )));
         };
         let grace = grace.unwrap_or(self.settings.stop_grace);
-        let Some(pgid) = proc.pid() else {
-            // The child was already reaped: treat it as exited.
-            self.finish_stop(None, "stopped".to_owned());
-            return Ok(());
-        };
+        let pgid = proc.pid;
         self.set_state(State::Stopping, "stopping");
-        if let Err(e) = process::signal_group(pgid, Signal::SIGTERM) {
-            tracing::warn!(instance = %self.rec.id, error = %e, "SIGTERM failed");
+        // The supervisor runs the SIGTERM → grace → SIGKILL sequence itself, so a stop goes
+        // through even if this spawner dies meanwhile. If it does not answer, do it from here.
+        let asked = crate::supervisor::request(&proc.dir, &format!("stop {}", grace.as_millis()))
+            .await
+            .inspect_err(|e| tracing::warn!(instance = %self.rec.id, error = %e, "supervisor did not take the stop; signalling the group"))
+            .is_ok();
+        if !asked {
+            let _ = process::signal_group(pgid, Signal::SIGTERM);
         }
-        let (status, message) = match tokio::time::timeout(grace, proc.wait(STOP_POLL)).await {
-            Ok(status) => (status, "stopped".to_owned()),
-            Err(_) => {
-                tracing::info!(instance = %self.rec.id, ?grace, "grace period over, sending SIGKILL");
-                let _ = process::signal_group(pgid, Signal::SIGKILL);
-                match tokio::time::timeout(KILL_WAIT, proc.wait(STOP_POLL)).await {
-                    Ok(status) => (
-                        status,
-                        format!(
-                            "stopped with SIGKILL after the {}s grace period",
-                            grace.as_secs_f64()
-                        ),
-                    ),
-                    Err(_) => {
-                        self.proc = Some(proc);
-                        return Err(Error::Internal(format!(
-                            "process {pgid} of instance {} did not exit after SIGKILL",
-                            self.rec.id
-                        )));
-                    }
+        let mut exit = tokio::time::timeout(grace + STOP_SLACK, proc.wait(STOP_POLL))
+            .await
+            .ok();
+        if exit.is_none() {
+            tracing::info!(instance = %self.rec.id, ?grace, "grace period over, sending SIGKILL");
+            let _ = process::signal_group(pgid, Signal::SIGKILL);
+            match tokio::time::timeout(KILL_WAIT, proc.wait(STOP_POLL)).await {
+                Ok(e) => exit = Some(e),
+                Err(_) => {
+                    self.proc = Some(proc);
+                    return Err(Error::Internal(format!(
+                        "process {pgid} of instance {} did not exit after SIGKILL",
+                        self.rec.id
+                    )));
                 }
             }
-        };
+        }
+        let exit = exit.flatten();
         // Leftover members of the group (the game's own children) go with it.
         let _ = process::signal_group(pgid, Signal::SIGKILL);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while process::group_alive(pgid) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(STOP_POLL).await;
         }
-        self.finish_stop(status, message);
+        let message = match exit {
+            Some(e) if e.signal == Some(Signal::SIGKILL as i32) => format!(
+                "stopped with SIGKILL after the {}s grace period",
+                grace.as_secs_f64()
+            ),
+            _ => "stopped".to_owned(),
+        };
+        self.finish_stop(exit, message);
         Ok(())
     }
 
-    fn finish_stop(&mut self, status: Option<ExitStatus>, message: String) {
+    fn finish_stop(&mut self, exit: Option<ExitRecord>, message: String) {
         tracing::info!(instance = %self.rec.id, "instance stopped");
         self.rec.pid = None;
         self.rec.start_ticks = None;
-        self.rec.exit_code = status.and_then(|s| s.code());
+        self.rec.supervisor_pid = None;
+        self.rec.supervisor_ticks = None;
+        self.rec.exit_code = exit.and_then(|e| e.code);
         self.set_state(State::Stopped, message);
     }
 
@@ -437,23 +462,22 @@ impl InstanceActor {
         self.start().await
     }
 
-    fn exited_unexpectedly(&mut self, status: Option<ExitStatus>) {
-        let pid = self.proc.take().and_then(|p| p.pid()).or(self.rec.pid);
-        let (code, message) = match status {
-            Some(status) => process::describe_exit(status),
-            None => (
-                None,
-                "exited (exit status unknown: the process was adopted after a spawner restart)"
-                    .to_owned(),
-            ),
+    fn exited_unexpectedly(&mut self, exit: Option<ExitRecord>) {
+        let pid = self.proc.take().map(|p| p.pid).or(self.rec.pid);
+        let message = match exit {
+            Some(exit) => exit.describe(),
+            None => "the instance supervisor died without recording an exit status".to_owned(),
         };
         tracing::warn!(instance = %self.rec.id, ?pid, %message, "instance crashed");
         if let Some(pgid) = pid {
+            // Never leave a game running without its supervisor (no console, no log).
             let _ = process::signal_group(pgid, Signal::SIGKILL);
         }
         self.rec.pid = None;
         self.rec.start_ticks = None;
-        self.rec.exit_code = code;
+        self.rec.supervisor_pid = None;
+        self.rec.supervisor_ticks = None;
+        self.rec.exit_code = exit.and_then(|e| e.code);
         self.set_state(State::Crashed, message);
     }
 

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod ports;
 pub mod process;
 pub mod state;
+pub mod supervisor;
 
 use tokio_util::sync::CancellationToken;
 

@@ -41,6 +41,12 @@ pub struct ManagerConfig {
     pub build_version: String,
     /// Default time between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// The `exile-supervisor` binary.
+    pub supervisor_bin: PathBuf,
+    /// Size of one instance log file before rotation.
+    pub log_max_bytes: u64,
+    /// Rotated log files kept per instance.
+    pub log_files: u32,
 }
 
 impl ManagerConfig {
@@ -59,6 +65,9 @@ impl ManagerConfig {
             template: CommandTemplate::new(config.command_template()?, build_dir),
             build_version: config.build_version.clone(),
             stop_grace: Duration::from_secs(config.stop_grace_period_secs),
+            supervisor_bin: config.supervisor_bin()?,
+            log_max_bytes: config.log_file_max_bytes,
+            log_files: config.log_files,
         })
     }
 }
@@ -97,6 +106,51 @@ enum Request {
     },
 }
 
+/// Whether the record's supervisor is still the process it launched (pid and start time),
+/// and the game it reported is still there.
+fn supervisor_alive(rec: &InstanceRecord) -> bool {
+    let supervisor = rec.supervisor_pid.is_some_and(|pid| {
+        rec.supervisor_ticks.is_some() && process::is_alive(pid, rec.supervisor_ticks)
+    });
+    supervisor
+        && rec
+            .pid
+            .is_some_and(|pid| rec.start_ticks.is_some() && process::is_alive(pid, rec.start_ticks))
+}
+
+/// Settles a record whose supervisor is gone: the exit it recorded (if any) becomes the state,
+/// and a game left without its supervisor is killed rather than left unmanaged.
+fn recover_exit(rec: &mut InstanceRecord, dir: &std::path::Path) {
+    if let Some(pid) = rec.pid
+        && process::is_alive(pid, rec.start_ticks)
+    {
+        tracing::warn!(instance = %rec.id, pid, "game outlived its supervisor; killing it");
+        let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    match crate::supervisor::ExitRecord::read(dir) {
+        Some(exit) => {
+            tracing::warn!(instance = %rec.id, exit = %exit.describe(), "instance exited while the spawner was down");
+            rec.state = if exit.stop_requested {
+                State::Stopped
+            } else {
+                State::Crashed
+            };
+            rec.message = format!("{} while the spawner was down", exit.describe());
+            rec.exit_code = exit.code;
+        }
+        None => {
+            tracing::warn!(instance = %rec.id, "instance exited while the spawner was down");
+            rec.state = State::Crashed;
+            rec.message = "exited while the spawner was down (exit status unknown)".into();
+            rec.exit_code = None;
+        }
+    }
+    rec.pid = None;
+    rec.start_ticks = None;
+    rec.supervisor_pid = None;
+    rec.supervisor_ticks = None;
+}
+
 /// Handle to the instance manager; cheap to clone.
 #[derive(Clone)]
 pub struct Manager {
@@ -122,6 +176,9 @@ impl Manager {
             data_dir: config.data_dir.clone(),
             template: config.template.clone(),
             stop_grace: config.stop_grace,
+            supervisor_bin: config.supervisor_bin.clone(),
+            log_max_bytes: config.log_max_bytes,
+            log_files: config.log_files,
         });
         let (to_manager, from_actors) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
@@ -135,22 +192,14 @@ impl Manager {
             persist: None,
         };
         for mut rec in saved.instances {
-            let adopt = rec.state.has_process()
-                && rec.start_ticks.is_some()
-                && rec
-                    .pid
-                    .is_some_and(|pid| process::is_alive(pid, rec.start_ticks));
+            let adopt = rec.state.has_process() && supervisor_alive(&rec);
             if adopt {
                 tracing::info!(instance = %rec.id, pid = ?rec.pid, "adopted a running instance");
                 rec.state = State::Running;
                 rec.message = "adopted after a spawner restart".into();
             } else if rec.state.has_process() {
-                tracing::warn!(instance = %rec.id, pid = ?rec.pid, "instance exited while the spawner was down");
-                rec.state = State::Crashed;
-                rec.message = "exited while the spawner was down".into();
-                rec.pid = None;
-                rec.start_ticks = None;
-                rec.exit_code = None;
+                let dir = task.settings.instance_dir(&rec.id);
+                recover_exit(&mut rec, &dir);
             }
             rec.revision += 1;
             task.add_actor(rec, adopt);

@@ -137,6 +137,27 @@ pub fn demo_game_bin() -> Result<PathBuf> {
     bail!("exile-demo-game is not built: run `cargo build --workspace --bins` first")
 }
 
+/// Path of the instance supervisor binary, built next to the test binaries.
+pub fn supervisor_bin() -> Result<PathBuf> {
+    sibling_bin("exile-supervisor")
+}
+
+/// Path of the spawner binary, built next to the test binaries.
+pub fn spawner_bin() -> Result<PathBuf> {
+    sibling_bin("exile-spawner")
+}
+
+fn sibling_bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("{name} is not built: run `cargo build --workspace --bins` first")
+}
+
 /// Waits until `f` returns Some, polling every 25 ms, or fails after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
 where
@@ -273,6 +294,7 @@ impl Sandbox {
             ),
             format!("--build-command={} --port {{port}}", game.display()),
             "--stop-grace-period=5".to_owned(),
+            format!("--supervisor-bin={}", supervisor_bin()?.display()),
         ];
         self.spawners.push(SandboxSpawner {
             name: name.to_owned(),

@@ -108,6 +108,8 @@ impl ManagerTask {
             port: Some(port),
             pid: None,
             start_ticks: None,
+            supervisor_pid: None,
+            supervisor_ticks: None,
             labels: spec.labels,
             env: spec.env,
             args: spec.args,

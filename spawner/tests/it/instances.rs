@@ -42,7 +42,7 @@ async fn spawns_three_on_distinct_ports_and_stops_one() {
         assert_eq!(udp_status(port)["instance"], id);
     }
     let a = manager.get("a").await.unwrap();
-    let log = dir.path().join("instances/a/logs/stdout.log");
+    let log = dir.path().join("instances/a/logs/output.log");
     eventually("the game logs its port", || {
         read(&log).contains(&format!("listening on port {}", a.port.unwrap()))
     })
@@ -183,7 +183,7 @@ async fn a_program_ignoring_sigterm_is_killed_after_the_grace_period() {
     let rec = manager.spawn(spec("stubborn"), ctx()).await.unwrap();
     reaper.watch(&rec);
     let pid = rec.pid.unwrap();
-    let log = dir.path().join("instances/stubborn/logs/stdout.log");
+    let log = dir.path().join("instances/stubborn/logs/output.log");
     eventually("the script started", || read(&log).contains("ready")).await;
 
     let started = std::time::Instant::now();
@@ -209,7 +209,7 @@ async fn a_slow_stop_blocks_no_other_command() {
     let mut reaper = Reaper::default();
     for id in ["slow", "quick"] {
         reaper.watch(&manager.spawn(spec(id), ctx()).await.unwrap());
-        let log = dir.path().join(format!("instances/{id}/logs/stdout.log"));
+        let log = dir.path().join(format!("instances/{id}/logs/output.log"));
         eventually("the script trapped SIGTERM", || {
             read(&log).contains("ready")
         })
