@@ -468,7 +468,12 @@ impl InstanceActor {
             Some(exit) => exit.describe(),
             None => "the instance supervisor died without recording an exit status".to_owned(),
         };
-        tracing::warn!(instance = %self.rec.id, ?pid, %message, "instance crashed");
+        let clean = exit.is_some_and(|e| e.is_clean());
+        if clean {
+            tracing::info!(instance = %self.rec.id, ?pid, %message, "instance exited by itself");
+        } else {
+            tracing::warn!(instance = %self.rec.id, ?pid, %message, "instance crashed");
+        }
         if let Some(pgid) = pid {
             // Never leave a game running without its supervisor (no console, no log).
             let _ = process::signal_group(pgid, Signal::SIGKILL);
@@ -478,7 +483,12 @@ impl InstanceActor {
         self.rec.supervisor_pid = None;
         self.rec.supervisor_ticks = None;
         self.rec.exit_code = exit.and_then(|e| e.code);
-        self.set_state(State::Crashed, message);
+        let state = if clean {
+            State::Stopped
+        } else {
+            State::Crashed
+        };
+        self.set_state(state, message);
     }
 
     /// Deletes the instance directory and tells the manager the instance is gone.

@@ -118,6 +118,18 @@ fn supervisor_alive(rec: &InstanceRecord) -> bool {
             .is_some_and(|pid| rec.start_ticks.is_some() && process::is_alive(pid, rec.start_ticks))
 }
 
+/// A supervisor whose game is gone is about to record the exit and leave: give it a moment,
+/// so the exit status is not reported unknown by a race.
+async fn settle_supervisor(rec: &InstanceRecord) {
+    let Some(pid) = rec.supervisor_pid else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while process::is_alive(pid, rec.supervisor_ticks) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Settles a record whose supervisor is gone: the exit it recorded (if any) becomes the state,
 /// and a game left without its supervisor is killed rather than left unmanaged.
 fn recover_exit(rec: &mut InstanceRecord, dir: &std::path::Path) {
@@ -130,7 +142,7 @@ fn recover_exit(rec: &mut InstanceRecord, dir: &std::path::Path) {
     match crate::supervisor::ExitRecord::read(dir) {
         Some(exit) => {
             tracing::warn!(instance = %rec.id, exit = %exit.describe(), "instance exited while the spawner was down");
-            rec.state = if exit.stop_requested {
+            rec.state = if exit.is_clean() {
                 State::Stopped
             } else {
                 State::Crashed
@@ -198,6 +210,7 @@ impl Manager {
                 rec.state = State::Running;
                 rec.message = "adopted after a spawner restart".into();
             } else if rec.state.has_process() {
+                settle_supervisor(&rec).await;
                 let dir = task.settings.instance_dir(&rec.id);
                 recover_exit(&mut rec, &dir);
             }

@@ -64,6 +64,11 @@ pub struct ExitRecord {
 }
 
 impl ExitRecord {
+    /// Whether the game ended as intended: asked to stop, or exited by itself with code 0.
+    pub fn is_clean(&self) -> bool {
+        self.stop_requested || self.code == Some(0)
+    }
+
     /// A sentence for the instance message.
     pub fn describe(&self) -> String {
         match (self.code, self.signal) {

@@ -60,6 +60,8 @@ struct SandboxSpawner {
     args: Vec<String>,
     proxy: LinkProxy,
     running: Option<(CancellationToken, JoinHandle<()>)>,
+    /// The spawner as a real `exile-spawner` subprocess, when started that way.
+    process: Option<std::process::Child>,
 }
 
 /// A whole Exile deployment in one process (game servers are real child processes).
@@ -301,6 +303,7 @@ impl Sandbox {
             args,
             proxy,
             running: None,
+            process: None,
         });
         self.start_spawner(index)?;
         Ok(index)
@@ -312,7 +315,7 @@ impl Sandbox {
             .spawners
             .get_mut(i)
             .ok_or_else(|| anyhow!("no spawner {i}"))?;
-        if s.running.is_some() {
+        if s.running.is_some() || s.process.is_some() {
             bail!("spawner {i} is running already");
         }
         let config = exile_spawner::Config::try_parse_from(&s.args)?;
@@ -340,6 +343,51 @@ impl Sandbox {
                 .await
                 .context("spawner did not stop")??;
         }
+        Ok(())
+    }
+
+    /// Starts spawner `i` as a real `exile-spawner` subprocess (same flags and data dir as the
+    /// in-process one, which must be stopped); its log goes to `<sandbox>/<name>.log`.
+    /// Returns its pid.
+    pub fn start_spawner_process(&mut self, i: usize) -> Result<u32> {
+        let bin = spawner_bin()?;
+        let log_path = self.dir.path().join(format!("spawner-process-{i}.log"));
+        let s = self
+            .spawners
+            .get_mut(i)
+            .ok_or_else(|| anyhow!("no spawner {i}"))?;
+        if s.running.is_some() || s.process.is_some() {
+            bail!("spawner {i} is running already");
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let child = std::process::Command::new(bin)
+            .args(&s.args[1..])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("could not start exile-spawner")?;
+        let pid = child.id();
+        s.process = Some(child);
+        Ok(pid)
+    }
+
+    /// Kills spawner `i`'s subprocess with SIGKILL (no clean-up at all) and reaps it.
+    pub fn kill_spawner_process(&mut self, i: usize) -> Result<()> {
+        let s = self
+            .spawners
+            .get_mut(i)
+            .ok_or_else(|| anyhow!("no spawner {i}"))?;
+        let mut child = s
+            .process
+            .take()
+            .ok_or_else(|| anyhow!("spawner {i} is not a running subprocess"))?;
+        child.kill()?;
+        child.wait()?;
         Ok(())
     }
 
@@ -505,6 +553,10 @@ impl Drop for Sandbox {
         for s in &mut self.spawners {
             if let Some((c, _)) = s.running.take() {
                 c.cancel();
+            }
+            if let Some(mut child) = s.process.take() {
+                let _ = child.kill();
+                let _ = child.wait();
             }
         }
         if let Some(m) = self.master.take() {

@@ -6,5 +6,6 @@
 mod access;
 mod lifecycle;
 mod resilience;
+mod supervision;
 mod support;
 mod validation;

@@ -1,0 +1,164 @@
+//! Instances live through a `kill -9` of their spawner: re-adopted with the same processes,
+//! logs and console still working, exit codes recorded while the spawner was down.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use exile_api::v1 as pb;
+use exile_testkit::{Sandbox, SandboxOptions, eventually};
+use pb::InstanceState as S;
+
+use crate::support::{processes_of, spawn};
+
+/// Resident set size of a process in KiB, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn instance_dir(sb: &Sandbox, spawner: usize, id: &str) -> PathBuf {
+    sb.dir()
+        .join(sb.spawner_name(spawner))
+        .join("instances")
+        .join(id)
+}
+
+fn log_of(sb: &Sandbox, id: &str) -> String {
+    std::fs::read_to_string(instance_dir(sb, 0, id).join("logs/output.log")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_spawner_keeps_twenty_instances_with_logs_console_and_exit_codes() {
+    let mut sb = Sandbox::start(SandboxOptions {
+        spawners: 1,
+        capacity: 20,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ids = sb.spawner_ids().await.unwrap();
+    // The honest test: a real exile-spawner process, killed with SIGKILL.
+    sb.stop_spawner(0).await.unwrap();
+    let pid = sb.start_spawner_process(0).unwrap();
+    sb.wait_spawners_online(1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let admin = sb.admin().await.unwrap();
+    let mut before = Vec::new();
+    for _ in 0..20 {
+        before.push(spawn(&admin, &ids[0]).await.unwrap());
+    }
+    let _ = sb.instances().await.unwrap();
+    for i in &before {
+        eventually(
+            "the game logs its start",
+            Duration::from_secs(20),
+            || async {
+                log_of(&sb, &i.id)
+                    .contains("listening on port")
+                    .then_some(())
+            },
+        )
+        .await
+        .unwrap();
+    }
+    println!(
+        "spawner RSS with 20 instances: {} KiB; one supervisor: {} KiB",
+        rss_kib(pid),
+        std::fs::read_to_string(instance_dir(&sb, 0, &before[0].id).join("logs/supervisor.log"))
+            .map(|_| rss_kib(supervisor_pid(&before[0].id)))
+            .unwrap_or(0)
+    );
+
+    sb.kill_spawner_process(0).unwrap();
+    // While the spawner is gone: the console still reaches the game and its output still
+    // reaches the log, and one game exits with a code of its own.
+    let quitter = &before[19];
+    exile_spawner::supervisor::request(
+        &instance_dir(&sb, 0, &before[0].id),
+        "console say while-down",
+    )
+    .await
+    .unwrap();
+    exile_spawner::supervisor::request(&instance_dir(&sb, 0, &quitter.id), "console quit")
+        .await
+        .unwrap();
+    eventually(
+        "the console line is logged",
+        Duration::from_secs(10),
+        || async {
+            log_of(&sb, &before[0].id)
+                .contains("[console] while-down")
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the quitter's exit is recorded",
+        Duration::from_secs(10),
+        || async {
+            instance_dir(&sb, 0, &quitter.id)
+                .join("exit.json")
+                .exists()
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    let restarted = Instant::now();
+    let pid = sb.start_spawner_process(0).unwrap();
+    let now = eventually(
+        "19 instances running again",
+        Duration::from_secs(30),
+        || async {
+            let l = sb.instances().await.ok()?;
+            let running = l.iter().filter(|i| i.state() == S::Running).count();
+            (running == 19 && l.len() == 20).then_some(l)
+        },
+    )
+    .await
+    .unwrap();
+    let took = restarted.elapsed();
+    let mut adopted = 0;
+    for b in &before[..19] {
+        let a = now.iter().find(|i| i.id == b.id).unwrap();
+        assert_eq!(a.pid, b.pid, "re-adopted, not relaunched");
+        assert_eq!(a.ports, b.ports, "kept its port");
+        assert_eq!(processes_of(&b.id), 1, "no duplicate process");
+        adopted += 1;
+    }
+    let q = now.iter().find(|i| i.id == quitter.id).unwrap();
+    assert_eq!(processes_of(&quitter.id), 0);
+    assert_eq!(q.state(), S::Stopped, "{}", q.message);
+    assert_eq!(q.exit_code, Some(0), "{}", q.message);
+    println!(
+        "re-adopted {adopted}/19 live instances (1 exited while down, code recorded) in {took:?} \
+         from spawner start to all reported; spawner RSS after re-adoption: {} KiB",
+        rss_kib(pid)
+    );
+    sb.shutdown().await;
+}
+
+/// Pid of the supervisor of instance `id` (the process whose command line names its dir).
+fn supervisor_pid(id: &str) -> u32 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("exile-supervisor") && c.contains(&format!("/{id}\0"))
+            })
+        })
+        .unwrap_or(0)
+}
