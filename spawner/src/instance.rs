@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::process::{self, CommandTemplate, LaunchSpec};
+use crate::restart::RestartTracker;
 use crate::state::{InstanceRecord, State};
 use crate::supervisor::ExitRecord;
 
@@ -20,6 +21,10 @@ use crate::supervisor::ExitRecord;
 const ADOPTED_POLL: Duration = Duration::from_millis(500);
 /// How often a stopping process is checked for exit when it is not our child.
 const STOP_POLL: Duration = Duration::from_millis(20);
+/// Lines of output a crash message ends with.
+const CRASH_TAIL_LINES: u32 = 20;
+/// Bytes of output a crash message may hold.
+const CRASH_TAIL_BYTES: usize = 2048;
 /// Time past the grace period for the supervisor to report the game gone.
 const STOP_SLACK: Duration = Duration::from_secs(2);
 /// How long to wait for a process group to vanish after SIGKILL.
@@ -166,6 +171,13 @@ impl Proc {
     }
 }
 
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn wait_exit(proc: &mut Option<Proc>) -> Option<ExitRecord> {
     match proc {
         Some(p) => p.wait(ADOPTED_POLL).await,
@@ -179,6 +191,10 @@ pub(crate) struct InstanceActor {
     proc: Option<Proc>,
     settings: Arc<Settings>,
     to_manager: mpsc::UnboundedSender<ToManager>,
+    /// When the restart policy will start the game again (after an unexpected exit).
+    restart_at: Option<tokio::time::Instant>,
+    /// Recent automatic restarts, for the backoff and the crash-loop limit.
+    restarts: RestartTracker,
 }
 
 impl InstanceActor {
@@ -193,6 +209,8 @@ impl InstanceActor {
             proc: None,
             settings,
             to_manager,
+            restart_at: None,
+            restarts: RestartTracker::default(),
         }
     }
 
@@ -217,6 +235,8 @@ impl InstanceActor {
             proc,
             settings,
             to_manager,
+            restart_at: None,
+            restarts: RestartTracker::default(),
         }
     }
 
@@ -233,13 +253,31 @@ impl InstanceActor {
                         return;
                     }
                 }
-                status = wait_exit(&mut self.proc) => self.exited_unexpectedly(status),
+                status = wait_exit(&mut self.proc) => self.exited_unexpectedly(status).await,
+                () = sleep_until(self.restart_at) => {
+                    self.restart_at = None;
+                    self.rec.restart_count = self.rec.restart_count.saturating_add(1);
+                    if let Err(e) = self.start().await {
+                        tracing::warn!(instance = %self.rec.id, error = %e, "automatic restart failed");
+                    }
+                }
             }
         }
     }
 
     /// Carries out one operation; true when the actor is done.
     async fn handle(&mut self, op: Op) -> bool {
+        // An operator's operation replaces a restart the policy had scheduled; a stop then
+        // simply leaves the instance stopped.
+        if self.restart_at.take().is_some() {
+            if let Op::Stop { reply, .. } = op {
+                self.set_state(State::Stopped, "stopped; the pending restart was cancelled");
+                self.respond(reply, Ok(self.rec.clone()));
+                return false;
+            }
+            let message = format!("{}; pending restart cancelled", self.rec.message);
+            self.set_state(State::Crashed, message);
+        }
         match op {
             Op::Start { first, ctx, reply } => {
                 let result = match ctx.check() {
@@ -462,18 +500,13 @@ impl InstanceActor {
         self.start().await
     }
 
-    fn exited_unexpectedly(&mut self, exit: Option<ExitRecord>) {
+    async fn exited_unexpectedly(&mut self, exit: Option<ExitRecord>) {
         let pid = self.proc.take().map(|p| p.pid).or(self.rec.pid);
-        let message = match exit {
+        let mut message = match exit {
             Some(exit) => exit.describe(),
             None => "the instance supervisor died without recording an exit status".to_owned(),
         };
         let clean = exit.is_some_and(|e| e.is_clean());
-        if clean {
-            tracing::info!(instance = %self.rec.id, ?pid, %message, "instance exited by itself");
-        } else {
-            tracing::warn!(instance = %self.rec.id, ?pid, %message, "instance crashed");
-        }
         if let Some(pgid) = pid {
             // Never leave a game running without its supervisor (no console, no log).
             let _ = process::signal_group(pgid, Signal::SIGKILL);
@@ -483,12 +516,64 @@ impl InstanceActor {
         self.rec.supervisor_pid = None;
         self.rec.supervisor_ticks = None;
         self.rec.exit_code = exit.and_then(|e| e.code);
-        let state = if clean {
-            State::Stopped
+        let policy = self.rec.restart_policy;
+        if policy.wants_restart(clean) {
+            let now = tokio::time::Instant::now();
+            match self.restarts.next(&policy, now) {
+                Some(delay) => {
+                    tracing::info!(instance = %self.rec.id, %message, ?delay, "instance exited; restarting");
+                    self.restart_at = Some(now + delay);
+                    let n = self.restarts.count();
+                    self.set_state(
+                        State::Starting,
+                        format!(
+                            "{message}; restarting in {:.1}s (restart {n} of {} within {}s)",
+                            delay.as_secs_f64(),
+                            policy.max_restarts,
+                            policy.window.as_secs()
+                        ),
+                    );
+                    return;
+                }
+                None => {
+                    message = format!(
+                        "{message}; crash loop: {} restarts within {}s, giving up",
+                        policy.max_restarts,
+                        policy.window.as_secs()
+                    );
+                }
+            }
+        }
+        if clean {
+            tracing::info!(instance = %self.rec.id, ?pid, %message, "instance exited by itself");
+            self.set_state(State::Stopped, message);
         } else {
-            State::Crashed
-        };
-        self.set_state(state, message);
+            tracing::warn!(instance = %self.rec.id, ?pid, %message, "instance crashed");
+            let tail = self.last_output().await;
+            if !tail.is_empty() {
+                message = format!("{message}\nlast output:\n{tail}");
+            }
+            self.set_state(State::Crashed, message);
+        }
+    }
+
+    /// The end of the instance's output log (at most [`CRASH_TAIL_BYTES`]), for a crash
+    /// message.
+    async fn last_output(&self) -> String {
+        let dir = self.settings.instance_dir(&self.rec.id).join("logs");
+        let mut out = Vec::new();
+        let read = crate::logs::stream(dir, CRASH_TAIL_LINES, false, |p| {
+            out.extend_from_slice(&p.data);
+            std::future::ready(true)
+        })
+        .await;
+        if read.is_err() {
+            return String::new();
+        }
+        let start = out.len().saturating_sub(CRASH_TAIL_BYTES);
+        let text = String::from_utf8_lossy(&out[start..]);
+        // A cut in the middle of a character shows as one replacement char; drop it.
+        text.trim_start_matches('\u{fffd}').trim_end().to_owned()
     }
 
     /// Deletes the instance directory and tells the manager the instance is gone.

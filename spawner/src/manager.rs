@@ -47,6 +47,8 @@ pub struct ManagerConfig {
     pub log_max_bytes: u64,
     /// Rotated log files kept per instance.
     pub log_files: u32,
+    /// Restart policy of spawns that name none.
+    pub restart_default: crate::restart::RestartPolicy,
 }
 
 impl ManagerConfig {
@@ -68,6 +70,7 @@ impl ManagerConfig {
             supervisor_bin: config.supervisor_bin()?,
             log_max_bytes: config.log_file_max_bytes,
             log_files: config.log_files,
+            restart_default: config.restart_default()?,
         })
     }
 }
@@ -85,6 +88,8 @@ pub struct SpawnSpec {
     pub env: BTreeMap<String, String>,
     /// Extra arguments appended to the command template.
     pub args: Vec<String>,
+    /// Restart policy asked for; `None` takes the spawner's default.
+    pub restart_policy: Option<v1::RestartPolicy>,
 }
 
 enum Request {
@@ -168,6 +173,7 @@ fn recover_exit(rec: &mut InstanceRecord, dir: &std::path::Path) {
 pub struct Manager {
     requests: mpsc::UnboundedSender<Request>,
     events: broadcast::Sender<v1::InstanceEvent>,
+    data_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Manager {
@@ -223,8 +229,13 @@ impl Manager {
         task.persist = Some(persist_tx);
         task.save();
         let (requests, requests_rx) = mpsc::unbounded_channel();
+        let data_dir = task.config.data_dir.clone();
         tokio::spawn(task.run(requests_rx, from_actors, persister));
-        Ok(Self { requests, events })
+        Ok(Self {
+            requests,
+            events,
+            data_dir,
+        })
     }
 
     /// Creates an instance and starts its process.
@@ -285,6 +296,41 @@ impl Manager {
             .into_iter()
             .find(|r| r.id == id)
             .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    /// Sends an instance's log: the last `tail_lines` lines, then new output while `follow`,
+    /// in pieces of at most 64 KiB handed to `send` (which returns false to stop).
+    pub async fn logs<F, Fut>(&self, id: &str, tail_lines: u32, follow: bool, send: F) -> Result<()>
+    where
+        F: FnMut(crate::logs::Piece) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        self.get(id).await?;
+        let dir = self.data_dir.join("instances").join(id).join("logs");
+        crate::logs::stream(dir, tail_lines, follow, send).await
+    }
+
+    /// Writes one line to the console (stdin) of a running instance, through its supervisor.
+    pub async fn console(&self, id: &str, line: &str) -> Result<()> {
+        if line.is_empty()
+            || line.len() > crate::supervisor::MAX_CONSOLE_LINE
+            || line.contains(['\n', '\r'])
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a console line holds 1 to {} bytes and no newline",
+                crate::supervisor::MAX_CONSOLE_LINE
+            )));
+        }
+        let rec = self.get(id).await?;
+        if !matches!(rec.state, crate::State::Running) {
+            return Err(Error::FailedPrecondition(format!(
+                "instance {id} is not running (it is {}); its console is closed",
+                rec.state.name()
+            )));
+        }
+        let dir = self.data_dir.join("instances").join(id);
+        crate::supervisor::request(&dir, &format!("console {line}")).await?;
+        Ok(())
     }
 
     /// Instance events (every state change, and removals) from now on.

@@ -98,6 +98,9 @@ pub struct InstanceRecord {
     /// older than one it has applied.
     #[serde(default)]
     pub revision: u64,
+    /// What to do when the game exits by itself.
+    #[serde(default)]
+    pub restart_policy: crate::restart::RestartPolicy,
 }
 
 impl InstanceRecord {
@@ -224,6 +227,7 @@ mod tests {
             exit_code: None,
             message: String::new(),
             revision: 3,
+            restart_policy: Default::default(),
         }
     }
 

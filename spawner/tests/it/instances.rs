@@ -175,7 +175,8 @@ async fn ports_run_out_and_busy_ports_are_skipped() {
 #[tokio::test]
 async fn a_program_ignoring_sigterm_is_killed_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
-    let script = r#"trap "" TERM; echo ready; while :; do sleep 0.05; done"#;
+    // A child of its own that ignores SIGTERM too: the SIGKILL must reach the whole group.
+    let script = r#"trap "" TERM; (while :; do sleep 0.05; done) & echo ready; while :; do sleep 0.05; done"#;
     let manager = Manager::open(script_config(dir.path(), script))
         .await
         .unwrap();

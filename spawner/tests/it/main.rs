@@ -8,4 +8,5 @@
 mod instances;
 mod link;
 mod persistence;
+mod restart;
 mod support;

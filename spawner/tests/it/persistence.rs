@@ -65,7 +65,13 @@ async fn running_instances_are_adopted_after_a_restart_and_never_duplicated() {
     // An adopted process that dies is noticed, with the status its supervisor recorded.
     kill9(a.pid.unwrap());
     let crashed = wait_for(&second, "a", "crashed", is(State::Crashed)).await;
-    assert_eq!(crashed.message, "killed by signal 9 (SIGKILL)");
+    assert!(
+        crashed
+            .message
+            .starts_with("killed by signal 9 (SIGKILL)\nlast output:\nlistening on port"),
+        "{}",
+        crashed.message
+    );
     // An adopted process is stopped through its process group.
     let stopped = second.stop("b", None, OpContext::default()).await.unwrap();
     assert_eq!(stopped.state, State::Stopped);

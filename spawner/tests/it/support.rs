@@ -102,6 +102,7 @@ pub fn config(
         supervisor_bin: supervisor_bin(),
         log_max_bytes: 8 << 20,
         log_files: 4,
+        restart_default: Default::default(),
     }
 }
 
