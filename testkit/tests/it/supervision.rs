@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use exile_api::v1 as pb;
 use exile_testkit::{Sandbox, SandboxOptions, eventually};
+use futures::StreamExt;
 use pb::InstanceState as S;
 
 use crate::support::{processes_of, spawn};
@@ -139,6 +140,89 @@ async fn kill_9_of_the_spawner_keeps_twenty_instances_with_logs_console_and_exit
     assert_eq!(processes_of(&quitter.id), 0);
     assert_eq!(q.state(), S::Stopped, "{}", q.message);
     assert_eq!(q.exit_code, Some(0), "{}", q.message);
+    // Logs and console through the master after the re-adoption: follow the log, send a
+    // console line, see the game's answer arrive in the stream.
+    let target = &before[3];
+    let mut logs = admin
+        .instances
+        .clone()
+        .stream_logs(pb::StreamLogsRequest {
+            id: target.id.clone(),
+            follow: true,
+            tail_lines: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = String::new();
+    let first = tokio::time::timeout(Duration::from_secs(10), logs.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    seen.push_str(&String::from_utf8_lossy(&first.data));
+    assert!(seen.contains("listening on port"), "{seen}");
+    admin
+        .instances
+        .clone()
+        .send_console_command(pb::SendConsoleCommandRequest {
+            id: target.id.clone(),
+            line: "say hello".into(),
+        })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("[console] hello") {
+        assert!(Instant::now() < deadline, "no console echo in {seen:?}");
+        let chunk = tokio::time::timeout(Duration::from_secs(10), logs.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(chunk.data.len() <= 64 * 1024);
+        seen.push_str(&String::from_utf8_lossy(&chunk.data));
+    }
+    drop(logs);
+    // The console line is in the audit log with its text.
+    eventually(
+        "the console line audited",
+        Duration::from_secs(10),
+        || async {
+            let audit = admin
+                .system
+                .clone()
+                .list_audit_log(pb::ListAuditLogRequest {
+                    limit: 50,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            audit
+                .entries
+                .iter()
+                .any(|e| {
+                    e.action.ends_with("SendConsoleCommand")
+                        && e.target == target.id
+                        && e.detail.contains("say hello")
+                })
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // A console line for a stopped instance is refused with a sentence.
+    let err = admin
+        .instances
+        .clone()
+        .send_console_command(pb::SendConsoleCommandRequest {
+            id: quitter.id.clone(),
+            line: "say hi".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+
     println!(
         "re-adopted {adopted}/19 live instances (1 exited while down, code recorded) in {took:?} \
          from spawner start to all reported; spawner RSS after re-adoption: {} KiB",
@@ -161,4 +245,66 @@ fn supervisor_pid(id: &str) -> u32 {
             })
         })
         .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_server_is_restarted_with_backoff_then_crashed_with_its_last_output() {
+    let sb = Sandbox::start(SandboxOptions {
+        spawners: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = sb.admin().await.unwrap();
+    // The demo game refuses an unknown flag: exit code 2 and a complaint on stderr.
+    let spawned = admin
+        .instances
+        .clone()
+        .spawn_instance(pb::SpawnInstanceRequest {
+            args: vec!["--no-such-flag".into()],
+            restart_policy: Some(pb::RestartPolicy {
+                mode: pb::RestartMode::OnFailure as i32,
+                max_restarts: 2,
+                window_seconds: 60,
+                backoff_base_ms: 50,
+                backoff_max_ms: 200,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    let end = eventually("the instance gives up", Duration::from_secs(20), || async {
+        let l = sb.instances().await.ok()?;
+        l.into_iter()
+            .find(|i| i.id == spawned.id && i.state() == S::Crashed && i.restart_count == 2)
+    })
+    .await
+    .unwrap();
+    assert_eq!(end.exit_code, Some(2), "{}", end.message);
+    assert!(end.message.contains("crash loop"), "{}", end.message);
+    assert!(end.message.contains("--no-such-flag"), "{}", end.message);
+    assert_eq!(processes_of(&spawned.id), 0);
+    // Its whole log can still be read after the fact.
+    let mut logs = admin
+        .instances
+        .clone()
+        .stream_logs(pb::StreamLogsRequest {
+            id: spawned.id.clone(),
+            follow: false,
+            tail_lines: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut all = Vec::new();
+    while let Some(chunk) = logs.next().await {
+        all.extend_from_slice(&chunk.unwrap().data);
+    }
+    let text = String::from_utf8_lossy(&all);
+    let runs = text.matches("error: unexpected argument").count();
+    assert_eq!(runs, 3, "one start and two restarts: {text}");
+    sb.shutdown().await;
 }
