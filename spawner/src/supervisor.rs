@@ -258,15 +258,19 @@ fn supervise(dir: &Path, mut child: std::process::Child, shared: &Shared, pumps:
 
 fn serve(listener: UnixListener, shared: &Arc<Shared>) {
     for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
-        let answer = match read_request(&conn) {
-            Ok(line) => handle(&line, shared),
-            Err(e) => format!("err {e}"),
-        };
-        let mut conn = conn;
-        let _ = conn.write_all(format!("{answer}\n").as_bytes());
+        let Ok(mut conn) = conn else { continue };
+        // A thread per request: a console write blocked on a game that stopped reading its
+        // stdin must never hold up a stop.
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+            let answer = match read_request(&conn) {
+                Ok(line) => handle(&line, &shared),
+                Err(e) => format!("err {e}"),
+            };
+            let _ = conn.write_all(format!("{answer}\n").as_bytes());
+        });
     }
 }
 

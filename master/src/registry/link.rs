@@ -547,3 +547,89 @@ fn apply_hello(info: &mut SpawnerInfo, h: &pb::Hello) {
     info.active_build.clone_from(&h.active_build);
     info.last_seen_at = now_unix_ms();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::master_message::Kind;
+
+    async fn open(link: &Link, rx: &mut mpsc::Receiver<pb::MasterMessage>) -> (LogStream, u64) {
+        let logs = link
+            .stream_logs(
+                pb::LogsCommand {
+                    instance_id: "i".into(),
+                    follow: true,
+                    tail_lines: 0,
+                },
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+        let id = match rx.recv().await.unwrap().kind {
+            Some(Kind::Command(c)) => c.request_id,
+            other => panic!("{other:?}"),
+        };
+        (logs, id)
+    }
+
+    fn chunk(request_id: u64) -> pb::LogData {
+        pb::LogData {
+            request_id,
+            data: vec![b'x'; 64 * 1024],
+            skipped_bytes: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_log_reader_is_cut_off_and_the_spawner_told() {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let link = Link::new(1, tx);
+        let (mut logs, id) = open(&link, &mut rx).await;
+        for _ in 0..=LOG_BUFFER_CHUNKS {
+            link.log_data(chunk(id));
+        }
+        match rx.recv().await.unwrap().kind {
+            Some(Kind::Cancel(c)) => assert_eq!(c.request_id, id),
+            other => panic!("{other:?}"),
+        }
+        // What was buffered is delivered, then a clear error instead of more memory.
+        for _ in 0..LOG_BUFFER_CHUNKS {
+            assert!(matches!(logs.next().await.unwrap(), LogEvent::Data(_)));
+        }
+        assert!(matches!(
+            logs.next().await,
+            Err(Error::ResourceExhausted(_))
+        ));
+        // Later pieces for that stream are dropped on the floor.
+        link.log_data(chunk(id));
+    }
+
+    #[tokio::test]
+    async fn a_client_going_away_cancels_and_a_result_ends_the_stream() {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let link = Link::new(1, tx);
+        let (logs, id) = open(&link, &mut rx).await;
+        drop(logs);
+        match rx.recv().await.unwrap().kind {
+            Some(Kind::Cancel(c)) => assert_eq!(c.request_id, id),
+            other => panic!("{other:?}"),
+        }
+
+        let (mut logs, id) = open(&link, &mut rx).await;
+        link.log_data(chunk(id));
+        link.complete(pb::CommandResult {
+            request_id: id,
+            ..Default::default()
+        });
+        assert!(matches!(logs.next().await.unwrap(), LogEvent::Data(_)));
+        assert!(matches!(logs.next().await.unwrap(), LogEvent::Done(_)));
+        drop(logs);
+        // A finished stream sends no Cancel.
+        assert!(rx.try_recv().is_err());
+
+        // The link closing ends a stream with UNAVAILABLE.
+        let (mut logs, _) = open(&link, &mut rx).await;
+        link.close();
+        assert!(matches!(logs.next().await, Err(Error::Unavailable(_))));
+    }
+}
