@@ -37,6 +37,8 @@ pub struct SandboxOptions {
     pub heartbeat_interval_ms: u64,
     /// Heartbeat TTL of the master.
     pub heartbeat_ttl_ms: u64,
+    /// Build command of the spawners instead of the demo game (`{port}` etc. as usual).
+    pub build_command: Option<String>,
 }
 
 impl Default for SandboxOptions {
@@ -46,6 +48,7 @@ impl Default for SandboxOptions {
             capacity: 20,
             heartbeat_interval_ms: 200,
             heartbeat_ttl_ms: 1500,
+            build_command: None,
         }
     }
 }
@@ -294,7 +297,10 @@ impl Sandbox {
                 "--build-dir={}",
                 game.parent().unwrap_or(Path::new(".")).display()
             ),
-            format!("--build-command={} --port {{port}}", game.display()),
+            match &self.opts.build_command {
+                Some(command) => format!("--build-command={command}"),
+                None => format!("--build-command={} --port {{port}}", game.display()),
+            },
             "--stop-grace-period=5".to_owned(),
             format!("--supervisor-bin={}", supervisor_bin()?.display()),
         ];

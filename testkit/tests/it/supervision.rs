@@ -308,3 +308,49 @@ async fn a_crashing_server_is_restarted_with_backoff_then_crashed_with_its_last_
     assert_eq!(runs, 3, "one start and two restarts: {text}");
     sb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_ignoring_sigterm_is_killed_with_its_group_after_the_grace_period() {
+    // The server and a child of its own both ignore SIGTERM.
+    let script =
+        r#"trap '' TERM; (while :; do sleep 0.1; done) & echo ready; while :; do sleep 0.1; done"#;
+    let sb = Sandbox::start(SandboxOptions {
+        spawners: 1,
+        build_command: Some(format!("/bin/sh -c \"{script}\"")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = sb.admin().await.unwrap();
+    let ids = sb.spawner_ids().await.unwrap();
+    let inst = spawn(&admin, &ids[0]).await.unwrap();
+    let _ = sb.instances().await.unwrap();
+    eventually(
+        "the server and its child run",
+        Duration::from_secs(10),
+        || async {
+            (log_of(&sb, &inst.id).contains("ready") && processes_of(&inst.id) >= 3).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let asked = Instant::now();
+    let stopped = admin
+        .instances
+        .clone()
+        .stop_instance(pb::StopInstanceRequest {
+            id: inst.id.clone(),
+            grace_period_seconds: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    let took = asked.elapsed();
+    assert_eq!(stopped.state(), S::Stopped);
+    assert!(stopped.message.contains("SIGKILL"), "{}", stopped.message);
+    assert!(took >= Duration::from_secs(1), "stopped after {took:?}");
+    assert_eq!(processes_of(&inst.id), 0, "a member of the group survived");
+    sb.shutdown().await;
+}
