@@ -354,3 +354,77 @@ async fn a_server_ignoring_sigterm_is_killed_with_its_group_after_the_grace_peri
     assert_eq!(processes_of(&inst.id), 0, "a member of the group survived");
     sb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_and_a_slow_reader_break_neither_the_link_nor_the_master() {
+    let sb = Sandbox::start(SandboxOptions {
+        spawners: 1,
+        build_command: Some("/bin/sh -c \"yes flood-flood-flood-flood\"".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = sb.admin().await.unwrap();
+    let ids = sb.spawner_ids().await.unwrap();
+    let flood = spawn(&admin, &ids[0]).await.unwrap();
+    let _ = sb.instances().await.unwrap();
+    let mut logs = admin
+        .instances
+        .clone()
+        .stream_logs(pb::StreamLogsRequest {
+            id: flood.id.clone(),
+            follow: true,
+            tail_lines: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // A reader slower than the flood: the master closes its stream rather than buffer.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut received = 0usize;
+    let status = loop {
+        assert!(
+            Instant::now() < deadline,
+            "still streaming after {received} bytes"
+        );
+        match tokio::time::timeout(Duration::from_secs(20), logs.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(chunk)) => {
+                assert!(chunk.data.len() <= 64 * 1024);
+                received += chunk.data.len();
+            }
+            Some(Err(status)) => break status,
+            None => panic!("the stream ended without an error"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    println!("slow reader cut off after {received} bytes");
+    // The link is intact: the spawner is online and answers commands at once.
+    let again = admin
+        .instances
+        .clone()
+        .stop_instance(pb::StopInstanceRequest {
+            id: flood.id.clone(),
+            grace_period_seconds: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert_eq!(again.state(), S::Stopped);
+    let spawner = admin
+        .spawners
+        .clone()
+        .get_spawner(pb::GetSpawnerRequest { id: ids[0].clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .spawner
+        .unwrap();
+    assert_eq!(spawner.state(), pb::SpawnerState::Online);
+    sb.shutdown().await;
+}
