@@ -107,15 +107,13 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Launched> {
         .arg(format!("--dir={}", spec.cwd.display()))
         .arg(format!("--log-max-bytes={}", spec.log_max_bytes))
         .arg(format!("--log-files={}", spec.log_files));
-    for (k, v) in &spec.env {
-        command.arg(format!("--env={k}={v}"));
-    }
     command
+        .arg("--env-from-stdin")
         .arg("--")
         .arg(&spec.program)
         .args(&spec.args)
         .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr))
         .kill_on_drop(false);
@@ -123,6 +121,19 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Launched> {
         program: spec.supervisor.display().to_string(),
         source,
     })?;
+    // The environment (which may hold secrets) goes through a pipe, not the command line.
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let env = serde_json::to_vec(&spec.env)
+            .map_err(|e| Error::Internal(format!("could not encode the environment: {e}")))?;
+        let written = tokio::time::timeout(SUPERVISOR_START, stdin.write_all(&env)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            let _ = child.start_kill();
+            return Err(Error::Internal(
+                "could not hand the environment to the supervisor".into(),
+            ));
+        }
+    }
     let supervisor_pid = child.id().unwrap_or(0);
     let supervisor_ticks = start_ticks(supervisor_pid);
     let Some(stdout) = child.stdout.take() else {

@@ -106,10 +106,11 @@ pub struct SupervisorArgs {
     /// Rotated log files kept besides the live one.
     #[arg(long, default_value_t = 4)]
     pub log_files: u32,
-    /// Environment variable for the game as KEY=VALUE (the supervisor's own environment stays
-    /// free of them, so only the game carries EXILE_INSTANCE_ID).
-    #[arg(long = "env")]
-    pub env: Vec<String>,
+    /// Read the game's extra environment as a JSON list of [key, value] pairs from stdin.
+    /// Not on the command line, which every local user can read; and not the supervisor's own
+    /// environment, so only the game carries EXILE_INSTANCE_ID.
+    #[arg(long)]
+    pub env_from_stdin: bool,
     /// The game's program and arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -138,6 +139,7 @@ pub fn run(args: SupervisorArgs) -> i32 {
             0
         }
         Err(e) => {
+            let _ = std::fs::remove_file(args.dir.join(SOCKET_NAME));
             println!("error {e}");
             let _ = std::io::stdout().flush();
             1
@@ -174,10 +176,12 @@ fn start(args: &SupervisorArgs) -> std::io::Result<(std::process::Child, Arc<Sha
         .stderr(Stdio::piped())
         // Own group: a stop reaches every process of the game and nothing else.
         .process_group(0);
-    for kv in &args.env {
-        if let Some((k, v)) = kv.split_once('=') {
-            command.env(k, v);
-        }
+    if args.env_from_stdin {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        let env: Vec<(String, String)> = serde_json::from_str(&text)
+            .map_err(|e| std::io::Error::other(format!("bad environment on stdin: {e}")))?;
+        command.envs(env);
     }
     let mut child = command
         .spawn()

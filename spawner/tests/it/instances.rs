@@ -344,3 +344,31 @@ async fn expired_or_cancelled_operations_do_not_run() {
     assert_eq!(manager.get("on").await.unwrap().state, State::Running);
     manager.shutdown(true).await.unwrap();
 }
+
+#[tokio::test]
+async fn the_environment_reaches_the_game_but_no_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::open(script_config(
+        dir.path(),
+        r#"echo "token=$GAME_TOKEN"; sleep 30"#,
+    ))
+    .await
+    .unwrap();
+    let mut reaper = Reaper::default();
+    let mut s = spec("env");
+    s.env.insert("GAME_TOKEN".into(), "hunter2-secret".into());
+    let rec = manager.spawn(s, ctx()).await.unwrap();
+    reaper.watch(&rec);
+    let log = dir.path().join("instances/env/logs/output.log");
+    eventually("the game printed it", || {
+        read(&log).contains("token=hunter2-secret")
+    })
+    .await;
+    let supervisor = rec.supervisor_pid.unwrap();
+    let cmdline = std::fs::read(format!("/proc/{supervisor}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("hunter2"));
+    let environ = std::fs::read(format!("/proc/{supervisor}/environ")).unwrap();
+    assert!(!String::from_utf8_lossy(&environ).contains("hunter2"));
+    assert!(!String::from_utf8_lossy(&environ).contains("EXILE_INSTANCE_ID"));
+    manager.shutdown(true).await.unwrap();
+}
