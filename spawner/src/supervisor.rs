@@ -365,3 +365,36 @@ pub async fn request(instance_dir: &Path, line: &str) -> crate::Result<String> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        SupervisorArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn exits_are_described_and_classified() {
+        let code = |code, stop| ExitRecord {
+            code: Some(code),
+            signal: None,
+            stop_requested: stop,
+            exited_at_unix_ms: 0,
+        };
+        assert_eq!(code(3, false).describe(), "exited with code 3");
+        assert!(!code(3, false).is_clean());
+        assert!(code(0, false).is_clean());
+        assert!(code(3, true).is_clean());
+        let killed = ExitRecord {
+            code: None,
+            signal: Some(9),
+            stop_requested: false,
+            exited_at_unix_ms: 0,
+        };
+        assert_eq!(killed.describe(), "killed by signal 9 (SIGKILL)");
+        assert!(!killed.is_clean());
+    }
+}
