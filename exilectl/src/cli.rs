@@ -69,6 +69,11 @@ pub enum Command {
     Instance(InstanceCommand),
     /// Follow live events: a snapshot, then one line per change.
     Watch(WatchArgs),
+    /// Print an instance's output log (operator).
+    Logs(LogsArgs),
+    /// Attach to an instance's console: its output live, and each line typed sent to the
+    /// game server (operator; every line is audited).
+    Console(ConsoleArgs),
     /// Master statistics.
     Stats,
     /// Recent audit log entries, newest first (admin).
@@ -327,9 +332,41 @@ pub struct SpawnArgs {
     /// Placement strategy, when the master picks.
     #[arg(long, value_enum)]
     pub strategy: Option<StrategyArg>,
+    /// Restart the game server when it exits by itself (default: the spawner's policy).
+    #[arg(long, value_enum)]
+    pub restart: Option<RestartArg>,
+    /// Crash-loop limit: restarts allowed within --restart-window before it ends Crashed.
+    #[arg(long, requires = "restart")]
+    pub max_restarts: Option<u32>,
+    /// Window of the crash-loop limit, in seconds.
+    #[arg(long, requires = "restart")]
+    pub restart_window: Option<u32>,
     /// Extra arguments for the game server, after `--`.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
+}
+
+/// `exilectl logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Instance id.
+    pub instance: String,
+    /// Keep printing new output until interrupted.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Number of last lines to print first (default 100, or 10 with --follow).
+    #[arg(long, short = 'n')]
+    pub tail: Option<u32>,
+}
+
+/// `exilectl console`.
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Instance id.
+    pub instance: String,
+    /// Number of last lines to show on attaching.
+    #[arg(long, short = 'n', default_value_t = 10)]
+    pub tail: u32,
 }
 
 /// `exilectl watch`.
@@ -393,6 +430,27 @@ impl From<RoleArg> for Role {
             RoleArg::Viewer => Role::Viewer,
             RoleArg::Operator => Role::Operator,
             RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+/// A restart policy mode, as typed on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RestartArg {
+    /// Never restart.
+    Never,
+    /// After a non-zero exit code or a signal.
+    OnFailure,
+    /// After any exit that was not a requested stop.
+    Always,
+}
+
+impl From<RestartArg> for exile_api::v1::RestartMode {
+    fn from(r: RestartArg) -> Self {
+        match r {
+            RestartArg::Never => Self::Never,
+            RestartArg::OnFailure => Self::OnFailure,
+            RestartArg::Always => Self::Always,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod auth;
 mod instance;
+mod logs;
 mod metrics;
 mod spawner;
 mod system;
@@ -57,6 +58,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Spawner(c) => spawner::run(&connect().await?, c).await,
         Command::Instance(c) => instance::run(&connect().await?, c).await,
         Command::Watch(args) => watch::run(&Ctx::connect(&global, true).await?, args).await,
+        Command::Logs(args) => logs::logs(&Ctx::connect(&global, args.follow).await?, args).await,
+        Command::Console(args) => logs::console(&Ctx::connect(&global, true).await?, args).await,
         Command::Stats => system::stats(&connect().await?).await,
         Command::Audit(a) => system::audit(&connect().await?, a).await,
         Command::Metrics(a) => metrics::run(&connect().await?, a).await,

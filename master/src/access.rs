@@ -106,6 +106,15 @@ pub const RULES: &[(&str, Rule)] = &[
         "/exile.v1.InstanceService/RemoveInstance",
         rule(OPERATOR, true),
     ),
+    (
+        "/exile.v1.InstanceService/StreamLogs",
+        // Operator: logs can hold secrets. Reading changes nothing, so not audited.
+        rule(OPERATOR, false),
+    ),
+    (
+        "/exile.v1.InstanceService/SendConsoleCommand",
+        rule(OPERATOR, true),
+    ),
     ("/exile.v1.EventService/Watch", rule(VIEWER, false)),
     ("/exile.v1.SystemService/GetStats", rule(VIEWER, false)),
     (

@@ -17,7 +17,7 @@ use crate::model::{InstanceRecord, SpawnerInfo, is_running};
 use crate::store::Store;
 use exile_api::now_unix_ms;
 use exile_api::v1 as pb;
-pub use link::{Link, map_command_error};
+pub use link::{Link, LogEvent, LogStream, map_command_error};
 pub use placement::Placement;
 
 /// A spawner as held in memory.

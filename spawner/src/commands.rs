@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::instance::OpContext;
+use crate::logs::Piece;
 use crate::manager::{Manager, SpawnSpec};
 use crate::state::InstanceRecord;
 
@@ -25,7 +26,7 @@ pub async fn execute(
         deadline,
         cancel: cancel.clone(),
     };
-    let run = dispatch(&manager, command.action, ctx);
+    let run = dispatch(&manager, command.action, ctx, request_id, &tx);
     let expired = async {
         match deadline {
             Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -42,7 +43,7 @@ pub async fn execute(
             request_id,
             error: String::new(),
             error_kind: v1::CommandErrorKind::Unspecified.into(),
-            instance: Some(record.to_status()),
+            instance: record.map(|r| r.to_status()),
         },
         Err(error) => {
             tracing::debug!(request_id, %error, "command failed");
@@ -74,7 +75,53 @@ fn grace(seconds: u32) -> Option<Duration> {
     (seconds > 0).then(|| Duration::from_secs(u64::from(seconds)))
 }
 
+/// Outgoing messages queued on the link above which log data waits, so heartbeats and command
+/// results never sit behind more than a few log chunks.
+const LOG_QUEUE_LIMIT: usize = 8;
+
+/// Sends one log piece over the link, after control traffic; false when the link is gone.
+async fn send_log(tx: &mpsc::Sender<v1::SpawnerMessage>, request_id: u64, piece: Piece) -> bool {
+    while tx.max_capacity() - tx.capacity() > LOG_QUEUE_LIMIT {
+        if tx.is_closed() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let message = v1::SpawnerMessage {
+        kind: Some(spawner_message::Kind::LogData(v1::LogData {
+            request_id,
+            data: piece.data,
+            skipped_bytes: piece.skipped,
+        })),
+    };
+    tx.send(message).await.is_ok()
+}
+
 async fn dispatch(
+    manager: &Manager,
+    action: Option<Action>,
+    ctx: OpContext,
+    request_id: u64,
+    tx: &mpsc::Sender<v1::SpawnerMessage>,
+) -> Result<Option<InstanceRecord>> {
+    match action {
+        Some(Action::Logs(logs)) => {
+            manager
+                .logs(&logs.instance_id, logs.tail_lines, logs.follow, |piece| {
+                    send_log(tx, request_id, piece)
+                })
+                .await?;
+            Ok(None)
+        }
+        Some(Action::Console(console)) => {
+            manager.console(&console.instance_id, &console.line).await?;
+            Ok(None)
+        }
+        other => dispatch_instance(manager, other, ctx).await.map(Some),
+    }
+}
+
+async fn dispatch_instance(
     manager: &Manager,
     action: Option<Action>,
     ctx: OpContext,
@@ -87,6 +134,7 @@ async fn dispatch(
                 labels: spawn.labels.into_iter().collect(),
                 env: spawn.env.into_iter().collect(),
                 args: spawn.args,
+                restart_policy: spawn.restart_policy,
             };
             manager.spawn(spec, ctx).await
         }
@@ -102,7 +150,7 @@ async fn dispatch(
                 .await
         }
         Some(Action::Remove(target)) => manager.remove(&target.instance_id, ctx).await,
-        None => Err(Error::InvalidArgument(
+        Some(Action::Logs(_) | Action::Console(_)) | None => Err(Error::InvalidArgument(
             "the command has no action this spawner understands".into(),
         )),
     }

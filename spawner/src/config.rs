@@ -92,6 +92,49 @@ pub struct Config {
     /// adopted again by the next start).
     #[arg(long, env = "EXILE_SPAWNER_STOP_INSTANCES_ON_SHUTDOWN")]
     pub stop_instances_on_shutdown: bool,
+
+    /// The `exile-supervisor` binary started for each instance [default: next to this
+    /// binary].
+    #[arg(long, env = "EXILE_SPAWNER_SUPERVISOR_BIN")]
+    pub supervisor_bin: Option<PathBuf>,
+
+    /// Size in bytes of one instance log file before it is rotated.
+    #[arg(long, env = "EXILE_SPAWNER_LOG_FILE_MAX_BYTES", default_value_t = 8 << 20)]
+    pub log_file_max_bytes: u64,
+
+    /// Default restart policy for instances whose spawn does not name one.
+    #[arg(
+        long,
+        env = "EXILE_SPAWNER_RESTART_POLICY",
+        value_enum,
+        default_value = "never"
+    )]
+    pub restart_policy: crate::restart::RestartMode,
+
+    /// Default crash-loop limit: restarts allowed within --restart-window.
+    #[arg(long, env = "EXILE_SPAWNER_RESTART_MAX", default_value_t = 5)]
+    pub restart_max: u32,
+
+    /// Default window of the crash-loop limit, in seconds.
+    #[arg(long, env = "EXILE_SPAWNER_RESTART_WINDOW", default_value_t = 300)]
+    pub restart_window: u64,
+
+    /// Default delay before the first restart, in milliseconds (doubles each time).
+    #[arg(long, env = "EXILE_SPAWNER_RESTART_BACKOFF_MS", default_value_t = 1000)]
+    pub restart_backoff_ms: u64,
+
+    /// Default largest delay between restarts, in milliseconds.
+    #[arg(
+        long,
+        env = "EXILE_SPAWNER_RESTART_BACKOFF_MAX_MS",
+        default_value_t = 60_000
+    )]
+    pub restart_backoff_max_ms: u64,
+
+    /// Rotated log files kept per instance besides the live one (the cap per instance is
+    /// (this + 1) × --log-file-max-bytes).
+    #[arg(long, env = "EXILE_SPAWNER_LOG_FILES", default_value_t = 4)]
+    pub log_files: u32,
 }
 
 impl Config {
@@ -116,6 +159,42 @@ impl Config {
             return Err(Error::Config("--build-version must not be empty".into()));
         }
         Ok(())
+    }
+
+    /// The default restart policy from the flags.
+    pub fn restart_default(&self) -> Result<crate::restart::RestartPolicy> {
+        let policy = crate::restart::RestartPolicy {
+            mode: self.restart_policy,
+            max_restarts: self.restart_max,
+            window: std::time::Duration::from_secs(self.restart_window),
+            backoff_base: std::time::Duration::from_millis(self.restart_backoff_ms),
+            backoff_max: std::time::Duration::from_millis(self.restart_backoff_max_ms),
+        };
+        if policy.backoff_base > policy.backoff_max {
+            return Err(Error::Config(
+                "--restart-backoff-ms must not exceed --restart-backoff-max-ms".into(),
+            ));
+        }
+        Ok(policy)
+    }
+
+    /// The supervisor binary: the flag, or `exile-supervisor` next to the running binary.
+    pub fn supervisor_bin(&self) -> Result<PathBuf> {
+        let path = match &self.supervisor_bin {
+            Some(path) => {
+                std::path::absolute(path).map_err(|e| Error::io("could not resolve", path, e))?
+            }
+            None => std::env::current_exe()
+                .map_err(|e| Error::io("could not locate", "the spawner binary", e))?
+                .with_file_name("exile-supervisor"),
+        };
+        if !path.is_file() {
+            return Err(Error::Config(format!(
+                "the instance supervisor {} does not exist; install exile-supervisor next to exile-spawner or pass --supervisor-bin",
+                path.display()
+            )));
+        }
+        Ok(path)
     }
 
     /// The labels as a map, rejecting entries without `=` or with an empty key.

@@ -3,23 +3,30 @@
 //! change of its record to the manager.
 
 use std::path::PathBuf;
-use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::process::{Child, ChildStdin};
+use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::process::{self, CommandTemplate, LaunchSpec};
+use crate::restart::RestartTracker;
 use crate::state::{InstanceRecord, State};
+use crate::supervisor::ExitRecord;
 
 /// How often an adopted process (not our child) is checked for exit.
 const ADOPTED_POLL: Duration = Duration::from_millis(500);
 /// How often a stopping process is checked for exit when it is not our child.
 const STOP_POLL: Duration = Duration::from_millis(20);
+/// Lines of output a crash message ends with.
+const CRASH_TAIL_LINES: u32 = 20;
+/// Bytes of output a crash message may hold.
+const CRASH_TAIL_BYTES: usize = 2048;
+/// Time past the grace period for the supervisor to report the game gone.
+const STOP_SLACK: Duration = Duration::from_secs(2);
 /// How long to wait for a process group to vanish after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -54,6 +61,9 @@ pub(crate) struct Settings {
     pub data_dir: PathBuf,
     pub template: CommandTemplate,
     pub stop_grace: Duration,
+    pub supervisor_bin: PathBuf,
+    pub log_max_bytes: u64,
+    pub log_files: u32,
 }
 
 impl Settings {
@@ -130,40 +140,45 @@ pub(crate) enum ToManager {
     },
 }
 
-/// The process an instance holds.
-enum Proc {
-    /// Launched by this spawner; stdin stays open while we own it.
-    Child {
-        child: Box<Child>,
-        _stdin: Option<ChildStdin>,
-    },
-    /// Found running at start-up; not our child, so it is polled.
-    Adopted { pid: u32, ticks: Option<u64> },
+/// The supervised game an instance holds.
+struct Proc {
+    /// The supervisor as our child when this spawner launched it (so it gets reaped); `None`
+    /// when it was adopted after a restart, and is then polled.
+    child: Option<Box<Child>>,
+    supervisor_pid: u32,
+    supervisor_ticks: Option<u64>,
+    /// The game's pid and process group.
+    pid: u32,
+    /// The instance directory, where the supervisor writes `exit.json`.
+    dir: PathBuf,
 }
 
 impl Proc {
-    fn pid(&self) -> Option<u32> {
-        match self {
-            Proc::Child { child, .. } => child.id(),
-            Proc::Adopted { pid, .. } => Some(*pid),
-        }
-    }
-
-    /// Waits for the process to exit; the status is unknown for an adopted process.
-    async fn wait(&mut self, poll: Duration) -> Option<ExitStatus> {
-        match self {
-            Proc::Child { child, .. } => child.wait().await.ok(),
-            Proc::Adopted { pid, ticks } => {
-                while process::is_alive(*pid, *ticks) {
+    /// Waits for the supervisor to exit (it outlives the game only to record its status) and
+    /// returns the recorded exit, `None` when the supervisor died without writing it.
+    async fn wait(&mut self, poll: Duration) -> Option<ExitRecord> {
+        match &mut self.child {
+            Some(child) => {
+                let _ = child.wait().await;
+            }
+            None => {
+                while process::is_alive(self.supervisor_pid, self.supervisor_ticks) {
                     tokio::time::sleep(poll).await;
                 }
-                None
             }
         }
+        ExitRecord::read(&self.dir)
     }
 }
 
-async fn wait_exit(proc: &mut Option<Proc>) -> Option<ExitStatus> {
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_exit(proc: &mut Option<Proc>) -> Option<ExitRecord> {
     match proc {
         Some(p) => p.wait(ADOPTED_POLL).await,
         None => std::future::pending().await,
@@ -176,6 +191,10 @@ pub(crate) struct InstanceActor {
     proc: Option<Proc>,
     settings: Arc<Settings>,
     to_manager: mpsc::UnboundedSender<ToManager>,
+    /// When the restart policy will start the game again (after an unexpected exit).
+    restart_at: Option<tokio::time::Instant>,
+    /// Recent automatic restarts, for the backoff and the crash-loop limit.
+    restarts: RestartTracker,
 }
 
 impl InstanceActor {
@@ -190,6 +209,8 @@ impl InstanceActor {
             proc: None,
             settings,
             to_manager,
+            restart_at: None,
+            restarts: RestartTracker::default(),
         }
     }
 
@@ -199,15 +220,23 @@ impl InstanceActor {
         settings: Arc<Settings>,
         to_manager: mpsc::UnboundedSender<ToManager>,
     ) -> Self {
-        let proc = rec.pid.map(|pid| Proc::Adopted {
-            pid,
-            ticks: rec.start_ticks,
-        });
+        let proc = match (rec.pid, rec.supervisor_pid) {
+            (Some(pid), Some(supervisor_pid)) => Some(Proc {
+                child: None,
+                supervisor_pid,
+                supervisor_ticks: rec.supervisor_ticks,
+                pid,
+                dir: settings.instance_dir(&rec.id),
+            }),
+            _ => None,
+        };
         Self {
             rec,
             proc,
             settings,
             to_manager,
+            restart_at: None,
+            restarts: RestartTracker::default(),
         }
     }
 
@@ -224,13 +253,31 @@ impl InstanceActor {
                         return;
                     }
                 }
-                status = wait_exit(&mut self.proc) => self.exited_unexpectedly(status),
+                status = wait_exit(&mut self.proc) => self.exited_unexpectedly(status).await,
+                () = sleep_until(self.restart_at) => {
+                    self.restart_at = None;
+                    self.rec.restart_count = self.rec.restart_count.saturating_add(1);
+                    if let Err(e) = self.start().await {
+                        tracing::warn!(instance = %self.rec.id, error = %e, "automatic restart failed");
+                    }
+                }
             }
         }
     }
 
     /// Carries out one operation; true when the actor is done.
     async fn handle(&mut self, op: Op) -> bool {
+        // An operator's operation replaces a restart the policy had scheduled; a stop then
+        // simply leaves the instance stopped.
+        if self.restart_at.take().is_some() {
+            if let Op::Stop { reply, .. } = op {
+                self.set_state(State::Stopped, "stopped; the pending restart was cancelled");
+                self.respond(reply, Ok(self.rec.clone()));
+                return false;
+            }
+            let message = format!("{}; pending restart cancelled", self.rec.message);
+            self.set_state(State::Crashed, message);
+        }
         match op {
             Op::Start { first, ctx, reply } => {
                 let result = match ctx.check() {
@@ -318,46 +365,56 @@ impl InstanceActor {
         });
         let port = rx.await.map_err(|_| Error::ManagerGone)??;
         self.rec.port = Some(port);
-        self.launch(port)
+        self.launch(port).await
     }
 
-    fn launch(&mut self, port: u16) -> Result<()> {
+    fn launch_spec(&self, port: u16, dir: &std::path::Path) -> LaunchSpec {
+        let (program, args) =
+            self.settings
+                .template
+                .expand(port, &self.rec.id, dir, &self.rec.args);
+        let mut env = vec![
+            ("EXILE_INSTANCE_ID".to_owned(), self.rec.id.clone()),
+            ("EXILE_PORT".to_owned(), port.to_string()),
+            (
+                "EXILE_DATA_DIR".to_owned(),
+                dir.to_string_lossy().into_owned(),
+            ),
+        ];
+        env.extend(self.rec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        LaunchSpec {
+            supervisor: self.settings.supervisor_bin.clone(),
+            program,
+            args,
+            cwd: dir.to_owned(),
+            env,
+            log_max_bytes: self.settings.log_max_bytes,
+            log_files: self.settings.log_files,
+        }
+    }
+
+    async fn launch(&mut self, port: u16) -> Result<()> {
         self.rec.exit_code = None;
         self.set_state(State::Starting, "starting");
         let dir = self.settings.instance_dir(&self.rec.id);
-        let result = std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io("could not create", &dir, e))
-            .and_then(|()| {
-                let (program, args) =
-                    self.settings
-                        .template
-                        .expand(port, &self.rec.id, &dir, &self.rec.args);
-                let mut env = vec![
-                    ("EXILE_INSTANCE_ID".to_owned(), self.rec.id.clone()),
-                    ("EXILE_PORT".to_owned(), port.to_string()),
-                    (
-                        "EXILE_DATA_DIR".to_owned(),
-                        dir.to_string_lossy().into_owned(),
-                    ),
-                ];
-                env.extend(self.rec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-                process::launch(&LaunchSpec {
-                    program,
-                    args,
-                    cwd: dir.clone(),
-                    env,
-                    log_dir: dir.join("logs"),
-                })
-            });
+        let result = match std::fs::create_dir_all(&dir) {
+            Ok(()) => process::launch(&self.launch_spec(port, &dir)).await,
+            Err(e) => Err(Error::io("could not create", &dir, e)),
+        };
         match result {
             Ok(launched) => {
                 tracing::info!(instance = %self.rec.id, pid = launched.pid, port, "instance started");
                 self.rec.pid = Some(launched.pid);
                 self.rec.start_ticks = launched.start_ticks;
+                self.rec.supervisor_pid = Some(launched.supervisor_pid);
+                self.rec.supervisor_ticks = launched.supervisor_ticks;
                 self.rec.started_at_unix_ms = exile_api::now_unix_ms();
-                self.proc = Some(Proc::Child {
-                    child: Box::new(launched.child),
-                    _stdin: launched.stdin,
+                self.proc = Some(Proc {
+                    child: Some(Box::new(launched.child)),
+                    supervisor_pid: launched.supervisor_pid,
+                    supervisor_ticks: launched.supervisor_ticks,
+                    pid: launched.pid,
+                    dir,
                 });
                 self.set_state(State::Running, "");
                 Ok(())
@@ -379,53 +436,59 @@ impl InstanceActor {
             )));
         };
         let grace = grace.unwrap_or(self.settings.stop_grace);
-        let Some(pgid) = proc.pid() else {
-            // The child was already reaped: treat it as exited.
-            self.finish_stop(None, "stopped".to_owned());
-            return Ok(());
-        };
+        let pgid = proc.pid;
         self.set_state(State::Stopping, "stopping");
-        if let Err(e) = process::signal_group(pgid, Signal::SIGTERM) {
-            tracing::warn!(instance = %self.rec.id, error = %e, "SIGTERM failed");
+        // The supervisor runs the SIGTERM → grace → SIGKILL sequence itself, so a stop goes
+        // through even if this spawner dies meanwhile. If it does not answer, do it from here.
+        let asked = crate::supervisor::request(&proc.dir, &format!("stop {}", grace.as_millis()))
+            .await
+            .inspect_err(|e| tracing::warn!(instance = %self.rec.id, error = %e, "supervisor did not take the stop; signalling the group"))
+            .is_ok();
+        if !asked {
+            let _ = process::signal_group(pgid, Signal::SIGTERM);
         }
-        let (status, message) = match tokio::time::timeout(grace, proc.wait(STOP_POLL)).await {
-            Ok(status) => (status, "stopped".to_owned()),
-            Err(_) => {
-                tracing::info!(instance = %self.rec.id, ?grace, "grace period over, sending SIGKILL");
-                let _ = process::signal_group(pgid, Signal::SIGKILL);
-                match tokio::time::timeout(KILL_WAIT, proc.wait(STOP_POLL)).await {
-                    Ok(status) => (
-                        status,
-                        format!(
-                            "stopped with SIGKILL after the {}s grace period",
-                            grace.as_secs_f64()
-                        ),
-                    ),
-                    Err(_) => {
-                        self.proc = Some(proc);
-                        return Err(Error::Internal(format!(
-                            "process {pgid} of instance {} did not exit after SIGKILL",
-                            self.rec.id
-                        )));
-                    }
+        let mut exit = tokio::time::timeout(grace + STOP_SLACK, proc.wait(STOP_POLL))
+            .await
+            .ok();
+        if exit.is_none() {
+            tracing::info!(instance = %self.rec.id, ?grace, "grace period over, sending SIGKILL");
+            let _ = process::signal_group(pgid, Signal::SIGKILL);
+            match tokio::time::timeout(KILL_WAIT, proc.wait(STOP_POLL)).await {
+                Ok(e) => exit = Some(e),
+                Err(_) => {
+                    self.proc = Some(proc);
+                    return Err(Error::Internal(format!(
+                        "process {pgid} of instance {} did not exit after SIGKILL",
+                        self.rec.id
+                    )));
                 }
             }
-        };
+        }
+        let exit = exit.flatten();
         // Leftover members of the group (the game's own children) go with it.
         let _ = process::signal_group(pgid, Signal::SIGKILL);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while process::group_alive(pgid) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(STOP_POLL).await;
         }
-        self.finish_stop(status, message);
+        let message = match exit {
+            Some(e) if e.signal == Some(Signal::SIGKILL as i32) => format!(
+                "stopped with SIGKILL after the {}s grace period",
+                grace.as_secs_f64()
+            ),
+            _ => "stopped".to_owned(),
+        };
+        self.finish_stop(exit, message);
         Ok(())
     }
 
-    fn finish_stop(&mut self, status: Option<ExitStatus>, message: String) {
+    fn finish_stop(&mut self, exit: Option<ExitRecord>, message: String) {
         tracing::info!(instance = %self.rec.id, "instance stopped");
         self.rec.pid = None;
         self.rec.start_ticks = None;
-        self.rec.exit_code = status.and_then(|s| s.code());
+        self.rec.supervisor_pid = None;
+        self.rec.supervisor_ticks = None;
+        self.rec.exit_code = exit.and_then(|e| e.code);
         self.set_state(State::Stopped, message);
     }
 
@@ -437,24 +500,80 @@ impl InstanceActor {
         self.start().await
     }
 
-    fn exited_unexpectedly(&mut self, status: Option<ExitStatus>) {
-        let pid = self.proc.take().and_then(|p| p.pid()).or(self.rec.pid);
-        let (code, message) = match status {
-            Some(status) => process::describe_exit(status),
-            None => (
-                None,
-                "exited (exit status unknown: the process was adopted after a spawner restart)"
-                    .to_owned(),
-            ),
+    async fn exited_unexpectedly(&mut self, exit: Option<ExitRecord>) {
+        let pid = self.proc.take().map(|p| p.pid).or(self.rec.pid);
+        let mut message = match exit {
+            Some(exit) => exit.describe(),
+            None => "the instance supervisor died without recording an exit status".to_owned(),
         };
-        tracing::warn!(instance = %self.rec.id, ?pid, %message, "instance crashed");
+        let clean = exit.is_some_and(|e| e.is_clean());
         if let Some(pgid) = pid {
+            // Never leave a game running without its supervisor (no console, no log).
             let _ = process::signal_group(pgid, Signal::SIGKILL);
         }
         self.rec.pid = None;
         self.rec.start_ticks = None;
-        self.rec.exit_code = code;
-        self.set_state(State::Crashed, message);
+        self.rec.supervisor_pid = None;
+        self.rec.supervisor_ticks = None;
+        self.rec.exit_code = exit.and_then(|e| e.code);
+        let policy = self.rec.restart_policy;
+        if policy.wants_restart(clean) {
+            let now = tokio::time::Instant::now();
+            match self.restarts.next(&policy, now) {
+                Some(delay) => {
+                    tracing::info!(instance = %self.rec.id, %message, ?delay, "instance exited; restarting");
+                    self.restart_at = Some(now + delay);
+                    let n = self.restarts.count();
+                    self.set_state(
+                        State::Starting,
+                        format!(
+                            "{message}; restarting in {:.1}s (restart {n} of {} within {}s)",
+                            delay.as_secs_f64(),
+                            policy.max_restarts,
+                            policy.window.as_secs()
+                        ),
+                    );
+                    return;
+                }
+                None => {
+                    message = format!(
+                        "{message}; crash loop: {} restarts within {}s, giving up",
+                        policy.max_restarts,
+                        policy.window.as_secs()
+                    );
+                }
+            }
+        }
+        if clean {
+            tracing::info!(instance = %self.rec.id, ?pid, %message, "instance exited by itself");
+            self.set_state(State::Stopped, message);
+        } else {
+            tracing::warn!(instance = %self.rec.id, ?pid, %message, "instance crashed");
+            let tail = self.last_output().await;
+            if !tail.is_empty() {
+                message = format!("{message}\nlast output:\n{tail}");
+            }
+            self.set_state(State::Crashed, message);
+        }
+    }
+
+    /// The end of the instance's output log (at most [`CRASH_TAIL_BYTES`]), for a crash
+    /// message.
+    async fn last_output(&self) -> String {
+        let dir = self.settings.instance_dir(&self.rec.id).join("logs");
+        let mut out = Vec::new();
+        let read = crate::logs::stream(dir, CRASH_TAIL_LINES, false, |p| {
+            out.extend_from_slice(&p.data);
+            std::future::ready(true)
+        })
+        .await;
+        if read.is_err() {
+            return String::new();
+        }
+        let start = out.len().saturating_sub(CRASH_TAIL_BYTES);
+        let text = String::from_utf8_lossy(&out[start..]);
+        // A cut in the middle of a character shows as one replacement char; drop it.
+        text.trim_start_matches('\u{fffd}').trim_end().to_owned()
     }
 
     /// Deletes the instance directory and tells the manager the instance is gone.

@@ -11,11 +11,14 @@ pub mod enroll;
 pub mod error;
 mod instance;
 mod link;
+pub mod logs;
 pub mod manager;
 pub mod metrics;
 pub mod ports;
 pub mod process;
+pub mod restart;
 pub mod state;
+pub mod supervisor;
 
 use tokio_util::sync::CancellationToken;
 

@@ -41,6 +41,14 @@ pub struct ManagerConfig {
     pub build_version: String,
     /// Default time between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// The `exile-supervisor` binary.
+    pub supervisor_bin: PathBuf,
+    /// Size of one instance log file before rotation.
+    pub log_max_bytes: u64,
+    /// Rotated log files kept per instance.
+    pub log_files: u32,
+    /// Restart policy of spawns that name none.
+    pub restart_default: crate::restart::RestartPolicy,
 }
 
 impl ManagerConfig {
@@ -59,6 +67,10 @@ impl ManagerConfig {
             template: CommandTemplate::new(config.command_template()?, build_dir),
             build_version: config.build_version.clone(),
             stop_grace: Duration::from_secs(config.stop_grace_period_secs),
+            supervisor_bin: config.supervisor_bin()?,
+            log_max_bytes: config.log_file_max_bytes,
+            log_files: config.log_files,
+            restart_default: config.restart_default()?,
         })
     }
 }
@@ -76,6 +88,8 @@ pub struct SpawnSpec {
     pub env: BTreeMap<String, String>,
     /// Extra arguments appended to the command template.
     pub args: Vec<String>,
+    /// Restart policy asked for; `None` takes the spawner's default.
+    pub restart_policy: Option<v1::RestartPolicy>,
 }
 
 enum Request {
@@ -97,11 +111,69 @@ enum Request {
     },
 }
 
+/// Whether the record's supervisor is still the process it launched (pid and start time),
+/// and the game it reported is still there.
+fn supervisor_alive(rec: &InstanceRecord) -> bool {
+    let supervisor = rec.supervisor_pid.is_some_and(|pid| {
+        rec.supervisor_ticks.is_some() && process::is_alive(pid, rec.supervisor_ticks)
+    });
+    supervisor
+        && rec
+            .pid
+            .is_some_and(|pid| rec.start_ticks.is_some() && process::is_alive(pid, rec.start_ticks))
+}
+
+/// A supervisor whose game is gone is about to record the exit and leave: give it a moment,
+/// so the exit status is not reported unknown by a race.
+async fn settle_supervisor(rec: &InstanceRecord) {
+    let Some(pid) = rec.supervisor_pid else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while process::is_alive(pid, rec.supervisor_ticks) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Settles a record whose supervisor is gone: the exit it recorded (if any) becomes the state,
+/// and a game left without its supervisor is killed rather than left unmanaged.
+fn recover_exit(rec: &mut InstanceRecord, dir: &std::path::Path) {
+    if let Some(pid) = rec.pid
+        && process::is_alive(pid, rec.start_ticks)
+    {
+        tracing::warn!(instance = %rec.id, pid, "game outlived its supervisor; killing it");
+        let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    match crate::supervisor::ExitRecord::read(dir) {
+        Some(exit) => {
+            tracing::warn!(instance = %rec.id, exit = %exit.describe(), "instance exited while the spawner was down");
+            rec.state = if exit.is_clean() {
+                State::Stopped
+            } else {
+                State::Crashed
+            };
+            rec.message = format!("{} while the spawner was down", exit.describe());
+            rec.exit_code = exit.code;
+        }
+        None => {
+            tracing::warn!(instance = %rec.id, "instance exited while the spawner was down");
+            rec.state = State::Crashed;
+            rec.message = "exited while the spawner was down (exit status unknown)".into();
+            rec.exit_code = None;
+        }
+    }
+    rec.pid = None;
+    rec.start_ticks = None;
+    rec.supervisor_pid = None;
+    rec.supervisor_ticks = None;
+}
+
 /// Handle to the instance manager; cheap to clone.
 #[derive(Clone)]
 pub struct Manager {
     requests: mpsc::UnboundedSender<Request>,
     events: broadcast::Sender<v1::InstanceEvent>,
+    data_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Manager {
@@ -122,6 +194,9 @@ impl Manager {
             data_dir: config.data_dir.clone(),
             template: config.template.clone(),
             stop_grace: config.stop_grace,
+            supervisor_bin: config.supervisor_bin.clone(),
+            log_max_bytes: config.log_max_bytes,
+            log_files: config.log_files,
         });
         let (to_manager, from_actors) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
@@ -135,22 +210,15 @@ impl Manager {
             persist: None,
         };
         for mut rec in saved.instances {
-            let adopt = rec.state.has_process()
-                && rec.start_ticks.is_some()
-                && rec
-                    .pid
-                    .is_some_and(|pid| process::is_alive(pid, rec.start_ticks));
+            let adopt = rec.state.has_process() && supervisor_alive(&rec);
             if adopt {
                 tracing::info!(instance = %rec.id, pid = ?rec.pid, "adopted a running instance");
                 rec.state = State::Running;
                 rec.message = "adopted after a spawner restart".into();
             } else if rec.state.has_process() {
-                tracing::warn!(instance = %rec.id, pid = ?rec.pid, "instance exited while the spawner was down");
-                rec.state = State::Crashed;
-                rec.message = "exited while the spawner was down".into();
-                rec.pid = None;
-                rec.start_ticks = None;
-                rec.exit_code = None;
+                settle_supervisor(&rec).await;
+                let dir = task.settings.instance_dir(&rec.id);
+                recover_exit(&mut rec, &dir);
             }
             rec.revision += 1;
             task.add_actor(rec, adopt);
@@ -161,8 +229,13 @@ impl Manager {
         task.persist = Some(persist_tx);
         task.save();
         let (requests, requests_rx) = mpsc::unbounded_channel();
+        let data_dir = task.config.data_dir.clone();
         tokio::spawn(task.run(requests_rx, from_actors, persister));
-        Ok(Self { requests, events })
+        Ok(Self {
+            requests,
+            events,
+            data_dir,
+        })
     }
 
     /// Creates an instance and starts its process.
@@ -223,6 +296,41 @@ impl Manager {
             .into_iter()
             .find(|r| r.id == id)
             .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    /// Sends an instance's log: the last `tail_lines` lines, then new output while `follow`,
+    /// in pieces of at most 64 KiB handed to `send` (which returns false to stop).
+    pub async fn logs<F, Fut>(&self, id: &str, tail_lines: u32, follow: bool, send: F) -> Result<()>
+    where
+        F: FnMut(crate::logs::Piece) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        self.get(id).await?;
+        let dir = self.data_dir.join("instances").join(id).join("logs");
+        crate::logs::stream(dir, tail_lines, follow, send).await
+    }
+
+    /// Writes one line to the console (stdin) of a running instance, through its supervisor.
+    pub async fn console(&self, id: &str, line: &str) -> Result<()> {
+        if line.is_empty()
+            || line.len() > crate::supervisor::MAX_CONSOLE_LINE
+            || line.contains(['\n', '\r'])
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a console line holds 1 to {} bytes and no newline",
+                crate::supervisor::MAX_CONSOLE_LINE
+            )));
+        }
+        let rec = self.get(id).await?;
+        if !matches!(rec.state, crate::State::Running) {
+            return Err(Error::FailedPrecondition(format!(
+                "instance {id} is not running (it is {}); its console is closed",
+                rec.state.name()
+            )));
+        }
+        let dir = self.data_dir.join("instances").join(id);
+        crate::supervisor::request(&dir, &format!("console {line}")).await?;
+        Ok(())
     }
 
     /// Instance events (every state change, and removals) from now on.

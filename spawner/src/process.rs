@@ -1,12 +1,12 @@
-//! OS-level process handling: the build command template, launching a game server in its own
-//! process group with file-backed logs, signalling groups and reading `/proc`.
+//! OS-level process handling: the build command template, launching a game server under its
+//! supervisor (see [`crate::supervisor`]), signalling groups and reading `/proc`.
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, Command};
 
 use crate::error::{Error, Result};
 
@@ -53,77 +53,125 @@ impl CommandTemplate {
     }
 }
 
-/// Everything needed to launch one game-server process.
+/// Everything needed to launch one game-server process under its supervisor.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
+    /// The `exile-supervisor` binary.
+    pub supervisor: PathBuf,
     /// Program to run.
     pub program: String,
     /// Its arguments.
     pub args: Vec<String>,
-    /// Working directory (the instance directory).
+    /// Working directory (the instance directory; also holds the supervisor's socket).
     pub cwd: PathBuf,
-    /// Environment added to the spawner's.
+    /// Environment added to the spawner's, for the game only.
     pub env: Vec<(String, String)>,
-    /// Directory for `stdout.log` and `stderr.log`.
-    pub log_dir: PathBuf,
+    /// Size of one log file before rotation.
+    pub log_max_bytes: u64,
+    /// Rotated log files kept.
+    pub log_files: u32,
 }
 
-/// A freshly launched process.
+/// A freshly launched instance: the supervisor (our child) and the game (its child).
 #[derive(Debug)]
 pub struct Launched {
-    /// The child handle (waits on exit).
+    /// The supervisor's child handle (waits on its exit, which follows the game's).
     pub child: Child,
-    /// Its pid, which is also its process group id.
+    /// The supervisor's pid.
+    pub supervisor_pid: u32,
+    /// The supervisor's start time in clock ticks since boot.
+    pub supervisor_ticks: Option<u64>,
+    /// The game's pid, which is also its process group id.
     pub pid: u32,
-    /// Its start time in clock ticks since boot.
+    /// The game's start time in clock ticks since boot.
     pub start_ticks: Option<u64>,
-    /// Write end of its stdin, kept open while the spawner owns the process.
-    pub stdin: Option<ChildStdin>,
 }
 
-/// Launches the process in its own process group, logs appended to files so they outlive the
-/// spawner, stdin a pipe.
-pub fn launch(spec: &LaunchSpec) -> Result<Launched> {
-    std::fs::create_dir_all(&spec.log_dir)
-        .map_err(|e| Error::io("could not create", &spec.log_dir, e))?;
-    let open_log = |name: &str| {
-        let path = spec.log_dir.join(name);
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io("could not open", path, e))
-    };
-    let stdout = open_log("stdout.log")?;
-    let stderr = open_log("stderr.log")?;
-    let mut command = Command::new(&spec.program);
+/// How long a supervisor may take to report the game started.
+const SUPERVISOR_START: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts the supervisor, which starts the game in its own process group and owns its stdin
+/// and output; waits for its `started <pid>` line.
+pub async fn launch(spec: &LaunchSpec) -> Result<Launched> {
+    use tokio::io::AsyncBufReadExt;
+    let log_dir = spec.cwd.join("logs");
+    std::fs::create_dir_all(&log_dir).map_err(|e| Error::io("could not create", &log_dir, e))?;
+    let sup_log = log_dir.join("supervisor.log");
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&sup_log)
+        .map_err(|e| Error::io("could not open", &sup_log, e))?;
+    let mut command = Command::new(&spec.supervisor);
     command
+        .arg(format!("--dir={}", spec.cwd.display()))
+        .arg(format!("--log-max-bytes={}", spec.log_max_bytes))
+        .arg(format!("--log-files={}", spec.log_files));
+    command
+        .arg("--env-from-stdin")
+        .arg("--")
+        .arg(&spec.program)
         .args(&spec.args)
         .current_dir(&spec.cwd)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
-        .stdout(Stdio::from(stdout))
+        .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr))
-        // Own group: a stop reaches every process of the game, and a Ctrl-C on the spawner's
-        // terminal reaches none of them.
-        .process_group(0)
         .kill_on_drop(false);
     let mut child = command.spawn().map_err(|source| Error::Launch {
-        program: spec.program.clone(),
+        program: spec.supervisor.display().to_string(),
         source,
     })?;
-    let Some(pid) = child.id() else {
-        return Err(Error::Internal(format!(
-            "`{}` exited before its pid could be read",
-            spec.program
-        )));
+    // The environment (which may hold secrets) goes through a pipe, not the command line.
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let env = serde_json::to_vec(&spec.env)
+            .map_err(|e| Error::Internal(format!("could not encode the environment: {e}")))?;
+        let written = tokio::time::timeout(SUPERVISOR_START, stdin.write_all(&env)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            let _ = child.start_kill();
+            return Err(Error::Internal(
+                "could not hand the environment to the supervisor".into(),
+            ));
+        }
+    }
+    let supervisor_pid = child.id().unwrap_or(0);
+    let supervisor_ticks = start_ticks(supervisor_pid);
+    let Some(stdout) = child.stdout.take() else {
+        return Err(Error::Internal("the supervisor has no stdout".into()));
     };
-    let stdin = child.stdin.take();
-    Ok(Launched {
-        child,
-        pid,
-        start_ticks: start_ticks(pid),
-        stdin,
+    let mut first = String::new();
+    let mut stdout = tokio::io::BufReader::new(stdout);
+    let read = stdout.read_line(&mut first);
+    match tokio::time::timeout(SUPERVISOR_START, read).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(Error::io("could not read from", &spec.supervisor, e)),
+        Err(_) => {
+            let _ = child.start_kill();
+            return Err(Error::Internal(format!(
+                "`{}` did not report within {SUPERVISOR_START:?}",
+                spec.supervisor.display()
+            )));
+        }
+    }
+    let first = first.trim_end();
+    if let Some(pid) = first.strip_prefix("started ").and_then(|p| p.parse().ok()) {
+        return Ok(Launched {
+            child,
+            supervisor_pid,
+            supervisor_ticks,
+            pid,
+            start_ticks: start_ticks(pid),
+        });
+    }
+    let _ = child.wait().await;
+    let message = first.strip_prefix("error ").unwrap_or(first);
+    Err(Error::Launch {
+        program: spec.program.clone(),
+        source: std::io::Error::other(if message.is_empty() {
+            "the supervisor exited without starting it".to_owned()
+        } else {
+            message.to_owned()
+        }),
     })
 }
 
@@ -182,21 +230,6 @@ pub fn group_alive(pgid: u32) -> bool {
         return false;
     };
     raw > 1 && killpg(Pid::from_raw(raw), None).is_ok()
-}
-
-/// Exit code (when the process exited normally) and a sentence for an exit status.
-pub fn describe_exit(status: ExitStatus) -> (Option<i32>, String) {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => (Some(code), format!("exited with code {code}")),
-        (None, Some(signal)) => {
-            let name = Signal::try_from(signal)
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default();
-            (None, format!("killed by signal {signal}{name}"))
-        }
-        (None, None) => (None, "exited".to_owned()),
-    }
 }
 
 #[cfg(test)]

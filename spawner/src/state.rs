@@ -70,6 +70,12 @@ pub struct InstanceRecord {
     /// Start time of the process in clock ticks since boot (`/proc/<pid>/stat` field 22),
     /// used to tell our process from a later one that reused the pid.
     pub start_ticks: Option<u64>,
+    /// Process id of the instance's supervisor while a process runs.
+    #[serde(default)]
+    pub supervisor_pid: Option<u32>,
+    /// Start time of the supervisor in clock ticks since boot.
+    #[serde(default)]
+    pub supervisor_ticks: Option<u64>,
     /// Labels given at spawn time.
     pub labels: BTreeMap<String, String>,
     /// Extra environment given at spawn time.
@@ -92,6 +98,9 @@ pub struct InstanceRecord {
     /// older than one it has applied.
     #[serde(default)]
     pub revision: u64,
+    /// What to do when the game exits by itself.
+    #[serde(default)]
+    pub restart_policy: crate::restart::RestartPolicy,
 }
 
 impl InstanceRecord {
@@ -206,6 +215,8 @@ mod tests {
             port: Some(7800),
             pid: Some(42),
             start_ticks: Some(1234),
+            supervisor_pid: Some(41),
+            supervisor_ticks: Some(1233),
             labels: BTreeMap::from([("mode".into(), "ctf".into())]),
             env: BTreeMap::new(),
             args: vec!["-x".into()],
@@ -216,6 +227,7 @@ mod tests {
             exit_code: None,
             message: String::new(),
             revision: 3,
+            restart_policy: Default::default(),
         }
     }
 

@@ -37,6 +37,8 @@ pub struct SandboxOptions {
     pub heartbeat_interval_ms: u64,
     /// Heartbeat TTL of the master.
     pub heartbeat_ttl_ms: u64,
+    /// Build command of the spawners instead of the demo game (`{port}` etc. as usual).
+    pub build_command: Option<String>,
 }
 
 impl Default for SandboxOptions {
@@ -46,6 +48,7 @@ impl Default for SandboxOptions {
             capacity: 20,
             heartbeat_interval_ms: 200,
             heartbeat_ttl_ms: 1500,
+            build_command: None,
         }
     }
 }
@@ -60,6 +63,8 @@ struct SandboxSpawner {
     args: Vec<String>,
     proxy: LinkProxy,
     running: Option<(CancellationToken, JoinHandle<()>)>,
+    /// The spawner as a real `exile-spawner` subprocess, when started that way.
+    process: Option<std::process::Child>,
 }
 
 /// A whole Exile deployment in one process (game servers are real child processes).
@@ -135,6 +140,27 @@ pub fn demo_game_bin() -> Result<PathBuf> {
         }
     }
     bail!("exile-demo-game is not built: run `cargo build --workspace --bins` first")
+}
+
+/// Path of the instance supervisor binary, built next to the test binaries.
+pub fn supervisor_bin() -> Result<PathBuf> {
+    sibling_bin("exile-supervisor")
+}
+
+/// Path of the spawner binary, built next to the test binaries.
+pub fn spawner_bin() -> Result<PathBuf> {
+    sibling_bin("exile-spawner")
+}
+
+fn sibling_bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("{name} is not built: run `cargo build --workspace --bins` first")
 }
 
 /// Waits until `f` returns Some, polling every 25 ms, or fails after `timeout`.
@@ -271,14 +297,19 @@ impl Sandbox {
                 "--build-dir={}",
                 game.parent().unwrap_or(Path::new(".")).display()
             ),
-            format!("--build-command={} --port {{port}}", game.display()),
+            match &self.opts.build_command {
+                Some(command) => format!("--build-command={command}"),
+                None => format!("--build-command={} --port {{port}}", game.display()),
+            },
             "--stop-grace-period=5".to_owned(),
+            format!("--supervisor-bin={}", supervisor_bin()?.display()),
         ];
         self.spawners.push(SandboxSpawner {
             name: name.to_owned(),
             args,
             proxy,
             running: None,
+            process: None,
         });
         self.start_spawner(index)?;
         Ok(index)
@@ -290,7 +321,7 @@ impl Sandbox {
             .spawners
             .get_mut(i)
             .ok_or_else(|| anyhow!("no spawner {i}"))?;
-        if s.running.is_some() {
+        if s.running.is_some() || s.process.is_some() {
             bail!("spawner {i} is running already");
         }
         let config = exile_spawner::Config::try_parse_from(&s.args)?;
@@ -318,6 +349,51 @@ impl Sandbox {
                 .await
                 .context("spawner did not stop")??;
         }
+        Ok(())
+    }
+
+    /// Starts spawner `i` as a real `exile-spawner` subprocess (same flags and data dir as the
+    /// in-process one, which must be stopped); its log goes to `<sandbox>/<name>.log`.
+    /// Returns its pid.
+    pub fn start_spawner_process(&mut self, i: usize) -> Result<u32> {
+        let bin = spawner_bin()?;
+        let log_path = self.dir.path().join(format!("spawner-process-{i}.log"));
+        let s = self
+            .spawners
+            .get_mut(i)
+            .ok_or_else(|| anyhow!("no spawner {i}"))?;
+        if s.running.is_some() || s.process.is_some() {
+            bail!("spawner {i} is running already");
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let child = std::process::Command::new(bin)
+            .args(&s.args[1..])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("could not start exile-spawner")?;
+        let pid = child.id();
+        s.process = Some(child);
+        Ok(pid)
+    }
+
+    /// Kills spawner `i`'s subprocess with SIGKILL (no clean-up at all) and reaps it.
+    pub fn kill_spawner_process(&mut self, i: usize) -> Result<()> {
+        let s = self
+            .spawners
+            .get_mut(i)
+            .ok_or_else(|| anyhow!("no spawner {i}"))?;
+        let mut child = s
+            .process
+            .take()
+            .ok_or_else(|| anyhow!("spawner {i} is not a running subprocess"))?;
+        child.kill()?;
+        child.wait()?;
         Ok(())
     }
 
@@ -483,6 +559,10 @@ impl Drop for Sandbox {
         for s in &mut self.spawners {
             if let Some((c, _)) = s.running.take() {
                 c.cancel();
+            }
+            if let Some(mut child) = s.process.take() {
+                let _ = child.kill();
+                let _ = child.wait();
             }
         }
         if let Some(m) = self.master.take() {

@@ -104,6 +104,12 @@ fn spawn_request(a: SpawnArgs) -> SpawnInstanceRequest {
             .strategy
             .map_or(PlacementStrategy::Unspecified, PlacementStrategy::from)
             as i32,
+        restart_policy: a.restart.map(|mode| pb::RestartPolicy {
+            mode: pb::RestartMode::from(mode) as i32,
+            max_restarts: a.max_restarts.unwrap_or(0),
+            window_seconds: a.restart_window.unwrap_or(0),
+            ..Default::default()
+        }),
     }
 }
 
@@ -216,7 +222,7 @@ fn instance_fields(i: &pb::Instance) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::StrategyArg;
+    use crate::cli::{RestartArg, StrategyArg};
 
     #[test]
     fn spawn_request_carries_every_flag() {
@@ -228,6 +234,9 @@ mod tests {
             env: vec![("A".into(), "1".into())],
             build: Some("1.2".into()),
             strategy: Some(StrategyArg::Packed),
+            restart: Some(RestartArg::OnFailure),
+            max_restarts: Some(3),
+            restart_window: None,
             args: vec!["-x".into()],
         });
         assert_eq!(req.spawner_id, "");
@@ -238,6 +247,10 @@ mod tests {
         assert_eq!(req.build_version, "1.2");
         assert_eq!(req.strategy, PlacementStrategy::Packed as i32);
         assert_eq!(req.args, ["-x"]);
+        let policy = req.restart_policy.unwrap();
+        assert_eq!(policy.mode, pb::RestartMode::OnFailure as i32);
+        assert_eq!(policy.max_restarts, 3);
+        assert_eq!(policy.window_seconds, 0);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! (`cargo build --workspace --bins`).
 
 mod auth;
+mod console;
 mod harness;
 mod instances;
 mod watch;

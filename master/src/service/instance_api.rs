@@ -10,7 +10,7 @@ use crate::auth::new_id;
 use crate::convert::{check_id, check_labels};
 use crate::error::{Error, Result};
 use crate::model::InstanceRecord;
-use crate::registry::{Placement, map_command_error};
+use crate::registry::{LogEvent, Placement, map_command_error};
 use exile_api::v1 as pb;
 use exile_api::v1::instance_service_server::InstanceService;
 
@@ -57,6 +57,44 @@ fn check_args(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn check_restart_policy(p: &pb::RestartPolicy) -> Result<()> {
+    pb::RestartMode::try_from(p.mode)
+        .map_err(|_| Error::InvalidArgument("restart_policy.mode: unknown value".into()))?;
+    if p.max_restarts > 1000 || p.window_seconds > 86_400 * 7 {
+        return Err(Error::InvalidArgument(
+            "restart_policy: max_restarts is at most 1000 and window_seconds at most a week".into(),
+        ));
+    }
+    if p.backoff_max_ms != 0 && p.backoff_base_ms > p.backoff_max_ms {
+        return Err(Error::InvalidArgument(
+            "restart_policy: backoff_base_ms must not exceed backoff_max_ms".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Longest console line, in bytes.
+const MAX_CONSOLE_LINE: usize = 1024;
+/// Most lines a log stream may start with.
+const MAX_TAIL_LINES: u32 = 10_000;
+
+fn check_console_line(line: &str) -> Result<()> {
+    if line.is_empty() || line.len() > MAX_CONSOLE_LINE {
+        return Err(Error::InvalidArgument(format!(
+            "line: give 1 to {MAX_CONSOLE_LINE} bytes"
+        )));
+    }
+    if line.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(Error::InvalidArgument(
+            "line: one line only, without newlines or control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+type LogChunks =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+
 impl InstanceApi {
     /// Sends `action` for `id` to its spawner and returns the instance afterwards.
     async fn drive(&self, id: &str, action: pb::command::Action) -> Result<pb::Instance> {
@@ -71,6 +109,76 @@ impl InstanceApi {
 
 #[tonic::async_trait]
 impl InstanceService for InstanceApi {
+    type StreamLogsStream = LogChunks;
+
+    async fn stream_logs(
+        &self,
+        req: Request<pb::StreamLogsRequest>,
+    ) -> Result<Response<Self::StreamLogsStream>, Status> {
+        let r = req.into_inner();
+        check_id("id", &r.id)?;
+        if r.tail_lines > MAX_TAIL_LINES {
+            return Err(
+                Error::InvalidArgument(format!("tail_lines: at most {MAX_TAIL_LINES}")).into(),
+            );
+        }
+        let tail_lines = if r.tail_lines == 0 && !r.follow {
+            100
+        } else {
+            r.tail_lines
+        };
+        let (_, link) = self.0.registry.route(&r.id)?;
+        let logs = link
+            .stream_logs(
+                pb::LogsCommand {
+                    instance_id: r.id,
+                    follow: r.follow,
+                    tail_lines,
+                },
+                self.0.command_timeout,
+            )
+            .await?;
+        let chunks = futures::stream::unfold(Some(logs), |state| async move {
+            let mut logs = state?;
+            match logs.next().await {
+                Ok(LogEvent::Data(d)) => Some((
+                    Ok(pb::LogChunk {
+                        data: d.data,
+                        skipped_bytes: d.skipped_bytes,
+                    }),
+                    Some(logs),
+                )),
+                Ok(LogEvent::Done(result)) => match map_command_error(*result) {
+                    Ok(_) => None,
+                    Err(e) => Some((Err(e.into()), None)),
+                },
+                Err(e) => Some((Err(e.into()), None)),
+            }
+        });
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn send_console_command(
+        &self,
+        req: Request<pb::SendConsoleCommandRequest>,
+    ) -> Result<Response<pb::SendConsoleCommandResponse>, Status> {
+        let c = ctx(&req)?;
+        let r = req.into_inner();
+        check_id("id", &r.id)?;
+        c.set_target(r.id.clone());
+        // Audited with the line itself: the console is how an operator changes a live game.
+        let shown: String = r.line.chars().take(MAX_CONSOLE_LINE).collect();
+        c.set_detail(format!("console: {}", shown.escape_debug()));
+        check_console_line(&r.line)?;
+        let (_, link) = self.0.registry.route(&r.id)?;
+        let action = pb::command::Action::Console(pb::ConsoleCommand {
+            instance_id: r.id,
+            line: r.line,
+        });
+        map_command_error(link.request(action, self.0.command_timeout).await?)?;
+        Ok(Response::new(pb::SendConsoleCommandResponse {}))
+    }
+
     async fn spawn_instance(
         &self,
         req: Request<pb::SpawnInstanceRequest>,
@@ -81,6 +189,9 @@ impl InstanceService for InstanceApi {
         let selector = check_labels("spawner_selector", &r.spawner_selector)?;
         check_env(&r.env)?;
         check_args(&r.args)?;
+        if let Some(policy) = &r.restart_policy {
+            check_restart_policy(policy)?;
+        }
         if r.build_version.len() > 128 || r.region.len() > 64 || r.spawner_id.len() > 128 {
             return Err(Error::InvalidArgument(
                 "build_version, region or spawner_id: too long".into(),
@@ -125,6 +236,7 @@ impl InstanceService for InstanceApi {
             labels: labels.into_iter().collect(),
             env: r.env,
             args: r.args,
+            restart_policy: r.restart_policy,
         });
         let outcome = match link.request(action, self.0.command_timeout).await {
             Ok(res) => map_command_error(res),

@@ -185,6 +185,7 @@ fn handle(shared: &super::Shared, id: &str, link: &crate::registry::Link, m: pb:
         }
         Some(Kind::InstanceEvent(ev)) => shared.registry.instance_event(id, link.generation, ev),
         Some(Kind::CommandResult(r)) => link.complete(r),
+        Some(Kind::LogData(d)) => link.log_data(d),
         Some(Kind::Hello(_)) => tracing::warn!(spawner = %id, "second hello on one link ignored"),
         None => tracing::warn!(spawner = %id, "empty message ignored"),
     }

@@ -94,7 +94,14 @@ impl ManagerTask {
         reply: oneshot::Sender<Result<InstanceRecord>>,
     ) -> Result<()> {
         let checked = ctx.check().and_then(|()| self.check_spawn(&spec));
-        let (build_version, port) = match checked {
+        let checked = checked.and_then(|(build, port)| {
+            crate::restart::RestartPolicy::resolve(
+                spec.restart_policy.as_ref(),
+                &self.config.restart_default,
+            )
+            .map(|policy| (build, port, policy))
+        });
+        let (build_version, port, restart_policy) = match checked {
             Ok(ok) => ok,
             Err(e) => {
                 let text = e.to_string();
@@ -108,6 +115,8 @@ impl ManagerTask {
             port: Some(port),
             pid: None,
             start_ticks: None,
+            supervisor_pid: None,
+            supervisor_ticks: None,
             labels: spec.labels,
             env: spec.env,
             args: spec.args,
@@ -118,6 +127,7 @@ impl ManagerTask {
             exit_code: None,
             message: "starting".into(),
             revision: 0,
+            restart_policy,
         };
         self.add_actor(rec, false);
         self.save();

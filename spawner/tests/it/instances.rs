@@ -42,7 +42,7 @@ async fn spawns_three_on_distinct_ports_and_stops_one() {
         assert_eq!(udp_status(port)["instance"], id);
     }
     let a = manager.get("a").await.unwrap();
-    let log = dir.path().join("instances/a/logs/stdout.log");
+    let log = dir.path().join("instances/a/logs/output.log");
     eventually("the game logs its port", || {
         read(&log).contains(&format!("listening on port {}", a.port.unwrap()))
     })
@@ -175,7 +175,8 @@ async fn ports_run_out_and_busy_ports_are_skipped() {
 #[tokio::test]
 async fn a_program_ignoring_sigterm_is_killed_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
-    let script = r#"trap "" TERM; echo ready; while :; do sleep 0.05; done"#;
+    // A child of its own that ignores SIGTERM too: the SIGKILL must reach the whole group.
+    let script = r#"trap "" TERM; (while :; do sleep 0.05; done) & echo ready; while :; do sleep 0.05; done"#;
     let manager = Manager::open(script_config(dir.path(), script))
         .await
         .unwrap();
@@ -183,7 +184,7 @@ async fn a_program_ignoring_sigterm_is_killed_after_the_grace_period() {
     let rec = manager.spawn(spec("stubborn"), ctx()).await.unwrap();
     reaper.watch(&rec);
     let pid = rec.pid.unwrap();
-    let log = dir.path().join("instances/stubborn/logs/stdout.log");
+    let log = dir.path().join("instances/stubborn/logs/output.log");
     eventually("the script started", || read(&log).contains("ready")).await;
 
     let started = std::time::Instant::now();
@@ -209,7 +210,7 @@ async fn a_slow_stop_blocks_no_other_command() {
     let mut reaper = Reaper::default();
     for id in ["slow", "quick"] {
         reaper.watch(&manager.spawn(spec(id), ctx()).await.unwrap());
-        let log = dir.path().join(format!("instances/{id}/logs/stdout.log"));
+        let log = dir.path().join(format!("instances/{id}/logs/output.log"));
         eventually("the script trapped SIGTERM", || {
             read(&log).contains("ready")
         })
@@ -341,5 +342,33 @@ async fn expired_or_cancelled_operations_do_not_run() {
     let err = manager.stop("on", None, cancelled).await.unwrap_err();
     assert_eq!(err.kind(), CommandErrorKind::DeadlineExceeded);
     assert_eq!(manager.get("on").await.unwrap().state, State::Running);
+    manager.shutdown(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_environment_reaches_the_game_but_no_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::open(script_config(
+        dir.path(),
+        r#"echo "token=$GAME_TOKEN"; sleep 30"#,
+    ))
+    .await
+    .unwrap();
+    let mut reaper = Reaper::default();
+    let mut s = spec("env");
+    s.env.insert("GAME_TOKEN".into(), "hunter2-secret".into());
+    let rec = manager.spawn(s, ctx()).await.unwrap();
+    reaper.watch(&rec);
+    let log = dir.path().join("instances/env/logs/output.log");
+    eventually("the game printed it", || {
+        read(&log).contains("token=hunter2-secret")
+    })
+    .await;
+    let supervisor = rec.supervisor_pid.unwrap();
+    let cmdline = std::fs::read(format!("/proc/{supervisor}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("hunter2"));
+    let environ = std::fs::read(format!("/proc/{supervisor}/environ")).unwrap();
+    assert!(!String::from_utf8_lossy(&environ).contains("hunter2"));
+    assert!(!String::from_utf8_lossy(&environ).contains("EXILE_INSTANCE_ID"));
     manager.shutdown(true).await.unwrap();
 }

@@ -148,6 +148,7 @@ fn spawner_config(url: &str, data_dir: &std::path::Path) -> Config {
     config.region = "eu-test".into();
     config.labels = vec!["gpu=no".into()];
     config.stop_grace_period_secs = 5;
+    config.supervisor_bin = Some(supervisor_bin());
     config
 }
 

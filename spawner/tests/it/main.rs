@@ -7,5 +7,7 @@
 
 mod instances;
 mod link;
+mod logs;
 mod persistence;
+mod restart;
 mod support;

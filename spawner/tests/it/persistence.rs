@@ -14,7 +14,7 @@ fn spec(id: &str) -> SpawnSpec {
 }
 
 fn listening_lines(dir: &std::path::Path, id: &str) -> usize {
-    read(dir.join(format!("instances/{id}/logs/stdout.log")))
+    read(dir.join(format!("instances/{id}/logs/output.log")))
         .matches("listening on port")
         .count()
 }
@@ -62,10 +62,16 @@ async fn running_instances_are_adopted_after_a_restart_and_never_duplicated() {
     }
     assert_eq!(udp_status(a.port.unwrap())["max_players"], 4);
 
-    // An adopted process that dies is noticed by polling.
+    // An adopted process that dies is noticed, with the status its supervisor recorded.
     kill9(a.pid.unwrap());
     let crashed = wait_for(&second, "a", "crashed", is(State::Crashed)).await;
-    assert!(crashed.message.contains("adopted"), "{}", crashed.message);
+    assert!(
+        crashed
+            .message
+            .starts_with("killed by signal 9 (SIGKILL)\nlast output:\nlistening on port"),
+        "{}",
+        crashed.message
+    );
     // An adopted process is stopped through its process group.
     let stopped = second.stop("b", None, OpContext::default()).await.unwrap();
     assert_eq!(stopped.state, State::Stopped);
@@ -116,7 +122,10 @@ async fn a_process_with_another_start_time_is_not_adopted() {
         .unwrap();
     let now = second.get("x").await.unwrap();
     assert_eq!(now.state, State::Crashed);
-    assert_eq!(now.message, "exited while the spawner was down");
+    assert_eq!(
+        now.message,
+        "exited while the spawner was down (exit status unknown)"
+    );
     assert_eq!(now.pid, None);
     // Neither adopted nor killed nor launched again.
     assert!(alive(rec.pid.unwrap()), "the unrelated process was touched");
@@ -145,10 +154,44 @@ async fn a_process_that_died_while_down_is_marked_crashed() {
     let second = Manager::open(config(dir.path(), 5, ports)).await.unwrap();
     let now = second.get("x").await.unwrap();
     assert_eq!(now.state, State::Crashed);
-    assert_eq!(now.message, "exited while the spawner was down");
+    assert_eq!(
+        now.message,
+        "killed by signal 9 (SIGKILL) while the spawner was down"
+    );
     // It can be started again, on its old port.
     let again = second.start("x", OpContext::default()).await.unwrap();
     reaper.watch(&again);
     assert_eq!(again.port, rec.port);
     second.shutdown(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_exit_code_while_down_is_recorded_by_the_supervisor() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "read line; exit 7";
+    let first = Manager::open(script_config(dir.path(), script))
+        .await
+        .unwrap();
+    let mut reaper = Reaper::default();
+    let rec = first.spawn(spec("x"), OpContext::default()).await.unwrap();
+    reaper.watch(&rec);
+    first.shutdown(false).await.unwrap();
+    // The game reads its console: the supervisor still carries the line with no spawner.
+    let instance_dir = dir.path().join("instances/x");
+    exile_spawner::supervisor::request(&instance_dir, "console bye")
+        .await
+        .unwrap();
+    eventually("the exit is recorded", || {
+        instance_dir.join("exit.json").exists()
+    })
+    .await;
+
+    let second = Manager::open(script_config(dir.path(), script))
+        .await
+        .unwrap();
+    let now = second.get("x").await.unwrap();
+    assert_eq!(now.state, State::Crashed);
+    assert_eq!(now.exit_code, Some(7));
+    assert_eq!(now.message, "exited with code 7 while the spawner was down");
+    second.shutdown(false).await.unwrap();
 }

@@ -42,6 +42,11 @@ pub fn demo_game() -> PathBuf {
     .clone()
 }
 
+/// Path of the supervisor binary cargo built for these tests.
+pub fn supervisor_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_exile-supervisor"))
+}
+
 /// A range of `len` ports, each free for TCP and UDP now, not handed to another test of this
 /// process. Drawn at random below the kernel's ephemeral range, so the client sockets tests
 /// open (which take ephemeral ports) never land in it; never a fixed number.
@@ -94,6 +99,10 @@ pub fn config(
         ),
         build_version: "v1".into(),
         stop_grace: Duration::from_secs(5),
+        supervisor_bin: supervisor_bin(),
+        log_max_bytes: 8 << 20,
+        log_files: 4,
+        restart_default: Default::default(),
     }
 }
 

@@ -8,5 +8,6 @@ mod interfaces;
 mod lifecycle;
 mod metrics;
 mod resilience;
+mod supervision;
 mod support;
 mod validation;

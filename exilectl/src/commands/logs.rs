@@ -1,0 +1,91 @@
+//! `logs` and `console`: an instance's output log, and its console (stdin) driven line by line.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use exile_api::v1::{self as pb, SendConsoleCommandRequest, StreamLogsRequest};
+use futures::StreamExt;
+use tokio::io::AsyncBufReadExt;
+
+use super::Ctx;
+use crate::cli::{ConsoleArgs, LogsArgs};
+use crate::client::RpcResult;
+
+/// How long `console` keeps showing output after its input ended, so the answer to the last
+/// line is seen.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Writes a chunk to stdout as it came (raw bytes), noting skipped output on stderr.
+fn show(chunk: &pb::LogChunk) -> Result<()> {
+    if chunk.skipped_bytes > 0 {
+        eprintln!("[… {} bytes of output skipped …]", chunk.skipped_bytes);
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&chunk.data)?;
+    out.flush()?;
+    Ok(())
+}
+
+pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<()> {
+    let tail = args.tail.unwrap_or(if args.follow { 10 } else { 100 });
+    let mut stream = ctx
+        .session
+        .instances()
+        .stream_logs(StreamLogsRequest {
+            id: args.instance,
+            follow: args.follow,
+            tail_lines: tail,
+        })
+        .await
+        .or_explain(&ctx.session)?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|s| ctx.session.error(&s))?;
+        show(&chunk)?;
+    }
+    Ok(())
+}
+
+pub async fn console(ctx: &Ctx, args: ConsoleArgs) -> Result<()> {
+    let id = args.instance;
+    let mut stream = ctx
+        .session
+        .instances()
+        .stream_logs(StreamLogsRequest {
+            id: id.clone(),
+            follow: true,
+            tail_lines: args.tail,
+        })
+        .await
+        .or_explain(&ctx.session)?;
+    let session = ctx.session.clone();
+    let output = tokio::spawn(async move {
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => show(&chunk)?,
+                Err(s) => return Err(session.error(&s)),
+            }
+        }
+        Ok(())
+    });
+    let mut client = ctx.session.instances();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        client
+            .send_console_command(SendConsoleCommandRequest {
+                id: id.clone(),
+                line: line.to_owned(),
+            })
+            .await
+            .or_explain(&ctx.session)?;
+    }
+    match tokio::time::timeout(LINGER, output).await {
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Err(e)) => bail!("the log stream failed: {e}"),
+        _ => Ok(()),
+    }
+}

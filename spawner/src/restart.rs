@@ -1,0 +1,194 @@
+//! Restart policy: whether and when an instance whose game server exited by itself is started
+//! again, with exponential backoff and a crash-loop limit.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use exile_api::v1;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+
+/// When to restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartMode {
+    /// Never restart.
+    #[default]
+    Never,
+    /// After a non-zero exit code or a signal.
+    OnFailure,
+    /// After any exit that was not a requested stop.
+    Always,
+}
+
+/// A complete restart policy (defaults already applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// When to restart.
+    pub mode: RestartMode,
+    /// Restarts allowed within `window`; the next unexpected exit ends the instance Crashed.
+    pub max_restarts: u32,
+    /// The window `max_restarts` counts in.
+    pub window: Duration,
+    /// First delay; doubles with each restart in the window.
+    pub backoff_base: Duration,
+    /// Largest delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            mode: RestartMode::Never,
+            max_restarts: 5,
+            window: Duration::from_secs(300),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The policy a spawn asked for, with the spawner's `default` filling what it left out
+    /// (an unspecified mode takes the default policy whole).
+    pub fn resolve(requested: Option<&v1::RestartPolicy>, default: &Self) -> Result<Self> {
+        let Some(p) = requested else {
+            return Ok(*default);
+        };
+        let mode = match v1::RestartMode::try_from(p.mode) {
+            Ok(v1::RestartMode::Unspecified) => return Ok(*default),
+            Ok(v1::RestartMode::Never) => RestartMode::Never,
+            Ok(v1::RestartMode::OnFailure) => RestartMode::OnFailure,
+            Ok(v1::RestartMode::Always) => RestartMode::Always,
+            Err(_) => {
+                return Err(Error::InvalidArgument(
+                    "restart_policy.mode: unknown value".into(),
+                ));
+            }
+        };
+        let or = |v: u32, d: Duration, unit: fn(u64) -> Duration| {
+            if v == 0 { d } else { unit(u64::from(v)) }
+        };
+        let policy = Self {
+            mode,
+            max_restarts: if p.max_restarts == 0 {
+                default.max_restarts
+            } else {
+                p.max_restarts
+            },
+            window: or(p.window_seconds, default.window, Duration::from_secs),
+            backoff_base: or(
+                p.backoff_base_ms,
+                default.backoff_base,
+                Duration::from_millis,
+            ),
+            backoff_max: or(p.backoff_max_ms, default.backoff_max, Duration::from_millis),
+        };
+        if policy.backoff_base > policy.backoff_max {
+            return Err(Error::InvalidArgument(
+                "restart_policy: the backoff base exceeds its maximum".into(),
+            ));
+        }
+        Ok(policy)
+    }
+
+    /// Whether an exit (clean or not) calls for a restart at all.
+    pub fn wants_restart(&self, clean: bool) -> bool {
+        match self.mode {
+            RestartMode::Never => false,
+            RestartMode::OnFailure => !clean,
+            RestartMode::Always => true,
+        }
+    }
+}
+
+/// Restarts made recently, to apply the crash-loop limit and the backoff.
+#[derive(Debug, Default)]
+pub struct RestartTracker {
+    recent: VecDeque<Instant>,
+}
+
+impl RestartTracker {
+    /// The delay before the next restart, or `None` when the limit within the window is
+    /// reached. Records the restart when there is one.
+    pub fn next(&mut self, policy: &RestartPolicy, now: Instant) -> Option<Duration> {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > policy.window)
+        {
+            self.recent.pop_front();
+        }
+        let n = u32::try_from(self.recent.len()).unwrap_or(u32::MAX);
+        if n >= policy.max_restarts {
+            return None;
+        }
+        self.recent.push_back(now);
+        let factor = 1u32.checked_shl(n.min(30)).unwrap_or(u32::MAX);
+        Some(
+            policy
+                .backoff_base
+                .saturating_mul(factor)
+                .min(policy.backoff_max),
+        )
+    }
+
+    /// Restarts counted in the current window.
+    pub fn count(&self) -> usize {
+        self.recent.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_then_the_limit_stops_it() {
+        let policy = RestartPolicy {
+            mode: RestartMode::OnFailure,
+            max_restarts: 4,
+            window: Duration::from_secs(60),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(300),
+        };
+        let mut t = RestartTracker::default();
+        let now = Instant::now();
+        let delays: Vec<_> = (0..5).map(|_| t.next(&policy, now)).collect();
+        assert_eq!(
+            delays,
+            [
+                Some(Duration::from_millis(100)),
+                Some(Duration::from_millis(200)),
+                Some(Duration::from_millis(300)),
+                Some(Duration::from_millis(300)),
+                None
+            ]
+        );
+        // Once the window has passed, restarts are allowed again from the base delay.
+        let later = now + Duration::from_secs(61);
+        assert_eq!(t.next(&policy, later), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn requested_policies_fill_in_defaults() {
+        let default = RestartPolicy::default();
+        assert_eq!(RestartPolicy::resolve(None, &default).unwrap(), default);
+        let asked = v1::RestartPolicy {
+            mode: v1::RestartMode::Always as i32,
+            max_restarts: 2,
+            ..Default::default()
+        };
+        let p = RestartPolicy::resolve(Some(&asked), &default).unwrap();
+        assert_eq!(p.mode, RestartMode::Always);
+        assert_eq!(p.max_restarts, 2);
+        assert_eq!(p.window, default.window);
+        let bad = v1::RestartPolicy {
+            mode: 42,
+            ..Default::default()
+        };
+        assert!(RestartPolicy::resolve(Some(&bad), &default).is_err());
+    }
+}

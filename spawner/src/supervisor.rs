@@ -1,0 +1,400 @@
+//! The per-instance supervisor (`exile-supervisor`), and the spawner's side of talking to it.
+//!
+//! # Why a supervisor process
+//! The spawner must be restartable (upgrades, crashes, `kill -9`) without touching the games
+//! it runs. Whoever holds a game's stdin pipe, its stdout/stderr pipes and its exit status
+//! (only its parent can `wait` for it) loses them when it dies. So, as containerd-shim and
+//! podman's conmon do for containers, each instance gets a tiny process of its own that:
+//!
+//! - starts the game in its own process group, and is itself a session leader (`setsid`), so a
+//!   signal to the spawner's group or terminal reaches neither;
+//! - keeps the game's stdin open and writes console lines into it;
+//! - pumps stdout/stderr into a size-rotated log with a total cap ([`logfile`]), so logs keep
+//!   flowing while the spawner is down and a flooding game cannot fill the disk;
+//! - `wait`s for the game, kills what is left of its group, and records the exit code or
+//!   signal in `exit.json` (atomic write) before exiting, so a game that ends while the
+//!   spawner is down still has its exit status known;
+//! - answers requests on a Unix socket in the instance directory (`supervisor.sock`, guarded by
+//!   the directory's permissions): a console line, or a stop (SIGTERM to the game's group, a
+//!   grace period, SIGKILL to the group) that it carries out even if the spawner dies meanwhile.
+//!
+//! The spawner records the supervisor's pid and start time next to the game's; on restart it
+//! re-adopts an instance whose supervisor is still alive (pid + `/proc` start time match) and
+//! never launches a second one. The supervisor is synchronous std code with two pump threads
+//! and a socket thread: a few hundred KiB of RSS per instance, no runtime.
+//!
+//! Protocol: one request line per connection, one answer line (`ok[ detail]` or
+//! `err <message>`): `console <line>`, `stop <grace_ms>`, `ping`.
+
+pub mod logfile;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+use crate::process::signal_group;
+use logfile::{LogLimits, RotatingLog};
+
+/// Socket file in the instance directory.
+pub const SOCKET_NAME: &str = "supervisor.sock";
+/// Exit record in the instance directory.
+pub const EXIT_NAME: &str = "exit.json";
+/// Longest console line accepted, in bytes.
+pub const MAX_CONSOLE_LINE: usize = 4096;
+
+/// How the game ended, as written to `exit.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Exit code when the game exited by itself.
+    pub code: Option<i32>,
+    /// Signal number when a signal ended it.
+    pub signal: Option<i32>,
+    /// Whether a stop had been requested before it ended.
+    pub stop_requested: bool,
+    /// When it ended, Unix ms.
+    pub exited_at_unix_ms: i64,
+}
+
+impl ExitRecord {
+    /// Whether the game ended as intended: asked to stop, or exited by itself with code 0.
+    pub fn is_clean(&self) -> bool {
+        self.stop_requested || self.code == Some(0)
+    }
+
+    /// A sentence for the instance message.
+    pub fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(signal)) => {
+                let name = Signal::try_from(signal)
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default();
+                format!("killed by signal {signal}{name}")
+            }
+            (None, None) => "exited".to_owned(),
+        }
+    }
+
+    /// Reads `exit.json` from an instance directory, if the supervisor wrote one.
+    pub fn read(instance_dir: &Path) -> Option<Self> {
+        let bytes = std::fs::read(instance_dir.join(EXIT_NAME)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// What the supervisor is told on its command line.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "exile-supervisor",
+    about = "Runs one Exile game-server instance (started by exile-spawner)."
+)]
+pub struct SupervisorArgs {
+    /// Instance directory: working directory of the game, holds the socket, logs and exit file.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Largest size of one log file, in bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    pub log_max_bytes: u64,
+    /// Rotated log files kept besides the live one.
+    #[arg(long, default_value_t = 4)]
+    pub log_files: u32,
+    /// Read the game's extra environment as a JSON list of [key, value] pairs from stdin.
+    /// Not on the command line, which every local user can read; and not the supervisor's own
+    /// environment, so only the game carries EXILE_INSTANCE_ID.
+    #[arg(long)]
+    pub env_from_stdin: bool,
+    /// The game's program and arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+struct Shared {
+    game_pid: u32,
+    stdin: Mutex<Option<std::process::ChildStdin>>,
+    exited: AtomicBool,
+    stop_requested: AtomicBool,
+}
+
+/// Runs the supervisor until the game has exited; returns the process exit code.
+///
+/// The first line on stdout is `started <game pid>` or `error <message>`; nothing is written
+/// there afterwards (the spawner that reads it may be gone).
+pub fn run(args: SupervisorArgs) -> i32 {
+    // Own session: not in the spawner's group or terminal. Fails only if we already lead a
+    // group, which is harmless.
+    let _ = nix::unistd::setsid();
+    match start(&args) {
+        Ok((child, shared, pumps)) => {
+            println!("started {}", shared.game_pid);
+            let _ = std::io::stdout().flush();
+            supervise(&args.dir, child, &shared, pumps);
+            0
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(args.dir.join(SOCKET_NAME));
+            println!("error {e}");
+            let _ = std::io::stdout().flush();
+            1
+        }
+    }
+}
+
+type Pumps = Vec<std::thread::JoinHandle<()>>;
+
+fn start(args: &SupervisorArgs) -> std::io::Result<(std::process::Child, Arc<Shared>, Pumps)> {
+    let dir = &args.dir;
+    let _ = std::fs::remove_file(dir.join(EXIT_NAME));
+    let socket_path = dir.join(SOCKET_NAME);
+    let _ = std::fs::remove_file(&socket_path);
+    let listener = UnixListener::bind(&socket_path)?;
+    let log = RotatingLog::open(
+        &dir.join("logs"),
+        LogLimits {
+            max_bytes: args.log_max_bytes,
+            keep: args.log_files,
+        },
+    )?;
+    let log = Arc::new(Mutex::new(log));
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| std::io::Error::other("no program given"))?;
+    let mut command = Command::new(program);
+    command
+        .args(rest)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Own group: a stop reaches every process of the game and nothing else.
+        .process_group(0);
+    if args.env_from_stdin {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        let env: Vec<(String, String)> = serde_json::from_str(&text)
+            .map_err(|e| std::io::Error::other(format!("bad environment on stdin: {e}")))?;
+        command.envs(env);
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("could not start `{program}`: {e}")))?;
+    let shared = Arc::new(Shared {
+        game_pid: child.id(),
+        stdin: Mutex::new(child.stdin.take()),
+        exited: AtomicBool::new(false),
+        stop_requested: AtomicBool::new(false),
+    });
+    let mut pumps = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        pumps.push(pump(out, log.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        pumps.push(pump(err, log));
+    }
+    let s = shared.clone();
+    std::thread::spawn(move || serve(listener, &s));
+    Ok((child, shared, pumps))
+}
+
+fn pump(
+    mut from: impl Read + Send + 'static,
+    log: Arc<Mutex<RotatingLog>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    // Short section, never across a blocking read: a std Mutex is right.
+                    if let Ok(mut log) = log.lock() {
+                        // A full disk must not stop the pump, or the game blocks on write.
+                        let _ = log.write(&buf[..n]);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+fn supervise(dir: &Path, mut child: std::process::Child, shared: &Shared, pumps: Pumps) {
+    use std::os::unix::process::ExitStatusExt;
+    let status = loop {
+        match child.wait() {
+            Ok(status) => break Some(status),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break None,
+        }
+    };
+    shared.exited.store(true, Ordering::SeqCst);
+    // Whatever the game left in its group goes with it.
+    let _ = signal_group(shared.game_pid, Signal::SIGKILL);
+    // Drain the pipes, but do not hang on a process that escaped the group and holds them.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for p in pumps {
+            let _ = p.join();
+        }
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(Duration::from_secs(2));
+    let record = ExitRecord {
+        code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()),
+        stop_requested: shared.stop_requested.load(Ordering::SeqCst),
+        exited_at_unix_ms: exile_api::now_unix_ms(),
+    };
+    if let Ok(bytes) = serde_json::to_vec(&record) {
+        let _ = crate::state::write_atomic(&dir.join(EXIT_NAME), &bytes, 0o644);
+    }
+    let _ = std::fs::remove_file(dir.join(SOCKET_NAME));
+}
+
+fn serve(listener: UnixListener, shared: &Arc<Shared>) {
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        // A thread per request: a console write blocked on a game that stopped reading its
+        // stdin must never hold up a stop.
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+            let answer = match read_request(&conn) {
+                Ok(line) => handle(&line, &shared),
+                Err(e) => format!("err {e}"),
+            };
+            let _ = conn.write_all(format!("{answer}\n").as_bytes());
+        });
+    }
+}
+
+fn read_request(conn: &UnixStream) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    BufReader::new(conn)
+        .take(MAX_CONSOLE_LINE as u64 + 64)
+        .read_until(b'\n', &mut line)?;
+    if line.last() != Some(&b'\n') {
+        return Err(std::io::Error::other(
+            "request too long or not ended by a newline",
+        ));
+    }
+    line.pop();
+    String::from_utf8(line).map_err(|_| std::io::Error::other("request is not UTF-8"))
+}
+
+fn handle(line: &str, shared: &Arc<Shared>) -> String {
+    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match verb {
+        "ping" => format!("ok {}", shared.game_pid),
+        "console" => {
+            if shared.exited.load(Ordering::SeqCst) {
+                return "err the game server has exited".into();
+            }
+            let Ok(mut stdin) = shared.stdin.lock() else {
+                return "err stdin is unavailable".into();
+            };
+            match stdin.as_mut() {
+                Some(pipe) => match pipe.write_all(format!("{rest}\n").as_bytes()) {
+                    Ok(()) => "ok".into(),
+                    Err(e) => format!("err could not write to the game's stdin: {e}"),
+                },
+                None => "err the game's stdin is closed".into(),
+            }
+        }
+        "stop" => {
+            let Ok(grace_ms) = rest.trim().parse::<u64>() else {
+                return "err stop needs a grace period in ms".into();
+            };
+            shared.stop_requested.store(true, Ordering::SeqCst);
+            let s = shared.clone();
+            std::thread::spawn(move || stop(&s, Duration::from_millis(grace_ms)));
+            "ok".into()
+        }
+        other => format!("err unknown request `{other}`"),
+    }
+}
+
+fn stop(shared: &Shared, grace: Duration) {
+    let _ = signal_group(shared.game_pid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if shared.exited.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = signal_group(shared.game_pid, Signal::SIGKILL);
+}
+
+/// Sends one request to the supervisor of the instance in `instance_dir` and returns the text
+/// after `ok`.
+pub async fn request(instance_dir: &Path, line: &str) -> crate::Result<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let path = instance_dir.join(SOCKET_NAME);
+    let talk = async {
+        let mut stream = tokio::net::UnixStream::connect(&path).await?;
+        stream.write_all(format!("{line}\n").as_bytes()).await?;
+        let mut answer = String::new();
+        tokio::io::BufReader::new(stream.take(4096))
+            .read_line(&mut answer)
+            .await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(5), talk)
+        .await
+        .map_err(|_| crate::Error::Internal("the instance supervisor did not answer".into()))?
+        .map_err(|e| crate::Error::io("could not talk to the supervisor at", &path, e))?;
+    let answer = answer.trim_end();
+    if let Some(rest) = answer.strip_prefix("ok") {
+        Ok(rest.trim_start().to_owned())
+    } else if let Some(msg) = answer.strip_prefix("err ") {
+        Err(crate::Error::FailedPrecondition(msg.to_owned()))
+    } else {
+        Err(crate::Error::Internal(format!(
+            "unexpected supervisor answer `{answer}`"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        SupervisorArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn exits_are_described_and_classified() {
+        let code = |code, stop| ExitRecord {
+            code: Some(code),
+            signal: None,
+            stop_requested: stop,
+            exited_at_unix_ms: 0,
+        };
+        assert_eq!(code(3, false).describe(), "exited with code 3");
+        assert!(!code(3, false).is_clean());
+        assert!(code(0, false).is_clean());
+        assert!(code(3, true).is_clean());
+        let killed = ExitRecord {
+            code: None,
+            signal: Some(9),
+            stop_requested: false,
+            exited_at_unix_ms: 0,
+        };
+        assert_eq!(killed.describe(), "killed by signal 9 (SIGKILL)");
+        assert!(!killed.is_clean());
+    }
+}

@@ -1,0 +1,134 @@
+//! Restart policy against real processes: backoff, crash-loop limit, clean exits.
+
+use std::time::Duration;
+
+use exile_api::v1;
+use exile_spawner::{Manager, OpContext, SpawnSpec, State};
+
+use crate::support::*;
+
+fn spec(id: &str, mode: v1::RestartMode, max: u32) -> SpawnSpec {
+    SpawnSpec {
+        id: id.into(),
+        restart_policy: Some(v1::RestartPolicy {
+            mode: mode as i32,
+            max_restarts: max,
+            window_seconds: 60,
+            backoff_base_ms: 100,
+            backoff_max_ms: 400,
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_crash_loop_is_restarted_with_backoff_then_ends_crashed_with_its_last_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"echo "booting $$"; echo "fatal: map not found" >&2; exit 3"#;
+    let manager = Manager::open(script_config(dir.path(), script))
+        .await
+        .unwrap();
+    let mut events = manager.subscribe();
+    let started = std::time::Instant::now();
+    manager
+        .spawn(
+            spec("loop", v1::RestartMode::OnFailure, 3),
+            OpContext::default(),
+        )
+        .await
+        .unwrap();
+    let end = wait_for(&manager, "loop", "crashed for good", |r| {
+        r.state == State::Crashed
+    })
+    .await;
+    let took = started.elapsed();
+    assert_eq!(end.restart_count, 3);
+    assert_eq!(end.exit_code, Some(3));
+    assert!(
+        end.message
+            .starts_with("exited with code 3; crash loop: 3 restarts within 60s"),
+        "{}",
+        end.message
+    );
+    assert!(
+        end.message.contains("fatal: map not found"),
+        "{}",
+        end.message
+    );
+    assert!(end.message.len() <= 2048 + 200, "{}", end.message.len());
+    // Backoff 100 + 200 + 400 ms at least.
+    assert!(took >= Duration::from_millis(700), "gave up after {took:?}");
+    // Every restart went through Starting with a sentence saying when.
+    let mut restarting = 0;
+    while let Ok(ev) = events.try_recv() {
+        let s = ev.status.unwrap();
+        if s.message.contains("restarting in") {
+            restarting += 1;
+        }
+    }
+    assert_eq!(restarting, 3);
+    manager.shutdown(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn on_failure_leaves_a_clean_exit_alone_and_always_restarts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"echo once; exit 0"#;
+    let manager = Manager::open(script_config(dir.path(), script))
+        .await
+        .unwrap();
+    manager
+        .spawn(
+            spec("clean", v1::RestartMode::OnFailure, 3),
+            OpContext::default(),
+        )
+        .await
+        .unwrap();
+    let done = wait_for(&manager, "clean", "stopped", is(State::Stopped)).await;
+    assert_eq!(done.restart_count, 0);
+    assert_eq!(done.exit_code, Some(0));
+
+    manager
+        .spawn(
+            spec("again", v1::RestartMode::Always, 2),
+            OpContext::default(),
+        )
+        .await
+        .unwrap();
+    let done = wait_for(&manager, "again", "gave up", |r| {
+        r.restart_count == 2 && r.state == State::Stopped
+    })
+    .await;
+    assert!(done.message.contains("crash loop"), "{}", done.message);
+    manager.shutdown(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stop_during_the_backoff_cancels_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::open(script_config(dir.path(), "exit 1"))
+        .await
+        .unwrap();
+    let mut s = spec("slow", v1::RestartMode::OnFailure, 5);
+    if let Some(p) = s.restart_policy.as_mut() {
+        p.backoff_base_ms = 60_000;
+        p.backoff_max_ms = 60_000;
+    }
+    manager.spawn(s, OpContext::default()).await.unwrap();
+    wait_for(&manager, "slow", "waiting to restart", |r| {
+        r.message.contains("restarting in")
+    })
+    .await;
+    let now = manager
+        .stop("slow", None, OpContext::default())
+        .await
+        .unwrap();
+    assert_eq!(now.state, State::Stopped);
+    assert!(
+        now.message.contains("pending restart was cancelled"),
+        "{}",
+        now.message
+    );
+    assert_eq!(now.restart_count, 0);
+    manager.shutdown(true).await.unwrap();
+}
