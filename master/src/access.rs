@@ -47,83 +47,42 @@ const ADMIN: Access = Access::Role(Role::Admin);
 
 /// THE table: every method of every service the master serves, with its rule. Methods not
 /// listed are refused, so a new RPC cannot be reached until it is given a rule here.
+#[rustfmt::skip]
 pub const RULES: &[(&str, Rule)] = &[
-    ("/exile.v1.AuthService/Login", rule(Public, true)),
-    ("/exile.v1.AuthService/Logout", rule(VIEWER, true)),
-    ("/exile.v1.AuthService/WhoAmI", rule(VIEWER, false)),
-    ("/exile.v1.AuthService/CreateUser", rule(ADMIN, true)),
-    ("/exile.v1.AuthService/ListUsers", rule(ADMIN, false)),
-    ("/exile.v1.AuthService/DeleteUser", rule(ADMIN, true)),
-    ("/exile.v1.AuthService/ChangePassword", rule(VIEWER, true)),
-    ("/exile.v1.AuthService/CreateApiToken", rule(ADMIN, true)),
-    ("/exile.v1.AuthService/ListApiTokens", rule(ADMIN, false)),
-    ("/exile.v1.AuthService/RevokeApiToken", rule(ADMIN, true)),
-    (
-        "/exile.v1.SpawnerService/CreateEnrollmentToken",
-        rule(ADMIN, true),
-    ),
-    (
-        "/exile.v1.SpawnerService/ListEnrollmentTokens",
-        rule(ADMIN, false),
-    ),
-    (
-        "/exile.v1.SpawnerService/RevokeEnrollmentToken",
-        rule(ADMIN, true),
-    ),
-    ("/exile.v1.SpawnerService/ListSpawners", rule(VIEWER, false)),
-    ("/exile.v1.SpawnerService/GetSpawner", rule(VIEWER, false)),
-    (
-        "/exile.v1.SpawnerService/DrainSpawner",
-        rule(OPERATOR, true),
-    ),
-    (
-        "/exile.v1.SpawnerService/UndrainSpawner",
-        rule(OPERATOR, true),
-    ),
-    ("/exile.v1.SpawnerService/RemoveSpawner", rule(ADMIN, true)),
-    (
-        "/exile.v1.InstanceService/SpawnInstance",
-        rule(OPERATOR, true),
-    ),
-    (
-        "/exile.v1.InstanceService/ListInstances",
-        rule(VIEWER, false),
-    ),
-    ("/exile.v1.InstanceService/GetInstance", rule(VIEWER, false)),
-    (
-        "/exile.v1.InstanceService/StartInstance",
-        rule(OPERATOR, true),
-    ),
-    (
-        "/exile.v1.InstanceService/StopInstance",
-        rule(OPERATOR, true),
-    ),
-    (
-        "/exile.v1.InstanceService/RestartInstance",
-        rule(OPERATOR, true),
-    ),
-    (
-        "/exile.v1.InstanceService/RemoveInstance",
-        rule(OPERATOR, true),
-    ),
-    (
-        "/exile.v1.InstanceService/StreamLogs",
-        // Operator: logs can hold secrets. Reading changes nothing, so not audited.
-        rule(OPERATOR, false),
-    ),
-    (
-        "/exile.v1.InstanceService/SendConsoleCommand",
-        rule(OPERATOR, true),
-    ),
-    ("/exile.v1.EventService/Watch", rule(VIEWER, false)),
-    ("/exile.v1.SystemService/GetStats", rule(VIEWER, false)),
-    (
-        "/exile.v1.MetricsService/GetMetricsHistory",
-        rule(VIEWER, false),
-    ),
-    ("/exile.v1.SystemService/ListAuditLog", rule(ADMIN, false)),
-    ("/exile.v1.SpawnerLink/Enroll", rule(Public, true)),
-    ("/exile.v1.SpawnerLink/Link", rule(Spawner, false)),
+    ("/exile.v1.AuthService/Login",                    rule(Public, true)),
+    ("/exile.v1.AuthService/Logout",                   rule(VIEWER, true)),
+    ("/exile.v1.AuthService/WhoAmI",                   rule(VIEWER, false)),
+    ("/exile.v1.AuthService/CreateUser",               rule(ADMIN, true)),
+    ("/exile.v1.AuthService/ListUsers",                rule(ADMIN, false)),
+    ("/exile.v1.AuthService/DeleteUser",               rule(ADMIN, true)),
+    ("/exile.v1.AuthService/ChangePassword",           rule(VIEWER, true)),
+    ("/exile.v1.AuthService/CreateApiToken",           rule(ADMIN, true)),
+    ("/exile.v1.AuthService/ListApiTokens",            rule(ADMIN, false)),
+    ("/exile.v1.AuthService/RevokeApiToken",           rule(ADMIN, true)),
+    ("/exile.v1.SpawnerService/CreateEnrollmentToken", rule(ADMIN, true)),
+    ("/exile.v1.SpawnerService/ListEnrollmentTokens",  rule(ADMIN, false)),
+    ("/exile.v1.SpawnerService/RevokeEnrollmentToken", rule(ADMIN, true)),
+    ("/exile.v1.SpawnerService/ListSpawners",          rule(VIEWER, false)),
+    ("/exile.v1.SpawnerService/GetSpawner",            rule(VIEWER, false)),
+    ("/exile.v1.SpawnerService/DrainSpawner",          rule(OPERATOR, true)),
+    ("/exile.v1.SpawnerService/UndrainSpawner",        rule(OPERATOR, true)),
+    ("/exile.v1.SpawnerService/RemoveSpawner",         rule(ADMIN, true)),
+    ("/exile.v1.InstanceService/SpawnInstance",        rule(OPERATOR, true)),
+    ("/exile.v1.InstanceService/ListInstances",        rule(VIEWER, false)),
+    ("/exile.v1.InstanceService/GetInstance",          rule(VIEWER, false)),
+    ("/exile.v1.InstanceService/StartInstance",        rule(OPERATOR, true)),
+    ("/exile.v1.InstanceService/StopInstance",         rule(OPERATOR, true)),
+    ("/exile.v1.InstanceService/RestartInstance",      rule(OPERATOR, true)),
+    ("/exile.v1.InstanceService/RemoveInstance",       rule(OPERATOR, true)),
+    // Operator: logs can hold secrets. Reading changes nothing, so not audited.
+    ("/exile.v1.InstanceService/StreamLogs",           rule(OPERATOR, false)),
+    ("/exile.v1.InstanceService/SendConsoleCommand",   rule(OPERATOR, true)),
+    ("/exile.v1.EventService/Watch",                   rule(VIEWER, false)),
+    ("/exile.v1.SystemService/GetStats",               rule(VIEWER, false)),
+    ("/exile.v1.MetricsService/GetMetricsHistory",     rule(VIEWER, false)),
+    ("/exile.v1.SystemService/ListAuditLog",           rule(ADMIN, false)),
+    ("/exile.v1.SpawnerLink/Enroll",                   rule(Public, true)),
+    ("/exile.v1.SpawnerLink/Link",                     rule(Spawner, false)),
 ];
 
 /// Services outside exile.v1 that are public as a whole (standard health and reflection).
