@@ -80,6 +80,9 @@ pub enum Command {
     Audit(AuditArgs),
     /// Resource history (CPU, memory, disk, players) of a spawner or an instance.
     Metrics(MetricsArgs),
+    /// Backups of instance data: create, list, restore, delete.
+    #[command(subcommand, visible_alias = "backups")]
+    Backup(BackupCommand),
     /// Print a shell completion script.
     Completion {
         /// Shell to generate the script for.
@@ -195,6 +198,49 @@ pub enum TokenCommand {
     Revoke {
         /// Token id.
         id: String,
+    },
+}
+
+/// `exilectl backup …`.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Archive an instance's data directory (tar + gzip) on its spawner.
+    Create {
+        /// Instance id.
+        instance: String,
+        /// Console line sent first if the instance runs, e.g. "save-all".
+        #[arg(long)]
+        pre_command: Option<String>,
+        /// Seconds to wait after the console line.
+        #[arg(long, default_value_t = 2)]
+        wait: u32,
+        /// Note stored with the backup.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List an instance's backups, newest first.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Instance id.
+        instance: String,
+    },
+    /// Replace a stopped instance's data with a backup.
+    Restore {
+        /// Instance id.
+        instance: String,
+        /// Backup id.
+        backup: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Delete a backup.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Instance id.
+        instance: String,
+        /// Backup id.
+        backup: String,
     },
 }
 

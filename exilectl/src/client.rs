@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use exile_api::v1::{
-    auth_service_client::AuthServiceClient, event_service_client::EventServiceClient,
-    instance_service_client::InstanceServiceClient, metrics_service_client::MetricsServiceClient,
-    spawner_service_client::SpawnerServiceClient, system_service_client::SystemServiceClient,
+    auth_service_client::AuthServiceClient, backup_service_client::BackupServiceClient,
+    event_service_client::EventServiceClient, instance_service_client::InstanceServiceClient,
+    metrics_service_client::MetricsServiceClient, spawner_service_client::SpawnerServiceClient,
+    system_service_client::SystemServiceClient,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -139,6 +140,10 @@ impl Session {
 
     pub fn system(&self) -> SystemServiceClient<Authed> {
         SystemServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn backups(&self) -> BackupServiceClient<Authed> {
+        BackupServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
     pub fn metrics(&self) -> MetricsServiceClient<Authed> {

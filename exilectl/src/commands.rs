@@ -1,6 +1,7 @@
 //! Runs a parsed command line: connects when the command needs the master and dispatches per noun.
 
 mod auth;
+mod backup;
 mod instance;
 mod logs;
 mod metrics;
@@ -63,6 +64,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Stats => system::stats(&connect().await?).await,
         Command::Audit(a) => system::audit(&connect().await?, a).await,
         Command::Metrics(a) => metrics::run(&connect().await?, a).await,
+        Command::Backup(c) => backup::run(&connect().await?, c).await,
     }
 }
 

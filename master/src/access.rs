@@ -77,6 +77,10 @@ pub const RULES: &[(&str, Rule)] = &[
     // Operator: logs can hold secrets. Reading changes nothing, so not audited.
     ("/exile.v1.InstanceService/StreamLogs",           rule(OPERATOR, false)),
     ("/exile.v1.InstanceService/SendConsoleCommand",   rule(OPERATOR, true)),
+    ("/exile.v1.BackupService/CreateBackup",           rule(OPERATOR, true)),
+    ("/exile.v1.BackupService/ListBackups",            rule(VIEWER, false)),
+    ("/exile.v1.BackupService/RestoreBackup",          rule(OPERATOR, true)),
+    ("/exile.v1.BackupService/DeleteBackup",           rule(OPERATOR, true)),
     ("/exile.v1.EventService/Watch",                   rule(VIEWER, false)),
     ("/exile.v1.SystemService/GetStats",               rule(VIEWER, false)),
     ("/exile.v1.MetricsService/GetMetricsHistory",     rule(VIEWER, false)),

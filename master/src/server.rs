@@ -15,6 +15,7 @@ use crate::access::{AccessLayer, AccessState};
 use crate::error::{Error, Result};
 use crate::service::SharedRef;
 use crate::service::auth_api::AuthApi;
+use crate::service::backup_api::BackupApi;
 use crate::service::event_api::EventApi;
 use crate::service::instance_api::InstanceApi;
 use crate::service::link_api::LinkApi;
@@ -22,6 +23,7 @@ use crate::service::metrics_api::MetricsApi;
 use crate::service::spawner_api::SpawnerApi;
 use crate::service::system_api::{SystemApi, stats};
 use exile_api::v1::auth_service_server::AuthServiceServer;
+use exile_api::v1::backup_service_server::BackupServiceServer;
 use exile_api::v1::event_service_server::EventServiceServer;
 use exile_api::v1::instance_service_server::InstanceServiceServer;
 use exile_api::v1::metrics_service_server::MetricsServiceServer;
@@ -89,6 +91,12 @@ pub async fn router(
     r = add(
         r,
         &layer,
+        BackupServiceServer::new(BackupApi(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    );
+    r = add(
+        r,
+        &layer,
         MetricsServiceServer::new(MetricsApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     );
@@ -126,6 +134,9 @@ pub async fn router(
     reporter.set_serving::<SpawnerLinkServer<LinkApi>>().await;
     reporter
         .set_serving::<MetricsServiceServer<MetricsApi>>()
+        .await;
+    reporter
+        .set_serving::<BackupServiceServer<BackupApi>>()
         .await;
     r = add(r, &layer, health);
 

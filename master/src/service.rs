@@ -1,6 +1,7 @@
 //! gRPC handlers: decode, call the domain, encode. Access is checked before they run.
 
 pub mod auth_api;
+pub mod backup_api;
 pub mod event_api;
 pub mod instance_api;
 pub mod link_api;

@@ -39,11 +39,12 @@ pub async fn execute(
         () = expired => Err(Error::DeadlineExceeded),
     };
     let outcome = match result {
-        Ok(record) => v1::CommandResult {
+        Ok((record, backups)) => v1::CommandResult {
             request_id,
             error: String::new(),
             error_kind: v1::CommandErrorKind::Unspecified.into(),
             instance: record.map(|r| r.to_status()),
+            backups,
         },
         Err(error) => {
             tracing::debug!(request_id, %error, "command failed");
@@ -52,6 +53,7 @@ pub async fn execute(
                 error: error.to_string(),
                 error_kind: error.kind().into(),
                 instance: None,
+                backups: Vec::new(),
             }
         }
     };
@@ -103,21 +105,44 @@ async fn dispatch(
     ctx: OpContext,
     request_id: u64,
     tx: &mpsc::Sender<v1::SpawnerMessage>,
-) -> Result<Option<InstanceRecord>> {
+) -> Result<(Option<InstanceRecord>, Vec<v1::Backup>)> {
     match action {
+        Some(Action::Backup(cmd)) => {
+            let rec = crate::backup::create_for(manager, cmd).await?;
+            Ok((None, vec![rec.to_pb()]))
+        }
+        Some(Action::ListBackups(target)) => {
+            let list = crate::backup::list_for(manager, &target.instance_id).await?;
+            Ok((
+                None,
+                list.iter()
+                    .map(crate::backup::BackupRecord::to_pb)
+                    .collect(),
+            ))
+        }
+        Some(Action::RestoreBackup(r)) => {
+            let rec = crate::backup::restore_for(manager, &r).await?;
+            Ok((None, vec![rec.to_pb()]))
+        }
+        Some(Action::DeleteBackup(r)) => {
+            crate::backup::delete_for(manager, &r).await?;
+            Ok((None, Vec::new()))
+        }
         Some(Action::Logs(logs)) => {
             manager
                 .logs(&logs.instance_id, logs.tail_lines, logs.follow, |piece| {
                     send_log(tx, request_id, piece)
                 })
                 .await?;
-            Ok(None)
+            Ok((None, Vec::new()))
         }
         Some(Action::Console(console)) => {
             manager.console(&console.instance_id, &console.line).await?;
-            Ok(None)
+            Ok((None, Vec::new()))
         }
-        other => dispatch_instance(manager, other, ctx).await.map(Some),
+        other => dispatch_instance(manager, other, ctx)
+            .await
+            .map(|r| (Some(r), Vec::new())),
     }
 }
 
@@ -150,7 +175,15 @@ async fn dispatch_instance(
                 .await
         }
         Some(Action::Remove(target)) => manager.remove(&target.instance_id, ctx).await,
-        Some(Action::Logs(_) | Action::Console(_)) | None => Err(Error::InvalidArgument(
+        Some(
+            Action::Logs(_)
+            | Action::Console(_)
+            | Action::Backup(_)
+            | Action::ListBackups(_)
+            | Action::RestoreBackup(_)
+            | Action::DeleteBackup(_),
+        )
+        | None => Err(Error::InvalidArgument(
             "the command has no action this spawner understands".into(),
         )),
     }

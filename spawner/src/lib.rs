@@ -5,6 +5,7 @@
 //! how the tests drive it without a master.
 
 mod backoff;
+pub mod backup;
 mod commands;
 pub mod config;
 pub mod enroll;

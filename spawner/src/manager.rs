@@ -4,6 +4,8 @@
 
 mod task;
 
+pub(crate) use task::validate_id as validate_instance_id;
+
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -236,6 +238,11 @@ impl Manager {
             events,
             data_dir,
         })
+    }
+
+    /// The spawner's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// Creates an instance and starts its process.

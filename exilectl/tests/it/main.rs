@@ -3,6 +3,7 @@
 //! (`cargo build --workspace --bins`).
 
 mod auth;
+mod backups;
 mod console;
 mod harness;
 mod instances;

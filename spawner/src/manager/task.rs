@@ -315,7 +315,7 @@ pub(super) async fn persist_loop(data_dir: PathBuf, mut rx: watch::Receiver<Arc<
 }
 
 /// Instance ids become directory names: keep them plain.
-fn validate_id(id: &str) -> Result<()> {
+pub(crate) fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id != "."

@@ -1,0 +1,645 @@
+//! Backups of an instance's data directory: gzip'd tar archives under
+//! `<data_dir>/backups/<instance>/`, each with a JSON record (size, SHA-256). Restores check
+//! the hash, refuse hostile archives (absolute paths, `..`, links out, devices, hard links,
+//! size bombs) and swap the data in only once everything extracted cleanly.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use exile_api::v1 as pb;
+
+/// Entries of an instance directory that belong to the supervisor, not to the game's data.
+const RUNTIME: &[&str] = &["logs", "supervisor.sock", "exit.json"];
+
+/// Limits applied while restoring.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Most bytes of data an archive may expand to.
+    pub max_bytes: u64,
+    /// Most entries an archive may hold.
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 20 << 30,
+            max_entries: 1_000_000,
+        }
+    }
+}
+
+/// The record kept beside each archive.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BackupRecord {
+    /// Backup id.
+    pub id: String,
+    /// Instance id.
+    pub instance_id: String,
+    /// Creation time, Unix ms.
+    pub created_at_unix_ms: i64,
+    /// Archive size, bytes.
+    pub size_bytes: u64,
+    /// Archive SHA-256, hex.
+    pub sha256: String,
+    /// Note.
+    pub note: String,
+    /// Bytes archived before compression.
+    pub data_bytes: u64,
+}
+
+impl BackupRecord {
+    /// Wire form.
+    pub fn to_pb(&self) -> pb::Backup {
+        pb::Backup {
+            id: self.id.clone(),
+            instance_id: self.instance_id.clone(),
+            created_at_unix_ms: self.created_at_unix_ms,
+            size_bytes: self.size_bytes,
+            sha256: self.sha256.clone(),
+            note: self.note.clone(),
+            data_bytes: self.data_bytes,
+        }
+    }
+}
+
+/// Where an instance's backups live.
+pub fn dir_of(data_dir: &Path, instance_id: &str) -> PathBuf {
+    data_dir.join("backups").join(instance_id)
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |e| Error::io(what, path, e)
+}
+
+fn check_backup_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "backup id {id:?} is not valid"
+        )))
+    }
+}
+
+/// A writer that hashes and counts what passes through.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+    n: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn data_entries(instance_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(instance_dir).map_err(io_err("could not read", instance_dir))? {
+        let e = e.map_err(io_err("could not read", instance_dir))?;
+        let name = e.file_name();
+        if RUNTIME.iter().any(|r| name == *r) {
+            continue;
+        }
+        out.push(e.path());
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Archives `instance_dir` (minus runtime files) into `backups_dir/<id>.tar.gz`. Blocking.
+pub fn create(
+    instance_dir: &Path,
+    backups_dir: &Path,
+    instance_id: &str,
+    id: &str,
+    note: &str,
+) -> Result<BackupRecord> {
+    check_backup_id(id)?;
+    std::fs::create_dir_all(backups_dir).map_err(io_err("could not create", backups_dir))?;
+    let archive = backups_dir.join(format!("{id}.tar.gz"));
+    let tmp = backups_dir.join(format!("{id}.tar.gz.tmp"));
+    let file = File::create(&tmp).map_err(io_err("could not create", &tmp))?;
+    let hashing = Hashing {
+        inner: file,
+        hash: Sha256::new(),
+        n: 0,
+    };
+    let mut tar = tar::Builder::new(GzEncoder::new(hashing, Compression::default()));
+    // Links are archived as links, never followed out of the directory.
+    tar.follow_symlinks(false);
+    let mut data_bytes = 0;
+    for path in data_entries(instance_dir)? {
+        let name = path
+            .strip_prefix(instance_dir)
+            .unwrap_or(&path)
+            .to_path_buf();
+        data_bytes += crate::metrics::dir_size(&path);
+        let meta = std::fs::symlink_metadata(&path).map_err(io_err("could not read", &path))?;
+        if meta.is_dir() {
+            tar.append_dir_all(&name, &path)
+                .map_err(io_err("could not archive", &path))?;
+        } else {
+            tar.append_path_with_name(&path, &name)
+                .map_err(io_err("could not archive", &path))?;
+        }
+    }
+    let gz = tar.into_inner().map_err(io_err("could not write", &tmp))?;
+    let mut hashing = gz.finish().map_err(io_err("could not write", &tmp))?;
+    hashing.flush().map_err(io_err("could not write", &tmp))?;
+    hashing
+        .inner
+        .sync_all()
+        .map_err(io_err("could not sync", &tmp))?;
+    let rec = BackupRecord {
+        id: id.to_owned(),
+        instance_id: instance_id.to_owned(),
+        created_at_unix_ms: exile_api::now_unix_ms(),
+        size_bytes: hashing.n,
+        sha256: hex::encode(hashing.hash.finalize()),
+        note: note.to_owned(),
+        data_bytes,
+    };
+    std::fs::rename(&tmp, &archive).map_err(io_err("could not rename", &tmp))?;
+    let json = serde_json::to_vec_pretty(&rec)
+        .map_err(|e| Error::Config(format!("backup record: {e}")))?;
+    crate::state::write_atomic(&backups_dir.join(format!("{id}.json")), &json, 0o600)?;
+    Ok(rec)
+}
+
+/// The backups of one instance, newest first.
+pub fn list(backups_dir: &Path) -> Result<Vec<BackupRecord>> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(backups_dir) else {
+        return Ok(out);
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "json")
+            && let Ok(bytes) = std::fs::read(&p)
+            && let Ok(rec) = serde_json::from_slice::<BackupRecord>(&bytes)
+        {
+            out.push(rec);
+        }
+    }
+    out.sort_by(|a, b| {
+        b.created_at_unix_ms
+            .cmp(&a.created_at_unix_ms)
+            .then(b.id.cmp(&a.id))
+    });
+    Ok(out)
+}
+
+fn find(backups_dir: &Path, id: &str) -> Result<BackupRecord> {
+    check_backup_id(id)?;
+    list(backups_dir)?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| Error::NotFound(format!("no backup {id}")))
+}
+
+/// Deletes a backup.
+pub fn delete(backups_dir: &Path, id: &str) -> Result<()> {
+    find(backups_dir, id)?;
+    for ext in ["tar.gz", "json"] {
+        let p = backups_dir.join(format!("{id}.{ext}"));
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("could not delete", &p, e)),
+        }
+    }
+    Ok(())
+}
+
+/// True when `rel` is a plain relative path that cannot leave its root.
+fn plain_relative(rel: &Path) -> bool {
+    !rel.as_os_str().is_empty()
+        && rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+/// Lexically resolves a link target against the directory holding the link; None if it
+/// climbs out of the root.
+fn link_stays_inside(entry: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth: i64 = entry
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .count() as i64
+        - 1;
+    for c in target.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::CurDir => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Extracts `archive` into `dest` (which must not exist), checking every entry first.
+pub fn extract_checked(archive: &Path, dest: &Path, limits: Limits) -> Result<u64> {
+    let file = File::open(archive).map_err(io_err("could not open", archive))?;
+    let mut tar = tar::Archive::new(GzDecoder::new(file));
+    std::fs::create_dir_all(dest).map_err(io_err("could not create", dest))?;
+    let refuse = |why: String| Error::FailedPrecondition(format!("refusing the archive: {why}"));
+    let (mut total, mut count) = (0u64, 0u64);
+    for entry in tar.entries().map_err(io_err("could not read", archive))? {
+        let mut entry = entry.map_err(io_err("could not read", archive))?;
+        count += 1;
+        if count > limits.max_entries {
+            return Err(refuse(format!("more than {} entries", limits.max_entries)));
+        }
+        let path = entry
+            .path()
+            .map_err(io_err("could not read", archive))?
+            .into_owned();
+        if !plain_relative(&path) {
+            return Err(refuse(format!(
+                "entry {} escapes the directory",
+                path.display()
+            )));
+        }
+        let kind = entry.header().entry_type();
+        let out = dest.join(&path);
+        match kind {
+            tar::EntryType::Directory => {
+                std::fs::create_dir_all(&out).map_err(io_err("could not create", &out))?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = entry
+                    .header()
+                    .size()
+                    .map_err(io_err("could not read", archive))?;
+                total = total.saturating_add(size);
+                if total > limits.max_bytes {
+                    return Err(refuse(format!(
+                        "it expands past {} bytes",
+                        limits.max_bytes
+                    )));
+                }
+                if let Some(parent) = out.parent() {
+                    std::fs::create_dir_all(parent).map_err(io_err("could not create", parent))?;
+                }
+                // Never write through a link planted by an earlier entry.
+                if std::fs::symlink_metadata(&out).is_ok() {
+                    return Err(refuse(format!("entry {} appears twice", path.display())));
+                }
+                let mut f = File::create(&out).map_err(io_err("could not create", &out))?;
+                let copied = io::copy(&mut (&mut entry).take(size), &mut f)
+                    .map_err(io_err("could not write", &out))?;
+                if copied != size {
+                    return Err(refuse(format!("entry {} is truncated", path.display())));
+                }
+                if let Ok(mode) = entry.header().mode() {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(
+                        &out,
+                        std::fs::Permissions::from_mode(mode & 0o755),
+                    );
+                }
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(io_err("could not read", archive))?
+                    .ok_or_else(|| refuse(format!("link {} has no target", path.display())))?
+                    .into_owned();
+                if !link_stays_inside(&path, &target) {
+                    return Err(refuse(format!(
+                        "link {} points out of the directory ({})",
+                        path.display(),
+                        target.display()
+                    )));
+                }
+                if let Some(parent) = out.parent() {
+                    std::fs::create_dir_all(parent).map_err(io_err("could not create", parent))?;
+                }
+                std::os::unix::fs::symlink(&target, &out)
+                    .map_err(io_err("could not create", &out))?;
+            }
+            other => {
+                return Err(refuse(format!(
+                    "entry {} is a {other:?}, which backups never hold",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Restores backup `id` into `instance_dir`: checks the hash, extracts beside it, then swaps
+/// the data in (runtime files stay). On any refusal the instance's data is untouched.
+pub fn restore(
+    instance_dir: &Path,
+    backups_dir: &Path,
+    id: &str,
+    limits: Limits,
+) -> Result<BackupRecord> {
+    let rec = find(backups_dir, id)?;
+    let archive = backups_dir.join(format!("{id}.tar.gz"));
+    let mut f = File::open(&archive).map_err(io_err("could not open", &archive))?;
+    let mut hash = Sha256::new();
+    io::copy(&mut f, &mut hash).map_err(io_err("could not read", &archive))?;
+    if hex::encode(hash.finalize()) != rec.sha256 {
+        return Err(Error::FailedPrecondition(format!(
+            "backup {id} is corrupt: its SHA-256 does not match the record"
+        )));
+    }
+    let staging = instance_dir.with_extension("restore");
+    let _ = std::fs::remove_dir_all(&staging);
+    if let Err(e) = extract_checked(&archive, &staging, limits) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    for old in data_entries(instance_dir)? {
+        let r = if std::fs::symlink_metadata(&old)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            std::fs::remove_dir_all(&old)
+        } else {
+            std::fs::remove_file(&old)
+        };
+        r.map_err(io_err("could not remove", &old))?;
+    }
+    for new in std::fs::read_dir(&staging)
+        .map_err(io_err("could not read", &staging))?
+        .flatten()
+    {
+        let to = instance_dir.join(new.file_name());
+        std::fs::rename(new.path(), &to).map_err(io_err("could not move", &to))?;
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(rec)
+}
+
+/// Backs up an instance through the manager: optional console line first when it runs.
+pub async fn create_for(
+    manager: &crate::manager::Manager,
+    cmd: pb::BackupCommand,
+) -> Result<BackupRecord> {
+    let rec = manager.get(&cmd.instance_id).await?;
+    if cmd.note.len() > 256 || cmd.pre_command.len() > 1024 {
+        return Err(Error::InvalidArgument(
+            "note or pre_command: too long".into(),
+        ));
+    }
+    if !cmd.pre_command.is_empty() && rec.state.has_process() {
+        manager.console(&cmd.instance_id, &cmd.pre_command).await?;
+        let wait = if cmd.pre_command_wait_seconds == 0 {
+            2
+        } else {
+            cmd.pre_command_wait_seconds.min(300)
+        };
+        tokio::time::sleep(std::time::Duration::from_secs(u64::from(wait))).await;
+    }
+    let data_dir = manager.data_dir().to_path_buf();
+    let id = format!("b{}", exile_api::now_unix_ms());
+    let instance = cmd.instance_id.clone();
+    tokio::task::spawn_blocking(move || {
+        let inst_dir = data_dir.join("instances").join(&instance);
+        create(
+            &inst_dir,
+            &dir_of(&data_dir, &instance),
+            &instance,
+            &id,
+            &cmd.note,
+        )
+    })
+    .await
+    .map_err(|e| Error::Config(format!("backup task: {e}")))?
+}
+
+/// Lists an instance's backups (the instance may be gone: its backups stay until deleted).
+pub async fn list_for(
+    manager: &crate::manager::Manager,
+    instance_id: &str,
+) -> Result<Vec<BackupRecord>> {
+    crate::manager::validate_instance_id(instance_id)?;
+    list(&dir_of(manager.data_dir(), instance_id))
+}
+
+/// Restores a backup into a stopped or crashed instance.
+pub async fn restore_for(
+    manager: &crate::manager::Manager,
+    r: &pb::BackupRef,
+) -> Result<BackupRecord> {
+    let rec = manager.get(&r.instance_id).await?;
+    if rec.state.has_process() {
+        return Err(Error::FailedPrecondition(format!(
+            "instance {} is running; stop it before restoring a backup",
+            r.instance_id
+        )));
+    }
+    let data_dir = manager.data_dir().to_path_buf();
+    let (instance, id) = (r.instance_id.clone(), r.backup_id.clone());
+    tokio::task::spawn_blocking(move || {
+        let inst_dir = data_dir.join("instances").join(&instance);
+        restore(
+            &inst_dir,
+            &dir_of(&data_dir, &instance),
+            &id,
+            Limits::default(),
+        )
+    })
+    .await
+    .map_err(|e| Error::Config(format!("restore task: {e}")))?
+}
+
+/// Deletes a backup.
+pub async fn delete_for(manager: &crate::manager::Manager, r: &pb::BackupRef) -> Result<()> {
+    crate::manager::validate_instance_id(&r.instance_id)?;
+    delete(&dir_of(manager.data_dir(), &r.instance_id), &r.backup_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(p: &Path, s: &str) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, s).unwrap();
+    }
+
+    #[test]
+    fn backup_modify_restore_gives_the_original_bytes() {
+        let t = tempfile::tempdir().unwrap();
+        let inst = t.path().join("instances/i1");
+        let bdir = t.path().join("backups/i1");
+        write(&inst.join("world/level.dat"), "level one");
+        write(&inst.join("server.cfg"), "max=16");
+        std::os::unix::fs::symlink("world/level.dat", inst.join("current")).unwrap();
+        write(&inst.join("logs/output.log"), "runtime, not data");
+        let rec = create(&inst, &bdir, "i1", "b1", "before update").unwrap();
+        assert_eq!(rec.sha256.len(), 64);
+        assert!(rec.size_bytes > 0);
+        write(&inst.join("world/level.dat"), "CHANGED");
+        std::fs::remove_file(inst.join("server.cfg")).unwrap();
+        write(&inst.join("new.txt"), "added after");
+        restore(&inst, &bdir, "b1", Limits::default()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(inst.join("world/level.dat")).unwrap(),
+            "level one"
+        );
+        assert_eq!(
+            std::fs::read_to_string(inst.join("server.cfg")).unwrap(),
+            "max=16"
+        );
+        assert!(!inst.join("new.txt").exists());
+        assert_eq!(
+            std::fs::read_link(inst.join("current")).unwrap(),
+            Path::new("world/level.dat")
+        );
+        assert_eq!(
+            std::fs::read_to_string(inst.join("logs/output.log")).unwrap(),
+            "runtime, not data"
+        );
+        assert_eq!(list(&bdir).unwrap(), vec![rec]);
+        delete(&bdir, "b1").unwrap();
+        assert!(list(&bdir).unwrap().is_empty());
+        assert!(matches!(delete(&bdir, "b1"), Err(Error::NotFound(_))));
+    }
+
+    /// One raw archive entry: name, type, link target, data.
+    type RawEntry<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
+    /// Writes a raw tar.gz with the given entries and its record.
+    fn hostile(bdir: &Path, id: &str, entries: &[RawEntry<'_>]) {
+        std::fs::create_dir_all(bdir).unwrap();
+        let archive = bdir.join(format!("{id}.tar.gz"));
+        let mut b = tar::Builder::new(GzEncoder::new(
+            File::create(&archive).unwrap(),
+            Compression::fast(),
+        ));
+        for (name, kind, link, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            // Write the raw name so `..` and absolute paths get in, as an attacker's tool would.
+            let bytes = name.as_bytes();
+            h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            h.set_entry_type(*kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            if !link.is_empty() {
+                h.set_link_name(link).unwrap();
+            }
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap();
+        let sha = hex::encode(Sha256::digest(std::fs::read(&archive).unwrap()));
+        let rec = BackupRecord {
+            id: id.into(),
+            instance_id: "i1".into(),
+            created_at_unix_ms: 1,
+            size_bytes: 1,
+            sha256: sha,
+            note: String::new(),
+            data_bytes: 0,
+        };
+        std::fs::write(
+            bdir.join(format!("{id}.json")),
+            serde_json::to_vec(&rec).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn hostile_archives_are_refused_and_leave_the_data_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let inst = t.path().join("instances/i1");
+        let bdir = t.path().join("backups/i1");
+        write(&inst.join("keep.txt"), "original");
+        use tar::EntryType as E;
+        let cases: Vec<(&str, Vec<RawEntry<'_>>)> = vec![
+            ("dotdot", vec![("../escape.txt", E::Regular, "", b"x")]),
+            (
+                "absolute",
+                vec![("/tmp/exile-abs.txt", E::Regular, "", b"x")],
+            ),
+            ("linkout", vec![("evil", E::Symlink, "/etc", b"")]),
+            ("linkup", vec![("a/evil", E::Symlink, "../../outside", b"")]),
+            (
+                "through-link",
+                vec![("d", E::Symlink, ".", b""), ("d", E::Regular, "", b"x")],
+            ),
+            ("hardlink", vec![("h", E::Link, "/etc/passwd", b"")]),
+            ("device", vec![("dev", E::Char, "", b"")]),
+        ];
+        for (id, entries) in &cases {
+            hostile(&bdir, id, entries);
+            let e = restore(&inst, &bdir, id, Limits::default()).unwrap_err();
+            assert!(matches!(e, Error::FailedPrecondition(_)), "{id}: {e}");
+            assert_eq!(
+                std::fs::read_to_string(inst.join("keep.txt")).unwrap(),
+                "original",
+                "{id}"
+            );
+            assert!(!t.path().join("instances/escape.txt").exists());
+            assert!(
+                !inst.with_extension("restore").exists(),
+                "{id}: staging left behind"
+            );
+        }
+        // A size bomb is stopped by the limit.
+        hostile(&bdir, "big", &[("big.bin", E::Regular, "", &[0u8; 4096])]);
+        let e = restore(
+            &inst,
+            &bdir,
+            "big",
+            Limits {
+                max_bytes: 1024,
+                max_entries: 10,
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("expands past"), "{e}");
+        // A tampered archive fails its hash check.
+        create(&inst, &bdir, "i1", "ok1", "").unwrap();
+        let arch = bdir.join("ok1.tar.gz");
+        let mut bytes = std::fs::read(&arch).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&arch, bytes).unwrap();
+        assert!(
+            restore(&inst, &bdir, "ok1", Limits::default())
+                .unwrap_err()
+                .to_string()
+                .contains("corrupt")
+        );
+        assert!(matches!(
+            restore(&inst, &bdir, "../x", Limits::default()),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}
