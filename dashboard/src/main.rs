@@ -1,4 +1,20 @@
-//! Exile web dashboard. Its pages are built in a later step; until then the master serves
-//! whatever static bundle is placed in its `--dashboard-dir`.
+//! Exile web dashboard: a Yew app over grpc-web, served by the master from the bundle that
+//! `cargo xtask dashboard` writes to `dist/`.
 
-fn main() {}
+mod api;
+mod app;
+mod components;
+mod pages;
+mod state;
+
+#[cfg(target_arch = "wasm32")]
+fn main() {
+    yew::Renderer::<app::App>::new().render();
+}
+
+/// The dashboard only runs in a browser; on the host this crate exists for its unit tests
+/// (and so `cargo clippy --workspace` checks it).
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    eprintln!("exile-dashboard runs in a browser: build it with `cargo xtask dashboard`");
+}
