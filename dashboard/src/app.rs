@@ -213,7 +213,7 @@ fn spawn_watch(
                             if matches!(ev.kind, Some(pb::watch_event::Kind::Snapshot(_))) {
                                 attempt = 0;
                             }
-                            live.dispatch(LiveAction::Event(ev));
+                            live.dispatch(LiveAction::Event(Box::new(ev)));
                             if lagged {
                                 // Missed events: start over from a fresh snapshot.
                                 break;

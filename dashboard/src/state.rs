@@ -257,8 +257,8 @@ pub struct Live {
 /// What can happen to the watch stream.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LiveAction {
-    /// An event arrived.
-    Event(pb::WatchEvent),
+    /// An event arrived (boxed: a snapshot is far larger than the other variants).
+    Event(Box<pb::WatchEvent>),
     /// The stream ended or could not be opened; a retry is scheduled.
     Disconnected,
     /// Logged out: forget everything.
@@ -270,6 +270,7 @@ impl Live {
     pub fn next(mut self, action: LiveAction) -> Live {
         match action {
             LiveAction::Event(ev) => {
+                let ev = *ev;
                 if matches!(ev.kind, Some(Kind::Snapshot(_))) {
                     self.connected = true;
                     self.reconnecting = false;
@@ -481,21 +482,21 @@ mod tests {
 
     #[test]
     fn live_shows_reconnecting_until_a_snapshot() {
-        let l = Live::default().next(LiveAction::Event(snapshot()));
+        let l = Live::default().next(LiveAction::Event(Box::new(snapshot())));
         assert!(l.connected && !l.reconnecting);
         let l = l.next(LiveAction::Disconnected);
         assert!(!l.connected && l.reconnecting);
         // Data stays on screen while reconnecting.
         assert_eq!(l.fleet.spawners.len(), 2);
-        let l = l.next(LiveAction::Event(ev(
+        let l = l.next(LiveAction::Event(Box::new(ev(
             7,
             Kind::InstanceUpdated(instance("i9", "a", pb::InstanceState::Running)),
-        )));
+        ))));
         assert!(
             l.reconnecting,
             "a delta alone does not prove a fresh stream"
         );
-        let l = l.next(LiveAction::Event(snapshot()));
+        let l = l.next(LiveAction::Event(Box::new(snapshot())));
         assert!(l.connected && !l.reconnecting);
         assert_eq!(l.next(LiveAction::Reset), Live::default());
     }

@@ -30,7 +30,7 @@ pub fn InstanceRow(p: &InstanceRowProps) -> Html {
     let i = &p.instance;
     let label = instance_state_label(i.state);
     let live = instance_is_live(i.state);
-    let r = i.resources.clone().unwrap_or_default();
+    let r = i.resources.unwrap_or_default();
     let port = i
         .ports
         .first()

@@ -27,7 +27,7 @@ pub fn SpawnerTable(p: &SpawnerTableProps) -> Html {
         <div class="table-wrap card">
             <table class="table" data-testid="spawner-table">
                 <thead><tr>
-                    <th>{ "Name" }</th><th>{ "Region" }</th><th>{ "State" }</th><th class="hide-sm">{ "Address" }</th>
+                    <th>{ "Name" }</th><th class="hide-sm">{ "Region" }</th><th>{ "State" }</th><th class="hide-sm">{ "Address" }</th>
                     <th>{ "Instances" }</th><th class="res-col">{ "Resources" }</th>
                 </tr></thead>
                 <tbody>
@@ -38,12 +38,12 @@ pub fn SpawnerTable(p: &SpawnerTableProps) -> Html {
                         if let Some(n) = &nav { n.push(&Route::Spawner { id: id.clone() }); }
                     });
                     let label = spawner_state_label(s.state);
-                    let r = s.resources.clone().unwrap_or_default();
+                    let r = s.resources.unwrap_or_default();
                     html! {
                         <tr class="clickable" data-testid="spawner-row" data-spawner-id={s.id.clone()}
                             data-spawner-name={s.name.clone()} onclick={onclick}>
                             <td class="strong">{ s.name.clone() }</td>
-                            <td>{ s.region.clone() }</td>
+                            <td class="hide-sm">{ s.region.clone() }</td>
                             <td><span class={classes!("badge", state_tone(label))} data-testid="spawner-state">{ label }</span>
                                 if s.drained && label != "Draining" { <span class="badge warn">{ "drained" }</span> }</td>
                             <td class="mono hide-sm">{ s.advertised_address.clone() }</td>

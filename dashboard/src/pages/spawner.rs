@@ -78,7 +78,7 @@ pub fn SpawnerPage(p: &SpawnerPageProps) -> Html {
     };
     let instances = ctx.live.fleet.instances_of(&s.id);
     let label = spawner_state_label(s.state);
-    let r = s.resources.clone().unwrap_or_default();
+    let r = s.resources.unwrap_or_default();
 
     let act = {
         let run = run.clone();
