@@ -1,4 +1,24 @@
-//! Exile web dashboard. Its pages are built in a later step; until then the master serves
-//! whatever static bundle is placed in its `--dashboard-dir`.
+//! Exile web dashboard: a Yew app over grpc-web, served by the master from the bundle that
+//! `cargo xtask dashboard` writes to `dist/`.
 
-fn main() {}
+// On the host only the reducer tests run and the app is never mounted, so its pieces look
+// unused there; on wasm32 the dead-code lint applies in full.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+mod api;
+mod app;
+mod components;
+mod pages;
+mod state;
+
+#[cfg(target_arch = "wasm32")]
+fn main() {
+    yew::Renderer::<app::App>::new().render();
+}
+
+/// The dashboard only runs in a browser; on the host this crate exists for its unit tests
+/// (and so `cargo clippy --workspace` checks it).
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    eprintln!("exile-dashboard runs in a browser: build it with `cargo xtask dashboard`");
+}

@@ -39,6 +39,8 @@ pub struct SandboxOptions {
     pub heartbeat_ttl_ms: u64,
     /// Build command of the spawners instead of the demo game (`{port}` etc. as usual).
     pub build_command: Option<String>,
+    /// Static dashboard bundle the master serves (`--dashboard-dir`), if any.
+    pub dashboard_dir: Option<PathBuf>,
 }
 
 impl Default for SandboxOptions {
@@ -49,6 +51,7 @@ impl Default for SandboxOptions {
             heartbeat_interval_ms: 200,
             heartbeat_ttl_ms: 1500,
             build_command: None,
+            dashboard_dir: None,
         }
     }
 }
@@ -241,7 +244,7 @@ impl Sandbox {
     }
 
     fn master_config(&self) -> exile_master::Config {
-        exile_master::Config::parse_from([
+        let mut args = vec![
             "exile-master".to_owned(),
             format!("--listen={}", self.master_addr),
             format!("--data-dir={}", self.dir.path().join("master").display()),
@@ -252,7 +255,11 @@ impl Sandbox {
             ),
             format!("--heartbeat-ttl-ms={}", self.opts.heartbeat_ttl_ms),
             "--command-timeout-secs=20".to_owned(),
-        ])
+        ];
+        if let Some(d) = &self.opts.dashboard_dir {
+            args.push(format!("--dashboard-dir={}", d.display()));
+        }
+        exile_master::Config::parse_from(args)
     }
 
     async fn launch_master(&self, listener: tokio::net::TcpListener) -> Result<RunningMaster> {

@@ -28,8 +28,17 @@ enum Cmd {
         /// Build in release mode.
         #[arg(long)]
         release: bool,
+        /// Bundle the dashboard in debug mode (faster to build, much larger).
+        #[arg(long)]
+        debug_dashboard: bool,
     },
-    /// Build every binary, then run every test of the workspace.
+    /// Build the web dashboard (wasm32) and bundle it into `dist/`.
+    Dashboard {
+        /// Optimised build (smaller, slower to compile).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build the dashboard and every binary, then run every test of the workspace.
     Test,
 }
 
@@ -49,7 +58,12 @@ fn run() -> Result<()> {
             listen,
             dir,
             release,
-        } => dev_run(&listen, &dir, release),
+            debug_dashboard,
+        } => {
+            dashboard(!debug_dashboard)?;
+            dev_run(&listen, &dir, release)
+        }
+        Cmd::Dashboard { release } => dashboard(release),
         Cmd::Test => test(),
     }
 }
@@ -215,7 +229,67 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Static files shipped beside the generated code (index.html, style.css, favicon).
+const DASHBOARD_STATIC: &str = "dashboard/static";
+
+/// Builds the dashboard for wasm32, runs wasm-bindgen on it and writes `dist/`.
+fn dashboard(release: bool) -> Result<()> {
+    let root = workspace_root();
+    let mut args = vec![
+        "build",
+        "-p",
+        "exile-dashboard",
+        "--target",
+        "wasm32-unknown-unknown",
+    ];
+    if release {
+        args.push("--release");
+    }
+    cargo(&args)?;
+    let wasm = root
+        .join("target/wasm32-unknown-unknown")
+        .join(if release { "release" } else { "debug" })
+        .join("exile-dashboard.wasm");
+    let dist = root.join("dist");
+    // Start from an empty folder so no stale file of an older build is served.
+    if dist.exists() {
+        std::fs::remove_dir_all(&dist).with_context(|| format!("clear {}", dist.display()))?;
+    }
+    std::fs::create_dir_all(&dist)?;
+    wasm_bindgen_cli_support::Bindgen::new()
+        .input_path(&wasm)
+        .out_name("exile_dashboard")
+        .web(true)?
+        // Without the default module path, init() has no URL to fetch the wasm from.
+        .omit_default_module_path(false)
+        .generate(&dist)
+        .context("wasm-bindgen")?;
+    for entry in std::fs::read_dir(root.join(DASHBOARD_STATIC))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), dist.join(entry.file_name()))?;
+        }
+    }
+    let size = |name: &str| {
+        std::fs::metadata(dist.join(name))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let (w, j) = (size("exile_dashboard_bg.wasm"), size("exile_dashboard.js"));
+    println!(
+        "dashboard bundled into {} ({} build): wasm {} KiB, js {} KiB",
+        dist.display(),
+        if release { "release" } else { "debug" },
+        w / 1024,
+        j / 1024
+    );
+    Ok(())
+}
+
 fn test() -> Result<()> {
+    // The browser tests load the bundle, so it is built first (debug: quicker to compile,
+    // and the tests do not care about size).
+    dashboard(false)?;
     // The system tests run the real demo game binary, so every binary is built first.
     cargo(&["build", "--workspace", "--bins"])?;
     cargo(&["test", "--workspace", "--no-fail-fast"])

@@ -1,0 +1,220 @@
+//! The one wrapper of the generated gRPC clients: grpc-web through the browser's fetch
+//! (tonic-web-wasm-client) to the origin that served the page, with the session token as
+//! `authorization: Bearer …` on every call.
+
+use std::collections::HashMap;
+
+use exile_api::v1 as pb;
+use pb::auth_service_client::AuthServiceClient;
+use pb::event_service_client::EventServiceClient;
+use pb::instance_service_client::InstanceServiceClient;
+use pb::spawner_service_client::SpawnerServiceClient;
+use pb::system_service_client::SystemServiceClient;
+use tonic_web_wasm_client::Client;
+
+/// A failed call, reduced to what the UI needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiError {
+    /// The session is missing, expired or revoked: the user must log in again.
+    pub unauthenticated: bool,
+    /// A sentence for the user (the server's status message when it gave one).
+    pub message: String,
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        let message = if s.message().is_empty() {
+            format!("request failed: {:?}", s.code())
+        } else {
+            s.message().to_owned()
+        };
+        ApiError {
+            unauthenticated: s.code() == tonic::Code::Unauthenticated,
+            message,
+        }
+    }
+}
+
+/// Result of an API call.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// An instance action offered in the UI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceAction {
+    /// Start a stopped instance.
+    Start,
+    /// Stop (SIGTERM, grace period, SIGKILL).
+    Stop,
+    /// Stop, then start.
+    Restart,
+    /// Forget a stopped instance.
+    Remove,
+}
+
+impl InstanceAction {
+    /// Lower-case verb ("stop"), used in labels and test ids.
+    pub fn verb(self) -> &'static str {
+        match self {
+            InstanceAction::Start => "start",
+            InstanceAction::Stop => "stop",
+            InstanceAction::Restart => "restart",
+            InstanceAction::Remove => "remove",
+        }
+    }
+
+    /// "-ing" form for progress messages ("Stopping").
+    pub fn progressive(self) -> &'static str {
+        match self {
+            InstanceAction::Start => "Starting",
+            InstanceAction::Stop => "Stopping",
+            InstanceAction::Restart => "Restarting",
+            InstanceAction::Remove => "Removing",
+        }
+    }
+
+    /// Capitalised verb ("Stop") for buttons.
+    pub fn title(self) -> &'static str {
+        match self {
+            InstanceAction::Start => "Start",
+            InstanceAction::Stop => "Stop",
+            InstanceAction::Restart => "Restart",
+            InstanceAction::Remove => "Remove",
+        }
+    }
+
+    /// Whether the action interrupts players and must be confirmed first.
+    pub fn destructive(self) -> bool {
+        !matches!(self, InstanceAction::Start)
+    }
+}
+
+/// Clients of the master that served this page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Api {
+    origin: String,
+    token: Option<String>,
+}
+
+impl Api {
+    /// Talks to the page's own origin; `token` is the session (None before login).
+    pub fn new(token: Option<String>) -> Self {
+        let origin = web_sys::window()
+            .and_then(|w| w.location().origin().ok())
+            .unwrap_or_default();
+        Api { origin, token }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.origin.clone())
+    }
+
+    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = &self.token
+            && let Ok(v) = format!("Bearer {t}").parse()
+        {
+            r.metadata_mut().insert("authorization", v);
+        }
+        r
+    }
+
+    /// Logs in; returns the session token.
+    pub async fn login(&self, username: &str, password: &str) -> ApiResult<String> {
+        let r = AuthServiceClient::new(self.client())
+            .login(pb::LoginRequest {
+                username: username.into(),
+                password: password.into(),
+            })
+            .await?;
+        Ok(r.into_inner().token)
+    }
+
+    /// Ends the session on the master.
+    pub async fn logout(&self) -> ApiResult<()> {
+        AuthServiceClient::new(self.client())
+            .logout(self.req(pb::LogoutRequest {}))
+            .await?;
+        Ok(())
+    }
+
+    /// Opens the event stream (snapshot first), metrics included.
+    pub async fn watch(&self) -> ApiResult<tonic::Streaming<pb::WatchEvent>> {
+        Ok(EventServiceClient::new(self.client())
+            .watch(self.req(pb::WatchRequest {
+                include_metrics: true,
+            }))
+            .await?
+            .into_inner())
+    }
+
+    /// Master figures (uptime, requests, errors).
+    pub async fn stats(&self) -> ApiResult<pb::GetStatsResponse> {
+        Ok(SystemServiceClient::new(self.client())
+            .get_stats(self.req(pb::GetStatsRequest {}))
+            .await?
+            .into_inner())
+    }
+
+    /// Spawns an instance on `spawner_id` with `labels`.
+    pub async fn spawn(
+        &self,
+        spawner_id: &str,
+        labels: HashMap<String, String>,
+    ) -> ApiResult<pb::Instance> {
+        let r = InstanceServiceClient::new(self.client())
+            .spawn_instance(self.req(pb::SpawnInstanceRequest {
+                spawner_id: spawner_id.into(),
+                labels,
+                ..Default::default()
+            }))
+            .await?;
+        r.into_inner().instance.ok_or_else(|| ApiError {
+            unauthenticated: false,
+            message: "the master answered without an instance".into(),
+        })
+    }
+
+    /// Runs `action` on instance `id`.
+    pub async fn instance_action(&self, action: InstanceAction, id: &str) -> ApiResult<()> {
+        let mut c = InstanceServiceClient::new(self.client());
+        let id = id.to_owned();
+        match action {
+            InstanceAction::Start => {
+                c.start_instance(self.req(pb::StartInstanceRequest { id }))
+                    .await?;
+            }
+            InstanceAction::Stop => {
+                c.stop_instance(self.req(pb::StopInstanceRequest {
+                    id,
+                    grace_period_seconds: 0,
+                }))
+                .await?;
+            }
+            InstanceAction::Restart => {
+                c.restart_instance(self.req(pb::RestartInstanceRequest {
+                    id,
+                    grace_period_seconds: 0,
+                }))
+                .await?;
+            }
+            InstanceAction::Remove => {
+                c.remove_instance(self.req(pb::RemoveInstanceRequest { id }))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drains (`true`) or undrains a spawner.
+    pub async fn set_drained(&self, id: &str, drained: bool) -> ApiResult<()> {
+        let mut c = SpawnerServiceClient::new(self.client());
+        if drained {
+            c.drain_spawner(self.req(pb::DrainSpawnerRequest { id: id.into() }))
+                .await?;
+        } else {
+            c.undrain_spawner(self.req(pb::UndrainSpawnerRequest { id: id.into() }))
+                .await?;
+        }
+        Ok(())
+    }
+}

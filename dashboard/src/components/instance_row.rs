@@ -1,0 +1,79 @@
+//! InstanceRow: one game-server instance with its figures and an actions dropdown.
+
+use exile_api::v1 as pb;
+use yew::prelude::*;
+
+use crate::api::InstanceAction;
+use crate::components::dropdown::{Dropdown, DropdownItem};
+use crate::components::resource_progress_bar::ResourceProgressBar;
+use crate::state::{
+    format_bytes, instance_is_live, instance_state_label, instance_uptime, state_tone,
+};
+
+/// Props of [`InstanceRow`].
+#[derive(Properties, PartialEq)]
+pub struct InstanceRowProps {
+    /// The instance.
+    pub instance: pb::Instance,
+    /// Browser clock, for the uptime.
+    pub now_ms: i64,
+    /// An action of this row is in flight.
+    #[prop_or_default]
+    pub busy: bool,
+    /// An action was chosen.
+    pub on_action: Callback<(InstanceAction, String)>,
+}
+
+/// A table row.
+#[component]
+pub fn InstanceRow(p: &InstanceRowProps) -> Html {
+    let i = &p.instance;
+    let label = instance_state_label(i.state);
+    let live = instance_is_live(i.state);
+    let r = i.resources.unwrap_or_default();
+    let port = i
+        .ports
+        .first()
+        .map(|x| x.port.to_string())
+        .unwrap_or_else(|| "—".into());
+    let actions: Vec<InstanceAction> = if live {
+        vec![InstanceAction::Restart, InstanceAction::Stop]
+    } else {
+        vec![InstanceAction::Start, InstanceAction::Remove]
+    };
+    let items = actions
+        .into_iter()
+        .map(|a| {
+            let id = i.id.clone();
+            let cb = p.on_action.clone();
+            let verb = a.verb();
+            DropdownItem {
+                label: a.title().into(),
+                testid: format!("action-{verb}").into(),
+                danger: a.destructive(),
+                on_select: Callback::from(move |_| cb.emit((a, id.clone()))),
+            }
+        })
+        .collect::<Vec<_>>();
+    html! {
+        <tr data-testid="instance-row" data-instance-id={i.id.clone()} data-state={label}>
+            <td class="mono strong">{ i.id.clone() }</td>
+            <td>
+                <span class={classes!("badge", state_tone(label))} data-testid="instance-state">{ label }</span>
+                if p.busy { <span class="spinner" data-testid="instance-busy"></span> }
+            </td>
+            <td class="mono">{ port }</td>
+            <td>{ instance_uptime(i, p.now_ms) }</td>
+            <td class="res-col">
+                if live {
+                    <ResourceProgressBar label="CPU" percent={r.cpu_percent} />
+                }
+            </td>
+            <td>{ if live { format_bytes(r.memory_bytes) } else { "—".into() } }</td>
+            <td>{ format!("{}/{}", i.players, i.max_players) }</td>
+            <td class="actions">
+                <Dropdown label="Actions" testid="instance-actions" items={items} disabled={p.busy} />
+            </td>
+        </tr>
+    }
+}

@@ -1,0 +1,7 @@
+//! One component per route.
+
+pub mod login;
+pub mod not_found;
+pub mod overview;
+pub mod spawner;
+pub mod spawners;
