@@ -26,6 +26,12 @@ pub struct Config {
     )]
     pub data_dir: PathBuf,
 
+    /// Loopback address of the game-server SDK endpoint (handed to games as
+    /// `EXILE_SDK_ADDR`). With port 0 the port first chosen is kept in the data dir and
+    /// reused on later starts, so adopted games keep reaching it.
+    #[arg(long, env = "EXILE_SPAWNER_SDK_LISTEN", default_value = "127.0.0.1:0")]
+    pub sdk_listen: std::net::SocketAddr,
+
     /// One-time enrollment token; used only when no credential is stored in the data dir yet.
     #[arg(long, env = "EXILE_SPAWNER_ENROLLMENT_TOKEN", hide_env_values = true)]
     pub enrollment_token: Option<String>,

@@ -64,6 +64,9 @@ pub(crate) struct Settings {
     pub supervisor_bin: PathBuf,
     pub log_max_bytes: u64,
     pub log_files: u32,
+    /// Where the SDK endpoint listens, handed to games as `EXILE_SDK_ADDR`; `None` when the
+    /// spawner serves no SDK (the games then get no SDK variables).
+    pub sdk_addr: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -96,6 +99,11 @@ pub(crate) enum Op {
         ctx: OpContext,
         reply: Reply,
     },
+    /// A call the game made about itself through the SDK.
+    Sdk {
+        call: SdkCall,
+        reply: Reply,
+    },
     /// The spawner shuts down: stop the process or leave it running for re-adoption.
     Detach {
         stop: bool,
@@ -110,7 +118,8 @@ impl Op {
             Op::Start { reply, .. }
             | Op::Stop { reply, .. }
             | Op::Restart { reply, .. }
-            | Op::Remove { reply, .. } => {
+            | Op::Remove { reply, .. }
+            | Op::Sdk { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
             Op::Detach { done, .. } => {
@@ -118,6 +127,29 @@ impl Op {
             }
         }
     }
+}
+
+/// What a game can change about its own instance through the SDK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SdkCall {
+    /// The game accepts players: Running → Ready.
+    Ready,
+    /// The game was handed to players: Running/Ready → Allocated.
+    Allocate,
+    /// Players connected and players that fit.
+    Players {
+        /// Connected now.
+        count: u32,
+        /// Fit; 0 when unknown.
+        max: u32,
+    },
+    /// Sets a label, or removes it when `value` is empty.
+    Label {
+        /// Label key.
+        key: String,
+        /// Label value.
+        value: String,
+    },
 }
 
 /// Messages from instance actors to the manager.
@@ -321,6 +353,10 @@ impl InstanceActor {
                 self.respond(reply, Ok(last));
                 return true;
             }
+            Op::Sdk { call, reply } => {
+                let result = self.sdk(call).map(|()| self.rec.clone());
+                self.respond(reply, result);
+            }
             Op::Detach { stop, done } => {
                 self.detach(stop).await;
                 let _ = done.send(());
@@ -328,6 +364,60 @@ impl InstanceActor {
             }
         }
         false
+    }
+
+    /// Applies an SDK call; only a game whose process is up (and not being stopped) may
+    /// change its instance. A call that changes nothing sends no event.
+    fn sdk(&mut self, call: SdkCall) -> Result<()> {
+        let live = self.proc.is_some()
+            && matches!(
+                self.rec.state,
+                State::Running | State::Ready | State::Allocated
+            );
+        if !live {
+            return Err(Error::FailedPrecondition(format!(
+                "instance {} is {}; the SDK only acts on a running game",
+                self.rec.id,
+                self.rec.state.name()
+            )));
+        }
+        match call {
+            SdkCall::Ready => match self.rec.state {
+                State::Running => self.set_state(State::Ready, "the game is ready"),
+                State::Ready => {}
+                // An allocated game that calls Ready again has sent its players away.
+                _ => self.set_state(State::Ready, "the game is ready again"),
+            },
+            SdkCall::Allocate => {
+                if self.rec.state != State::Allocated {
+                    self.set_state(State::Allocated, "allocated by the game");
+                }
+            }
+            SdkCall::Players { count, max } => {
+                if (self.rec.players, self.rec.max_players) != (count, max) {
+                    self.rec.players = count;
+                    self.rec.max_players = max;
+                    self.report();
+                }
+            }
+            SdkCall::Label { key, value } => {
+                validate_label_key(&key)?;
+                if value.len() > 256 {
+                    return Err(Error::InvalidArgument(format!(
+                        "label {key}: a value holds at most 256 bytes"
+                    )));
+                }
+                let changed = if value.is_empty() {
+                    self.rec.labels.remove(&key).is_some()
+                } else {
+                    self.rec.labels.insert(key, value.clone()).as_ref() != Some(&value)
+                };
+                if changed {
+                    self.report();
+                }
+            }
+        }
+        Ok(())
     }
 
     fn respond(&self, reply: Reply, result: Result<InstanceRecord>) {
@@ -381,7 +471,21 @@ impl InstanceActor {
                 dir.to_string_lossy().into_owned(),
             ),
         ];
-        env.extend(self.rec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // The SDK variables come last and spawn env cannot name them: the secret is the
+        // spawner's to hand out.
+        env.extend(
+            self.rec
+                .env
+                .iter()
+                .filter(|(k, _)| !k.starts_with("EXILE_SDK_"))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        if let Some(addr) = self.settings.sdk_addr
+            && !self.rec.sdk_token.is_empty()
+        {
+            env.push(("EXILE_SDK_ADDR".to_owned(), addr.to_string()));
+            env.push(("EXILE_SDK_TOKEN".to_owned(), self.rec.sdk_token.clone()));
+        }
         LaunchSpec {
             supervisor: self.settings.supervisor_bin.clone(),
             program,
@@ -395,6 +499,8 @@ impl InstanceActor {
 
     async fn launch(&mut self, port: u16) -> Result<()> {
         self.rec.exit_code = None;
+        self.rec.players = 0;
+        self.rec.max_players = 0;
         self.set_state(State::Starting, "starting");
         let dir = self.settings.instance_dir(&self.rec.id);
         let result = match std::fs::create_dir_all(&dir) {
@@ -603,5 +709,21 @@ impl InstanceActor {
         // Dropping a tokio Child neither kills nor waits on it: the game keeps running and the
         // next spawner adopts it.
         self.proc = None;
+    }
+}
+
+/// Label keys a game may set: plain, short, and never empty.
+fn validate_label_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.len() <= 63
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "label key `{key}` is invalid: use 1 to 63 letters, digits, '-', '_', '.' or '/'"
+        )))
     }
 }
