@@ -67,6 +67,29 @@ pub(crate) struct Settings {
     /// Where the SDK endpoint listens, handed to games as `EXILE_SDK_ADDR`; `None` when the
     /// spawner serves no SDK (the games then get no SDK variables).
     pub sdk_addr: Option<std::net::SocketAddr>,
+    pub health: HealthCheck,
+}
+
+/// When a game that uses the SDK counts as unhealthy: no SDK call for `failure_threshold`
+/// periods, counted from its last call or, early on, from `initial_delay` after its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Expected time between pings.
+    pub period: Duration,
+    /// Missed periods before the game is Unhealthy.
+    pub failure_threshold: u32,
+    /// Grace after a start.
+    pub initial_delay: Duration,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            period: Duration::from_secs(5),
+            failure_threshold: 3,
+            initial_delay: Duration::ZERO,
+        }
+    }
 }
 
 impl Settings {
@@ -132,6 +155,8 @@ impl Op {
 /// What a game can change about its own instance through the SDK.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SdkCall {
+    /// The game is alive (every call says so; this one says nothing else).
+    Health,
     /// The game accepts players: Running → Ready.
     Ready,
     /// The game was handed to players: Running/Ready → Allocated.
@@ -227,6 +252,13 @@ pub(crate) struct InstanceActor {
     restart_at: Option<tokio::time::Instant>,
     /// Recent automatic restarts, for the backoff and the crash-loop limit.
     restarts: RestartTracker,
+    /// When the game last called the SDK; `None` while it never has since its start, and is
+    /// then never checked.
+    heard: Option<tokio::time::Instant>,
+    /// When the current process started (or was adopted), for the health initial delay.
+    started: tokio::time::Instant,
+    /// The state an Unhealthy game returns to when its pings resume.
+    healthy_state: State,
 }
 
 impl InstanceActor {
@@ -243,6 +275,9 @@ impl InstanceActor {
             to_manager,
             restart_at: None,
             restarts: RestartTracker::default(),
+            heard: None,
+            started: tokio::time::Instant::now(),
+            healthy_state: State::Running,
         }
     }
 
@@ -262,19 +297,33 @@ impl InstanceActor {
             }),
             _ => None,
         };
+        // A game that had used the SDK is checked again, its clock restarted from now.
+        let used_sdk = matches!(
+            rec.state,
+            State::Ready | State::Allocated | State::Unhealthy
+        );
+        let now = tokio::time::Instant::now();
         Self {
+            healthy_state: if rec.state == State::Unhealthy {
+                State::Ready
+            } else {
+                rec.state
+            },
             rec,
             proc,
             settings,
             to_manager,
             restart_at: None,
             restarts: RestartTracker::default(),
+            heard: used_sdk.then_some(now),
+            started: now,
         }
     }
 
     /// Runs until the instance is removed or detached.
     pub async fn run(mut self, mut ops: mpsc::UnboundedReceiver<Op>) {
         loop {
+            let health_deadline = self.health_deadline();
             tokio::select! {
                 op = ops.recv() => {
                     let Some(op) = op else {
@@ -286,6 +335,15 @@ impl InstanceActor {
                     }
                 }
                 status = wait_exit(&mut self.proc) => self.exited_unexpectedly(status).await,
+                () = sleep_until(health_deadline) => {
+                    self.healthy_state = self.rec.state;
+                    let silent = self.heard.map(|h| h.elapsed()).unwrap_or_default();
+                    tracing::warn!(instance = %self.rec.id, ?silent, "no SDK health ping; marking it unhealthy");
+                    self.set_state(
+                        State::Unhealthy,
+                        format!("no SDK health ping for {:.1}s", silent.as_secs_f64()),
+                    );
+                }
                 () = sleep_until(self.restart_at) => {
                     self.restart_at = None;
                     self.rec.restart_count = self.rec.restart_count.saturating_add(1);
@@ -366,13 +424,30 @@ impl InstanceActor {
         false
     }
 
+    /// When the game is late enough to be Unhealthy; `None` when it is not checked (never
+    /// used the SDK, not up, or already Unhealthy).
+    fn health_deadline(&self) -> Option<tokio::time::Instant> {
+        let heard = self.heard?;
+        let checked = self.proc.is_some()
+            && matches!(
+                self.rec.state,
+                State::Running | State::Ready | State::Allocated
+            );
+        if !checked {
+            return None;
+        }
+        let health = self.settings.health;
+        let from = heard.max(self.started + health.initial_delay);
+        Some(from + health.period.saturating_mul(health.failure_threshold))
+    }
+
     /// Applies an SDK call; only a game whose process is up (and not being stopped) may
     /// change its instance. A call that changes nothing sends no event.
     fn sdk(&mut self, call: SdkCall) -> Result<()> {
         let live = self.proc.is_some()
             && matches!(
                 self.rec.state,
-                State::Running | State::Ready | State::Allocated
+                State::Running | State::Ready | State::Allocated | State::Unhealthy
             );
         if !live {
             return Err(Error::FailedPrecondition(format!(
@@ -381,7 +456,13 @@ impl InstanceActor {
                 self.rec.state.name()
             )));
         }
+        self.heard = Some(tokio::time::Instant::now());
+        if self.rec.state == State::Unhealthy {
+            tracing::info!(instance = %self.rec.id, "SDK pings resumed");
+            self.set_state(self.healthy_state, "SDK pings resumed");
+        }
         match call {
+            SdkCall::Health => {}
             SdkCall::Ready => match self.rec.state {
                 State::Running => self.set_state(State::Ready, "the game is ready"),
                 State::Ready => {}
@@ -501,6 +582,8 @@ impl InstanceActor {
         self.rec.exit_code = None;
         self.rec.players = 0;
         self.rec.max_players = 0;
+        self.heard = None;
+        self.started = tokio::time::Instant::now();
         self.set_state(State::Starting, "starting");
         let dir = self.settings.instance_dir(&self.rec.id);
         let result = match std::fs::create_dir_all(&dir) {

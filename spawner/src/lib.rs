@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use enroll::Credential;
 pub use error::{Error, Result};
-pub use instance::{OpContext, SdkCall};
+pub use instance::{HealthCheck, OpContext, SdkCall};
 pub use manager::{Manager, ManagerConfig, SpawnSpec};
 pub use state::{InstanceRecord, State};
 

@@ -49,6 +49,8 @@ pub struct ManagerConfig {
     pub log_files: u32,
     /// Restart policy of spawns that name none.
     pub restart_default: crate::restart::RestartPolicy,
+    /// When a game that uses the SDK counts as unhealthy.
+    pub health: crate::instance::HealthCheck,
     /// Address of the SDK endpoint handed to games; `None` serves no SDK.
     pub sdk_addr: Option<std::net::SocketAddr>,
 }
@@ -73,6 +75,7 @@ impl ManagerConfig {
             log_max_bytes: config.log_file_max_bytes,
             log_files: config.log_files,
             restart_default: config.restart_default()?,
+            health: config.health()?,
             sdk_addr: None,
         })
     }
@@ -210,6 +213,7 @@ impl Manager {
             log_max_bytes: config.log_max_bytes,
             log_files: config.log_files,
             sdk_addr: config.sdk_addr,
+            health: config.health,
         });
         let (to_manager, from_actors) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
@@ -227,7 +231,10 @@ impl Manager {
             if adopt {
                 tracing::info!(instance = %rec.id, pid = ?rec.pid, "adopted a running instance");
                 // A game that had said Ready (or was allocated) keeps saying so.
-                if !matches!(rec.state, State::Ready | State::Allocated) {
+                if !matches!(
+                    rec.state,
+                    State::Ready | State::Allocated | State::Unhealthy
+                ) {
                     rec.state = State::Running;
                 }
                 rec.message = "adopted after a spawner restart".into();
@@ -340,7 +347,10 @@ impl Manager {
         let rec = self.get(id).await?;
         if !matches!(
             rec.state,
-            crate::State::Running | crate::State::Ready | crate::State::Allocated
+            crate::State::Running
+                | crate::State::Ready
+                | crate::State::Allocated
+                | crate::State::Unhealthy
         ) {
             return Err(Error::FailedPrecondition(format!(
                 "instance {id} is not running (it is {}); its console is closed",

@@ -125,7 +125,7 @@ impl GameServerSdk for SdkService {
         &self,
         request: Request<v1::SdkHealthRequest>,
     ) -> Result<Response<v1::SdkHealthResponse>, Status> {
-        self.caller(&request).await?;
+        self.apply(&request, SdkCall::Health).await?;
         Ok(Response::new(v1::SdkHealthResponse {}))
     }
 

@@ -22,6 +22,8 @@ pub enum State {
     Ready,
     /// Handed to players (by the game through the SDK).
     Allocated,
+    /// The game uses the SDK but missed its health pings; left running for inspection.
+    Unhealthy,
     /// A stop was requested; waiting for the process group to exit.
     Stopping,
     /// Exited after a requested stop.
@@ -35,7 +37,12 @@ impl State {
     pub fn has_process(self) -> bool {
         matches!(
             self,
-            State::Starting | State::Running | State::Ready | State::Allocated | State::Stopping
+            State::Starting
+                | State::Running
+                | State::Ready
+                | State::Allocated
+                | State::Unhealthy
+                | State::Stopping
         )
     }
 
@@ -46,6 +53,7 @@ impl State {
             State::Running => "running",
             State::Ready => "ready",
             State::Allocated => "allocated",
+            State::Unhealthy => "unhealthy",
             State::Stopping => "stopping",
             State::Stopped => "stopped",
             State::Crashed => "crashed",
@@ -60,6 +68,7 @@ impl From<State> for v1::InstanceState {
             State::Running => v1::InstanceState::Running,
             State::Ready => v1::InstanceState::Ready,
             State::Allocated => v1::InstanceState::Allocated,
+            State::Unhealthy => v1::InstanceState::Unhealthy,
             State::Stopping => v1::InstanceState::Stopping,
             State::Stopped => v1::InstanceState::Stopped,
             State::Crashed => v1::InstanceState::Crashed,

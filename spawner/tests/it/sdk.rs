@@ -21,12 +21,17 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(|_| {}).await
+}
+
+async fn harness_with(tune: impl FnOnce(&mut exile_spawner::ManagerConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let listener = exile_spawner::sdk::bind("127.0.0.1:0".parse().unwrap(), dir.path())
         .await
         .unwrap();
     let mut config = script_config(dir.path(), GAME);
     config.sdk_addr = Some(listener.local_addr().unwrap());
+    tune(&mut config);
     let manager = Manager::open(config).await.unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(exile_spawner::sdk::serve(
@@ -263,4 +268,36 @@ async fn the_sdk_port_and_secrets_survive_a_spawner_restart() {
     assert_eq!(manager.get("keep").await.unwrap().players, 1);
     stop.cancel();
     manager.shutdown(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_silent_sdk_user_goes_unhealthy_and_back_but_a_game_without_the_sdk_never_does() {
+    let mut h = harness_with(|c| {
+        c.health = exile_spawner::HealthCheck {
+            period: Duration::from_millis(100),
+            failure_threshold: 3,
+            initial_delay: Duration::ZERO,
+        };
+    })
+    .await;
+    let (addr, _) = h.spawn("no-sdk").await;
+    let (_, token) = h.spawn("silent").await;
+    let mut sdk = client(&addr, &token).await;
+    sdk.ready(v1::SdkReadyRequest {}).await.unwrap();
+
+    let rec = wait_for(&h.manager, "silent", "unhealthy", is(State::Unhealthy)).await;
+    assert!(
+        rec.message.contains("no SDK health ping"),
+        "{}",
+        rec.message
+    );
+    // Started earlier and never heard from, yet not unhealthy: it never used the SDK.
+    assert_eq!(h.manager.get("no-sdk").await.unwrap().state, State::Running);
+
+    sdk.health(v1::SdkHealthRequest {}).await.unwrap();
+    let rec = h.manager.get("silent").await.unwrap();
+    assert_eq!(rec.state, State::Ready, "pings resumed: {}", rec.message);
+
+    h.stop.cancel();
+    h.manager.shutdown(true).await.unwrap();
 }

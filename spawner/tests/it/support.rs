@@ -104,6 +104,7 @@ pub fn config(
         log_files: 4,
         restart_default: Default::default(),
         sdk_addr: None,
+        health: exile_spawner::HealthCheck::default(),
     }
 }
 
