@@ -128,10 +128,9 @@ async fn start_sdk(
 ) -> anyhow::Result<()> {
     let sdk = match exile_sdk::Sdk::from_env().await {
         Ok(sdk) => sdk,
-        Err(exile_sdk::Error::NotManaged) => {
-            eprintln!("no Exile spawner SDK in the environment; running standalone");
-            return Ok(());
-        }
+        // Started by hand: nothing to tell, and nothing to print either, so the output stays
+        // what it was before the SDK (tests and crash messages read it).
+        Err(exile_sdk::Error::NotManaged) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
     // A refused Ready is worth seeing, but the game still serves its players.
