@@ -161,6 +161,11 @@ pub enum SdkCall {
     Ready,
     /// The game was handed to players: Running/Ready → Allocated.
     Allocate,
+    /// Allocated for a while, then Ready again unless Allocate or Ready comes first.
+    Reserve {
+        /// How long the reservation holds.
+        ttl: Duration,
+    },
     /// Players connected and players that fit.
     Players {
         /// Connected now.
@@ -259,6 +264,8 @@ pub(crate) struct InstanceActor {
     started: tokio::time::Instant,
     /// The state an Unhealthy game returns to when its pings resume.
     healthy_state: State,
+    /// When a reservation (Allocated through `Reserve`) lapses back to Ready.
+    reserved_until: Option<tokio::time::Instant>,
 }
 
 impl InstanceActor {
@@ -278,6 +285,7 @@ impl InstanceActor {
             heard: None,
             started: tokio::time::Instant::now(),
             healthy_state: State::Running,
+            reserved_until: None,
         }
     }
 
@@ -317,6 +325,9 @@ impl InstanceActor {
             restarts: RestartTracker::default(),
             heard: used_sdk.then_some(now),
             started: now,
+            // A reservation is not persisted: after a spawner restart it simply holds until
+            // the game calls Ready or Allocate.
+            reserved_until: None,
         }
     }
 
@@ -324,6 +335,9 @@ impl InstanceActor {
     pub async fn run(mut self, mut ops: mpsc::UnboundedReceiver<Op>) {
         loop {
             let health_deadline = self.health_deadline();
+            let reserved_until = self
+                .reserved_until
+                .filter(|_| self.rec.state == State::Allocated);
             tokio::select! {
                 op = ops.recv() => {
                     let Some(op) = op else {
@@ -343,6 +357,10 @@ impl InstanceActor {
                         State::Unhealthy,
                         format!("no SDK health ping for {:.1}s", silent.as_secs_f64()),
                     );
+                }
+                () = sleep_until(reserved_until) => {
+                    self.reserved_until = None;
+                    self.set_state(State::Ready, "reservation expired");
                 }
                 () = sleep_until(self.restart_at) => {
                     self.restart_at = None;
@@ -464,12 +482,25 @@ impl InstanceActor {
         match call {
             SdkCall::Health => {}
             SdkCall::Ready => match self.rec.state {
+                _ if self.reserved_until.take().is_some() => {
+                    self.set_state(State::Ready, "the game is ready again")
+                }
                 State::Running => self.set_state(State::Ready, "the game is ready"),
                 State::Ready => {}
                 // An allocated game that calls Ready again has sent its players away.
                 _ => self.set_state(State::Ready, "the game is ready again"),
             },
+            SdkCall::Reserve { ttl } => {
+                self.reserved_until = Some(tokio::time::Instant::now() + ttl);
+                let message = format!("reserved by the game for {}s", ttl.as_secs());
+                if self.rec.state == State::Unhealthy {
+                    self.healthy_state = State::Allocated;
+                } else {
+                    self.set_state(State::Allocated, message);
+                }
+            }
             SdkCall::Allocate => {
+                self.reserved_until = None;
                 if self.rec.state != State::Allocated {
                     self.set_state(State::Allocated, "allocated by the game");
                 }

@@ -17,6 +17,9 @@ use crate::instance::{OpContext, SdkCall};
 use crate::manager::Manager;
 use crate::state::InstanceRecord;
 
+/// Longest reservation a game may ask for: one day.
+const MAX_RESERVE_SECS: u32 = 86_400;
+
 /// File in the data dir that remembers the SDK port chosen for `--sdk-listen` port 0.
 const PORT_FILE: &str = "sdk-port";
 
@@ -235,11 +238,22 @@ impl GameServerSdk for SdkService {
 
     async fn reserve(
         &self,
-        _request: Request<v1::SdkReserveRequest>,
+        request: Request<v1::SdkReserveRequest>,
     ) -> Result<Response<v1::SdkReserveResponse>, Status> {
-        Err(Status::unimplemented(
-            "Reserve is not available yet; call Allocate",
-        ))
+        let ttl = request.get_ref().ttl_seconds;
+        if !(1..=MAX_RESERVE_SECS).contains(&ttl) {
+            return Err(Error::InvalidArgument(format!(
+                "ttl_seconds must be 1 to {MAX_RESERVE_SECS}, not {ttl}"
+            ))
+            .into());
+        }
+        let call = SdkCall::Reserve {
+            ttl: std::time::Duration::from_secs(u64::from(ttl)),
+        };
+        let instance = self.apply(&request, call).await?;
+        Ok(Response::new(v1::SdkReserveResponse {
+            instance: Some(instance),
+        }))
     }
 }
 

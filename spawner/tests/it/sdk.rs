@@ -301,3 +301,38 @@ async fn a_silent_sdk_user_goes_unhealthy_and_back_but_a_game_without_the_sdk_ne
     h.stop.cancel();
     h.manager.shutdown(true).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_reservation_lapses_to_ready_and_shutdown_is_a_requested_stop() {
+    let mut h = harness().await;
+    let (addr, token) = h.spawn("r").await;
+    let mut sdk = client(&addr, &token).await;
+    sdk.ready(v1::SdkReadyRequest {}).await.unwrap();
+    let err = sdk
+        .reserve(v1::SdkReserveRequest { ttl_seconds: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    let reserved = sdk
+        .reserve(v1::SdkReserveRequest { ttl_seconds: 1 })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert_eq!(reserved.state(), v1::InstanceState::Allocated);
+    let rec = wait_for(&h.manager, "r", "ready again", is(State::Ready)).await;
+    assert_eq!(rec.message, "reservation expired");
+
+    // Allocate ends a reservation for good.
+    sdk.reserve(v1::SdkReserveRequest { ttl_seconds: 1 })
+        .await
+        .unwrap();
+    sdk.allocate(v1::SdkAllocateRequest {}).await.unwrap();
+
+    sdk.shutdown(v1::SdkShutdownRequest {}).await.unwrap();
+    let rec = wait_for(&h.manager, "r", "stopped", is(State::Stopped)).await;
+    assert_eq!(rec.message, "stopped", "a stop, not a crash");
+    h.stop.cancel();
+    h.manager.shutdown(true).await.unwrap();
+}
