@@ -26,6 +26,12 @@ pub struct Config {
     )]
     pub data_dir: PathBuf,
 
+    /// Loopback address of the game-server SDK endpoint (handed to games as
+    /// `EXILE_SDK_ADDR`). With port 0 the port first chosen is kept in the data dir and
+    /// reused on later starts, so adopted games keep reaching it.
+    #[arg(long, env = "EXILE_SPAWNER_SDK_LISTEN", default_value = "127.0.0.1:0")]
+    pub sdk_listen: std::net::SocketAddr,
+
     /// One-time enrollment token; used only when no credential is stored in the data dir yet.
     #[arg(long, env = "EXILE_SPAWNER_ENROLLMENT_TOKEN", hide_env_values = true)]
     pub enrollment_token: Option<String>,
@@ -135,6 +141,28 @@ pub struct Config {
     /// (this + 1) × --log-file-max-bytes).
     #[arg(long, env = "EXILE_SPAWNER_LOG_FILES", default_value_t = 4)]
     pub log_files: u32,
+
+    /// Seconds between the SDK health pings a game is expected to send. Only games that have
+    /// called the SDK at least once are checked: a build without the SDK is never unhealthy.
+    #[arg(long, env = "EXILE_SPAWNER_HEALTH_PERIOD", default_value_t = 5.0)]
+    pub health_period: f64,
+
+    /// Missed health periods after which a game is marked Unhealthy (it is left running for
+    /// inspection, and is Ready again when its pings resume).
+    #[arg(
+        long,
+        env = "EXILE_SPAWNER_HEALTH_FAILURE_THRESHOLD",
+        default_value_t = 3
+    )]
+    pub health_failure_threshold: u32,
+
+    /// Seconds after a start during which missing pings are not held against a game.
+    #[arg(
+        long,
+        env = "EXILE_SPAWNER_HEALTH_INITIAL_DELAY",
+        default_value_t = 0.0
+    )]
+    pub health_initial_delay: f64,
 }
 
 impl Config {
@@ -152,6 +180,7 @@ impl Config {
         self.label_map()?;
         self.ports()?;
         self.command_template()?;
+        self.health()?;
         if self.capacity == 0 {
             return Err(Error::Config("--capacity must be at least 1".into()));
         }
@@ -159,6 +188,26 @@ impl Config {
             return Err(Error::Config("--build-version must not be empty".into()));
         }
         Ok(())
+    }
+
+    /// The health check from the flags.
+    pub fn health(&self) -> Result<crate::instance::HealthCheck> {
+        let secs = |flag: &str, v: f64| {
+            std::time::Duration::try_from_secs_f64(v).map_err(|_| {
+                Error::Config(format!("{flag} must be a non-negative number of seconds"))
+            })
+        };
+        let period = secs("--health-period", self.health_period)?;
+        if period.is_zero() || self.health_failure_threshold == 0 {
+            return Err(Error::Config(
+                "--health-period and --health-failure-threshold must be above 0".into(),
+            ));
+        }
+        Ok(crate::instance::HealthCheck {
+            period,
+            failure_threshold: self.health_failure_threshold,
+            initial_delay: secs("--health-initial-delay", self.health_initial_delay)?,
+        })
     }
 
     /// The default restart policy from the flags.

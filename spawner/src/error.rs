@@ -68,6 +68,9 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// An SDK call without a secret, or with one that names no instance.
+    #[error("missing or unknown SDK secret: send `authorization: Bearer $EXILE_SDK_TOKEN`")]
+    Unauthenticated,
     /// An internal task went away (the spawner is shutting down).
     #[error("the instance manager has shut down")]
     ManagerGone,
@@ -84,7 +87,9 @@ impl Error {
     pub fn kind(&self) -> CommandErrorKind {
         match self {
             Error::NotFound(_) => CommandErrorKind::NotFound,
-            Error::FailedPrecondition(_) => CommandErrorKind::FailedPrecondition,
+            Error::FailedPrecondition(_) | Error::Unauthenticated => {
+                CommandErrorKind::FailedPrecondition
+            }
             Error::InvalidArgument(_) | Error::Config(_) => CommandErrorKind::InvalidArgument,
             Error::DeadlineExceeded | Error::Cancelled => CommandErrorKind::DeadlineExceeded,
             Error::Io { .. }

@@ -64,6 +64,32 @@ pub(crate) struct Settings {
     pub supervisor_bin: PathBuf,
     pub log_max_bytes: u64,
     pub log_files: u32,
+    /// Where the SDK endpoint listens, handed to games as `EXILE_SDK_ADDR`; `None` when the
+    /// spawner serves no SDK (the games then get no SDK variables).
+    pub sdk_addr: Option<std::net::SocketAddr>,
+    pub health: HealthCheck,
+}
+
+/// When a game that uses the SDK counts as unhealthy: no SDK call for `failure_threshold`
+/// periods, counted from its last call or, early on, from `initial_delay` after its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Expected time between pings.
+    pub period: Duration,
+    /// Missed periods before the game is Unhealthy.
+    pub failure_threshold: u32,
+    /// Grace after a start.
+    pub initial_delay: Duration,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            period: Duration::from_secs(5),
+            failure_threshold: 3,
+            initial_delay: Duration::ZERO,
+        }
+    }
 }
 
 impl Settings {
@@ -96,6 +122,11 @@ pub(crate) enum Op {
         ctx: OpContext,
         reply: Reply,
     },
+    /// A call the game made about itself through the SDK.
+    Sdk {
+        call: SdkCall,
+        reply: Reply,
+    },
     /// The spawner shuts down: stop the process or leave it running for re-adoption.
     Detach {
         stop: bool,
@@ -110,7 +141,8 @@ impl Op {
             Op::Start { reply, .. }
             | Op::Stop { reply, .. }
             | Op::Restart { reply, .. }
-            | Op::Remove { reply, .. } => {
+            | Op::Remove { reply, .. }
+            | Op::Sdk { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
             Op::Detach { done, .. } => {
@@ -118,6 +150,36 @@ impl Op {
             }
         }
     }
+}
+
+/// What a game can change about its own instance through the SDK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SdkCall {
+    /// The game is alive (every call says so; this one says nothing else).
+    Health,
+    /// The game accepts players: Running → Ready.
+    Ready,
+    /// The game was handed to players: Running/Ready → Allocated.
+    Allocate,
+    /// Allocated for a while, then Ready again unless Allocate or Ready comes first.
+    Reserve {
+        /// How long the reservation holds.
+        ttl: Duration,
+    },
+    /// Players connected and players that fit.
+    Players {
+        /// Connected now.
+        count: u32,
+        /// Fit; 0 when unknown.
+        max: u32,
+    },
+    /// Sets a label, or removes it when `value` is empty.
+    Label {
+        /// Label key.
+        key: String,
+        /// Label value.
+        value: String,
+    },
 }
 
 /// Messages from instance actors to the manager.
@@ -195,6 +257,15 @@ pub(crate) struct InstanceActor {
     restart_at: Option<tokio::time::Instant>,
     /// Recent automatic restarts, for the backoff and the crash-loop limit.
     restarts: RestartTracker,
+    /// When the game last called the SDK; `None` while it never has since its start, and is
+    /// then never checked.
+    heard: Option<tokio::time::Instant>,
+    /// When the current process started (or was adopted), for the health initial delay.
+    started: tokio::time::Instant,
+    /// The state an Unhealthy game returns to when its pings resume.
+    healthy_state: State,
+    /// When a reservation (Allocated through `Reserve`) lapses back to Ready.
+    reserved_until: Option<tokio::time::Instant>,
 }
 
 impl InstanceActor {
@@ -211,6 +282,10 @@ impl InstanceActor {
             to_manager,
             restart_at: None,
             restarts: RestartTracker::default(),
+            heard: None,
+            started: tokio::time::Instant::now(),
+            healthy_state: State::Running,
+            reserved_until: None,
         }
     }
 
@@ -230,19 +305,39 @@ impl InstanceActor {
             }),
             _ => None,
         };
+        // A game that had used the SDK is checked again, its clock restarted from now.
+        let used_sdk = matches!(
+            rec.state,
+            State::Ready | State::Allocated | State::Unhealthy
+        );
+        let now = tokio::time::Instant::now();
         Self {
+            healthy_state: if rec.state == State::Unhealthy {
+                State::Ready
+            } else {
+                rec.state
+            },
             rec,
             proc,
             settings,
             to_manager,
             restart_at: None,
             restarts: RestartTracker::default(),
+            heard: used_sdk.then_some(now),
+            started: now,
+            // A reservation is not persisted: after a spawner restart it simply holds until
+            // the game calls Ready or Allocate.
+            reserved_until: None,
         }
     }
 
     /// Runs until the instance is removed or detached.
     pub async fn run(mut self, mut ops: mpsc::UnboundedReceiver<Op>) {
         loop {
+            let health_deadline = self.health_deadline();
+            let reserved_until = self
+                .reserved_until
+                .filter(|_| self.rec.state == State::Allocated);
             tokio::select! {
                 op = ops.recv() => {
                     let Some(op) = op else {
@@ -254,6 +349,19 @@ impl InstanceActor {
                     }
                 }
                 status = wait_exit(&mut self.proc) => self.exited_unexpectedly(status).await,
+                () = sleep_until(health_deadline) => {
+                    self.healthy_state = self.rec.state;
+                    let silent = self.heard.map(|h| h.elapsed()).unwrap_or_default();
+                    tracing::warn!(instance = %self.rec.id, ?silent, "no SDK health ping; marking it unhealthy");
+                    self.set_state(
+                        State::Unhealthy,
+                        format!("no SDK health ping for {:.1}s", silent.as_secs_f64()),
+                    );
+                }
+                () = sleep_until(reserved_until) => {
+                    self.reserved_until = None;
+                    self.set_state(State::Ready, "reservation expired");
+                }
                 () = sleep_until(self.restart_at) => {
                     self.restart_at = None;
                     self.rec.restart_count = self.rec.restart_count.saturating_add(1);
@@ -321,6 +429,10 @@ impl InstanceActor {
                 self.respond(reply, Ok(last));
                 return true;
             }
+            Op::Sdk { call, reply } => {
+                let result = self.sdk(call).map(|()| self.rec.clone());
+                self.respond(reply, result);
+            }
             Op::Detach { stop, done } => {
                 self.detach(stop).await;
                 let _ = done.send(());
@@ -328,6 +440,96 @@ impl InstanceActor {
             }
         }
         false
+    }
+
+    /// When the game is late enough to be Unhealthy; `None` when it is not checked (never
+    /// used the SDK, not up, or already Unhealthy).
+    fn health_deadline(&self) -> Option<tokio::time::Instant> {
+        let heard = self.heard?;
+        let checked = self.proc.is_some()
+            && matches!(
+                self.rec.state,
+                State::Running | State::Ready | State::Allocated
+            );
+        if !checked {
+            return None;
+        }
+        let health = self.settings.health;
+        let from = heard.max(self.started + health.initial_delay);
+        Some(from + health.period.saturating_mul(health.failure_threshold))
+    }
+
+    /// Applies an SDK call; only a game whose process is up (and not being stopped) may
+    /// change its instance. A call that changes nothing sends no event.
+    fn sdk(&mut self, call: SdkCall) -> Result<()> {
+        let live = self.proc.is_some()
+            && matches!(
+                self.rec.state,
+                State::Running | State::Ready | State::Allocated | State::Unhealthy
+            );
+        if !live {
+            return Err(Error::FailedPrecondition(format!(
+                "instance {} is {}; the SDK only acts on a running game",
+                self.rec.id,
+                self.rec.state.name()
+            )));
+        }
+        self.heard = Some(tokio::time::Instant::now());
+        if self.rec.state == State::Unhealthy {
+            tracing::info!(instance = %self.rec.id, "SDK pings resumed");
+            self.set_state(self.healthy_state, "SDK pings resumed");
+        }
+        match call {
+            SdkCall::Health => {}
+            SdkCall::Ready => match self.rec.state {
+                _ if self.reserved_until.take().is_some() => {
+                    self.set_state(State::Ready, "the game is ready again")
+                }
+                State::Running => self.set_state(State::Ready, "the game is ready"),
+                State::Ready => {}
+                // An allocated game that calls Ready again has sent its players away.
+                _ => self.set_state(State::Ready, "the game is ready again"),
+            },
+            SdkCall::Reserve { ttl } => {
+                self.reserved_until = Some(tokio::time::Instant::now() + ttl);
+                let message = format!("reserved by the game for {}s", ttl.as_secs());
+                if self.rec.state == State::Unhealthy {
+                    self.healthy_state = State::Allocated;
+                } else {
+                    self.set_state(State::Allocated, message);
+                }
+            }
+            SdkCall::Allocate => {
+                self.reserved_until = None;
+                if self.rec.state != State::Allocated {
+                    self.set_state(State::Allocated, "allocated by the game");
+                }
+            }
+            SdkCall::Players { count, max } => {
+                if (self.rec.players, self.rec.max_players) != (count, max) {
+                    self.rec.players = count;
+                    self.rec.max_players = max;
+                    self.report();
+                }
+            }
+            SdkCall::Label { key, value } => {
+                validate_label_key(&key)?;
+                if value.len() > 256 {
+                    return Err(Error::InvalidArgument(format!(
+                        "label {key}: a value holds at most 256 bytes"
+                    )));
+                }
+                let changed = if value.is_empty() {
+                    self.rec.labels.remove(&key).is_some()
+                } else {
+                    self.rec.labels.insert(key, value.clone()).as_ref() != Some(&value)
+                };
+                if changed {
+                    self.report();
+                }
+            }
+        }
+        Ok(())
     }
 
     fn respond(&self, reply: Reply, result: Result<InstanceRecord>) {
@@ -381,7 +583,21 @@ impl InstanceActor {
                 dir.to_string_lossy().into_owned(),
             ),
         ];
-        env.extend(self.rec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // The SDK variables come last and spawn env cannot name them: the secret is the
+        // spawner's to hand out.
+        env.extend(
+            self.rec
+                .env
+                .iter()
+                .filter(|(k, _)| !k.starts_with("EXILE_SDK_"))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        if let Some(addr) = self.settings.sdk_addr
+            && !self.rec.sdk_token.is_empty()
+        {
+            env.push(("EXILE_SDK_ADDR".to_owned(), addr.to_string()));
+            env.push(("EXILE_SDK_TOKEN".to_owned(), self.rec.sdk_token.clone()));
+        }
         LaunchSpec {
             supervisor: self.settings.supervisor_bin.clone(),
             program,
@@ -395,6 +611,10 @@ impl InstanceActor {
 
     async fn launch(&mut self, port: u16) -> Result<()> {
         self.rec.exit_code = None;
+        self.rec.players = 0;
+        self.rec.max_players = 0;
+        self.heard = None;
+        self.started = tokio::time::Instant::now();
         self.set_state(State::Starting, "starting");
         let dir = self.settings.instance_dir(&self.rec.id);
         let result = match std::fs::create_dir_all(&dir) {
@@ -603,5 +823,21 @@ impl InstanceActor {
         // Dropping a tokio Child neither kills nor waits on it: the game keeps running and the
         // next spawner adopts it.
         self.proc = None;
+    }
+}
+
+/// Label keys a game may set: plain, short, and never empty.
+fn validate_label_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.len() <= 63
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "label key `{key}` is invalid: use 1 to 63 letters, digits, '-', '_', '.' or '/'"
+        )))
     }
 }

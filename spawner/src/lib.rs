@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod ports;
 pub mod process;
 pub mod restart;
+pub mod sdk;
 pub mod state;
 pub mod supervisor;
 
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use enroll::Credential;
 pub use error::{Error, Result};
-pub use instance::OpContext;
+pub use instance::{HealthCheck, OpContext, SdkCall};
 pub use manager::{Manager, ManagerConfig, SpawnSpec};
 pub use state::{InstanceRecord, State};
 
@@ -42,11 +43,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::io("could not create", &config.data_dir, e))?;
     let endpoint = link::endpoint(&config.master)?;
-    let manager = Manager::open(ManagerConfig::from_config(&config)?).await?;
+    let sdk_listener = sdk::bind(config.sdk_listen, &config.data_dir).await?;
+    let sdk_addr = sdk_listener
+        .local_addr()
+        .map_err(|e| Error::Config(format!("could not read the SDK address: {e}")))?;
+    let mut manager_config = ManagerConfig::from_config(&config)?;
+    manager_config.sdk_addr = Some(sdk_addr);
+    let manager = Manager::open(manager_config).await?;
+    let sdk_shutdown = shutdown.child_token();
+    let sdk_task = tokio::spawn(sdk::serve(
+        sdk_listener,
+        manager.clone(),
+        sdk_shutdown.clone(),
+    ));
     tracing::info!(
         name = %config.spawner_name(),
         master = %config.master,
         data_dir = %config.data_dir.display(),
+        sdk = %sdk_addr,
         "spawner started"
     );
     let result = match enroll::obtain(&config, &endpoint, &shutdown).await {
@@ -62,6 +76,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let stop = config.stop_instances_on_shutdown && result.is_ok();
     if stop {
         tracing::info!("stopping every instance before shutting down");
+    }
+    sdk_shutdown.cancel();
+    match sdk_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "SDK endpoint ended"),
+        Err(e) => tracing::error!(error = %e, "SDK endpoint panicked"),
+        Ok(Ok(())) => {}
     }
     manager.shutdown(stop).await?;
     tracing::info!("spawner stopped");

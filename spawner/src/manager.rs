@@ -51,6 +51,10 @@ pub struct ManagerConfig {
     pub log_files: u32,
     /// Restart policy of spawns that name none.
     pub restart_default: crate::restart::RestartPolicy,
+    /// When a game that uses the SDK counts as unhealthy.
+    pub health: crate::instance::HealthCheck,
+    /// Address of the SDK endpoint handed to games; `None` serves no SDK.
+    pub sdk_addr: Option<std::net::SocketAddr>,
 }
 
 impl ManagerConfig {
@@ -73,6 +77,8 @@ impl ManagerConfig {
             log_max_bytes: config.log_file_max_bytes,
             log_files: config.log_files,
             restart_default: config.restart_default()?,
+            health: config.health()?,
+            sdk_addr: None,
         })
     }
 }
@@ -170,6 +176,15 @@ fn recover_exit(rec: &mut InstanceRecord, dir: &std::path::Path) {
     rec.supervisor_ticks = None;
 }
 
+/// Compares secrets without stopping at the first difference.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// Handle to the instance manager; cheap to clone.
 #[derive(Clone)]
 pub struct Manager {
@@ -199,6 +214,8 @@ impl Manager {
             supervisor_bin: config.supervisor_bin.clone(),
             log_max_bytes: config.log_max_bytes,
             log_files: config.log_files,
+            sdk_addr: config.sdk_addr,
+            health: config.health,
         });
         let (to_manager, from_actors) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
@@ -215,7 +232,13 @@ impl Manager {
             let adopt = rec.state.has_process() && supervisor_alive(&rec);
             if adopt {
                 tracing::info!(instance = %rec.id, pid = ?rec.pid, "adopted a running instance");
-                rec.state = State::Running;
+                // A game that had said Ready (or was allocated) keeps saying so.
+                if !matches!(
+                    rec.state,
+                    State::Ready | State::Allocated | State::Unhealthy
+                ) {
+                    rec.state = State::Running;
+                }
                 rec.message = "adopted after a spawner restart".into();
             } else if rec.state.has_process() {
                 settle_supervisor(&rec).await;
@@ -329,7 +352,13 @@ impl Manager {
             )));
         }
         let rec = self.get(id).await?;
-        if !matches!(rec.state, crate::State::Running) {
+        if !matches!(
+            rec.state,
+            crate::State::Running
+                | crate::State::Ready
+                | crate::State::Allocated
+                | crate::State::Unhealthy
+        ) {
             return Err(Error::FailedPrecondition(format!(
                 "instance {id} is not running (it is {}); its console is closed",
                 rec.state.name()
@@ -338,6 +367,23 @@ impl Manager {
         let dir = self.data_dir.join("instances").join(id);
         crate::supervisor::request(&dir, &format!("console {line}")).await?;
         Ok(())
+    }
+
+    /// The instance an SDK secret belongs to; [`Error::Unauthenticated`] for any other.
+    pub async fn by_sdk_token(&self, token: &str) -> Result<InstanceRecord> {
+        if token.is_empty() {
+            return Err(Error::Unauthenticated);
+        }
+        self.list()
+            .await?
+            .into_iter()
+            .find(|r| !r.sdk_token.is_empty() && constant_time_eq(&r.sdk_token, token))
+            .ok_or(Error::Unauthenticated)
+    }
+
+    /// Applies an SDK call of instance `id` (the caller has authenticated it).
+    pub async fn sdk(&self, id: &str, call: crate::instance::SdkCall) -> Result<InstanceRecord> {
+        self.forward(id, |reply| Op::Sdk { call, reply }).await
     }
 
     /// Instance events (every state change, and removals) from now on.

@@ -18,6 +18,12 @@ pub enum State {
     Starting,
     /// The process runs.
     Running,
+    /// The game said through the SDK that it accepts players.
+    Ready,
+    /// Handed to players (by the game through the SDK).
+    Allocated,
+    /// The game uses the SDK but missed its health pings; left running for inspection.
+    Unhealthy,
     /// A stop was requested; waiting for the process group to exit.
     Stopping,
     /// Exited after a requested stop.
@@ -29,7 +35,15 @@ pub enum State {
 impl State {
     /// Whether a process is (or may be) alive in this state.
     pub fn has_process(self) -> bool {
-        matches!(self, State::Starting | State::Running | State::Stopping)
+        matches!(
+            self,
+            State::Starting
+                | State::Running
+                | State::Ready
+                | State::Allocated
+                | State::Unhealthy
+                | State::Stopping
+        )
     }
 
     /// Lower-case name used in messages.
@@ -37,6 +51,9 @@ impl State {
         match self {
             State::Starting => "starting",
             State::Running => "running",
+            State::Ready => "ready",
+            State::Allocated => "allocated",
+            State::Unhealthy => "unhealthy",
             State::Stopping => "stopping",
             State::Stopped => "stopped",
             State::Crashed => "crashed",
@@ -49,6 +66,9 @@ impl From<State> for v1::InstanceState {
         match state {
             State::Starting => v1::InstanceState::Starting,
             State::Running => v1::InstanceState::Running,
+            State::Ready => v1::InstanceState::Ready,
+            State::Allocated => v1::InstanceState::Allocated,
+            State::Unhealthy => v1::InstanceState::Unhealthy,
             State::Stopping => v1::InstanceState::Stopping,
             State::Stopped => v1::InstanceState::Stopped,
             State::Crashed => v1::InstanceState::Crashed,
@@ -101,6 +121,16 @@ pub struct InstanceRecord {
     /// What to do when the game exits by itself.
     #[serde(default)]
     pub restart_policy: crate::restart::RestartPolicy,
+    /// The instance's own SDK secret (`EXILE_SDK_TOKEN`); empty for records older than the
+    /// SDK, which then cannot use it. `state.json` is private to the spawner's user.
+    #[serde(default)]
+    pub sdk_token: String,
+    /// Players connected, as the game last reported through the SDK.
+    #[serde(default)]
+    pub players: u32,
+    /// Players that fit, as the game last reported; 0 when unknown.
+    #[serde(default)]
+    pub max_players: u32,
 }
 
 impl InstanceRecord {
@@ -122,8 +152,8 @@ impl InstanceRecord {
             pid: self.pid.unwrap_or(0),
             restart_count: self.restart_count,
             labels: self.labels.clone().into_iter().collect(),
-            players: 0,
-            max_players: 0,
+            players: self.players,
+            max_players: self.max_players,
             resources: None,
             started_at_unix_ms: if self.pid.is_some() {
                 self.started_at_unix_ms
@@ -171,7 +201,8 @@ impl StateFile {
             path: path.clone(),
             source,
         })?;
-        write_atomic(&path, &bytes, 0o644)
+        // 0600: the records hold each instance's SDK secret.
+        write_atomic(&path, &bytes, 0o600)
     }
 }
 
@@ -228,6 +259,9 @@ mod tests {
             message: String::new(),
             revision: 3,
             restart_policy: Default::default(),
+            sdk_token: "secret".into(),
+            players: 3,
+            max_players: 16,
         }
     }
 

@@ -1,6 +1,8 @@
 //! `exile-demo-game`: a small real game server for trying Exile out. It answers `status`,
 //! `join` and `leave` over UDP datagrams and line-based TCP, reads console commands on stdin,
-//! and exits 0 on SIGTERM/SIGINT.
+//! and exits 0 on SIGTERM/SIGINT. Under an Exile spawner it uses the SDK: Ready once its
+//! sockets are bound, a health loop, and the player count on every join and leave; started by
+//! hand it runs the same without.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,6 +23,9 @@ struct Args {
     /// Most players that can join at once.
     #[arg(long, default_value_t = 16)]
     max_players: u32,
+    /// Seconds between SDK health pings.
+    #[arg(long, default_value_t = 1.0)]
+    health_period: f64,
 }
 
 /// The game's whole state.
@@ -28,6 +33,8 @@ struct Game {
     players: AtomicU32,
     max_players: u32,
     instance: String,
+    /// The player count after each change, for the SDK reporter (which only needs the latest).
+    changes: tokio::sync::watch::Sender<u32>,
 }
 
 impl Game {
@@ -52,6 +59,8 @@ impl Game {
                     })
                     .is_ok();
                 if joined {
+                    self.changes
+                        .send_replace(self.players.load(Ordering::SeqCst));
                     self.status()
                 } else {
                     serde_json::json!({"error": "server full"}).to_string()
@@ -61,6 +70,8 @@ impl Game {
                 let _ = self
                     .players
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                self.changes
+                    .send_replace(self.players.load(Ordering::SeqCst));
                 self.status()
             }
             other => serde_json::json!({"error": format!("unknown command `{other}`")}).to_string(),
@@ -71,10 +82,12 @@ impl Game {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let (changes, players_rx) = tokio::sync::watch::channel(0);
     let game = Arc::new(Game {
         players: AtomicU32::new(0),
         max_players: args.max_players,
         instance: std::env::var("EXILE_INSTANCE_ID").unwrap_or_default(),
+        changes,
     });
     let udp = UdpSocket::bind(("0.0.0.0", args.port))
         .await
@@ -90,6 +103,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(serve_tcp(tcp, game.clone()));
     let (quit_tx, mut quit_rx) = tokio::sync::mpsc::channel::<()>(1);
     tokio::spawn(console(game.clone(), quit_tx));
+    let health_period = std::time::Duration::try_from_secs_f64(args.health_period)
+        .context("--health-period must be a positive number of seconds")?;
+    start_sdk(args.max_players, health_period, players_rx).await?;
 
     tokio::select! {
         _ = term.recv() => {}
@@ -101,6 +117,40 @@ async fn main() -> anyhow::Result<()> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     std::process::exit(0);
+}
+
+/// Tells the spawner the game is ready, keeps it informed that the game is alive, and reports
+/// the player count on every change. Without a spawner there is no one to tell.
+async fn start_sdk(
+    max_players: u32,
+    health_period: std::time::Duration,
+    mut players: tokio::sync::watch::Receiver<u32>,
+) -> anyhow::Result<()> {
+    let sdk = match exile_sdk::Sdk::from_env().await {
+        Ok(sdk) => sdk,
+        // Started by hand: nothing to tell, and nothing to print either, so the output stays
+        // what it was before the SDK (tests and crash messages read it).
+        Err(exile_sdk::Error::NotManaged) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    // A refused Ready is worth seeing, but the game still serves its players.
+    match sdk.ready().await {
+        Ok(instance) => println!("ready (instance {})", instance.id),
+        Err(e) => eprintln!("{e}"),
+    }
+    if let Err(e) = sdk.set_players(0, max_players).await {
+        eprintln!("{e}");
+    }
+    sdk.spawn_health_loop(health_period);
+    tokio::spawn(async move {
+        while players.changed().await.is_ok() {
+            let count = *players.borrow_and_update();
+            if let Err(e) = sdk.set_players(count, max_players).await {
+                eprintln!("{e}");
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn serve_udp(socket: UdpSocket, game: Arc<Game>) {

@@ -128,6 +128,9 @@ impl ManagerTask {
             message: "starting".into(),
             revision: 0,
             restart_policy,
+            sdk_token: new_sdk_token(),
+            players: 0,
+            max_players: 0,
         };
         self.add_actor(rec, false);
         self.save();
@@ -312,6 +315,14 @@ pub(super) async fn persist_loop(data_dir: PathBuf, mut rx: watch::Receiver<Arc<
             return;
         }
     }
+}
+
+/// A fresh per-instance SDK secret: 32 random bytes, hex.
+fn new_sdk_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Instance ids become directory names: keep them plain.

@@ -10,4 +10,5 @@ mod link;
 mod logs;
 mod persistence;
 mod restart;
+mod sdk;
 mod support;

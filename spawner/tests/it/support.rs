@@ -103,6 +103,8 @@ pub fn config(
         log_max_bytes: 8 << 20,
         log_files: 4,
         restart_default: Default::default(),
+        sdk_addr: None,
+        health: exile_spawner::HealthCheck::default(),
     }
 }
 

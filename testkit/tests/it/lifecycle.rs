@@ -6,7 +6,7 @@ use exile_api::v1 as pb;
 use exile_testkit::{Sandbox, SandboxOptions};
 use pb::InstanceState as S;
 
-use crate::support::{Watcher, processes_of, spawn, udp_status};
+use crate::support::{Watcher, is_up, processes_of, spawn, udp_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_instances_across_two_spawners_every_change_watched() {
@@ -17,7 +17,11 @@ async fn ten_instances_across_two_spawners_every_change_watched() {
     let mut ids = Vec::new();
     for _ in 0..10 {
         let i = spawn(&admin, "").await.unwrap();
-        assert_eq!(i.state(), S::Running, "spawn answers once the process runs");
+        assert!(
+            is_up(i.state()),
+            "spawn answers once the process runs: {:?}",
+            i.state()
+        );
         ids.push(i);
     }
     let spawner_ids = sb.spawner_ids().await.unwrap();
@@ -27,16 +31,17 @@ async fn ten_instances_across_two_spawners_every_change_watched() {
     }
     let ports: HashSet<u32> = ids.iter().map(|i| i.ports[0].port).collect();
     assert_eq!(ports.len(), 10, "every instance has its own port");
-    w.until("10 running", |w| {
-        ids.iter().all(|i| w.state(&i.id) == Some(S::Running))
+    // The demo game calls the SDK's Ready once its sockets are bound.
+    w.until("10 ready", |w| {
+        ids.iter().all(|i| w.state(&i.id) == Some(S::Ready))
     })
     .await
     .unwrap();
     for i in &ids {
         assert_eq!(
             w.history[&i.id],
-            vec![S::Starting, S::Running],
-            "{} went Starting → Running",
+            vec![S::Starting, S::Running, S::Ready],
+            "{} went Starting → Running → Ready",
             i.id
         );
         assert!(i.pid > 1);
@@ -67,7 +72,7 @@ async fn ten_instances_across_two_spawners_every_change_watched() {
     for i in &ids[..5] {
         assert_eq!(
             w.history[&i.id],
-            vec![S::Starting, S::Running, S::Stopping, S::Stopped]
+            vec![S::Starting, S::Running, S::Ready, S::Stopping, S::Stopped]
         );
         assert_eq!(
             processes_of(&i.id),
@@ -87,7 +92,7 @@ async fn ten_instances_across_two_spawners_every_change_watched() {
         .into_inner()
         .instance
         .unwrap();
-    assert_eq!(again.state(), S::Running);
+    assert!(is_up(again.state()), "{:?}", again.state());
     for i in &ids {
         admin
             .instances
@@ -198,4 +203,35 @@ async fn capacity_drain_and_placement_errors_are_clear() {
         tonic::Code::NotFound
     );
     sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_game_reports_ready_and_players_through_the_sdk() {
+    let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let admin = sb.admin().await.unwrap();
+    let mut w = Watcher::open(&admin).await.unwrap();
+    let i = spawn(&admin, "").await.unwrap();
+    w.until("ready", |w| w.state(&i.id) == Some(S::Ready))
+        .await
+        .unwrap();
+    let port = u16::try_from(i.ports[0].port).unwrap();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(b"join", ("127.0.0.1", port)).await.unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = tokio::time::timeout(std::time::Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains("\"players\":1"),
+        "join answer: {}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    w.until("one player", |w| w.players.get(&i.id) == Some(&1))
+        .await
+        .unwrap();
+    let listed = sb.instances().await.unwrap();
+    let me = listed.iter().find(|x| x.id == i.id).unwrap();
+    assert_eq!((me.players, me.max_players), (1, 16));
+    assert_eq!(me.state(), S::Ready);
 }

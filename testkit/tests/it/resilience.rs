@@ -6,7 +6,7 @@ use exile_api::v1 as pb;
 use exile_testkit::{Sandbox, SandboxOptions, eventually};
 use pb::InstanceState as S;
 
-use crate::support::{Watcher, processes_of, spawn};
+use crate::support::{Watcher, is_up, processes_of, spawn};
 
 async fn spawner_state(sb: &Sandbox, id: &str) -> Option<pb::SpawnerState> {
     let r = sb
@@ -65,7 +65,7 @@ async fn cut_link_goes_unreachable_within_ttl_and_comes_back_intact() {
     .await
     .unwrap();
     w.until("instances running", |w| {
-        w.state(&a.id) == Some(S::Running) && w.state(&b.id) == Some(S::Running)
+        w.state(&a.id).is_some_and(is_up) && w.state(&b.id).is_some_and(is_up)
     })
     .await
     .unwrap();
@@ -124,7 +124,7 @@ async fn master_restart_keeps_registry_credentials_and_instances() {
         Duration::from_secs(20),
         || async {
             let l = sb.instances().await.ok()?;
-            l.iter().all(|i| i.state() == S::Running).then_some(l)
+            l.iter().all(|i| is_up(i.state())).then_some(l)
         },
     )
     .await
@@ -184,7 +184,7 @@ async fn spawner_restart_readopts_without_duplicates() {
         .unwrap();
     let now = eventually("instances running", Duration::from_secs(20), || async {
         let l = sb.instances().await.ok()?;
-        (l.len() == 3 && l.iter().all(|i| i.state() == S::Running)).then_some(l)
+        (l.len() == 3 && l.iter().all(|i| is_up(i.state()))).then_some(l)
     })
     .await
     .unwrap();

@@ -9,7 +9,7 @@ use exile_testkit::{Sandbox, SandboxOptions, eventually};
 use futures::StreamExt;
 use pb::InstanceState as S;
 
-use crate::support::{processes_of, spawn};
+use crate::support::{is_up, processes_of, spawn};
 
 /// Resident set size of a process in KiB, from /proc.
 fn rss_kib(pid: u32) -> u64 {
@@ -121,7 +121,7 @@ async fn kill_9_of_the_spawner_keeps_twenty_instances_with_logs_console_and_exit
         Duration::from_secs(30),
         || async {
             let l = sb.instances().await.ok()?;
-            let running = l.iter().filter(|i| i.state() == S::Running).count();
+            let running = l.iter().filter(|i| is_up(i.state())).count();
             (running == 19 && l.len() == 20).then_some(l)
         },
     )

@@ -18,6 +18,8 @@ pub struct Watcher {
     pub spawners: HashMap<String, pb::SpawnerState>,
     /// Instances removed.
     pub removed: Vec<String>,
+    /// Latest player count of each instance.
+    pub players: HashMap<String, u32>,
 }
 
 impl Watcher {
@@ -36,6 +38,7 @@ impl Watcher {
             history: HashMap::new(),
             spawners: HashMap::new(),
             removed: vec![],
+            players: HashMap::new(),
         };
         let first = w.next().await?;
         anyhow::ensure!(
@@ -58,9 +61,13 @@ impl Watcher {
                 }
                 for i in &s.instances {
                     self.push(&i.id, i.state());
+                    self.players.insert(i.id.clone(), i.players);
                 }
             }
-            Some(Kind::InstanceUpdated(i)) => self.push(&i.id, i.state()),
+            Some(Kind::InstanceUpdated(i)) => {
+                self.push(&i.id, i.state());
+                self.players.insert(i.id.clone(), i.players);
+            }
             Some(Kind::InstanceRemoved(id)) => self.removed.push(id.clone()),
             Some(Kind::SpawnerUpdated(s)) => {
                 self.spawners.insert(s.id.clone(), s.state());
@@ -97,6 +104,11 @@ impl Watcher {
     pub fn state(&self, id: &str) -> Option<pb::InstanceState> {
         self.history.get(id).and_then(|h| h.last().copied())
     }
+}
+
+/// Whether the game process is up: Running, or Ready once the demo game told the SDK so.
+pub fn is_up(s: pb::InstanceState) -> bool {
+    matches!(s, pb::InstanceState::Running | pb::InstanceState::Ready)
 }
 
 /// Asks a demo game for its status over UDP.

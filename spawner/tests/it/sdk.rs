@@ -1,0 +1,338 @@
+//! The game-server SDK endpoint: each game acts on its own instance, named by its secret.
+
+use std::time::Duration;
+
+use exile_api::v1;
+use exile_api::v1::game_server_sdk_client::GameServerSdkClient;
+use exile_spawner::{Manager, OpContext, SpawnSpec, State};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::support::*;
+
+/// A game that hands its SDK variables to the test through its log, then idles.
+const GAME: &str = r#"echo "sdk=$EXILE_SDK_ADDR token=$EXILE_SDK_TOKEN"; exec sleep 60"#;
+
+struct Harness {
+    manager: Manager,
+    stop: CancellationToken,
+    dir: tempfile::TempDir,
+    reaper: Reaper,
+}
+
+async fn harness() -> Harness {
+    harness_with(|_| {}).await
+}
+
+async fn harness_with(tune: impl FnOnce(&mut exile_spawner::ManagerConfig)) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = exile_spawner::sdk::bind("127.0.0.1:0".parse().unwrap(), dir.path())
+        .await
+        .unwrap();
+    let mut config = script_config(dir.path(), GAME);
+    config.sdk_addr = Some(listener.local_addr().unwrap());
+    tune(&mut config);
+    let manager = Manager::open(config).await.unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(exile_spawner::sdk::serve(
+        listener,
+        manager.clone(),
+        stop.clone(),
+    ));
+    Harness {
+        manager,
+        stop,
+        dir,
+        reaper: Reaper::default(),
+    }
+}
+
+impl Harness {
+    /// Spawns a game and returns the SDK address and secret it was given.
+    async fn spawn(&mut self, id: &str) -> (String, String) {
+        let spec = SpawnSpec {
+            id: id.into(),
+            ..Default::default()
+        };
+        let rec = self
+            .manager
+            .spawn(spec, OpContext::default())
+            .await
+            .unwrap();
+        self.reaper.watch(&rec);
+        let log = self
+            .dir
+            .path()
+            .join(format!("instances/{id}/logs/output.log"));
+        eventually("the game printed its SDK variables", || {
+            read(&log).contains("token=")
+        })
+        .await;
+        let line = read(&log);
+        let addr = line
+            .split("sdk=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        let token = line.split("token=").nth(1).unwrap().trim();
+        assert!(!addr.is_empty() && token.len() >= 32, "{line}");
+        (addr.to_owned(), token.to_owned())
+    }
+}
+
+/// A client sending `token` as its bearer secret (none when empty).
+async fn client(
+    addr: &str,
+    token: &str,
+) -> GameServerSdkClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + use<>,
+    >,
+> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let header = format!("Bearer {token}");
+    let send = !token.is_empty();
+    GameServerSdkClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        if send {
+            req.metadata_mut()
+                .insert("authorization", header.parse().unwrap());
+        }
+        Ok(req)
+    })
+}
+
+#[tokio::test]
+async fn ready_and_players_reach_the_instance_and_its_watchers() {
+    let mut h = harness().await;
+    let (addr, token) = h.spawn("g1").await;
+    let mut sdk = client(&addr, &token).await;
+    let got = sdk
+        .get_instance(v1::SdkGetInstanceRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert_eq!(got.id, "g1");
+    assert_eq!(got.state(), v1::InstanceState::Running);
+    let mut watch = sdk
+        .watch_instance(v1::SdkWatchInstanceRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap().instance.unwrap();
+    assert_eq!(first.state(), v1::InstanceState::Running);
+
+    let before = h.manager.get("g1").await.unwrap().revision;
+    let ready = sdk
+        .ready(v1::SdkReadyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ready.instance.unwrap().state(), v1::InstanceState::Ready);
+    let rec = h.manager.get("g1").await.unwrap();
+    assert_eq!(rec.state, State::Ready);
+    assert!(rec.revision > before);
+
+    sdk.set_players(v1::SdkSetPlayersRequest { count: 3, max: 16 })
+        .await
+        .unwrap();
+    sdk.set_label(v1::SdkSetLabelRequest {
+        key: "map".into(),
+        value: "dust".into(),
+    })
+    .await
+    .unwrap();
+    let rec = h.manager.get("g1").await.unwrap();
+    assert_eq!((rec.players, rec.max_players), (3, 16));
+    assert_eq!(rec.labels.get("map").map(String::as_str), Some("dust"));
+    let status = rec.to_status();
+    assert_eq!((status.players, status.max_players), (3, 16));
+
+    // The watcher sees Ready, then the players, then the label, in that order.
+    let mut seen = Vec::new();
+    let deadline = Duration::from_secs(10);
+    while seen.len() < 3 {
+        let next = tokio::time::timeout(deadline, watch.message())
+            .await
+            .expect("a watch update in time")
+            .unwrap()
+            .unwrap()
+            .instance
+            .unwrap();
+        seen.push((next.state(), next.players, next.labels.get("map").cloned()));
+    }
+    assert_eq!(
+        seen,
+        [
+            (v1::InstanceState::Ready, 0, None),
+            (v1::InstanceState::Ready, 3, None),
+            (v1::InstanceState::Ready, 3, Some("dust".to_owned())),
+        ]
+    );
+
+    // A bad label is the game's mistake, said as such.
+    let err = sdk
+        .set_label(v1::SdkSetLabelRequest {
+            key: "no spaces".into(),
+            value: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+
+    h.stop.cancel();
+    h.manager.shutdown(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_game_acts_only_on_its_own_instance() {
+    let mut h = harness().await;
+    let (addr, token_a) = h.spawn("a").await;
+    let (_, token_b) = h.spawn("b").await;
+    assert_ne!(token_a, token_b);
+
+    for bad in ["", "not-a-secret", &token_a[..token_a.len() - 1]] {
+        let mut sdk = client(&addr, bad).await;
+        let err = sdk.ready(v1::SdkReadyRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{bad:?}: {err}");
+        let err = sdk
+            .get_instance(v1::SdkGetInstanceRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{bad:?}: {err}");
+    }
+
+    // B's secret acts on B only, whoever sends it.
+    let mut as_b = client(&addr, &token_b).await;
+    as_b.ready(v1::SdkReadyRequest {}).await.unwrap();
+    assert_eq!(h.manager.get("b").await.unwrap().state, State::Ready);
+    assert_eq!(h.manager.get("a").await.unwrap().state, State::Running);
+    let mut as_a = client(&addr, &token_a).await;
+    let a = as_a
+        .get_instance(v1::SdkGetInstanceRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert_eq!(a.id, "a");
+
+    // A removed instance's secret stops working.
+    h.manager.remove("b", OpContext::default()).await.unwrap();
+    let err = as_b.health(v1::SdkHealthRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+
+    h.stop.cancel();
+    h.manager.shutdown(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sdk_port_and_secrets_survive_a_spawner_restart() {
+    let mut h = harness().await;
+    let (addr, token) = h.spawn("keep").await;
+    client(&addr, &token)
+        .await
+        .ready(v1::SdkReadyRequest {})
+        .await
+        .unwrap();
+    // The spawner goes away, leaving the game running; a new one comes up on the same dir.
+    h.stop.cancel();
+    h.manager.shutdown(false).await.unwrap();
+    let listener = exile_spawner::sdk::bind("127.0.0.1:0".parse().unwrap(), h.dir.path())
+        .await
+        .unwrap();
+    assert_eq!(listener.local_addr().unwrap().to_string(), addr);
+    let mut config = script_config(h.dir.path(), GAME);
+    config.sdk_addr = Some(listener.local_addr().unwrap());
+    let manager = Manager::open(config).await.unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(exile_spawner::sdk::serve(
+        listener,
+        manager.clone(),
+        stop.clone(),
+    ));
+    let rec = manager.get("keep").await.unwrap();
+    assert_eq!(rec.state, State::Ready, "{}", rec.message);
+    let mut sdk = client(&addr, &token).await;
+    sdk.set_players(v1::SdkSetPlayersRequest { count: 1, max: 8 })
+        .await
+        .unwrap();
+    assert_eq!(manager.get("keep").await.unwrap().players, 1);
+    stop.cancel();
+    manager.shutdown(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_silent_sdk_user_goes_unhealthy_and_back_but_a_game_without_the_sdk_never_does() {
+    let mut h = harness_with(|c| {
+        c.health = exile_spawner::HealthCheck {
+            period: Duration::from_millis(100),
+            failure_threshold: 3,
+            initial_delay: Duration::ZERO,
+        };
+    })
+    .await;
+    let (addr, _) = h.spawn("no-sdk").await;
+    let (_, token) = h.spawn("silent").await;
+    let mut sdk = client(&addr, &token).await;
+    sdk.ready(v1::SdkReadyRequest {}).await.unwrap();
+
+    let rec = wait_for(&h.manager, "silent", "unhealthy", is(State::Unhealthy)).await;
+    assert!(
+        rec.message.contains("no SDK health ping"),
+        "{}",
+        rec.message
+    );
+    // Started earlier and never heard from, yet not unhealthy: it never used the SDK.
+    assert_eq!(h.manager.get("no-sdk").await.unwrap().state, State::Running);
+
+    sdk.health(v1::SdkHealthRequest {}).await.unwrap();
+    let rec = h.manager.get("silent").await.unwrap();
+    assert_eq!(rec.state, State::Ready, "pings resumed: {}", rec.message);
+
+    h.stop.cancel();
+    h.manager.shutdown(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reservation_lapses_to_ready_and_shutdown_is_a_requested_stop() {
+    let mut h = harness().await;
+    let (addr, token) = h.spawn("r").await;
+    let mut sdk = client(&addr, &token).await;
+    sdk.ready(v1::SdkReadyRequest {}).await.unwrap();
+    let err = sdk
+        .reserve(v1::SdkReserveRequest { ttl_seconds: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    let reserved = sdk
+        .reserve(v1::SdkReserveRequest { ttl_seconds: 1 })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert_eq!(reserved.state(), v1::InstanceState::Allocated);
+    let rec = wait_for(&h.manager, "r", "ready again", is(State::Ready)).await;
+    assert_eq!(rec.message, "reservation expired");
+
+    // Allocate ends a reservation for good.
+    sdk.reserve(v1::SdkReserveRequest { ttl_seconds: 1 })
+        .await
+        .unwrap();
+    sdk.allocate(v1::SdkAllocateRequest {}).await.unwrap();
+
+    sdk.shutdown(v1::SdkShutdownRequest {}).await.unwrap();
+    let rec = wait_for(&h.manager, "r", "stopped", is(State::Stopped)).await;
+    assert_eq!(rec.message, "stopped", "a stop, not a crash");
+    h.stop.cancel();
+    h.manager.shutdown(true).await.unwrap();
+}
