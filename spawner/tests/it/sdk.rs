@@ -126,8 +126,8 @@ impl Harness {
     }
 }
 
-/// A client sending `token` as its bearer secret (none when empty).
-async fn client(
+/// A gRPC client sending `token` as its bearer secret (none when empty).
+pub async fn client(
     addr: &str,
     token: &str,
 ) -> GameServerSdkClient<
