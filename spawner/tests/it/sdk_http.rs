@@ -292,3 +292,49 @@ async fn bad_secrets_bodies_routes_and_methods_get_clear_answers_and_the_spawner
     h.stop.cancel();
     h.manager.shutdown(true).await.unwrap();
 }
+
+#[tokio::test]
+async fn the_curl_example_game_gets_ready_and_keeps_pinging() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("curl is not installed; the example game cannot run here");
+        return;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sdk/examples/http-game.sh")
+        .canonicalize()
+        .unwrap();
+    let h = harness_with(|c| {
+        c.template = exile_spawner::process::CommandTemplate::new(
+            vec!["/bin/sh".into(), script.to_string_lossy().into_owned()],
+            script.parent().unwrap().to_owned(),
+        );
+        c.health = exile_spawner::HealthCheck {
+            period: Duration::from_millis(500),
+            failure_threshold: 4,
+            initial_delay: Duration::ZERO,
+        };
+    })
+    .await;
+    let spec = exile_spawner::SpawnSpec {
+        id: "sh".into(),
+        ..Default::default()
+    };
+    let rec = h.manager.spawn(spec, OpContext::default()).await.unwrap();
+    let _reaper = Reaper(vec![rec.pid.unwrap()]);
+    let rec = wait_for(&h.manager, "sh", "labelled", |r| {
+        r.labels.get("engine").map(String::as_str) == Some("sh")
+    })
+    .await;
+    assert_eq!((rec.state, rec.max_players), (State::Ready, 16));
+    // Its once-a-second pings keep it Ready well past the 2 s unhealthy threshold.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rec = h.manager.get("sh").await.unwrap();
+    assert_eq!(rec.state, State::Ready, "{}", rec.message);
+
+    h.stop.cancel();
+    h.manager.shutdown(true).await.unwrap();
+}
