@@ -55,6 +55,8 @@ pub struct ManagerConfig {
     pub health: crate::instance::HealthCheck,
     /// Address of the SDK endpoint handed to games; `None` serves no SDK.
     pub sdk_addr: Option<std::net::SocketAddr>,
+    /// Address of the SDK's HTTP form handed to games; `None` when it is not served.
+    pub sdk_http_addr: Option<std::net::SocketAddr>,
 }
 
 impl ManagerConfig {
@@ -79,6 +81,7 @@ impl ManagerConfig {
             restart_default: config.restart_default()?,
             health: config.health()?,
             sdk_addr: None,
+            sdk_http_addr: None,
         })
     }
 }
@@ -215,6 +218,7 @@ impl Manager {
             log_max_bytes: config.log_max_bytes,
             log_files: config.log_files,
             sdk_addr: config.sdk_addr,
+            sdk_http_addr: config.sdk_http_addr,
             health: config.health,
         });
         let (to_manager, from_actors) = mpsc::unbounded_channel();
