@@ -74,8 +74,19 @@ pub async fn start(
     let generated_admin_password = auth.bootstrap_admin(config.admin_password.clone()).await?;
     let (registry, persister) = Registry::load(store.clone(), config.heartbeat_ttl()).await?;
     let counters = Arc::new(Counters::default());
-    // Raw samples for 10 minutes (at most 720 a series), minute means beyond that.
-    let metrics = Arc::new(metrics::MetricsHistory::new(600_000, 720));
+    // Raw samples for 10 minutes per host and 1 minute per instance, minute means beyond
+    // that. Instances are the many: 100,000 of them at one sample per 5 s hold ~13 raw
+    // samples each (~50 MiB in all); ten minutes of them would take ~400 MiB.
+    let metrics = Arc::new(metrics::MetricsHistory::new(
+        metrics::Retention {
+            window_ms: 600_000,
+            max: 720,
+        },
+        metrics::Retention {
+            window_ms: 60_000,
+            max: 64,
+        },
+    ));
     let shared = Arc::new(Shared {
         store: store.clone(),
         auth: auth.clone(),

@@ -115,22 +115,38 @@ impl Maps {
     }
 }
 
+/// How long raw samples of one kind of target stay in memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Raw samples older than this (relative to the newest) are dropped, ms.
+    pub window_ms: i64,
+    /// At most this many raw samples per series.
+    pub max: usize,
+}
+
 /// The in-memory side of the history.
 pub struct MetricsHistory {
-    raw_window_ms: i64,
-    max_raw: usize,
+    spawners: Retention,
+    instances: Retention,
     // std Mutex: pushes and copies only, never held across an await. Keyed by bare id so the
     // lookups of a heartbeat allocate nothing.
     series: Mutex<Maps>,
 }
 
 impl MetricsHistory {
-    /// Keeps raw samples for `raw_window_ms` (at most `max_raw` per series).
-    pub fn new(raw_window_ms: i64, max_raw: usize) -> Self {
+    /// Keeps raw samples of spawners and of instances as the two retentions say.
+    pub fn new(spawners: Retention, instances: Retention) -> Self {
         MetricsHistory {
-            raw_window_ms,
-            max_raw,
+            spawners,
+            instances,
             series: Mutex::new(Maps::default()),
+        }
+    }
+
+    fn retention(&self, target: pb::MetricsTarget) -> Retention {
+        match target {
+            pb::MetricsTarget::Spawner => self.spawners,
+            _ => self.instances,
         }
     }
 
@@ -140,6 +156,7 @@ impl MetricsHistory {
 
     /// Records one sample.
     pub fn record(&self, target: pb::MetricsTarget, id: &str, s: Sample) {
+        let keep = self.retention(target);
         let mut all = self.lock();
         let map = all.of(target);
         if !map.contains_key(id) {
@@ -163,15 +180,16 @@ impl MetricsHistory {
                 *slot = Some(acc);
             }
         }
-        series.raw.push_back(s);
-        while series.raw.len() > self.max_raw
+        // Make room before pushing, so a full series never grows its buffer.
+        while series.raw.len() >= keep.max.max(1)
             || series
                 .raw
                 .front()
-                .is_some_and(|f| s.at - f.at > self.raw_window_ms)
+                .is_some_and(|f| s.at - f.at > keep.window_ms)
         {
             series.raw.pop_front();
         }
+        series.raw.push_back(s);
     }
 
     /// Records a heartbeat: the host and every instance in it.
@@ -201,9 +219,9 @@ impl MetricsHistory {
     /// forgets series that have gone quiet.
     pub fn drain(&self, now: i64, all: bool) -> Vec<(String, Sample)> {
         let mut out = Vec::new();
-        let window = self.raw_window_ms;
         let mut maps = self.lock();
         for target in [pb::MetricsTarget::Spawner, pb::MetricsTarget::Instance] {
+            let window = self.retention(target).window_ms;
             let map = maps.of(target);
             for (id, s) in map.iter_mut() {
                 let k = key(target, id);
@@ -342,7 +360,11 @@ mod tests {
 
     #[test]
     fn minutes_close_into_pending_and_raw_is_bounded() {
-        let h = MetricsHistory::new(120_000, 5);
+        let keep = Retention {
+            window_ms: 120_000,
+            max: 5,
+        };
+        let h = MetricsHistory::new(keep, keep);
         for i in 0..10 {
             h.record(pb::MetricsTarget::Instance, "x", s(i * 20_000, 1.0, 10));
         }

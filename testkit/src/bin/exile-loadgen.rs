@@ -65,15 +65,36 @@ fn proc_usage(pid: u32) -> Result<(u64, u64)> {
     Ok((ticks, rss_kb * 1024))
 }
 
-/// CPU use of `pid` over `d`, in percent of one core.
-async fn cpu_over(pid: u32, d: Duration) -> Result<(f64, u64)> {
-    let ticks_per_s = 100.0; // USER_HZ on Linux
+/// CPU use of `pid` over `d`, in percent of one core, and its RSS at the end. With `report`,
+/// prints the CPU and RSS of every 30 s slice too, so growth over a long run shows.
+async fn cpu_over(pid: u32, d: Duration, report: bool) -> Result<(f64, u64)> {
+    const TICKS_PER_S: f64 = 100.0; // USER_HZ on Linux
+    const SLICE: Duration = Duration::from_secs(30);
     let (t0, _) = proc_usage(pid)?;
     let start = Instant::now();
-    tokio::time::sleep(d).await;
+    let (mut slice_ticks, mut slice_start) = (t0, start);
+    loop {
+        let left = d.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        tokio::time::sleep(left.min(SLICE)).await;
+        if report && !d.saturating_sub(start.elapsed()).is_zero() {
+            let (t, rss) = proc_usage(pid)?;
+            #[allow(clippy::cast_precision_loss)]
+            let pct = (t - slice_ticks) as f64 / TICKS_PER_S / slice_start.elapsed().as_secs_f64()
+                * 100.0;
+            println!(
+                "  at {:>4} s: CPU {pct:5.1}% of a core, RSS {:.1} MiB",
+                start.elapsed().as_secs(),
+                rss as f64 / 1048576.0
+            );
+            (slice_ticks, slice_start) = (t, Instant::now());
+        }
+    }
     let (t1, rss) = proc_usage(pid)?;
     #[allow(clippy::cast_precision_loss)]
-    let pct = (t1 - t0) as f64 / ticks_per_s / start.elapsed().as_secs_f64() * 100.0;
+    let pct = (t1 - t0) as f64 / TICKS_PER_S / start.elapsed().as_secs_f64() * 100.0;
     Ok((pct, rss))
 }
 
@@ -110,7 +131,7 @@ async fn main() -> Result<()> {
 }
 
 async fn drive(args: &Args, addr: SocketAddr, pid: u32) -> Result<()> {
-    let (idle_cpu, idle_rss) = cpu_over(pid, Duration::from_secs(3)).await?;
+    let (idle_cpu, idle_rss) = cpu_over(pid, Duration::from_secs(3), false).await?;
     println!(
         "master idle: {idle_cpu:.1}% of a core, RSS {:.1} MiB",
         idle_rss as f64 / 1048576.0
@@ -184,7 +205,7 @@ async fn drive(args: &Args, addr: SocketAddr, pid: u32) -> Result<()> {
     );
 
     let before = sent.load(Ordering::Relaxed);
-    let (load_cpu, load_rss) = cpu_over(pid, Duration::from_secs(args.seconds)).await?;
+    let (load_cpu, load_rss) = cpu_over(pid, Duration::from_secs(args.seconds), true).await?;
     let beats = sent.load(Ordering::Relaxed) - before;
     stop.cancel();
     for t in tasks {
