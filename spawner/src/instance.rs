@@ -353,8 +353,10 @@ impl InstanceActor {
     /// Carries out one operation; true when the actor is done.
     async fn handle(&mut self, op: Op) -> bool {
         // An operator's operation replaces a restart the policy had scheduled; a stop then
-        // simply leaves the instance stopped.
-        if self.restart_at.take().is_some() {
+        // simply leaves the instance stopped. A shutdown of the spawner keeps it pending in
+        // the state file for the next start, and an SDK call changes nothing about it.
+        let operator = !matches!(op, Op::Detach { .. } | Op::Sdk { .. });
+        if operator && self.restart_at.take().is_some() {
             self.rec.pending_restart = None;
             if let Op::Stop { reply, .. } = op {
                 self.set_state(State::Stopped, "stopped; the pending restart was cancelled");

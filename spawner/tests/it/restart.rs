@@ -244,3 +244,40 @@ async fn a_malformed_build_manifest_stops_the_spawner_with_a_sentence_naming_it(
     assert!(stderr.contains(&expected), "{stderr}");
     assert!(!data_dir.exists());
 }
+
+#[tokio::test]
+async fn a_restart_pending_at_a_clean_shutdown_is_made_by_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "if [ -e failed-once ]; then exec sleep 60; fi; touch failed-once; exit 4";
+    let first = Manager::open(script_config(dir.path(), script))
+        .await
+        .unwrap();
+    let mut s = spec("later", v1::RestartMode::OnFailure, 5);
+    if let Some(p) = s.restart_policy.as_mut() {
+        p.backoff_base_ms = 2_000;
+        p.backoff_max_ms = 2_000;
+    }
+    first.spawn(s, OpContext::default()).await.unwrap();
+    wait_for(&first, "later", "waiting to restart", |r| {
+        r.pending_restart.is_some()
+    })
+    .await;
+    first.shutdown(false).await.unwrap();
+    let saved = exile_spawner::state::StateFile::load(dir.path()).unwrap();
+    let pending = saved.instances[0].pending_restart.clone();
+    assert_eq!(
+        pending.map(|p| p.reason),
+        Some("exited with code 4".to_owned()),
+        "the shutdown dropped the pending restart"
+    );
+
+    let second = Manager::open(script_config(dir.path(), script))
+        .await
+        .unwrap();
+    let back = wait_for(&second, "later", "restarted", is(State::Running)).await;
+    let mut reaper = Reaper::default();
+    reaper.watch(&back);
+    assert_eq!(back.restart_count, 1);
+    assert_eq!(back.exit_code, Some(4));
+    second.shutdown(true).await.unwrap();
+}
