@@ -2,6 +2,7 @@
 //! start the same server in-process.
 
 pub mod access;
+pub mod alloc;
 pub mod auth;
 pub mod config;
 pub mod convert;

@@ -3,14 +3,25 @@
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts any thread: see `exile_master::alloc`.
+    let tuned = exile_master::alloc::tune();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(tuned))
+}
+
+async fn run(allocator_tuned: bool) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn".into()),
         )
         .init();
+    if !allocator_tuned {
+        tracing::warn!("could not set the allocator's mmap threshold; idle memory will be higher");
+    }
     let config = exile_master::Config::parse();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -34,20 +34,34 @@ use exile_api::v1::system_service_server::SystemServiceServer;
 /// Largest request message accepted (bigger ones are refused before decoding).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-fn add<S>(router: axum::Router, access: &AccessLayer, svc: S) -> axum::Router
-where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-        + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    // grpc-web outside the access layer so the browser's calls are checked like native ones;
-    // only on the gRPC routes, never on static files.
-    let svc = tonic_web::GrpcWebLayer::new().layer(access.layer(svc));
-    router.route_service(&format!("/{}/{{*rest}}", S::NAME), svc)
+/// The gRPC routes built so far, with the names of the services they serve (what reflection
+/// lists).
+struct Grpc {
+    router: axum::Router,
+    access: AccessLayer,
+    names: Vec<&'static str>,
+}
+
+impl Grpc {
+    fn add<S>(mut self, svc: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        // grpc-web outside the access layer so the browser's calls are checked like native
+        // ones; only on the gRPC routes, never on static files.
+        let svc = tonic_web::GrpcWebLayer::new().layer(self.access.layer(svc));
+        self.router = self
+            .router
+            .route_service(&format!("/{}/{{*rest}}", S::NAME), svc);
+        self.names.push(S::NAME);
+        self
+    }
 }
 
 /// Builds the whole HTTP router.
@@ -56,69 +70,44 @@ pub async fn router(
     access: Arc<AccessState>,
     dashboard_dir: Option<&Path>,
 ) -> Result<axum::Router> {
-    let layer = AccessLayer::new(access);
-    let mut r = axum::Router::new();
-    r = add(
-        r,
-        &layer,
+    let grpc = Grpc {
+        router: axum::Router::new(),
+        access: AccessLayer::new(access),
+        names: Vec::new(),
+    }
+    .add(
         AuthServiceServer::new(AuthApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
-    );
-    r = add(
-        r,
-        &layer,
+    )
+    .add(
         SpawnerServiceServer::new(SpawnerApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
-    );
-    r = add(
-        r,
-        &layer,
+    )
+    .add(
         InstanceServiceServer::new(InstanceApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
-    );
-    r = add(
-        r,
-        &layer,
+    )
+    .add(
         EventServiceServer::new(EventApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
-    );
-    r = add(
-        r,
-        &layer,
+    )
+    .add(
         SystemServiceServer::new(SystemApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
-    );
-    r = add(
-        r,
-        &layer,
+    )
+    .add(
         BackupServiceServer::new(BackupApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
-    );
-    r = add(
-        r,
-        &layer,
+    )
+    .add(
         MetricsServiceServer::new(MetricsApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
-    );
-    r = add(
-        r,
-        &layer,
+    )
+    .add(
         SpawnerLinkServer::new(LinkApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     );
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(exile_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(exile_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
-    r = add(r, &layer, reflection_v1);
-    r = add(r, &layer, reflection_v1alpha);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<AuthServiceServer<AuthApi>>().await;
     reporter
@@ -138,7 +127,35 @@ pub async fn router(
     reporter
         .set_serving::<BackupServiceServer<BackupApi>>()
         .await;
-    r = add(r, &layer, health);
+    let mut grpc = grpc.add(health);
+
+    // The descriptor set also holds GameServerSdk, which only spawners serve: reflection lists
+    // the services added above and the two reflection services, nothing else. Both builders
+    // know both reflection protocols' files, so either answers for every listed service.
+    let reflection = || {
+        let names = grpc.names.iter().copied().chain([
+            tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+            tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+        ]);
+        names.fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(exile_api::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                ),
+            |builder, name| builder.with_service_name(name),
+        )
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    grpc = grpc.add(reflection_v1).add(reflection_v1alpha);
+    let mut r = grpc.router;
 
     let metrics_shared = shared.clone();
     r = r

@@ -24,6 +24,9 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Engines without gRPC use the same calls as HTTP/JSON on `EXILE_SDK_HTTP_ADDR` with the
+//! same secret; see the README's SDK section and `sdk/examples/http-game.sh`.
 
 use std::time::Duration;
 

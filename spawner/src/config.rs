@@ -32,6 +32,16 @@ pub struct Config {
     #[arg(long, env = "EXILE_SPAWNER_SDK_LISTEN", default_value = "127.0.0.1:0")]
     pub sdk_listen: std::net::SocketAddr,
 
+    /// Loopback address of the game-server SDK in its HTTP/JSON form, for engines without
+    /// gRPC (handed to games as `EXILE_SDK_HTTP_ADDR`). Port 0 is kept across starts like
+    /// --sdk-listen's.
+    #[arg(
+        long,
+        env = "EXILE_SPAWNER_SDK_HTTP_LISTEN",
+        default_value = "127.0.0.1:0"
+    )]
+    pub sdk_http_listen: std::net::SocketAddr,
+
     /// One-time enrollment token; used only when no credential is stored in the data dir yet.
     #[arg(long, env = "EXILE_SPAWNER_ENROLLMENT_TOKEN", hide_env_values = true)]
     pub enrollment_token: Option<String>,

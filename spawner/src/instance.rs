@@ -68,6 +68,8 @@ pub(crate) struct Settings {
     /// Where the SDK endpoint listens, handed to games as `EXILE_SDK_ADDR`; `None` when the
     /// spawner serves no SDK (the games then get no SDK variables).
     pub sdk_addr: Option<std::net::SocketAddr>,
+    /// Where the SDK's HTTP form listens, handed to games as `EXILE_SDK_HTTP_ADDR`.
+    pub sdk_http_addr: Option<std::net::SocketAddr>,
     /// Health check of records that carry none (older than per-spawn health checks).
     pub health: HealthCheck,
 }
@@ -631,11 +633,18 @@ impl InstanceActor {
                 .filter(|(k, _)| !k.starts_with("EXILE_SDK_"))
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
-        if let Some(addr) = self.settings.sdk_addr
-            && !self.rec.sdk_token.is_empty()
-        {
-            env.push(("EXILE_SDK_ADDR".to_owned(), addr.to_string()));
-            env.push(("EXILE_SDK_TOKEN".to_owned(), self.rec.sdk_token.clone()));
+        if !self.rec.sdk_token.is_empty() {
+            let served: Vec<(String, String)> = [
+                ("EXILE_SDK_ADDR", self.settings.sdk_addr),
+                ("EXILE_SDK_HTTP_ADDR", self.settings.sdk_http_addr),
+            ]
+            .into_iter()
+            .filter_map(|(name, addr)| Some((name.to_owned(), addr?.to_string())))
+            .collect();
+            if !served.is_empty() {
+                env.extend(served);
+                env.push(("EXILE_SDK_TOKEN".to_owned(), self.rec.sdk_token.clone()));
+            }
         }
         LaunchSpec {
             supervisor: self.settings.supervisor_bin.clone(),

@@ -48,15 +48,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::io("could not create", &config.data_dir, e))?;
     let endpoint = link::endpoint(&config.master)?;
-    let sdk_listener = sdk::bind(config.sdk_listen, &config.data_dir).await?;
-    let sdk_addr = sdk_listener
-        .local_addr()
-        .map_err(|e| Error::Config(format!("could not read the SDK address: {e}")))?;
+    let sdk_listener = sdk::grpc::bind(config.sdk_listen, &config.data_dir).await?;
+    let sdk_http_listener = sdk::http::bind(config.sdk_http_listen, &config.data_dir).await?;
+    let local = |l: &tokio::net::TcpListener| {
+        l.local_addr()
+            .map_err(|e| Error::Config(format!("could not read the SDK address: {e}")))
+    };
+    let sdk_addr = local(&sdk_listener)?;
+    let sdk_http_addr = local(&sdk_http_listener)?;
     manager_config.sdk_addr = Some(sdk_addr);
+    manager_config.sdk_http_addr = Some(sdk_http_addr);
     let manager = Manager::open(manager_config).await?;
     let sdk_shutdown = shutdown.child_token();
-    let sdk_task = tokio::spawn(sdk::serve(
+    let mut sdk_tasks = tokio::task::JoinSet::new();
+    sdk_tasks.spawn(sdk::grpc::serve(
         sdk_listener,
+        manager.clone(),
+        sdk_shutdown.clone(),
+    ));
+    sdk_tasks.spawn(sdk::http::serve(
+        sdk_http_listener,
         manager.clone(),
         sdk_shutdown.clone(),
     ));
@@ -65,6 +76,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         master = %config.master,
         data_dir = %config.data_dir.display(),
         sdk = %sdk_addr,
+        sdk_http = %sdk_http_addr,
         "spawner started"
     );
     let result = match enroll::obtain(&config, &endpoint, &shutdown).await {
@@ -82,10 +94,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         tracing::info!("stopping every instance before shutting down");
     }
     sdk_shutdown.cancel();
-    match sdk_task.await {
-        Ok(Err(e)) => tracing::error!(error = %e, "SDK endpoint ended"),
-        Err(e) => tracing::error!(error = %e, "SDK endpoint panicked"),
-        Ok(Ok(())) => {}
+    while let Some(ended) = sdk_tasks.join_next().await {
+        match ended {
+            Ok(Err(e)) => tracing::error!(error = %e, "SDK endpoint ended"),
+            Err(e) => tracing::error!(error = %e, "SDK endpoint panicked"),
+            Ok(Ok(())) => {}
+        }
     }
     manager.shutdown(stop).await?;
     tracing::info!("spawner stopped");

@@ -56,6 +56,8 @@ pub struct ManagerConfig {
     pub health: crate::health::HealthCheck,
     /// Address of the SDK endpoint handed to games; `None` serves no SDK.
     pub sdk_addr: Option<std::net::SocketAddr>,
+    /// Address of the SDK's HTTP form handed to games; `None` when it is not served.
+    pub sdk_http_addr: Option<std::net::SocketAddr>,
 }
 
 impl ManagerConfig {
@@ -86,6 +88,7 @@ impl ManagerConfig {
             restart_default,
             health,
             sdk_addr: None,
+            sdk_http_addr: None,
         })
     }
 }
@@ -283,6 +286,7 @@ impl Manager {
             log_max_bytes: config.log_max_bytes,
             log_files: config.log_files,
             sdk_addr: config.sdk_addr,
+            sdk_http_addr: config.sdk_http_addr,
             health: config.health,
         });
         let (to_manager, from_actors) = mpsc::unbounded_channel();

@@ -1,16 +1,22 @@
-//! The game-server SDK endpoint: a loopback gRPC server where each game acts on its own
-//! instance, named by the per-instance secret it was given in `EXILE_SDK_TOKEN`.
+//! The game-server SDK: what a game tells its own spawner about itself, named by the
+//! per-instance secret it was given in `EXILE_SDK_TOKEN`.
+//!
+//! Two front ends serve it on loopback, both over the one [`Core`] here so they cannot drift
+//! apart: gRPC ([`grpc`], `EXILE_SDK_ADDR`) for engines with a gRPC stack and HTTP/1.1 with
+//! JSON ([`http`], `EXILE_SDK_HTTP_ADDR`) for the others and for scripts.
+
+pub mod grpc;
+pub mod http;
+mod json;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::Pin;
 
 use exile_api::v1;
-use exile_api::v1::game_server_sdk_server::{GameServerSdk, GameServerSdkServer};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use crate::error::{Error, Result};
 use crate::instance::{OpContext, SdkCall};
@@ -19,9 +25,6 @@ use crate::state::InstanceRecord;
 
 /// Longest reservation a game may ask for: one day.
 const MAX_RESERVE_SECS: u32 = 86_400;
-
-/// File in the data dir that remembers the SDK port chosen for `--sdk-listen` port 0.
-const PORT_FILE: &str = "sdk-port";
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -41,11 +44,16 @@ impl From<Error> for Status {
     }
 }
 
-/// Binds the SDK listener. With port 0, the port kept in `data_dir` from an earlier start is
-/// tried first (games adopted after a restart still hold its address), then a new one, which
-/// is kept for next time.
-pub async fn bind(addr: SocketAddr, data_dir: &Path) -> Result<TcpListener> {
-    let port_file = data_dir.join(PORT_FILE);
+/// Binds an SDK listener. With port 0, the port kept in `data_dir/port_file` from an earlier
+/// start is tried first (games adopted after a restart still hold its address), then a new
+/// one, which is kept for next time.
+async fn bind_kept(
+    addr: SocketAddr,
+    data_dir: &Path,
+    port_file: &str,
+    what: &str,
+) -> Result<TcpListener> {
+    let port_file = data_dir.join(port_file);
     if addr.port() == 0
         && let Some(port) = std::fs::read_to_string(&port_file)
             .ok()
@@ -54,13 +62,13 @@ pub async fn bind(addr: SocketAddr, data_dir: &Path) -> Result<TcpListener> {
         match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
             Ok(listener) => return Ok(listener),
             Err(e) => {
-                tracing::warn!(port, error = %e, "the SDK port of the last start is taken; picking a new one (games adopted from it lose the SDK)");
+                tracing::warn!(port, error = %e, "the {what} port of the last start is taken; picking a new one (games adopted from it lose the {what})");
             }
         }
     }
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| Error::Config(format!("could not listen for the SDK on {addr}: {e}")))?;
+        .map_err(|e| Error::Config(format!("could not listen for the {what} on {addr}: {e}")))?;
     if addr.port() == 0 {
         let port = listener
             .local_addr()
@@ -71,118 +79,88 @@ pub async fn bind(addr: SocketAddr, data_dir: &Path) -> Result<TcpListener> {
     Ok(listener)
 }
 
-/// Serves the SDK on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    manager: Manager,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
-        .add_service(GameServerSdkServer::new(SdkService { manager }))
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await
-        .map_err(|e| Error::Internal(format!("the SDK endpoint failed: {e}")))
+/// The secret in an `authorization: Bearer <secret>` value; empty (which no instance holds)
+/// when the value is missing or names another scheme.
+fn bearer(authorization: Option<&str>) -> &str {
+    authorization
+        .and_then(|v| {
+            let (scheme, secret) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
+        })
+        .unwrap_or_default()
 }
 
-/// The `GameServerSdk` service over the manager.
+/// The SDK calls, shared by both front ends. Each takes the caller's `authorization` value and
+/// acts on the instance whose secret it carries, never on another.
 #[derive(Debug, Clone)]
-pub struct SdkService {
+struct Core {
     manager: Manager,
+    /// Ends open watches when the endpoint shuts down, so they never hold it open.
+    shutdown: CancellationToken,
 }
 
-impl SdkService {
+impl Core {
     /// The caller's instance, from its bearer secret.
-    async fn caller<T>(&self, request: &Request<T>) -> Result<InstanceRecord> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        self.manager.by_sdk_token(token.trim()).await
+    async fn caller(&self, authorization: Option<&str>) -> Result<InstanceRecord> {
+        self.manager.by_sdk_token(bearer(authorization)).await
     }
 
-    async fn apply<T>(&self, request: &Request<T>, call: SdkCall) -> Result<v1::InstanceStatus> {
-        let rec = self.caller(request).await?;
+    async fn apply(
+        &self,
+        authorization: Option<&str>,
+        call: SdkCall,
+    ) -> Result<v1::InstanceStatus> {
+        let rec = self.caller(authorization).await?;
         Ok(self.manager.sdk(&rec.id, call).await?.to_status())
     }
-}
 
-type WatchStream =
-    Pin<Box<dyn Stream<Item = Result<v1::SdkWatchInstanceResponse, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl GameServerSdk for SdkService {
-    async fn ready(
-        &self,
-        request: Request<v1::SdkReadyRequest>,
-    ) -> Result<Response<v1::SdkReadyResponse>, Status> {
-        let instance = self.apply(&request, SdkCall::Ready).await?;
-        Ok(Response::new(v1::SdkReadyResponse {
-            instance: Some(instance),
-        }))
+    async fn ready(&self, authorization: Option<&str>) -> Result<v1::InstanceStatus> {
+        self.apply(authorization, SdkCall::Ready).await
     }
 
-    async fn health(
-        &self,
-        request: Request<v1::SdkHealthRequest>,
-    ) -> Result<Response<v1::SdkHealthResponse>, Status> {
-        self.apply(&request, SdkCall::Health).await?;
-        Ok(Response::new(v1::SdkHealthResponse {}))
+    async fn health(&self, authorization: Option<&str>) -> Result<()> {
+        self.apply(authorization, SdkCall::Health).await.map(drop)
     }
 
     async fn set_players(
         &self,
-        request: Request<v1::SdkSetPlayersRequest>,
-    ) -> Result<Response<v1::SdkSetPlayersResponse>, Status> {
-        let v1::SdkSetPlayersRequest { count, max } = *request.get_ref();
+        authorization: Option<&str>,
+        count: u32,
+        max: u32,
+    ) -> Result<v1::InstanceStatus> {
+        let rec = self.caller(authorization).await?;
         if max != 0 && count > max {
-            return Err(
-                Error::InvalidArgument(format!("count {count} is more than max {max}")).into(),
-            );
+            return Err(Error::InvalidArgument(format!(
+                "count {count} is more than max {max}"
+            )));
         }
-        let instance = self
-            .apply(&request, SdkCall::Players { count, max })
-            .await?;
-        Ok(Response::new(v1::SdkSetPlayersResponse {
-            instance: Some(instance),
-        }))
+        let call = SdkCall::Players { count, max };
+        Ok(self.manager.sdk(&rec.id, call).await?.to_status())
     }
 
     async fn set_label(
         &self,
-        request: Request<v1::SdkSetLabelRequest>,
-    ) -> Result<Response<v1::SdkSetLabelResponse>, Status> {
-        let call = SdkCall::Label {
-            key: request.get_ref().key.clone(),
-            value: request.get_ref().value.clone(),
-        };
-        let instance = self.apply(&request, call).await?;
-        Ok(Response::new(v1::SdkSetLabelResponse {
-            instance: Some(instance),
-        }))
+        authorization: Option<&str>,
+        key: String,
+        value: String,
+    ) -> Result<v1::InstanceStatus> {
+        self.apply(authorization, SdkCall::Label { key, value })
+            .await
     }
 
-    async fn get_instance(
-        &self,
-        request: Request<v1::SdkGetInstanceRequest>,
-    ) -> Result<Response<v1::SdkGetInstanceResponse>, Status> {
-        let rec = self.caller(&request).await?;
-        Ok(Response::new(v1::SdkGetInstanceResponse {
-            instance: Some(rec.to_status()),
-        }))
+    async fn get_instance(&self, authorization: Option<&str>) -> Result<v1::InstanceStatus> {
+        Ok(self.caller(authorization).await?.to_status())
     }
 
-    type WatchInstanceStream = WatchStream;
-
-    async fn watch_instance(
+    /// The instance now, then after every change; ends when the instance is removed or the
+    /// endpoint shuts down.
+    async fn watch(
         &self,
-        request: Request<v1::SdkWatchInstanceRequest>,
-    ) -> Result<Response<Self::WatchInstanceStream>, Status> {
+        authorization: Option<&str>,
+    ) -> Result<impl Stream<Item = v1::InstanceStatus> + Send + 'static> {
         // Subscribe before reading the current view, so no change falls in between.
         let events = self.manager.subscribe();
-        let rec = self.caller(&request).await?;
+        let rec = self.caller(authorization).await?;
         let first = rec.to_status();
         let state = WatchState {
             events,
@@ -191,30 +169,21 @@ impl GameServerSdk for SdkService {
             first: Some(first),
             done: false,
         };
-        let stream = futures::stream::unfold(state, |mut st| async move {
+        let views = futures::stream::unfold(state, |mut st| async move {
             let status = st.next().await?;
-            Some((
-                Ok(v1::SdkWatchInstanceResponse {
-                    instance: Some(status),
-                }),
-                st,
-            ))
+            Some((status, st))
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(views.take_until(self.shutdown.clone().cancelled_owned()))
     }
 
-    async fn shutdown(
-        &self,
-        request: Request<v1::SdkShutdownRequest>,
-    ) -> Result<Response<v1::SdkShutdownResponse>, Status> {
-        let rec = self.caller(&request).await?;
+    async fn shutdown(&self, authorization: Option<&str>) -> Result<()> {
+        let rec = self.caller(authorization).await?;
         if !rec.state.has_process() {
             return Err(Error::FailedPrecondition(format!(
                 "instance {} is {}; nothing to stop",
                 rec.id,
                 rec.state.name()
-            ))
-            .into());
+            )));
         }
         // The stop waits for this very game to exit: answer first, stop in the background.
         let manager = self.manager.clone();
@@ -223,41 +192,32 @@ impl GameServerSdk for SdkService {
                 tracing::warn!(instance = %rec.id, error = %e, "stop asked by the game failed");
             }
         });
-        Ok(Response::new(v1::SdkShutdownResponse {}))
+        Ok(())
     }
 
-    async fn allocate(
-        &self,
-        request: Request<v1::SdkAllocateRequest>,
-    ) -> Result<Response<v1::SdkAllocateResponse>, Status> {
-        let instance = self.apply(&request, SdkCall::Allocate).await?;
-        Ok(Response::new(v1::SdkAllocateResponse {
-            instance: Some(instance),
-        }))
+    async fn allocate(&self, authorization: Option<&str>) -> Result<v1::InstanceStatus> {
+        self.apply(authorization, SdkCall::Allocate).await
     }
 
     async fn reserve(
         &self,
-        request: Request<v1::SdkReserveRequest>,
-    ) -> Result<Response<v1::SdkReserveResponse>, Status> {
-        let ttl = request.get_ref().ttl_seconds;
-        if !(1..=MAX_RESERVE_SECS).contains(&ttl) {
+        authorization: Option<&str>,
+        ttl_seconds: u32,
+    ) -> Result<v1::InstanceStatus> {
+        let rec = self.caller(authorization).await?;
+        if !(1..=MAX_RESERVE_SECS).contains(&ttl_seconds) {
             return Err(Error::InvalidArgument(format!(
-                "ttl_seconds must be 1 to {MAX_RESERVE_SECS}, not {ttl}"
-            ))
-            .into());
+                "ttl_seconds must be 1 to {MAX_RESERVE_SECS}, not {ttl_seconds}"
+            )));
         }
         let call = SdkCall::Reserve {
-            ttl: std::time::Duration::from_secs(u64::from(ttl)),
+            ttl: std::time::Duration::from_secs(u64::from(ttl_seconds)),
         };
-        let instance = self.apply(&request, call).await?;
-        Ok(Response::new(v1::SdkReserveResponse {
-            instance: Some(instance),
-        }))
+        Ok(self.manager.sdk(&rec.id, call).await?.to_status())
     }
 }
 
-/// Where a `WatchInstance` stream is: the first view still to send, then the caller's events.
+/// Where a watch is: the first view still to send, then the caller's events.
 struct WatchState {
     events: tokio::sync::broadcast::Receiver<v1::InstanceEvent>,
     id: String,
@@ -267,7 +227,7 @@ struct WatchState {
 }
 
 impl WatchState {
-    /// The next view of the instance; `None` once it is removed or the spawner shuts down.
+    /// The next view of the instance; `None` once it is removed or the manager is gone.
     async fn next(&mut self) -> Option<v1::InstanceStatus> {
         use tokio::sync::broadcast::error::RecvError;
         if let Some(first) = self.first.take() {
@@ -292,5 +252,19 @@ impl WatchState {
                 Err(RecvError::Closed) => return None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_secret_comes_only_from_a_bearer_value() {
+        assert_eq!(bearer(Some("Bearer abc")), "abc");
+        assert_eq!(bearer(Some("bearer  abc ")), "abc");
+        assert_eq!(bearer(Some("Basic abc")), "");
+        assert_eq!(bearer(Some("abc")), "");
+        assert_eq!(bearer(None), "");
     }
 }

@@ -290,9 +290,14 @@ fn test() -> Result<()> {
     // The browser tests load the bundle, so it is built first (debug: quicker to compile,
     // and the tests do not care about size).
     dashboard(false)?;
-    // The system tests run the real demo game binary, so every binary is built first.
-    cargo(&["build", "--workspace", "--bins"])?;
-    cargo(&["test", "--workspace", "--no-fail-fast"])
+    // The system tests run the real binaries (master, spawner, supervisor, demo game,
+    // exilectl), so they are built first. Building them together with the tests resolves
+    // features exactly as `cargo test` does (dev-dependencies included), so the test run reuses
+    // every artifact instead of compiling the dependency tree a second time. xtask is left
+    // out of both: it has no tests, and its bundler dependencies could change the resolution.
+    const PACKAGES: [&str; 3] = ["--workspace", "--exclude", "xtask"];
+    cargo(&[&["build"], &PACKAGES[..], &["--bins", "--tests"]].concat())?;
+    cargo(&[&["test"], &PACKAGES[..], &["--no-fail-fast"]].concat())
 }
 
 fn random_password() -> Result<String> {

@@ -348,3 +348,90 @@ async fn a_revoked_credential_is_retried_until_shutdown() {
         .unwrap();
     master.server.abort();
 }
+
+#[tokio::test]
+async fn a_game_ready_over_http_reaches_the_master_and_open_watches_do_not_hold_shutdown() {
+    let mut master = fake_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = spawner_config(&master.url, dir.path());
+    config.enrollment_token = Some(TOKEN.into());
+    config.stop_instances_on_shutdown = true;
+    config.build_command = r#"/bin/sh -c 'echo "grpc=$EXILE_SDK_ADDR http=$EXILE_SDK_HTTP_ADDR token=$EXILE_SDK_TOKEN"; exec sleep 60'"#.into();
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(exile_spawner::run(config, shutdown.clone()));
+    let mut reaper = Reaper::default();
+
+    let mut session = master.session().await;
+    session
+        .until(|kind| matches!(kind, spawner_message::Kind::Hello(_)).then_some(()))
+        .await;
+    session
+        .send(master_message::Kind::Welcome(v1::Welcome {
+            spawner_id: "sp-1".into(),
+            heartbeat_interval_ms: 100,
+        }))
+        .await;
+    let spawn = Action::Spawn(v1::SpawnCommand {
+        instance_id: "web-1".into(),
+        ..Default::default()
+    });
+    session.send(command(1, spawn)).await;
+    let result = session.until(result_for(1)).await;
+    assert_eq!(result.error, "");
+    reaper.0.push(result.instance.unwrap().pid);
+
+    let log = dir.path().join("instances/web-1/logs/output.log");
+    eventually("the game printed its SDK variables", || {
+        read(&log).contains("token=")
+    })
+    .await;
+    let line = read(&log);
+    let var = |name: &str| {
+        let rest = line.split(&format!("{name}=")).nth(1).unwrap();
+        rest.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (grpc, http, token) = (var("grpc"), var("http"), var("token"));
+    assert!(http.starts_with("127.0.0.1:") && http != grpc, "{line}");
+
+    // A watch on each form stays open across the change and the shutdown.
+    let sdk = SdkHttp::new(&http, &token);
+    let mut http_watch = sdk.watch().await;
+    let mut grpc_watch = crate::sdk::client(&grpc, &token)
+        .await
+        .watch_instance(v1::SdkWatchInstanceRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    http_watch.next().await.unwrap();
+    grpc_watch.message().await.unwrap().unwrap();
+
+    let ready = sdk.post("/v1/ready", "").await;
+    assert_eq!(ready.status, 200, "{ready:?}");
+    let seen = session
+        .until(|kind| match kind {
+            spawner_message::Kind::InstanceEvent(e) => e
+                .status
+                .filter(|s| s.id == "web-1" && s.state() == v1::InstanceState::Ready),
+            _ => None,
+        })
+        .await;
+    assert_eq!(seen.message, "the game is ready");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), agent)
+        .await
+        .expect("run did not return after shutdown with SDK watches open")
+        .unwrap()
+        .unwrap();
+    // Both watches were ended rather than holding the endpoints open.
+    while http_watch.next().await.is_some() {}
+    while tokio::time::timeout(Duration::from_secs(10), grpc_watch.message())
+        .await
+        .expect("the gRPC watch stayed open")
+        .is_ok_and(|m| m.is_some())
+    {}
+    master.server.abort();
+}

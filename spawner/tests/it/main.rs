@@ -11,4 +11,5 @@ mod logs;
 mod persistence;
 mod restart;
 mod sdk;
+mod sdk_http;
 mod support;

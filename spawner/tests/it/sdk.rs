@@ -1,4 +1,5 @@
 //! The game-server SDK endpoint: each game acts on its own instance, named by its secret.
+//! The harness here serves both front ends; `sdk_http` drives the HTTP one.
 
 use std::time::Duration;
 
@@ -11,34 +12,36 @@ use tonic::transport::Channel;
 use crate::support::*;
 
 /// A game that hands its SDK variables to the test through its log, then idles.
-const GAME: &str = r#"echo "sdk=$EXILE_SDK_ADDR token=$EXILE_SDK_TOKEN"; exec sleep 60"#;
+const GAME: &str =
+    r#"echo "sdk=$EXILE_SDK_ADDR http=$EXILE_SDK_HTTP_ADDR token=$EXILE_SDK_TOKEN"; exec sleep 60"#;
 
-struct Harness {
-    manager: Manager,
-    stop: CancellationToken,
-    dir: tempfile::TempDir,
+pub struct Harness {
+    pub manager: Manager,
+    pub stop: CancellationToken,
+    pub dir: tempfile::TempDir,
     reaper: Reaper,
 }
 
-async fn harness() -> Harness {
+/// The SDK variables one game was given.
+pub struct GameVars {
+    /// `EXILE_SDK_ADDR`.
+    pub grpc: String,
+    /// `EXILE_SDK_HTTP_ADDR`.
+    pub http: String,
+    /// `EXILE_SDK_TOKEN`.
+    pub token: String,
+}
+
+pub async fn harness() -> Harness {
     harness_with(|_| {}).await
 }
 
-async fn harness_with(tune: impl FnOnce(&mut exile_spawner::ManagerConfig)) -> Harness {
+/// Binds both SDK front ends in a fresh data dir, opens a manager and serves them.
+pub async fn harness_with(tune: impl FnOnce(&mut exile_spawner::ManagerConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let listener = exile_spawner::sdk::bind("127.0.0.1:0".parse().unwrap(), dir.path())
-        .await
-        .unwrap();
     let mut config = script_config(dir.path(), GAME);
-    config.sdk_addr = Some(listener.local_addr().unwrap());
     tune(&mut config);
-    let manager = Manager::open(config).await.unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(exile_spawner::sdk::serve(
-        listener,
-        manager.clone(),
-        stop.clone(),
-    ));
+    let (manager, stop) = serve_sdk(dir.path(), config).await;
     Harness {
         manager,
         stop,
@@ -47,18 +50,56 @@ async fn harness_with(tune: impl FnOnce(&mut exile_spawner::ManagerConfig)) -> H
     }
 }
 
+/// Binds both SDK listeners in `dir` (ports kept there), opens the manager with their
+/// addresses and serves them until the returned token is cancelled.
+pub async fn serve_sdk(
+    dir: &std::path::Path,
+    mut config: exile_spawner::ManagerConfig,
+) -> (Manager, CancellationToken) {
+    let any = "127.0.0.1:0".parse().unwrap();
+    let grpc = exile_spawner::sdk::grpc::bind(any, dir).await.unwrap();
+    let http = exile_spawner::sdk::http::bind(any, dir).await.unwrap();
+    config.sdk_addr = Some(grpc.local_addr().unwrap());
+    config.sdk_http_addr = Some(http.local_addr().unwrap());
+    let manager = Manager::open(config).await.unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(exile_spawner::sdk::grpc::serve(
+        grpc,
+        manager.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(exile_spawner::sdk::http::serve(
+        http,
+        manager.clone(),
+        stop.clone(),
+    ));
+    (manager, stop)
+}
+
 impl Harness {
-    /// Spawns a game and returns the SDK address and secret it was given.
+    /// Spawns a game and returns the gRPC SDK address and secret it was given.
     async fn spawn(&mut self, id: &str) -> (String, String) {
-        self.spawn_spec(SpawnSpec {
+        let vars = self.spawn_game(id).await;
+        (vars.grpc, vars.token)
+    }
+
+    /// Spawns a game and returns the SDK variables it was given.
+    pub async fn spawn_game(&mut self, id: &str) -> GameVars {
+        self.spawn_game_spec(SpawnSpec {
             id: id.into(),
             ..Default::default()
         })
         .await
     }
 
-    /// Spawns `spec` and returns the SDK address and secret its game was given.
+    /// Spawns `spec` and returns the gRPC SDK address and secret its game was given.
     async fn spawn_spec(&mut self, spec: SpawnSpec) -> (String, String) {
+        let vars = self.spawn_game_spec(spec).await;
+        (vars.grpc, vars.token)
+    }
+
+    /// Spawns `spec` and returns the SDK variables its game was given.
+    pub async fn spawn_game_spec(&mut self, spec: SpawnSpec) -> GameVars {
         let id = spec.id.clone();
         let rec = self
             .manager
@@ -75,21 +116,30 @@ impl Harness {
         })
         .await;
         let line = read(&log);
-        let addr = line
-            .split("sdk=")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap();
-        let token = line.split("token=").nth(1).unwrap().trim();
-        assert!(!addr.is_empty() && token.len() >= 32, "{line}");
-        (addr.to_owned(), token.to_owned())
+        let var = |name: &str| {
+            line.split(&format!("{name}="))
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let vars = GameVars {
+            grpc: var("sdk"),
+            http: var("http"),
+            token: var("token"),
+        };
+        assert!(
+            !vars.grpc.is_empty() && !vars.http.is_empty() && vars.token.len() >= 32,
+            "{line}"
+        );
+        vars
     }
 }
 
-/// A client sending `token` as its bearer secret (none when empty).
-async fn client(
+/// A gRPC client sending `token` as its bearer secret (none when empty).
+pub async fn client(
     addr: &str,
     token: &str,
 ) -> GameServerSdkClient<
@@ -241,10 +291,10 @@ async fn a_game_acts_only_on_its_own_instance() {
 }
 
 #[tokio::test]
-async fn the_sdk_port_and_secrets_survive_a_spawner_restart() {
+async fn the_sdk_ports_and_secrets_survive_a_spawner_restart() {
     let mut h = harness().await;
-    let (addr, token) = h.spawn("keep").await;
-    client(&addr, &token)
+    let GameVars { grpc, http, token } = h.spawn_game("keep").await;
+    client(&grpc, &token)
         .await
         .ready(v1::SdkReadyRequest {})
         .await
@@ -252,26 +302,20 @@ async fn the_sdk_port_and_secrets_survive_a_spawner_restart() {
     // The spawner goes away, leaving the game running; a new one comes up on the same dir.
     h.stop.cancel();
     h.manager.shutdown(false).await.unwrap();
-    let listener = exile_spawner::sdk::bind("127.0.0.1:0".parse().unwrap(), h.dir.path())
-        .await
-        .unwrap();
-    assert_eq!(listener.local_addr().unwrap().to_string(), addr);
-    let mut config = script_config(h.dir.path(), GAME);
-    config.sdk_addr = Some(listener.local_addr().unwrap());
-    let manager = Manager::open(config).await.unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(exile_spawner::sdk::serve(
-        listener,
-        manager.clone(),
-        stop.clone(),
-    ));
+    let (manager, stop) = serve_sdk(h.dir.path(), script_config(h.dir.path(), GAME)).await;
     let rec = manager.get("keep").await.unwrap();
     assert_eq!(rec.state, State::Ready, "{}", rec.message);
-    let mut sdk = client(&addr, &token).await;
+    // The adopted game still holds the addresses of the first start: both must answer there.
+    let mut sdk = client(&grpc, &token).await;
     sdk.set_players(v1::SdkSetPlayersRequest { count: 1, max: 8 })
         .await
         .unwrap();
     assert_eq!(manager.get("keep").await.unwrap().players, 1);
+    let reply = SdkHttp::new(&http, &token)
+        .post("/v1/players", r#"{"count":2,"max":8}"#)
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(manager.get("keep").await.unwrap().players, 2);
     stop.cancel();
     manager.shutdown(true).await.unwrap();
 }

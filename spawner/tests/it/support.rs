@@ -104,6 +104,7 @@ pub fn config(
         log_files: 4,
         restart_default: Default::default(),
         sdk_addr: None,
+        sdk_http_addr: None,
         health: exile_spawner::HealthCheck::default(),
     }
 }
@@ -212,4 +213,144 @@ pub fn read(path: impl AsRef<Path>) -> String {
 /// True when the record is in `state`.
 pub fn is(state: State) -> impl Fn(&InstanceRecord) -> bool {
     move |r| r.state == state
+}
+
+/// A plain HTTP/1.1 client for the SDK's HTTP form, sending a fixed `Authorization` value.
+pub struct SdkHttp {
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<hyper::body::Bytes>,
+    >,
+    addr: String,
+    authorization: Option<String>,
+}
+
+/// One HTTP answer: status, headers and the body parsed as JSON.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub json: serde_json::Value,
+}
+
+impl HttpReply {
+    /// The `error` sentence of an error answer.
+    pub fn error(&self) -> &str {
+        self.json["error"].as_str().unwrap_or_default()
+    }
+}
+
+impl SdkHttp {
+    /// A client sending `Authorization: Bearer <token>` (nothing when `token` is empty).
+    pub fn new(addr: &str, token: &str) -> Self {
+        let authorization = (!token.is_empty()).then(|| format!("Bearer {token}"));
+        Self::with_authorization(addr, authorization.as_deref())
+    }
+
+    /// A client sending `authorization` as it is.
+    pub fn with_authorization(addr: &str, authorization: Option<&str>) -> Self {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        Self {
+            client,
+            addr: addr.to_owned(),
+            authorization: authorization.map(str::to_owned),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> http::Response<hyper::body::Incoming> {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        if let Some(a) = &self.authorization {
+            request = request.header(http::header::AUTHORIZATION, a);
+        }
+        let request = request
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                body.to_owned(),
+            )))
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
+            .await
+            .expect("no HTTP answer within 10 s")
+            .unwrap()
+    }
+
+    /// Sends one request and reads the whole answer.
+    pub async fn call(&self, method: &str, path: &str, body: &str) -> HttpReply {
+        use http_body_util::BodyExt;
+        let response = self.send(method, path, body).await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        HttpReply {
+            status,
+            headers,
+            json,
+        }
+    }
+
+    /// `POST path` with `body`.
+    pub async fn post(&self, path: &str, body: &str) -> HttpReply {
+        self.call("POST", path, body).await
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> HttpReply {
+        self.call("GET", path, "").await
+    }
+
+    /// Opens `GET /v1/watch`, checking that it is accepted as a stream of JSON lines.
+    pub async fn watch(&self) -> JsonLines {
+        let response = self.send("GET", "/v1/watch", "").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()[http::header::CONTENT_TYPE],
+            "application/x-ndjson"
+        );
+        JsonLines {
+            body: response.into_body(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// A newline-delimited JSON answer, read line by line.
+pub struct JsonLines {
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+}
+
+impl JsonLines {
+    /// The next line, `None` once the stream ends; panics when none comes within 10 s.
+    pub async fn next(&mut self) -> Option<serde_json::Value> {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                return Some(serde_json::from_slice(&line).unwrap());
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.body.frame())
+                .await
+                .expect("no watch line within 10 s");
+            match frame {
+                None => {
+                    assert!(self.buf.is_empty(), "the stream ended mid-line");
+                    return None;
+                }
+                Some(frame) => {
+                    if let Ok(data) = frame.unwrap().into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! Every method of every service, walked from the descriptor set: no token →
-//! UNAUTHENTICATED, too low a role → PERMISSION_DENIED, enough → neither.
+//! Every method of every service the master lists in reflection, walked from the descriptor
+//! sets: no token → UNAUTHENTICATED, too low a role → PERMISSION_DENIED, enough → neither.
 
 use bytes::{Buf, BufMut};
 use futures::stream;
@@ -71,21 +71,68 @@ pub async fn call_raw(ch: Channel, path: &str, token: Option<&str>, body: Vec<u8
     }
 }
 
-fn methods() -> Vec<String> {
-    let fds = prost_types::FileDescriptorSet::decode(exile_api::FILE_DESCRIPTOR_SET).unwrap();
-    let mut out = Vec::new();
-    for f in &fds.file {
-        // GameServerSdk is served by each spawner on loopback, with per-instance secrets; its
-        // auth is checked in the spawner's tests (spawner/tests/it/sdk.rs).
-        for s in f.service.iter().filter(|s| s.name() != "GameServerSdk") {
-            for m in &s.method {
-                out.push(format!("/{}.{}/{}", f.package(), s.name(), m.name()));
+/// The services the master lists in gRPC reflection.
+async fn listed_services(ch: Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(ch)
+        .server_reflection_info(stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else {
+        panic!("unexpected reflection answer {first:?}")
+    };
+    list.service.into_iter().map(|s| s.name).collect()
+}
+
+/// Every method of every service the master lists in reflection, from the descriptor sets.
+async fn methods(ch: Channel) -> Vec<String> {
+    let listed = listed_services(ch).await;
+    // GameServerSdk shares the descriptor set but is served by each spawner on loopback, with
+    // per-instance secrets (checked in spawner/tests/it/sdk.rs); the master must not offer it.
+    assert!(
+        !listed.iter().any(|s| s.ends_with(".GameServerSdk")),
+        "the master lists a service it does not serve: {listed:?}"
+    );
+    let mut services = Vec::new();
+    for set in [
+        exile_api::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ] {
+        let fds = prost_types::FileDescriptorSet::decode(set).unwrap();
+        for f in fds.file {
+            for s in &f.service {
+                let name = format!("{}.{}", f.package(), s.name());
+                let methods: Vec<String> = s
+                    .method
+                    .iter()
+                    .map(|m| format!("/{name}/{}", m.name()))
+                    .collect();
+                services.push((name, methods));
             }
         }
     }
+    let mut out = Vec::new();
+    for name in &listed {
+        let (_, methods) = services
+            .iter()
+            .find(|(s, _)| s == name)
+            .unwrap_or_else(|| panic!("{name} is listed but in no descriptor set"));
+        out.extend(methods.iter().cloned());
+    }
     assert!(
         out.len() > 25,
-        "descriptor walk found only {} methods",
+        "the walk found only {} methods in {listed:?}",
         out.len()
     );
     out
@@ -124,7 +171,7 @@ async fn every_method_checks_token_and_role() {
         ));
     }
     let ch = exile_testkit::connect(sb.master_addr()).await.unwrap();
-    for path in methods() {
+    for path in methods(ch.clone()).await {
         let rule = rule_for(&path).unwrap_or_else(|| panic!("{path} has no access rule"));
         let anon = call_raw(ch.clone(), &path, None, vec![]).await;
         let bad = call_raw(ch.clone(), &path, Some("exs_0000"), vec![]).await;
