@@ -387,6 +387,20 @@ pub struct SpawnArgs {
     /// Window of the crash-loop limit, in seconds.
     #[arg(long, requires = "restart")]
     pub restart_window: Option<u32>,
+    /// Seconds between the SDK health pings the game is expected to send (default: the
+    /// build's, then the spawner's).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub health_period: Option<f64>,
+    /// Missed health periods after which the instance is Unhealthy.
+    #[arg(long, value_name = "N")]
+    pub health_failure_threshold: Option<u32>,
+    /// Seconds after each start during which missing pings do not count.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub health_initial_delay: Option<f64>,
+    /// What follows Unhealthy: leave it running for inspection, or restart it (with the
+    /// backoff and crash-loop limit of its restart policy).
+    #[arg(long, value_enum)]
+    pub unhealthy: Option<UnhealthyArg>,
     /// Extra arguments for the game server, after `--`.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
@@ -501,6 +515,24 @@ impl From<RestartArg> for exile_api::v1::RestartMode {
     }
 }
 
+/// What follows Unhealthy, as typed on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnhealthyArg {
+    /// Mark it Unhealthy and leave it running for inspection.
+    Leave,
+    /// Mark it Unhealthy, then stop and restart it.
+    Restart,
+}
+
+impl From<UnhealthyArg> for exile_api::v1::UnhealthyAction {
+    fn from(a: UnhealthyArg) -> Self {
+        match a {
+            UnhealthyArg::Leave => Self::Leave,
+            UnhealthyArg::Restart => Self::Restart,
+        }
+    }
+}
+
 /// A placement strategy, as typed on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StrategyArg {
@@ -609,6 +641,14 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
 }
 
 /// Parses `KEY=VALUE`; the value may be empty and may itself contain `=`.
+/// A number of seconds, fractions allowed: never negative, never infinite.
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds (0 or more)")),
+    }
+}
+
 pub fn parse_key_val(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -716,5 +756,39 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["exilectl", "spawners", "rm", "x", "--yes"]).is_ok());
         assert!(Cli::try_parse_from(["exilectl", "-o", "json", "spawner", "token", "ls"]).is_ok());
+    }
+
+    #[test]
+    fn spawn_health_flags() {
+        let cli = Cli::try_parse_from([
+            "exilectl",
+            "instance",
+            "spawn",
+            "--health-period",
+            "5",
+            "--health-failure-threshold",
+            "3",
+            "--health-initial-delay",
+            "0.5",
+            "--unhealthy",
+            "restart",
+        ])
+        .unwrap();
+        let Command::Instance(InstanceCommand::Spawn(a)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(a.health_period, Some(5.0));
+        assert_eq!(a.health_failure_threshold, Some(3));
+        assert_eq!(a.health_initial_delay, Some(0.5));
+        assert_eq!(a.unhealthy, Some(UnhealthyArg::Restart));
+        for bad in [
+            ["--health-period", "-1"],
+            ["--health-period", "inf"],
+            ["--health-failure-threshold", "-3"],
+            ["--unhealthy", "reboot"],
+        ] {
+            let args = ["exilectl", "instance", "spawn", bad[0], bad[1]];
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -160,6 +160,7 @@ async fn dispatch_instance(
                 env: spawn.env.into_iter().collect(),
                 args: spawn.args,
                 restart_policy: spawn.restart_policy,
+                health_check: spawn.health_check,
             };
             manager.spawn(spec, ctx).await
         }

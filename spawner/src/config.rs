@@ -157,8 +157,8 @@ pub struct Config {
     #[arg(long, env = "EXILE_SPAWNER_HEALTH_PERIOD", default_value_t = 5.0)]
     pub health_period: f64,
 
-    /// Missed health periods after which a game is marked Unhealthy (it is left running for
-    /// inspection, and is Ready again when its pings resume).
+    /// Missed health periods after which a game is marked Unhealthy (then --unhealthy-action
+    /// applies; it is healthy again when its pings resume).
     #[arg(
         long,
         env = "EXILE_SPAWNER_HEALTH_FAILURE_THRESHOLD",
@@ -173,6 +173,17 @@ pub struct Config {
         default_value_t = 0.0
     )]
     pub health_initial_delay: f64,
+
+    /// What follows Unhealthy: leave the game running for inspection, or restart it with the
+    /// backoff and crash-loop limit of its restart policy. A build's `exile-build.toml` and a
+    /// spawn's own health check override this and the other --health-* flags.
+    #[arg(
+        long,
+        env = "EXILE_SPAWNER_UNHEALTHY_ACTION",
+        value_enum,
+        default_value = "leave"
+    )]
+    pub unhealthy_action: crate::health::UnhealthyAction,
 }
 
 impl Config {
@@ -201,7 +212,7 @@ impl Config {
     }
 
     /// The health check from the flags.
-    pub fn health(&self) -> Result<crate::instance::HealthCheck> {
+    pub fn health(&self) -> Result<crate::health::HealthCheck> {
         let secs = |flag: &str, v: f64| {
             std::time::Duration::try_from_secs_f64(v).map_err(|_| {
                 Error::Config(format!("{flag} must be a non-negative number of seconds"))
@@ -213,10 +224,11 @@ impl Config {
                 "--health-period and --health-failure-threshold must be above 0".into(),
             ));
         }
-        Ok(crate::instance::HealthCheck {
+        Ok(crate::health::HealthCheck {
             period,
             failure_threshold: self.health_failure_threshold,
             initial_delay: secs("--health-initial-delay", self.health_initial_delay)?,
+            action: self.unhealthy_action,
         })
     }
 

@@ -54,6 +54,14 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The build's `exile-build.toml` cannot be used; the spawner refuses to start.
+    #[error("the build manifest {} is malformed: {problem}", path.display())]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong with it, with its line when known.
+        problem: String,
+    },
     /// The master refused the enrollment token.
     #[error(
         "the master rejected the enrollment token ({0}); create a new token with `exilectl spawner token create` and pass it with --enrollment-token"
@@ -95,6 +103,7 @@ impl Error {
             Error::Io { .. }
             | Error::Launch { .. }
             | Error::Parse { .. }
+            | Error::Manifest { .. }
             | Error::EnrollmentRejected(_)
             | Error::MasterAddress { .. }
             | Error::ManagerGone

@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::health::{HealthCheck, UnhealthyAction};
 use crate::process::{self, CommandTemplate, LaunchSpec};
-use crate::restart::RestartTracker;
+use crate::restart::PendingRestart;
 use crate::state::{InstanceRecord, State};
 use crate::supervisor::ExitRecord;
 
@@ -69,29 +70,8 @@ pub(crate) struct Settings {
     pub sdk_addr: Option<std::net::SocketAddr>,
     /// Where the SDK's HTTP form listens, handed to games as `EXILE_SDK_HTTP_ADDR`.
     pub sdk_http_addr: Option<std::net::SocketAddr>,
+    /// Health check of records that carry none (older than per-spawn health checks).
     pub health: HealthCheck,
-}
-
-/// When a game that uses the SDK counts as unhealthy: no SDK call for `failure_threshold`
-/// periods, counted from its last call or, early on, from `initial_delay` after its start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HealthCheck {
-    /// Expected time between pings.
-    pub period: Duration,
-    /// Missed periods before the game is Unhealthy.
-    pub failure_threshold: u32,
-    /// Grace after a start.
-    pub initial_delay: Duration,
-}
-
-impl Default for HealthCheck {
-    fn default() -> Self {
-        Self {
-            period: Duration::from_secs(5),
-            failure_threshold: 3,
-            initial_delay: Duration::ZERO,
-        }
-    }
 }
 
 impl Settings {
@@ -255,10 +235,9 @@ pub(crate) struct InstanceActor {
     proc: Option<Proc>,
     settings: Arc<Settings>,
     to_manager: mpsc::UnboundedSender<ToManager>,
-    /// When the restart policy will start the game again (after an unexpected exit).
+    /// When the restart policy will start the game again (after an unexpected exit); the
+    /// record's `pending_restart` holds the same, durably.
     restart_at: Option<tokio::time::Instant>,
-    /// Recent automatic restarts, for the backoff and the crash-loop limit.
-    restarts: RestartTracker,
     /// When the game last called the SDK; `None` while it never has since its start, and is
     /// then never checked.
     heard: Option<tokio::time::Instant>,
@@ -277,13 +256,17 @@ impl InstanceActor {
         settings: Arc<Settings>,
         to_manager: mpsc::UnboundedSender<ToManager>,
     ) -> Self {
+        // A restart pending when the spawner went down is made when due, at once if overdue.
+        let restart_at = rec
+            .pending_restart
+            .as_ref()
+            .map(|p| tokio::time::Instant::now() + p.delay(exile_api::now_unix_ms()));
         Self {
             rec,
             proc: None,
             settings,
             to_manager,
-            restart_at: None,
-            restarts: RestartTracker::default(),
+            restart_at,
             heard: None,
             started: tokio::time::Instant::now(),
             healthy_state: State::Running,
@@ -324,7 +307,6 @@ impl InstanceActor {
             settings,
             to_manager,
             restart_at: None,
-            restarts: RestartTracker::default(),
             heard: used_sdk.then_some(now),
             started: now,
             // A reservation is not persisted: after a spawner restart it simply holds until
@@ -351,15 +333,7 @@ impl InstanceActor {
                     }
                 }
                 status = wait_exit(&mut self.proc) => self.exited_unexpectedly(status).await,
-                () = sleep_until(health_deadline) => {
-                    self.healthy_state = self.rec.state;
-                    let silent = self.heard.map(|h| h.elapsed()).unwrap_or_default();
-                    tracing::warn!(instance = %self.rec.id, ?silent, "no SDK health ping; marking it unhealthy");
-                    self.set_state(
-                        State::Unhealthy,
-                        format!("no SDK health ping for {:.1}s", silent.as_secs_f64()),
-                    );
-                }
+                () = sleep_until(health_deadline) => self.unhealthy().await,
                 () = sleep_until(reserved_until) => {
                     self.reserved_until = None;
                     self.set_state(State::Ready, "reservation expired");
@@ -369,6 +343,9 @@ impl InstanceActor {
                     self.rec.restart_count = self.rec.restart_count.saturating_add(1);
                     if let Err(e) = self.start().await {
                         tracing::warn!(instance = %self.rec.id, error = %e, "automatic restart failed");
+                        if self.rec.pending_restart.take().is_some() {
+                            self.set_state(State::Crashed, format!("automatic restart failed: {e}"));
+                        }
                     }
                 }
             }
@@ -378,8 +355,11 @@ impl InstanceActor {
     /// Carries out one operation; true when the actor is done.
     async fn handle(&mut self, op: Op) -> bool {
         // An operator's operation replaces a restart the policy had scheduled; a stop then
-        // simply leaves the instance stopped.
-        if self.restart_at.take().is_some() {
+        // simply leaves the instance stopped. A shutdown of the spawner keeps it pending in
+        // the state file for the next start, and an SDK call changes nothing about it.
+        let operator = !matches!(op, Op::Detach { .. } | Op::Sdk { .. });
+        if operator && self.restart_at.take().is_some() {
+            self.rec.pending_restart = None;
             if let Op::Stop { reply, .. } = op {
                 self.set_state(State::Stopped, "stopped; the pending restart was cancelled");
                 self.respond(reply, Ok(self.rec.clone()));
@@ -456,9 +436,68 @@ impl InstanceActor {
         if !checked {
             return None;
         }
-        let health = self.settings.health;
+        let health = self.health();
         let from = heard.max(self.started + health.initial_delay);
-        Some(from + health.period.saturating_mul(health.failure_threshold))
+        Some(from + health.allowed_silence())
+    }
+
+    /// The instance's health check.
+    fn health(&self) -> HealthCheck {
+        self.rec.health.unwrap_or(self.settings.health)
+    }
+
+    /// The game missed its pings: mark it Unhealthy, and restart it if its check says so.
+    async fn unhealthy(&mut self) {
+        let health = self.health();
+        self.healthy_state = self.rec.state;
+        let silent = self.heard.map(|h| h.elapsed()).unwrap_or_default();
+        let reason = format!(
+            "unhealthy: missed {} health pings",
+            health.failure_threshold
+        );
+        let detail = format!("no SDK health ping for {:.1}s", silent.as_secs_f64());
+        tracing::warn!(instance = %self.rec.id, ?silent, action = ?health.action, "no SDK health ping; marking it unhealthy");
+        match health.action {
+            UnhealthyAction::Leave => {
+                self.set_state(State::Unhealthy, format!("{reason} ({detail})"));
+            }
+            UnhealthyAction::Restart => {
+                self.set_state(
+                    State::Unhealthy,
+                    format!("{reason} ({detail}); restarting it"),
+                );
+                if let Err(e) = self.stop(None).await {
+                    tracing::warn!(instance = %self.rec.id, error = %e, "could not stop the unhealthy game");
+                    return;
+                }
+                // The action asks for the restart whatever the policy's mode; its backoff and
+                // crash-loop limit still apply.
+                if let Err(message) = self.schedule_restart(reason) {
+                    tracing::warn!(instance = %self.rec.id, %message, "unhealthy game not restarted");
+                    self.set_state(State::Crashed, message);
+                }
+            }
+        }
+    }
+
+    /// Schedules an automatic restart with the backoff of the instance's policy, or returns
+    /// the crash-loop message when its limit is reached.
+    fn schedule_restart(&mut self, reason: String) -> std::result::Result<(), String> {
+        let policy = self.rec.restart_policy;
+        let now = exile_api::now_unix_ms();
+        let Some(delay) = self.rec.restarts.next(&policy, now) else {
+            return Err(crate::restart::crash_loop_message(&reason, &policy));
+        };
+        tracing::info!(instance = %self.rec.id, %reason, ?delay, "restarting the instance");
+        let message =
+            crate::restart::restarting_message(&reason, delay, &self.rec.restarts, &policy);
+        self.restart_at = Some(tokio::time::Instant::now() + delay);
+        self.rec.pending_restart = Some(PendingRestart {
+            due_unix_ms: now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+            reason,
+        });
+        self.set_state(State::Starting, message);
+        Ok(())
     }
 
     /// Applies an SDK call; only a game whose process is up (and not being stopped) may
@@ -619,7 +658,10 @@ impl InstanceActor {
     }
 
     async fn launch(&mut self, port: u16) -> Result<()> {
-        self.rec.exit_code = None;
+        // After an automatic restart the exit that caused it stays on record.
+        if self.rec.pending_restart.is_none() {
+            self.rec.exit_code = None;
+        }
         self.rec.players = 0;
         self.rec.max_players = 0;
         self.heard = None;
@@ -645,11 +687,16 @@ impl InstanceActor {
                     pid: launched.pid,
                     dir,
                 });
-                self.set_state(State::Running, "");
+                let message = match self.rec.pending_restart.take() {
+                    Some(p) => format!("restarted automatically after: {}", p.reason),
+                    None => String::new(),
+                };
+                self.set_state(State::Running, message);
                 Ok(())
             }
             Err(e) => {
                 tracing::warn!(instance = %self.rec.id, error = %e, "instance failed to start");
+                self.rec.pending_restart = None;
                 self.set_state(State::Crashed, e.to_string());
                 Err(e)
             }
@@ -745,32 +792,10 @@ impl InstanceActor {
         self.rec.supervisor_pid = None;
         self.rec.supervisor_ticks = None;
         self.rec.exit_code = exit.and_then(|e| e.code);
-        let policy = self.rec.restart_policy;
-        if policy.wants_restart(clean) {
-            let now = tokio::time::Instant::now();
-            match self.restarts.next(&policy, now) {
-                Some(delay) => {
-                    tracing::info!(instance = %self.rec.id, %message, ?delay, "instance exited; restarting");
-                    self.restart_at = Some(now + delay);
-                    let n = self.restarts.count();
-                    self.set_state(
-                        State::Starting,
-                        format!(
-                            "{message}; restarting in {:.1}s (restart {n} of {} within {}s)",
-                            delay.as_secs_f64(),
-                            policy.max_restarts,
-                            policy.window.as_secs()
-                        ),
-                    );
-                    return;
-                }
-                None => {
-                    message = format!(
-                        "{message}; crash loop: {} restarts within {}s, giving up",
-                        policy.max_restarts,
-                        policy.window.as_secs()
-                    );
-                }
+        if self.rec.restart_policy.wants_restart(clean) {
+            match self.schedule_restart(message) {
+                Ok(()) => return,
+                Err(crash_loop) => message = crash_loop,
             }
         }
         if clean {

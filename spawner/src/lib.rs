@@ -10,10 +10,12 @@ mod commands;
 pub mod config;
 pub mod enroll;
 pub mod error;
+pub mod health;
 mod instance;
 mod link;
 pub mod logs;
 pub mod manager;
+pub mod manifest;
 pub mod metrics;
 pub mod ports;
 pub mod process;
@@ -27,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use enroll::Credential;
 pub use error::{Error, Result};
-pub use instance::{HealthCheck, OpContext, SdkCall};
+pub use health::{HealthCheck, UnhealthyAction};
+pub use instance::{OpContext, SdkCall};
 pub use manager::{Manager, ManagerConfig, SpawnSpec};
 pub use state::{InstanceRecord, State};
 
@@ -40,6 +43,8 @@ pub use state::{InstanceRecord, State};
 /// unusable data dir, a refused enrollment token.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     config.validate()?;
+    // First, so a malformed build manifest stops the start before anything is touched.
+    let mut manager_config = ManagerConfig::from_config(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::io("could not create", &config.data_dir, e))?;
     let endpoint = link::endpoint(&config.master)?;
@@ -51,7 +56,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     };
     let sdk_addr = local(&sdk_listener)?;
     let sdk_http_addr = local(&sdk_http_listener)?;
-    let mut manager_config = ManagerConfig::from_config(&config)?;
     manager_config.sdk_addr = Some(sdk_addr);
     manager_config.sdk_http_addr = Some(sdk_http_addr);
     let manager = Manager::open(manager_config).await?;

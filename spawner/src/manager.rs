@@ -21,6 +21,7 @@ use crate::instance::{Op, OpContext, Settings};
 use crate::ports::PortAllocator;
 use crate::process::{self, CommandTemplate};
 use crate::state::{InstanceRecord, State, StateFile};
+use crate::supervisor::ExitRecord;
 use task::{ManagerTask, persist_loop};
 
 /// Version written into `state.json`.
@@ -49,10 +50,10 @@ pub struct ManagerConfig {
     pub log_max_bytes: u64,
     /// Rotated log files kept per instance.
     pub log_files: u32,
-    /// Restart policy of spawns that name none.
+    /// Restart policy of spawns that name none (the build manifest over the flags).
     pub restart_default: crate::restart::RestartPolicy,
-    /// When a game that uses the SDK counts as unhealthy.
-    pub health: crate::instance::HealthCheck,
+    /// Health check of spawns that name none (the build manifest over the flags).
+    pub health: crate::health::HealthCheck,
     /// Address of the SDK endpoint handed to games; `None` serves no SDK.
     pub sdk_addr: Option<std::net::SocketAddr>,
     /// Address of the SDK's HTTP form handed to games; `None` when it is not served.
@@ -60,11 +61,17 @@ pub struct ManagerConfig {
 }
 
 impl ManagerConfig {
-    /// Derives the manager's settings from the spawner configuration.
+    /// Derives the manager's settings from the spawner configuration and the build's
+    /// `exile-build.toml`, if it has one.
     pub fn from_config(config: &Config) -> Result<Self> {
         config.validate()?;
         let build_dir = std::path::absolute(&config.build_dir)
             .map_err(|e| Error::io("could not resolve", &config.build_dir, e))?;
+        let (restart_default, health) = crate::manifest::build_defaults(
+            &build_dir,
+            &config.restart_default()?,
+            &config.health()?,
+        )?;
         let data_dir = std::path::absolute(&config.data_dir)
             .map_err(|e| Error::io("could not resolve", &config.data_dir, e))?;
         Ok(Self {
@@ -78,8 +85,8 @@ impl ManagerConfig {
             supervisor_bin: config.supervisor_bin()?,
             log_max_bytes: config.log_file_max_bytes,
             log_files: config.log_files,
-            restart_default: config.restart_default()?,
-            health: config.health()?,
+            restart_default,
+            health,
             sdk_addr: None,
             sdk_http_addr: None,
         })
@@ -99,8 +106,10 @@ pub struct SpawnSpec {
     pub env: BTreeMap<String, String>,
     /// Extra arguments appended to the command template.
     pub args: Vec<String>,
-    /// Restart policy asked for; `None` takes the spawner's default.
+    /// Restart policy asked for; `None` (or each field left unset) takes the build's default.
     pub restart_policy: Option<v1::RestartPolicy>,
+    /// Health check asked for; `None` (or each field left unset) takes the build's default.
+    pub health_check: Option<v1::HealthCheck>,
 }
 
 enum Request {
@@ -147,15 +156,17 @@ async fn settle_supervisor(rec: &InstanceRecord) {
 }
 
 /// Settles a record whose supervisor is gone: the exit it recorded (if any) becomes the state,
-/// and a game left without its supervisor is killed rather than left unmanaged.
-fn recover_exit(rec: &mut InstanceRecord, dir: &std::path::Path) {
+/// and a game left without its supervisor is killed rather than left unmanaged. Returns the
+/// recorded exit.
+fn recover_exit(rec: &mut InstanceRecord, dir: &std::path::Path) -> Option<ExitRecord> {
     if let Some(pid) = rec.pid
         && process::is_alive(pid, rec.start_ticks)
     {
         tracing::warn!(instance = %rec.id, pid, "game outlived its supervisor; killing it");
         let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
     }
-    match crate::supervisor::ExitRecord::read(dir) {
+    let exit = ExitRecord::read(dir);
+    match exit {
         Some(exit) => {
             tracing::warn!(instance = %rec.id, exit = %exit.describe(), "instance exited while the spawner was down");
             rec.state = if exit.is_clean() {
@@ -177,6 +188,63 @@ fn recover_exit(rec: &mut InstanceRecord, dir: &std::path::Path) {
     rec.start_ticks = None;
     rec.supervisor_pid = None;
     rec.supervisor_ticks = None;
+    exit
+}
+
+/// Applies the restart policy to a game that exited while the spawner was down (`stopping`:
+/// a stop had been asked for, which is never undone). The restart is due a backoff after the
+/// exit, so at once when the spawner was down longer than that.
+fn restart_after_exit_while_down(
+    rec: &mut InstanceRecord,
+    exit: Option<ExitRecord>,
+    stopping: bool,
+) {
+    let requested = stopping || exit.is_some_and(|e| e.stop_requested);
+    let clean = exit.is_some_and(|e| e.is_clean());
+    let policy = rec.restart_policy;
+    if requested || !policy.wants_restart(clean) {
+        return;
+    }
+    let now = exile_api::now_unix_ms();
+    let reason = rec.message.clone();
+    let Some(delay) = rec.restarts.next(&policy, now) else {
+        rec.message = crate::restart::crash_loop_message(&reason, &policy);
+        return;
+    };
+    let exited_at = exit.map_or(now, |e| e.exited_at_unix_ms.min(now));
+    let due = exited_at.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    let pending = crate::restart::PendingRestart {
+        due_unix_ms: due,
+        reason,
+    };
+    tracing::info!(instance = %rec.id, delay = ?pending.delay(now), "restarting an instance that exited while the spawner was down");
+    rec.message = crate::restart::restarting_message(
+        &pending.reason,
+        pending.delay(now),
+        &rec.restarts,
+        &policy,
+    );
+    rec.state = State::Starting;
+    rec.pending_restart = Some(pending);
+}
+
+/// A spawner that dies while launching a pending restart may leave a game whose pid it never
+/// recorded. Its supervisor still answers on the instance's socket: stop that game, so the
+/// restart about to be made is the only process of the instance.
+async fn end_unrecorded_launch(dir: &std::path::Path) {
+    let Ok(answer) = crate::supervisor::request(dir, "ping").await else {
+        return;
+    };
+    tracing::warn!(dir = %dir.display(), "a game launched as the spawner went down was never recorded; stopping it");
+    let _ = crate::supervisor::request(dir, "stop 0").await;
+    let Ok(pid) = answer.trim().parse::<u32>() else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while process::group_alive(pid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
 }
 
 /// Compares secrets without stopping at the first difference.
@@ -233,7 +301,9 @@ impl Manager {
             persist: None,
         };
         for mut rec in saved.instances {
+            rec.health.get_or_insert(task.config.health);
             let adopt = rec.state.has_process() && supervisor_alive(&rec);
+            let pending = rec.pid.is_none() && rec.pending_restart.is_some();
             if adopt {
                 tracing::info!(instance = %rec.id, pid = ?rec.pid, "adopted a running instance");
                 // A game that had said Ready (or was allocated) keeps saying so.
@@ -244,10 +314,20 @@ impl Manager {
                     rec.state = State::Running;
                 }
                 rec.message = "adopted after a spawner restart".into();
+            } else if pending {
+                // The game had exited and its restart was waiting out the backoff: the actor
+                // makes it when due. Its exit code is on the record already.
+                tracing::info!(instance = %rec.id, "a restart was pending when the spawner went down");
+                end_unrecorded_launch(&task.settings.instance_dir(&rec.id)).await;
             } else if rec.state.has_process() {
                 settle_supervisor(&rec).await;
                 let dir = task.settings.instance_dir(&rec.id);
-                recover_exit(&mut rec, &dir);
+                let stopping = rec.state == State::Stopping;
+                let exit = recover_exit(&mut rec, &dir);
+                restart_after_exit_while_down(&mut rec, exit, stopping);
+            }
+            if adopt || rec.state != State::Starting {
+                rec.pending_restart = None;
             }
             rec.revision += 1;
             task.add_actor(rec, adopt);

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use exile_api::v1;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 
@@ -51,14 +50,14 @@ impl Default for RestartPolicy {
 }
 
 impl RestartPolicy {
-    /// The policy a spawn asked for, with the spawner's `default` filling what it left out
-    /// (an unspecified mode takes the default policy whole).
+    /// The policy a spawn asked for, with `default` (the build's, then the spawner's) filling
+    /// each field it left out.
     pub fn resolve(requested: Option<&v1::RestartPolicy>, default: &Self) -> Result<Self> {
         let Some(p) = requested else {
             return Ok(*default);
         };
         let mode = match v1::RestartMode::try_from(p.mode) {
-            Ok(v1::RestartMode::Unspecified) => return Ok(*default),
+            Ok(v1::RestartMode::Unspecified) => default.mode,
             Ok(v1::RestartMode::Never) => RestartMode::Never,
             Ok(v1::RestartMode::OnFailure) => RestartMode::OnFailure,
             Ok(v1::RestartMode::Always) => RestartMode::Always,
@@ -104,20 +103,24 @@ impl RestartPolicy {
     }
 }
 
-/// Restarts made recently, to apply the crash-loop limit and the backoff.
-#[derive(Debug, Default)]
+/// Automatic restarts made recently (Unix ms, oldest first), to apply the crash-loop limit and
+/// the backoff. Wall-clock times, so the count survives a restart of the spawner in
+/// `state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct RestartTracker {
-    recent: VecDeque<Instant>,
+    recent: VecDeque<i64>,
 }
 
 impl RestartTracker {
     /// The delay before the next restart, or `None` when the limit within the window is
     /// reached. Records the restart when there is one.
-    pub fn next(&mut self, policy: &RestartPolicy, now: Instant) -> Option<Duration> {
+    pub fn next(&mut self, policy: &RestartPolicy, now_unix_ms: i64) -> Option<Duration> {
+        let window = i64::try_from(policy.window.as_millis()).unwrap_or(i64::MAX);
         while self
             .recent
             .front()
-            .is_some_and(|t| now.duration_since(*t) > policy.window)
+            .is_some_and(|t| now_unix_ms.saturating_sub(*t) > window)
         {
             self.recent.pop_front();
         }
@@ -125,7 +128,7 @@ impl RestartTracker {
         if n >= policy.max_restarts {
             return None;
         }
-        self.recent.push_back(now);
+        self.recent.push_back(now_unix_ms);
         let factor = 1u32.checked_shl(n.min(30)).unwrap_or(u32::MAX);
         Some(
             policy
@@ -139,6 +142,49 @@ impl RestartTracker {
     pub fn count(&self) -> usize {
         self.recent.len()
     }
+}
+
+/// A restart the policy scheduled and the spawner has not made yet; kept in `state.json` so
+/// it survives the spawner's death during the backoff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRestart {
+    /// When it is due, Unix ms.
+    pub due_unix_ms: i64,
+    /// Why the game is restarted, e.g. "exited with code 3".
+    pub reason: String,
+}
+
+impl PendingRestart {
+    /// Time left until it is due (zero when overdue).
+    pub fn delay(&self, now_unix_ms: i64) -> Duration {
+        let left = self.due_unix_ms.saturating_sub(now_unix_ms);
+        Duration::from_millis(u64::try_from(left).unwrap_or(0))
+    }
+}
+
+/// The instance message while a restart waits out its backoff.
+pub fn restarting_message(
+    reason: &str,
+    delay: Duration,
+    tracker: &RestartTracker,
+    policy: &RestartPolicy,
+) -> String {
+    format!(
+        "{reason}; restarting in {:.1}s (restart {} of {} within {}s)",
+        delay.as_secs_f64(),
+        tracker.count(),
+        policy.max_restarts,
+        policy.window.as_secs()
+    )
+}
+
+/// The instance message once the crash-loop limit is reached.
+pub fn crash_loop_message(reason: &str, policy: &RestartPolicy) -> String {
+    format!(
+        "{reason}; crash loop: {} restarts within {}s, giving up",
+        policy.max_restarts,
+        policy.window.as_secs()
+    )
 }
 
 #[cfg(test)]
@@ -155,7 +201,7 @@ mod tests {
             backoff_max: Duration::from_millis(300),
         };
         let mut t = RestartTracker::default();
-        let now = Instant::now();
+        let now = 1_700_000_000_000;
         let delays: Vec<_> = (0..5).map(|_| t.next(&policy, now)).collect();
         assert_eq!(
             delays,
@@ -168,7 +214,7 @@ mod tests {
             ]
         );
         // Once the window has passed, restarts are allowed again from the base delay.
-        let later = now + Duration::from_secs(61);
+        let later = now + 61_000;
         assert_eq!(t.next(&policy, later), Some(Duration::from_millis(100)));
     }
 
@@ -185,6 +231,13 @@ mod tests {
         assert_eq!(p.mode, RestartMode::Always);
         assert_eq!(p.max_restarts, 2);
         assert_eq!(p.window, default.window);
+        // A policy that names no mode still sets the fields it gives.
+        let no_mode = v1::RestartPolicy {
+            max_restarts: 9,
+            ..Default::default()
+        };
+        let p = RestartPolicy::resolve(Some(&no_mode), &default).unwrap();
+        assert_eq!((p.mode, p.max_restarts), (default.mode, 9));
         let bad = v1::RestartPolicy {
             mode: 42,
             ..Default::default()

@@ -131,6 +131,16 @@ pub struct InstanceRecord {
     /// Players that fit, as the game last reported; 0 when unknown.
     #[serde(default)]
     pub max_players: u32,
+    /// SDK health check of the instance; `None` in records older than per-spawn health
+    /// checks, which take the spawner's default.
+    #[serde(default)]
+    pub health: Option<crate::health::HealthCheck>,
+    /// Automatic restarts within the crash-loop window.
+    #[serde(default)]
+    pub restarts: crate::restart::RestartTracker,
+    /// A restart waiting out its backoff; made when due even if the spawner restarts meanwhile.
+    #[serde(default)]
+    pub pending_restart: Option<crate::restart::PendingRestart>,
 }
 
 impl InstanceRecord {
@@ -262,6 +272,12 @@ mod tests {
             sdk_token: "secret".into(),
             players: 3,
             max_players: 16,
+            health: Some(Default::default()),
+            restarts: Default::default(),
+            pending_restart: Some(crate::restart::PendingRestart {
+                due_unix_ms: 5,
+                reason: "exited with code 3".into(),
+            }),
         }
     }
 

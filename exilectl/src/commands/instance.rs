@@ -110,7 +110,38 @@ fn spawn_request(a: SpawnArgs) -> SpawnInstanceRequest {
             window_seconds: a.restart_window.unwrap_or(0),
             ..Default::default()
         }),
+        health_check: health_check(
+            a.health_period,
+            a.health_failure_threshold,
+            a.health_initial_delay,
+            a.unhealthy,
+        ),
     }
+}
+
+/// The health check the flags ask for; `None` when none is given. Seconds become
+/// milliseconds, saturating, so the master names any absurd value.
+fn health_check(
+    period: Option<f64>,
+    failure_threshold: Option<u32>,
+    initial_delay: Option<f64>,
+    action: Option<crate::cli::UnhealthyArg>,
+) -> Option<pb::HealthCheck> {
+    if period.is_none()
+        && failure_threshold.is_none()
+        && initial_delay.is_none()
+        && action.is_none()
+    {
+        return None;
+    }
+    // `as` saturates a float to the integer's range, which is what we want here.
+    let ms = |secs: f64| (secs * 1000.0).round() as u32;
+    Some(pb::HealthCheck {
+        period_ms: period.map(ms),
+        failure_threshold,
+        initial_delay_ms: initial_delay.map(ms),
+        action: action.map_or(pb::UnhealthyAction::Unspecified, Into::into) as i32,
+    })
 }
 
 /// Prints the instance a command returned: a sentence for people, the object otherwise.
@@ -237,6 +268,10 @@ mod tests {
             restart: Some(RestartArg::OnFailure),
             max_restarts: Some(3),
             restart_window: None,
+            health_period: Some(0.5),
+            health_failure_threshold: Some(4),
+            health_initial_delay: None,
+            unhealthy: Some(crate::cli::UnhealthyArg::Restart),
             args: vec!["-x".into()],
         });
         assert_eq!(req.spawner_id, "");
@@ -251,6 +286,12 @@ mod tests {
         assert_eq!(policy.mode, pb::RestartMode::OnFailure as i32);
         assert_eq!(policy.max_restarts, 3);
         assert_eq!(policy.window_seconds, 0);
+        let health = req.health_check.unwrap();
+        assert_eq!(health.period_ms, Some(500));
+        assert_eq!(health.failure_threshold, Some(4));
+        assert_eq!(health.initial_delay_ms, None);
+        assert_eq!(health.action, pb::UnhealthyAction::Restart as i32);
+        assert_eq!(health_check(None, None, None, None), None);
     }
 
     #[test]

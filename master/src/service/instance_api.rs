@@ -73,6 +73,46 @@ fn check_restart_policy(p: &pb::RestartPolicy) -> Result<()> {
     Ok(())
 }
 
+/// Health periods a spawn may ask for, milliseconds: a tenth of a second to an hour.
+const HEALTH_PERIOD_MS: std::ops::RangeInclusive<u32> = 100..=3_600_000;
+/// Most missed health periods a spawn may allow.
+const MAX_HEALTH_FAILURES: u32 = 1000;
+/// Longest health initial delay, milliseconds: a day.
+const MAX_HEALTH_INITIAL_DELAY_MS: u32 = 86_400_000;
+
+fn check_health_check(h: &pb::HealthCheck) -> Result<()> {
+    pb::UnhealthyAction::try_from(h.action).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "health_check.action: {} is not a known action (use LEAVE or RESTART)",
+            h.action
+        ))
+    })?;
+    if let Some(p) = h.period_ms
+        && !HEALTH_PERIOD_MS.contains(&p)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "health_check.period_ms must be {} to {} (an hour), not {p}",
+            HEALTH_PERIOD_MS.start(),
+            HEALTH_PERIOD_MS.end()
+        )));
+    }
+    if let Some(t) = h.failure_threshold
+        && !(1..=MAX_HEALTH_FAILURES).contains(&t)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "health_check.failure_threshold must be 1 to {MAX_HEALTH_FAILURES}, not {t}"
+        )));
+    }
+    if let Some(d) = h.initial_delay_ms
+        && d > MAX_HEALTH_INITIAL_DELAY_MS
+    {
+        return Err(Error::InvalidArgument(format!(
+            "health_check.initial_delay_ms must be at most {MAX_HEALTH_INITIAL_DELAY_MS} (a day), not {d}"
+        )));
+    }
+    Ok(())
+}
+
 /// Longest console line, in bytes.
 const MAX_CONSOLE_LINE: usize = 1024;
 /// Most lines a log stream may start with.
@@ -192,6 +232,9 @@ impl InstanceService for InstanceApi {
         if let Some(policy) = &r.restart_policy {
             check_restart_policy(policy)?;
         }
+        if let Some(health) = &r.health_check {
+            check_health_check(health)?;
+        }
         if r.build_version.len() > 128 || r.region.len() > 64 || r.spawner_id.len() > 128 {
             return Err(Error::InvalidArgument(
                 "build_version, region or spawner_id: too long".into(),
@@ -237,6 +280,7 @@ impl InstanceService for InstanceApi {
             env: r.env,
             args: r.args,
             restart_policy: r.restart_policy,
+            health_check: r.health_check,
         });
         let outcome = match link.request(action, self.0.command_timeout).await {
             Ok(res) => map_command_error(res),

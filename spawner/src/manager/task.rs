@@ -95,13 +95,17 @@ impl ManagerTask {
     ) -> Result<()> {
         let checked = ctx.check().and_then(|()| self.check_spawn(&spec));
         let checked = checked.and_then(|(build, port)| {
-            crate::restart::RestartPolicy::resolve(
+            let policy = crate::restart::RestartPolicy::resolve(
                 spec.restart_policy.as_ref(),
                 &self.config.restart_default,
-            )
-            .map(|policy| (build, port, policy))
+            )?;
+            let health = crate::health::HealthCheck::resolve(
+                spec.health_check.as_ref(),
+                &self.config.health,
+            )?;
+            Ok((build, port, policy, health))
         });
-        let (build_version, port, restart_policy) = match checked {
+        let (build_version, port, restart_policy, health) = match checked {
             Ok(ok) => ok,
             Err(e) => {
                 let text = e.to_string();
@@ -131,6 +135,9 @@ impl ManagerTask {
             sdk_token: new_sdk_token(),
             players: 0,
             max_players: 0,
+            health: Some(health),
+            restarts: Default::default(),
+            pending_restart: None,
         };
         self.add_actor(rec, false);
         self.save();

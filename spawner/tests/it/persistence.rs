@@ -195,3 +195,97 @@ async fn an_exit_code_while_down_is_recorded_by_the_supervisor() {
     assert_eq!(now.message, "exited with code 7 while the spawner was down");
     second.shutdown(false).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_game_that_fails_while_the_spawner_is_down_gets_its_restart_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    // Fails with 7 when told to on its console, the first time only.
+    let script = "echo run; if [ -e failed-once ]; then exec sleep 60; fi; read line; touch failed-once; exit 7";
+    let first = Manager::open(script_config(dir.path(), script))
+        .await
+        .unwrap();
+    let mut reaper = Reaper::default();
+    let spec = SpawnSpec {
+        id: "x".into(),
+        restart_policy: Some(exile_api::v1::RestartPolicy {
+            mode: exile_api::v1::RestartMode::OnFailure as i32,
+            max_restarts: 3,
+            window_seconds: 60,
+            backoff_base_ms: 100,
+            backoff_max_ms: 100,
+        }),
+        ..Default::default()
+    };
+    let rec = first.spawn(spec, OpContext::default()).await.unwrap();
+    reaper.watch(&rec);
+    first.shutdown(false).await.unwrap();
+    let instance_dir = dir.path().join("instances/x");
+    exile_spawner::supervisor::request(&instance_dir, "console fail")
+        .await
+        .unwrap();
+    eventually("the exit is recorded", || {
+        instance_dir.join("exit.json").exists()
+    })
+    .await;
+
+    let second = Manager::open(script_config(dir.path(), script))
+        .await
+        .unwrap();
+    let back = wait_for(&second, "x", "restarted", is(State::Running)).await;
+    reaper.watch(&back);
+    assert_eq!(back.restart_count, 1);
+    assert_eq!(back.exit_code, Some(7));
+    assert_eq!(
+        back.message,
+        "restarted automatically after: exited with code 7 while the spawner was down"
+    );
+    assert_ne!(back.pid, rec.pid);
+    let log = instance_dir.join("logs/output.log");
+    eventually("the second run logged", || {
+        read(&log).matches("run\n").count() == 2
+    })
+    .await;
+    second.shutdown(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_launch_the_spawner_never_recorded_is_not_left_beside_its_pending_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "echo run; exec sleep 60";
+    let first = Manager::open(script_config(dir.path(), script))
+        .await
+        .unwrap();
+    let mut reaper = Reaper::default();
+    let rec = first
+        .spawn(
+            SpawnSpec {
+                id: "x".into(),
+                ..Default::default()
+            },
+            OpContext::default(),
+        )
+        .await
+        .unwrap();
+    reaper.watch(&rec);
+    first.shutdown(false).await.unwrap();
+    // As if the spawner had died between launching a due restart and recording its pid.
+    let mut saved = StateFile::load(dir.path()).unwrap();
+    let r = &mut saved.instances[0];
+    r.state = State::Starting;
+    (r.pid, r.start_ticks, r.supervisor_pid, r.supervisor_ticks) = (None, None, None, None);
+    r.pending_restart = Some(exile_spawner::restart::PendingRestart {
+        due_unix_ms: 0,
+        reason: "exited with code 3".into(),
+    });
+    saved.save(dir.path()).unwrap();
+
+    let second = Manager::open(script_config(dir.path(), script))
+        .await
+        .unwrap();
+    let back = wait_for(&second, "x", "restarted", is(State::Running)).await;
+    reaper.watch(&back);
+    assert_ne!(back.pid, rec.pid);
+    eventually("the unrecorded game is gone", || !alive(rec.pid.unwrap())).await;
+    assert!(alive(back.pid.unwrap()));
+    second.shutdown(true).await.unwrap();
+}

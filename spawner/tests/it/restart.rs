@@ -132,3 +132,152 @@ async fn a_stop_during_the_backoff_cancels_the_restart() {
     assert_eq!(now.restart_count, 0);
     manager.shutdown(true).await.unwrap();
 }
+
+/// Manager settings built the way the binary builds them: from flags, over a build directory
+/// holding `manifest` as its `exile-build.toml`.
+fn from_build_dir(
+    data: &std::path::Path,
+    build: &std::path::Path,
+    manifest: &str,
+) -> exile_spawner::Result<exile_spawner::ManagerConfig> {
+    std::fs::write(build.join("exile-build.toml"), manifest).unwrap();
+    let ports = free_port_range(4);
+    let mut config = exile_spawner::Config::with_defaults("http://127.0.0.1:1", data);
+    config.build_dir = build.to_owned();
+    config.build_command = r#"/bin/sh -c "exit 3""#.into();
+    config.port_range = format!("{}-{}", ports.start(), ports.end());
+    config.supervisor_bin = Some(supervisor_bin());
+    exile_spawner::ManagerConfig::from_config(&config)
+}
+
+#[tokio::test]
+async fn a_build_manifest_sets_the_policy_of_spawns_that_name_none() {
+    let data = tempfile::tempdir().unwrap();
+    let build = tempfile::tempdir().unwrap();
+    let manifest = r#"
+[restart]
+policy = "on-failure"
+max_restarts = 2
+window_secs = 60
+backoff_ms = 50
+backoff_max_ms = 100
+"#;
+    let config = from_build_dir(data.path(), build.path(), manifest).unwrap();
+    let manager = Manager::open(config).await.unwrap();
+    let ask = |id: &str, policy: Option<v1::RestartPolicy>| SpawnSpec {
+        id: id.into(),
+        restart_policy: policy,
+        ..Default::default()
+    };
+    // No policy: the manifest's.
+    manager
+        .spawn(ask("build", None), OpContext::default())
+        .await
+        .unwrap();
+    // A policy of its own wins over the manifest...
+    let never = v1::RestartPolicy {
+        mode: v1::RestartMode::Never as i32,
+        ..Default::default()
+    };
+    manager
+        .spawn(ask("own", Some(never)), OpContext::default())
+        .await
+        .unwrap();
+    // ...field by field: only the limit here, the mode and backoff still the manifest's.
+    let one = v1::RestartPolicy {
+        max_restarts: 1,
+        ..Default::default()
+    };
+    manager
+        .spawn(ask("limit", Some(one)), OpContext::default())
+        .await
+        .unwrap();
+    for (id, restarts) in [("build", 2), ("own", 0), ("limit", 1)] {
+        let end = wait_for(&manager, id, "crashed for good", |r| {
+            r.state == State::Crashed && r.pending_restart.is_none()
+        })
+        .await;
+        assert_eq!(end.restart_count, restarts, "{id}: {}", end.message);
+        assert_eq!(end.exit_code, Some(3));
+        if restarts > 0 {
+            assert!(
+                end.message
+                    .contains(&format!("crash loop: {restarts} restarts within 60s")),
+                "{id}: {}",
+                end.message
+            );
+        }
+    }
+    manager.shutdown(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_malformed_build_manifest_stops_the_spawner_with_a_sentence_naming_it() {
+    let data = tempfile::tempdir().unwrap();
+    let build = tempfile::tempdir().unwrap();
+    let err = from_build_dir(
+        data.path(),
+        build.path(),
+        "[restart]\npolicy = \"sometimes\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("exile-build.toml"), "{err}");
+
+    // The real binary refuses to start, before it touches its data dir or the master.
+    let manifest = build.path().join("exile-build.toml");
+    std::fs::write(&manifest, "[health]\nperiod_secs = 5\ncolour = \"red\"\n").unwrap();
+    let data_dir = data.path().join("never-created");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_exile-spawner"))
+        .arg("--master=http://127.0.0.1:1")
+        .arg(format!("--data-dir={}", data_dir.display()))
+        .arg(format!("--build-dir={}", build.path().display()))
+        .arg(format!("--supervisor-bin={}", supervisor_bin().display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "the build manifest {} is malformed: line 3: unknown field `colour`",
+        manifest.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!data_dir.exists());
+}
+
+#[tokio::test]
+async fn a_restart_pending_at_a_clean_shutdown_is_made_by_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "if [ -e failed-once ]; then exec sleep 60; fi; touch failed-once; exit 4";
+    let first = Manager::open(script_config(dir.path(), script))
+        .await
+        .unwrap();
+    let mut s = spec("later", v1::RestartMode::OnFailure, 5);
+    if let Some(p) = s.restart_policy.as_mut() {
+        p.backoff_base_ms = 2_000;
+        p.backoff_max_ms = 2_000;
+    }
+    first.spawn(s, OpContext::default()).await.unwrap();
+    wait_for(&first, "later", "waiting to restart", |r| {
+        r.pending_restart.is_some()
+    })
+    .await;
+    first.shutdown(false).await.unwrap();
+    let saved = exile_spawner::state::StateFile::load(dir.path()).unwrap();
+    let pending = saved.instances[0].pending_restart.clone();
+    assert_eq!(
+        pending.map(|p| p.reason),
+        Some("exited with code 4".to_owned()),
+        "the shutdown dropped the pending restart"
+    );
+
+    let second = Manager::open(script_config(dir.path(), script))
+        .await
+        .unwrap();
+    let back = wait_for(&second, "later", "restarted", is(State::Running)).await;
+    let mut reaper = Reaper::default();
+    reaper.watch(&back);
+    assert_eq!(back.restart_count, 1);
+    assert_eq!(back.exit_code, Some(4));
+    second.shutdown(true).await.unwrap();
+}

@@ -85,10 +85,22 @@ impl Harness {
 
     /// Spawns a game and returns the SDK variables it was given.
     pub async fn spawn_game(&mut self, id: &str) -> GameVars {
-        let spec = SpawnSpec {
+        self.spawn_game_spec(SpawnSpec {
             id: id.into(),
             ..Default::default()
-        };
+        })
+        .await
+    }
+
+    /// Spawns `spec` and returns the gRPC SDK address and secret its game was given.
+    async fn spawn_spec(&mut self, spec: SpawnSpec) -> (String, String) {
+        let vars = self.spawn_game_spec(spec).await;
+        (vars.grpc, vars.token)
+    }
+
+    /// Spawns `spec` and returns the SDK variables its game was given.
+    pub async fn spawn_game_spec(&mut self, spec: SpawnSpec) -> GameVars {
+        let id = spec.id.clone();
         let rec = self
             .manager
             .spawn(spec, OpContext::default())
@@ -315,6 +327,7 @@ async fn a_silent_sdk_user_goes_unhealthy_and_back_but_a_game_without_the_sdk_ne
             period: Duration::from_millis(100),
             failure_threshold: 3,
             initial_delay: Duration::ZERO,
+            ..Default::default()
         };
     })
     .await;
@@ -371,6 +384,160 @@ async fn a_reservation_lapses_to_ready_and_shutdown_is_a_requested_stop() {
     sdk.shutdown(v1::SdkShutdownRequest {}).await.unwrap();
     let rec = wait_for(&h.manager, "r", "stopped", is(State::Stopped)).await;
     assert_eq!(rec.message, "stopped", "a stop, not a crash");
+    h.stop.cancel();
+    h.manager.shutdown(true).await.unwrap();
+}
+
+/// A spawn whose own health check is short, with `action`.
+fn checked(id: &str, action: v1::UnhealthyAction) -> SpawnSpec {
+    SpawnSpec {
+        id: id.into(),
+        health_check: Some(v1::HealthCheck {
+            period_ms: Some(100),
+            failure_threshold: Some(3),
+            initial_delay_ms: Some(0),
+            action: action as i32,
+        }),
+        restart_policy: Some(v1::RestartPolicy {
+            backoff_base_ms: 100,
+            backoff_max_ms: 100,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_spawns_own_health_check_wins_and_restart_or_leave_is_carried_out() {
+    // The spawner's own check would take an hour to notice anything.
+    let mut h = harness_with(|c| {
+        c.health = exile_spawner::HealthCheck {
+            period: Duration::from_secs(3600),
+            ..Default::default()
+        };
+    })
+    .await;
+    let mut pinged = Vec::new();
+    for (id, spec) in [
+        ("restart", checked("restart", v1::UnhealthyAction::Restart)),
+        ("leave", checked("leave", v1::UnhealthyAction::Leave)),
+        (
+            "default",
+            SpawnSpec {
+                id: "default".into(),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let (addr, token) = h.spawn_spec(spec).await;
+        // One call makes the game one that is checked; then it falls silent.
+        client(&addr, &token)
+            .await
+            .health(v1::SdkHealthRequest {})
+            .await
+            .unwrap();
+        pinged.push(h.manager.get(id).await.unwrap());
+    }
+    let mut events = h.manager.subscribe();
+
+    let before = &pinged[0];
+    let after = wait_for(&h.manager, "restart", "restarted", |r| {
+        r.restart_count == 1 && r.state == State::Running
+    })
+    .await;
+    h.reaper.watch(&after);
+    assert_ne!(after.pid, before.pid, "not a new process");
+    assert_eq!(
+        after.message,
+        "restarted automatically after: unhealthy: missed 3 health pings"
+    );
+    // It went through Unhealthy, saying why, before it was restarted.
+    let mut said = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        let s = ev.status.unwrap();
+        if s.id == "restart" {
+            said.push((s.state(), s.message));
+        }
+    }
+    assert!(
+        said.iter()
+            .any(|(st, m)| *st == v1::InstanceState::Unhealthy
+                && m.starts_with("unhealthy: missed 3 health pings (no SDK health ping for")),
+        "{said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|(_, m)| m.contains("restarting in 0.1s (restart 1 of 5")),
+        "{said:?}"
+    );
+
+    // Meanwhile the one told to leave it is still Unhealthy, in the same process, and the
+    // one with the spawner's hour-long period is still fine.
+    let left = wait_for(&h.manager, "leave", "unhealthy", is(State::Unhealthy)).await;
+    assert_eq!(left.pid, pinged[1].pid);
+    assert_eq!(left.restart_count, 0);
+    assert!(alive(left.pid.unwrap()));
+    assert_eq!(
+        h.manager.get("default").await.unwrap().state,
+        State::Running
+    );
+
+    h.stop.cancel();
+    h.manager.shutdown(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unhealthy_restart_counts_toward_the_crash_loop_limit() {
+    let mut h = harness().await;
+    let mut spec = checked("flaky", v1::UnhealthyAction::Restart);
+    spec.restart_policy = Some(v1::RestartPolicy {
+        max_restarts: 1,
+        backoff_base_ms: 100,
+        backoff_max_ms: 100,
+        ..Default::default()
+    });
+    for round in 0..2 {
+        let (addr, token) = if round == 0 {
+            h.spawn_spec(spec.clone()).await
+        } else {
+            // The restarted game prints its variables again.
+            let rec = wait_for(&h.manager, "flaky", "restarted", |r| {
+                r.restart_count == 1 && r.state == State::Running
+            })
+            .await;
+            h.reaper.watch(&rec);
+            let log = h.dir.path().join("instances/flaky/logs/output.log");
+            eventually("the restarted game printed its variables", || {
+                read(&log).matches("token=").count() == 2
+            })
+            .await;
+            let text = read(&log);
+            let line = text.lines().rfind(|l| l.contains("token=")).unwrap();
+            let addr = line
+                .split("sdk=")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap();
+            let token = line.split("token=").nth(1).unwrap().trim();
+            (addr.to_owned(), token.to_owned())
+        };
+        client(&addr, &token)
+            .await
+            .health(v1::SdkHealthRequest {})
+            .await
+            .unwrap();
+    }
+    let end = wait_for(&h.manager, "flaky", "given up", is(State::Crashed)).await;
+    assert_eq!(end.restart_count, 1);
+    assert!(
+        end.message
+            .starts_with("unhealthy: missed 3 health pings; crash loop: 1 restarts within"),
+        "{}",
+        end.message
+    );
+    assert_eq!(end.pid, None);
     h.stop.cancel();
     h.manager.shutdown(true).await.unwrap();
 }

@@ -121,6 +121,7 @@ async fn health_pings_over_http_keep_a_game_healthy_and_their_absence_does_not()
             period: Duration::from_millis(200),
             failure_threshold: 4,
             initial_delay: Duration::ZERO,
+            ..Default::default()
         };
     })
     .await;
@@ -316,6 +317,7 @@ async fn the_curl_example_game_gets_ready_and_keeps_pinging() {
             period: Duration::from_millis(500),
             failure_threshold: 4,
             initial_delay: Duration::ZERO,
+            ..Default::default()
         };
     })
     .await;

@@ -428,3 +428,107 @@ async fn a_flood_and_a_slow_reader_break_neither_the_link_nor_the_master() {
     assert_eq!(spawner.state(), pb::SpawnerState::Online);
     sb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_pending_in_backoff_is_made_once_after_a_kill_9_of_the_spawner() {
+    // Crashes with code 3 on its first run only; every run says so in its log.
+    let script =
+        "echo run; if [ -e crashed-once ]; then exec sleep 600; fi; touch crashed-once; exit 3";
+    let mut sb = Sandbox::start(SandboxOptions {
+        spawners: 1,
+        build_command: Some(format!("/bin/sh -c \"{script}\"")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ids = sb.spawner_ids().await.unwrap();
+    sb.stop_spawner(0).await.unwrap();
+    sb.start_spawner_process(0).unwrap();
+    sb.wait_spawners_online(1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let admin = sb.admin().await.unwrap();
+    let inst = admin
+        .instances
+        .clone()
+        .spawn_instance(pb::SpawnInstanceRequest {
+            spawner_id: ids[0].clone(),
+            restart_policy: Some(pb::RestartPolicy {
+                mode: pb::RestartMode::OnFailure as i32,
+                max_restarts: 5,
+                window_seconds: 300,
+                // Long enough that the spawner is surely dead before it is due.
+                backoff_base_ms: 8_000,
+                backoff_max_ms: 8_000,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    let state_file = sb.dir().join(sb.spawner_name(0)).join("state.json");
+    eventually(
+        "the pending restart is on disk",
+        Duration::from_secs(20),
+        || async {
+            let state: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&state_file).ok()?).ok()?;
+            state["instances"]
+                .as_array()?
+                .iter()
+                .any(|i| i["id"] == inst.id.as_str() && i["pending_restart"].is_object())
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    sb.kill_spawner_process(0).unwrap();
+    // Killed during the backoff: the game ran once and nothing runs now.
+    assert_eq!(log_of(&sb, &inst.id).matches("run\n").count(), 1);
+    assert_eq!(processes_of(&inst.id), 0);
+
+    sb.start_spawner_process(0).unwrap();
+    let back = eventually(
+        "the instance restarted by the new spawner",
+        Duration::from_secs(40),
+        || async {
+            let l = sb.instances().await.ok()?;
+            l.into_iter()
+                .find(|i| i.id == inst.id && i.state() == S::Running && i.pid != 0)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(back.restart_count, 1, "{}", back.message);
+    assert_eq!(back.exit_code, Some(3), "{}", back.message);
+    assert_eq!(
+        back.message,
+        "restarted automatically after: exited with code 3"
+    );
+    eventually("the game runs", Duration::from_secs(10), || async {
+        (processes_of(&inst.id) == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(log_of(&sb, &inst.id).matches("run\n").count(), 2);
+    // The pending restart is done with: on disk too, so no later start makes it again.
+    eventually(
+        "the restart is off the state file",
+        Duration::from_secs(10),
+        || async {
+            let state: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&state_file).ok()?).ok()?;
+            state["instances"]
+                .as_array()?
+                .iter()
+                .any(|i| i["id"] == inst.id.as_str() && i["pending_restart"].is_null())
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    sb.kill_spawner_process(0).unwrap();
+    sb.shutdown().await;
+}

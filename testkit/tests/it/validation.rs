@@ -68,6 +68,64 @@ async fn malformed_and_oversized_requests_are_invalid_arguments() {
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
     }
+    // Health checks: zero, absurd and unknown values, each named in the answer.
+    let health = |h: pb::HealthCheck| pb::SpawnInstanceRequest {
+        health_check: Some(h),
+        ..Default::default()
+    };
+    for (req, field) in [
+        (
+            health(pb::HealthCheck {
+                period_ms: Some(0),
+                ..Default::default()
+            }),
+            "health_check.period_ms",
+        ),
+        (
+            health(pb::HealthCheck {
+                period_ms: Some(u32::MAX),
+                ..Default::default()
+            }),
+            "health_check.period_ms",
+        ),
+        (
+            health(pb::HealthCheck {
+                failure_threshold: Some(0),
+                ..Default::default()
+            }),
+            "health_check.failure_threshold",
+        ),
+        (
+            health(pb::HealthCheck {
+                failure_threshold: Some(1_000_000),
+                ..Default::default()
+            }),
+            "health_check.failure_threshold",
+        ),
+        (
+            health(pb::HealthCheck {
+                initial_delay_ms: Some(u32::MAX),
+                ..Default::default()
+            }),
+            "health_check.initial_delay_ms",
+        ),
+        (
+            health(pb::HealthCheck {
+                action: 9,
+                ..Default::default()
+            }),
+            "health_check.action",
+        ),
+    ] {
+        let e = admin
+            .instances
+            .clone()
+            .spawn_instance(req)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+        assert!(e.message().contains(field), "{}", e.message());
+    }
     let e = admin
         .instances
         .clone()
