@@ -15,6 +15,7 @@ mod link;
 pub mod logs;
 pub mod manager;
 pub mod metrics;
+pub mod own_log;
 pub mod ports;
 pub mod process;
 pub mod restart;
@@ -23,6 +24,7 @@ pub mod state;
 pub mod supervisor;
 
 use tokio_util::sync::CancellationToken;
+use tracing::instrument::WithSubscriber;
 
 pub use config::Config;
 pub use enroll::Credential;
@@ -36,12 +38,26 @@ pub use state::{InstanceRecord, State};
 /// On shutdown it closes the link and, unless `stop_instances_on_shutdown`, leaves the
 /// instances running for the next start to adopt.
 ///
+/// Everything the spawner reports goes to its own log file in the data dir as well as to
+/// the tracing dispatcher current when `run` is called (see [`own_log`]).
+///
 /// Errors are returned only for problems a restart cannot fix: bad configuration, an
 /// unusable data dir, a refused enrollment token.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::io("could not create", &config.data_dir, e))?;
+    let Some(dir) = config.own_log_dir() else {
+        return run_agent(config, shutdown).await;
+    };
+    let outer = tracing::dispatcher::get_default(tracing::Dispatch::clone);
+    let log = own_log::OwnLog::open(&dir, config.own_log_limits())?;
+    let dispatch = log.dispatch(config.own_log_filter()?, outer);
+    drop(log);
+    run_agent(config, shutdown).with_subscriber(dispatch).await
+}
+
+async fn run_agent(config: Config, shutdown: CancellationToken) -> Result<()> {
     let endpoint = link::endpoint(&config.master)?;
     let sdk_listener = sdk::bind(config.sdk_listen, &config.data_dir).await?;
     let sdk_addr = sdk_listener
@@ -51,7 +67,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     manager_config.sdk_addr = Some(sdk_addr);
     let manager = Manager::open(manager_config).await?;
     let sdk_shutdown = shutdown.child_token();
-    let sdk_task = tokio::spawn(sdk::serve(
+    let sdk_task = own_log::spawn(sdk::serve(
         sdk_listener,
         manager.clone(),
         sdk_shutdown.clone(),
@@ -61,6 +77,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         master = %config.master,
         data_dir = %config.data_dir.display(),
         sdk = %sdk_addr,
+        log = %config.own_log_dir().map(|d| d.join(own_log::LOG_NAME).display().to_string()).unwrap_or_else(|| "none".into()),
         "spawner started"
     );
     let result = match enroll::obtain(&config, &endpoint, &shutdown).await {

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
+use tracing::instrument::WithSubscriber;
 
 use crate::backoff::Backoff;
 use crate::commands;
@@ -274,12 +275,10 @@ impl Link {
             master_message::Kind::Command(command) => {
                 let cancel = CancellationToken::new();
                 running.insert(command.request_id, cancel.clone());
-                tasks.spawn(commands::execute(
-                    self.manager.clone(),
-                    command,
-                    cancel,
-                    tx.clone(),
-                ));
+                tasks.spawn(
+                    commands::execute(self.manager.clone(), command, cancel, tx.clone())
+                        .with_current_subscriber(),
+                );
                 None
             }
             master_message::Kind::Cancel(cancel) => {
