@@ -20,6 +20,7 @@ use crate::enroll::Credential;
 use crate::error::{Error, Result};
 use crate::manager::Manager;
 use crate::metrics::{Sampler, Target};
+use crate::own_log;
 
 /// Heartbeat interval until the master's Welcome says otherwise.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(5000);
@@ -275,8 +276,12 @@ impl Link {
             master_message::Kind::Command(command) => {
                 let cancel = CancellationToken::new();
                 running.insert(command.request_id, cancel.clone());
+                let own_log = own_log::Source {
+                    spawner_id: self.credential.spawner_id.clone(),
+                    dir: self.config.own_log_dir(),
+                };
                 tasks.spawn(
-                    commands::execute(self.manager.clone(), command, cancel, tx.clone())
+                    commands::execute(self.manager.clone(), own_log, command, cancel, tx.clone())
                         .with_current_subscriber(),
                 );
                 None

@@ -254,6 +254,53 @@ where
     }
 }
 
+/// What a `logs` command naming the spawner reads: this spawner's id and its log directory
+/// (`None` when it keeps no log file).
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The spawner's id, as the master knows it.
+    pub spawner_id: String,
+    /// Directory of the log files.
+    pub dir: Option<PathBuf>,
+}
+
+impl Source {
+    /// Sends the log of spawner `asked` (which must be this one) like an instance's log.
+    pub async fn stream<F, Fut>(
+        &self,
+        asked: &str,
+        tail_lines: u32,
+        follow: bool,
+        send: F,
+    ) -> Result<()>
+    where
+        F: FnMut(crate::logs::Piece) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        if asked != self.spawner_id {
+            return Err(Error::OtherSpawner {
+                mine: self.spawner_id.clone(),
+                asked: asked.to_owned(),
+            });
+        }
+        let Some(dir) = &self.dir else {
+            return Err(Error::FailedPrecondition(format!(
+                "spawner {} keeps no log file (it was started with --own-log-max-bytes=0)",
+                self.spawner_id
+            )));
+        };
+        if !dir.is_dir() {
+            return Err(Error::FailedPrecondition(format!(
+                "the log directory {} of spawner {} is missing; restart the spawner to create it \
+                 again",
+                dir.display(),
+                self.spawner_id
+            )));
+        }
+        crate::logs::stream_named(dir.clone(), LOG_NAME, tail_lines, follow, send).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,7 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<()> {
             id: args.instance,
             follow: args.follow,
             tail_lines: tail,
+            ..Default::default()
         })
         .await
         .or_explain(&ctx.session)?;
@@ -55,6 +56,7 @@ pub async fn console(ctx: &Ctx, args: ConsoleArgs) -> Result<()> {
             id: id.clone(),
             follow: true,
             tail_lines: args.tail,
+            ..Default::default()
         })
         .await
         .or_explain(&ctx.session)?;
