@@ -114,18 +114,24 @@ async fn read_logs(
 ) -> (String, v1::CommandResult) {
     session.send(command(request_id, Action::Logs(logs))).await;
     let mut data = Vec::new();
-    let result = session
-        .until(|kind| match kind {
-            spawner_message::Kind::LogData(d) if d.request_id == request_id => {
-                assert!(d.data.len() <= 64 * 1024);
-                data.extend_from_slice(&d.data);
-                None
-            }
-            spawner_message::Kind::CommandResult(r) if r.request_id == request_id => Some(r),
-            _ => None,
-        })
-        .await;
+    let result = within(session.until(|kind| match kind {
+        spawner_message::Kind::LogData(d) if d.request_id == request_id => {
+            assert!(d.data.len() <= 64 * 1024);
+            data.extend_from_slice(&d.data);
+            None
+        }
+        spawner_message::Kind::CommandResult(r) if r.request_id == request_id => Some(r),
+        _ => None,
+    }))
+    .await;
     (String::from_utf8_lossy(&data).into_owned(), result)
+}
+
+/// `fut`, or a failed test after 20 s (heartbeats keep `Session::until` from timing out).
+async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .expect("not within 20 s")
 }
 
 fn spawner_logs(spawner_id: &str, tail_lines: u32) -> v1::LogsCommand {
@@ -174,7 +180,7 @@ async fn the_spawner_log_is_written_rotated_under_its_cap_and_streamed() {
 
     // The tail over the link holds what the agent said, from its own tasks too.
     session.send(failing(1, "missing-1")).await;
-    session.until(result_for(1)).await;
+    within(session.until(result_for(1))).await;
     eventually("the failed command is logged", || {
         read(&live).contains("missing-1")
     })
@@ -204,39 +210,44 @@ async fn the_spawner_log_is_written_rotated_under_its_cap_and_streamed() {
         v1::CommandErrorKind::InvalidArgument as i32
     );
 
-    // A follower sees new lines as they are written.
+    // A follower sees new lines as they are written. Its one-line tail says it holds its
+    // place in the file; only then is the new line logged, so it cannot fall before it.
     session
         .send(command(
             6,
             Action::Logs(v1::LogsCommand {
                 follow: true,
-                ..spawner_logs("sp-1", 0)
+                ..spawner_logs("sp-1", 1)
             }),
         ))
         .await;
+    within(session.until(|kind| match kind {
+        spawner_message::Kind::LogData(d) if d.request_id == 6 => Some(()),
+        _ => None,
+    }))
+    .await;
     session.send(failing(7, "followed-1")).await;
     let mut followed = Vec::new();
-    session
-        .until(|kind| match kind {
-            spawner_message::Kind::LogData(d) if d.request_id == 6 => {
-                followed.extend_from_slice(&d.data);
-                String::from_utf8_lossy(&followed)
-                    .contains("followed-1")
-                    .then_some(())
-            }
-            _ => None,
-        })
-        .await;
+    within(session.until(|kind| match kind {
+        spawner_message::Kind::LogData(d) if d.request_id == 6 => {
+            followed.extend_from_slice(&d.data);
+            String::from_utf8_lossy(&followed)
+                .contains("followed-1")
+                .then_some(())
+        }
+        _ => None,
+    }))
+    .await;
     session
         .send(master_message::Kind::Cancel(v1::Cancel { request_id: 6 }))
         .await;
-    session.until(result_for(6)).await;
+    within(session.until(result_for(6))).await;
 
     // Far more than the cap: the oldest lines rotate away, the files stay under the cap.
     for i in 0..200 {
         session.send(failing(100 + i, &format!("flood-{i}"))).await;
     }
-    session.until(result_for(299)).await;
+    within(session.until(result_for(299))).await;
     eventually("the last failure is logged", || {
         read(&live).contains("flood-199")
     })
