@@ -69,7 +69,7 @@ pub enum Command {
     Instance(InstanceCommand),
     /// Follow live events: a snapshot, then one line per change.
     Watch(WatchArgs),
-    /// Print an instance's output log (operator).
+    /// Print an instance's output log, or with --spawner a spawner's own log (operator).
     Logs(LogsArgs),
     /// Attach to an instance's console: its output live, and each line typed sent to the
     /// game server (operator; every line is audited).
@@ -409,8 +409,11 @@ pub struct SpawnArgs {
 /// `exilectl logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// Instance id.
-    pub instance: String,
+    /// Instance whose output to print (give this or --spawner).
+    pub instance: Option<String>,
+    /// Print this spawner's own log (links, spawns, failures) instead of an instance's output.
+    #[arg(long, value_name = "SPAWNER_ID")]
+    pub spawner: Option<String>,
     /// Keep printing new output until interrupted.
     #[arg(long, short = 'f')]
     pub follow: bool,

@@ -74,7 +74,8 @@ pub const RULES: &[(&str, Rule)] = &[
     ("/exile.v1.InstanceService/StopInstance",         rule(OPERATOR, true)),
     ("/exile.v1.InstanceService/RestartInstance",      rule(OPERATOR, true)),
     ("/exile.v1.InstanceService/RemoveInstance",       rule(OPERATOR, true)),
-    // Operator: logs can hold secrets. Reading changes nothing, so not audited.
+    // Operator: logs (an instance's output or a spawner's own log) can hold secrets.
+    // Reading changes nothing, so not audited.
     ("/exile.v1.InstanceService/StreamLogs",           rule(OPERATOR, false)),
     ("/exile.v1.InstanceService/SendConsoleCommand",   rule(OPERATOR, true)),
     ("/exile.v1.BackupService/CreateBackup",           rule(OPERATOR, true)),

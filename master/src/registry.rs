@@ -315,6 +315,16 @@ impl Registry {
         Ok((r.spawner_id.clone(), link))
     }
 
+    /// A spawner's live link.
+    pub fn spawner_link(&self, spawner_id: &str) -> Result<Link> {
+        let st = self.lock();
+        let e = st
+            .spawners
+            .get(spawner_id)
+            .ok_or_else(|| not_found_spawner(spawner_id))?;
+        live_link(e)
+    }
+
     /// Sets or clears the drained flag.
     pub fn set_drained(&self, id: &str, drained: bool) -> Result<pb::Spawner> {
         let mut st = self.lock();

@@ -11,11 +11,14 @@ use crate::error::{Error, Result};
 use crate::instance::OpContext;
 use crate::logs::Piece;
 use crate::manager::{Manager, SpawnSpec};
+use crate::own_log;
 use crate::state::InstanceRecord;
 
-/// Runs `command` and reports its result on `tx`; returns its request id.
+/// Runs `command` and reports its result on `tx`; returns its request id. `own_log` is what
+/// a `logs` command naming this spawner reads.
 pub async fn execute(
     manager: Manager,
+    own_log: own_log::Source,
     command: v1::Command,
     cancel: CancellationToken,
     tx: mpsc::Sender<v1::SpawnerMessage>,
@@ -26,7 +29,7 @@ pub async fn execute(
         deadline,
         cancel: cancel.clone(),
     };
-    let run = dispatch(&manager, command.action, ctx, request_id, &tx);
+    let run = dispatch(&manager, &own_log, command.action, ctx, request_id, &tx);
     let expired = async {
         match deadline {
             Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -101,6 +104,7 @@ async fn send_log(tx: &mpsc::Sender<v1::SpawnerMessage>, request_id: u64, piece:
 
 async fn dispatch(
     manager: &Manager,
+    own_log: &own_log::Source,
     action: Option<Action>,
     ctx: OpContext,
     request_id: u64,
@@ -129,11 +133,29 @@ async fn dispatch(
             Ok((None, Vec::new()))
         }
         Some(Action::Logs(logs)) => {
-            manager
-                .logs(&logs.instance_id, logs.tail_lines, logs.follow, |piece| {
-                    send_log(tx, request_id, piece)
-                })
-                .await?;
+            let send = |piece| send_log(tx, request_id, piece);
+            match (logs.instance_id.is_empty(), logs.spawner_id.is_empty()) {
+                (false, true) => {
+                    manager
+                        .logs(&logs.instance_id, logs.tail_lines, logs.follow, send)
+                        .await?;
+                }
+                (true, false) => {
+                    own_log
+                        .stream(&logs.spawner_id, logs.tail_lines, logs.follow, send)
+                        .await?;
+                }
+                (false, false) => {
+                    return Err(Error::InvalidArgument(
+                        "a logs command names an instance or the spawner, not both".into(),
+                    ));
+                }
+                (true, true) => {
+                    return Err(Error::InvalidArgument(
+                        "a logs command must name an instance or the spawner".into(),
+                    ));
+                }
+            }
             Ok((None, Vec::new()))
         }
         Some(Action::Console(console)) => {

@@ -152,6 +152,21 @@ pub struct Config {
     #[arg(long, env = "EXILE_SPAWNER_LOG_FILES", default_value_t = 4)]
     pub log_files: u32,
 
+    /// Size in bytes of one file of the spawner's own log (`<data-dir>/logs/spawner.log`,
+    /// readable with `exilectl logs --spawner`) before it is rotated; 0 keeps no log file.
+    #[arg(long, env = "EXILE_SPAWNER_OWN_LOG_MAX_BYTES", default_value_t = 8 << 20)]
+    pub own_log_max_bytes: u64,
+
+    /// Rotated files of the spawner's own log kept besides the live one (the cap is
+    /// (this + 1) × --own-log-max-bytes).
+    #[arg(long, env = "EXILE_SPAWNER_OWN_LOG_FILES", default_value_t = 3)]
+    pub own_log_files: u32,
+
+    /// Which events go to the spawner's own log file, as `RUST_LOG` directives (stderr
+    /// follows `RUST_LOG`).
+    #[arg(long, env = "EXILE_SPAWNER_OWN_LOG_FILTER", default_value = "info")]
+    pub own_log_filter: String,
+
     /// Seconds between the SDK health pings a game is expected to send. Only games that have
     /// called the SDK at least once are checked: a build without the SDK is never unhealthy.
     #[arg(long, env = "EXILE_SPAWNER_HEALTH_PERIOD", default_value_t = 5.0)]
@@ -202,6 +217,7 @@ impl Config {
         self.ports()?;
         self.command_template()?;
         self.health()?;
+        self.own_log_filter()?;
         if self.capacity == 0 {
             return Err(Error::Config("--capacity must be at least 1".into()));
         }
@@ -209,6 +225,29 @@ impl Config {
             return Err(Error::Config("--build-version must not be empty".into()));
         }
         Ok(())
+    }
+
+    /// Directory of the spawner's own log, `None` when it keeps none.
+    pub fn own_log_dir(&self) -> Option<PathBuf> {
+        (self.own_log_max_bytes > 0).then(|| crate::own_log::log_dir(&self.data_dir))
+    }
+
+    /// Size limits of the spawner's own log.
+    pub fn own_log_limits(&self) -> crate::supervisor::logfile::LogLimits {
+        crate::supervisor::logfile::LogLimits {
+            max_bytes: self.own_log_max_bytes,
+            keep: self.own_log_files,
+        }
+    }
+
+    /// The filter of the spawner's own log file.
+    pub fn own_log_filter(&self) -> Result<tracing_subscriber::EnvFilter> {
+        tracing_subscriber::EnvFilter::try_new(&self.own_log_filter).map_err(|e| {
+            Error::Config(format!(
+                "--own-log-filter {:?} is not a valid filter: {e}",
+                self.own_log_filter
+            ))
+        })
     }
 
     /// The health check from the flags.

@@ -13,6 +13,14 @@ pub enum Error {
     /// A command named an instance this spawner does not hold.
     #[error("instance {0} does not exist on this spawner")]
     NotFound(String),
+    /// A command named another spawner than this one.
+    #[error("this is spawner {mine}, not {asked}")]
+    OtherSpawner {
+        /// This spawner's id.
+        mine: String,
+        /// The id the command named.
+        asked: String,
+    },
     /// The command is valid but cannot run now (capacity, ports, wrong state).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -94,7 +102,7 @@ impl Error {
     /// The error class reported to the master in a `CommandResult`.
     pub fn kind(&self) -> CommandErrorKind {
         match self {
-            Error::NotFound(_) => CommandErrorKind::NotFound,
+            Error::NotFound(_) | Error::OtherSpawner { .. } => CommandErrorKind::NotFound,
             Error::FailedPrecondition(_) | Error::Unauthenticated => {
                 CommandErrorKind::FailedPrecondition
             }

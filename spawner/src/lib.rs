@@ -17,6 +17,7 @@ pub mod logs;
 pub mod manager;
 pub mod manifest;
 pub mod metrics;
+pub mod own_log;
 pub mod ports;
 pub mod process;
 pub mod restart;
@@ -25,6 +26,7 @@ pub mod state;
 pub mod supervisor;
 
 use tokio_util::sync::CancellationToken;
+use tracing::instrument::WithSubscriber;
 
 pub use config::Config;
 pub use enroll::Credential;
@@ -39,14 +41,34 @@ pub use state::{InstanceRecord, State};
 /// On shutdown it closes the link and, unless `stop_instances_on_shutdown`, leaves the
 /// instances running for the next start to adopt.
 ///
+/// Everything the spawner reports goes to its own log file in the data dir as well as to
+/// the tracing dispatcher current when `run` is called (see [`own_log`]).
+///
 /// Errors are returned only for problems a restart cannot fix: bad configuration, an
 /// unusable data dir, a refused enrollment token.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     config.validate()?;
     // First, so a malformed build manifest stops the start before anything is touched.
-    let mut manager_config = ManagerConfig::from_config(&config)?;
+    let manager_config = ManagerConfig::from_config(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::io("could not create", &config.data_dir, e))?;
+    let Some(dir) = config.own_log_dir() else {
+        return run_agent(config, manager_config, shutdown).await;
+    };
+    let outer = tracing::dispatcher::get_default(tracing::Dispatch::clone);
+    let log = own_log::OwnLog::open(&dir, config.own_log_limits())?;
+    let dispatch = log.dispatch(config.own_log_filter()?, outer);
+    drop(log);
+    run_agent(config, manager_config, shutdown)
+        .with_subscriber(dispatch)
+        .await
+}
+
+async fn run_agent(
+    config: Config,
+    mut manager_config: ManagerConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let endpoint = link::endpoint(&config.master)?;
     let sdk_listener = sdk::grpc::bind(config.sdk_listen, &config.data_dir).await?;
     let sdk_http_listener = sdk::http::bind(config.sdk_http_listen, &config.data_dir).await?;
@@ -60,23 +82,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     manager_config.sdk_http_addr = Some(sdk_http_addr);
     let manager = Manager::open(manager_config).await?;
     let sdk_shutdown = shutdown.child_token();
+    // Both endpoints carry this spawner's log dispatcher (see `own_log`).
     let mut sdk_tasks = tokio::task::JoinSet::new();
-    sdk_tasks.spawn(sdk::grpc::serve(
-        sdk_listener,
-        manager.clone(),
-        sdk_shutdown.clone(),
-    ));
-    sdk_tasks.spawn(sdk::http::serve(
-        sdk_http_listener,
-        manager.clone(),
-        sdk_shutdown.clone(),
-    ));
+    sdk_tasks.spawn(
+        sdk::grpc::serve(sdk_listener, manager.clone(), sdk_shutdown.clone())
+            .with_current_subscriber(),
+    );
+    sdk_tasks.spawn(
+        sdk::http::serve(sdk_http_listener, manager.clone(), sdk_shutdown.clone())
+            .with_current_subscriber(),
+    );
     tracing::info!(
         name = %config.spawner_name(),
         master = %config.master,
         data_dir = %config.data_dir.display(),
         sdk = %sdk_addr,
         sdk_http = %sdk_http_addr,
+        log = %config.own_log_dir().map(|d| d.join(own_log::LOG_NAME).display().to_string()).unwrap_or_else(|| "none".into()),
         "spawner started"
     );
     let result = match enroll::obtain(&config, &endpoint, &shutdown).await {

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
+use tracing::instrument::WithSubscriber;
 
 use crate::backoff::Backoff;
 use crate::commands;
@@ -19,6 +20,7 @@ use crate::enroll::Credential;
 use crate::error::{Error, Result};
 use crate::manager::Manager;
 use crate::metrics::{Sampler, Target};
+use crate::own_log;
 
 /// Heartbeat interval until the master's Welcome says otherwise.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(5000);
@@ -274,12 +276,14 @@ impl Link {
             master_message::Kind::Command(command) => {
                 let cancel = CancellationToken::new();
                 running.insert(command.request_id, cancel.clone());
-                tasks.spawn(commands::execute(
-                    self.manager.clone(),
-                    command,
-                    cancel,
-                    tx.clone(),
-                ));
+                let own_log = own_log::Source {
+                    spawner_id: self.credential.spawner_id.clone(),
+                    dir: self.config.own_log_dir(),
+                };
+                tasks.spawn(
+                    commands::execute(self.manager.clone(), own_log, command, cancel, tx.clone())
+                        .with_current_subscriber(),
+                );
                 None
             }
             master_message::Kind::Cancel(cancel) => {

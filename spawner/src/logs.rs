@@ -1,7 +1,7 @@
-//! Reading an instance's rotated output log for the master: the last N lines, then (when
-//! following) new output as the supervisor writes it, across rotations, in chunks of at most
-//! 64 KiB. The files are the buffer: a slow reader only reads later, it never makes the
-//! spawner hold more than one chunk.
+//! Reading a rotated log for the master (an instance's output, or the spawner's own log):
+//! the last N lines, then (when following) new output as it is written, across rotations, in
+//! chunks of at most 64 KiB. The files are the buffer: a slow reader only reads later, it
+//! never makes the spawner hold more than one chunk.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::supervisor::logfile::log_path;
+use crate::supervisor::logfile::{LOG_NAME, rotated_path};
 
 /// Largest piece of log sent in one message.
 pub const CHUNK: usize = 64 * 1024;
@@ -38,10 +38,10 @@ struct Cursor {
     offset: u64,
 }
 
-/// The last `lines` lines of the log in `log_dir` (across rotated files, newest last), at most
-/// [`MAX_TAIL_BYTES`], and a cursor at the end of the live file.
-fn tail(log_dir: &Path, lines: u32) -> std::io::Result<(Piece, Option<Cursor>)> {
-    let live = match File::open(log_path(log_dir, 0)) {
+/// The last `lines` lines of the log `name` in `log_dir` (across rotated files, newest last),
+/// at most [`MAX_TAIL_BYTES`], and a cursor at the end of the live file.
+fn tail(log_dir: &Path, name: &str, lines: u32) -> std::io::Result<(Piece, Option<Cursor>)> {
+    let live = match File::open(rotated_path(log_dir, name, 0)) {
         Ok(f) => Some(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
@@ -65,7 +65,7 @@ fn tail(log_dir: &Path, lines: u32) -> std::io::Result<(Piece, Option<Cursor>)> 
         files.push((f.try_clone()?, c.offset));
     }
     for n in 1..=MAX_ROTATED {
-        match File::open(log_path(log_dir, n)) {
+        match File::open(rotated_path(log_dir, name, n)) {
             Ok(f) => {
                 let len = f.metadata()?.len();
                 files.push((f, len));
@@ -111,11 +111,21 @@ fn tail(log_dir: &Path, lines: u32) -> std::io::Result<(Piece, Option<Cursor>)> 
     Ok((Piece { data, skipped }, cursor))
 }
 
-/// Sends the tail, then (when `follow`) new output until the log directory goes away (the
-/// instance was removed) or the caller drops the future. `send` gets pieces of at most
-/// [`CHUNK`] bytes and may wait: the reader simply reads later.
-pub async fn stream<F, Fut>(
+/// Sends the tail of an instance's output log, then (when `follow`) new output until the log
+/// directory goes away (the instance was removed) or the caller drops the future. `send` gets
+/// pieces of at most [`CHUNK`] bytes and may wait: the reader simply reads later.
+pub async fn stream<F, Fut>(log_dir: PathBuf, tail_lines: u32, follow: bool, send: F) -> Result<()>
+where
+    F: FnMut(Piece) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    stream_named(log_dir, LOG_NAME, tail_lines, follow, send).await
+}
+
+/// [`stream`] for the log whose live file is `name` in `log_dir`.
+pub async fn stream_named<F, Fut>(
     log_dir: PathBuf,
+    name: &'static str,
     tail_lines: u32,
     follow: bool,
     mut send: F,
@@ -125,7 +135,7 @@ where
     Fut: std::future::Future<Output = bool>,
 {
     let dir = log_dir.clone();
-    let (first, mut cursor) = tokio::task::spawn_blocking(move || tail(&dir, tail_lines))
+    let (first, mut cursor) = tokio::task::spawn_blocking(move || tail(&dir, name, tail_lines))
         .await
         .map_err(|e| Error::Internal(format!("log reader panicked: {e}")))?
         .map_err(|e| Error::io("could not read", &log_dir, e))?;
@@ -159,7 +169,7 @@ where
         }
         let (next, c) = tokio::task::spawn_blocking({
             let dir = log_dir.clone();
-            move || read_more(&dir, cursor)
+            move || read_more(&dir, name, cursor)
         })
         .await
         .map_err(|e| Error::Internal(format!("log reader panicked: {e}")))?;
@@ -177,10 +187,15 @@ where
 
 /// The next piece after `cursor`, following a rotation (the old file is read to its end
 /// first, through the handle kept open) or a truncation.
-fn read_more(log_dir: &Path, cursor: Option<Cursor>) -> (Option<Piece>, Option<Cursor>) {
+fn read_more(
+    log_dir: &Path,
+    name: &str,
+    cursor: Option<Cursor>,
+) -> (Option<Piece>, Option<Cursor>) {
+    let live = rotated_path(log_dir, name, 0);
     let Some(mut c) = cursor else {
         // No live file yet: start at its beginning once it exists.
-        return match File::open(log_path(log_dir, 0)) {
+        return match File::open(&live) {
             Ok(file) => {
                 let inode = file.metadata().map(|m| m.ino()).unwrap_or(0);
                 let cursor = Cursor {
@@ -188,7 +203,7 @@ fn read_more(log_dir: &Path, cursor: Option<Cursor>) -> (Option<Piece>, Option<C
                     inode,
                     offset: 0,
                 };
-                read_more(log_dir, Some(cursor))
+                read_more(log_dir, name, Some(cursor))
             }
             Err(_) => (None, None),
         };
@@ -216,15 +231,15 @@ fn read_more(log_dir: &Path, cursor: Option<Cursor>) -> (Option<Piece>, Option<C
         }
     }
     // At the end of our file: has the live name moved on to a new file?
-    match std::fs::metadata(log_path(log_dir, 0)) {
-        Ok(meta) if meta.ino() != c.inode => match File::open(log_path(log_dir, 0)) {
+    match std::fs::metadata(&live) {
+        Ok(meta) if meta.ino() != c.inode => match File::open(&live) {
             Ok(file) => {
                 let next = Cursor {
                     file,
                     inode: meta.ino(),
                     offset: 0,
                 };
-                read_more(log_dir, Some(next))
+                read_more(log_dir, name, Some(next))
             }
             Err(_) => (None, Some(c)),
         },

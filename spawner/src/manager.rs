@@ -334,12 +334,12 @@ impl Manager {
         }
         let (persist_tx, persist_rx) = watch::channel(Arc::new(task.snapshot()));
         let data_dir = task.config.data_dir.clone();
-        let persister = tokio::spawn(persist_loop(data_dir, persist_rx));
+        let persister = crate::own_log::spawn(persist_loop(data_dir, persist_rx));
         task.persist = Some(persist_tx);
         task.save();
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let data_dir = task.config.data_dir.clone();
-        tokio::spawn(task.run(requests_rx, from_actors, persister));
+        crate::own_log::spawn(task.run(requests_rx, from_actors, persister));
         Ok(Self {
             requests,
             events,

@@ -1,4 +1,5 @@
-//! `logs` and `console`: an instance's output log, and its console (stdin) driven line by line.
+//! `logs` and `console`: an instance's output log (or a spawner's own log), and an instance's
+//! console (stdin) driven line by line.
 
 use std::io::Write;
 use std::time::Duration;
@@ -28,14 +29,25 @@ fn show(chunk: &pb::LogChunk) -> Result<()> {
 }
 
 pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<()> {
+    let (id, spawner_id) = match (args.instance, args.spawner) {
+        (Some(instance), None) => (instance, String::new()),
+        (None, Some(spawner)) => (String::new(), spawner),
+        (Some(_), Some(_)) => {
+            bail!("give an instance or --spawner <spawner-id>, not both")
+        }
+        (None, None) => {
+            bail!("name the instance whose log to print, or a spawner with --spawner <spawner-id>")
+        }
+    };
     let tail = args.tail.unwrap_or(if args.follow { 10 } else { 100 });
     let mut stream = ctx
         .session
         .instances()
         .stream_logs(StreamLogsRequest {
-            id: args.instance,
+            id,
             follow: args.follow,
             tail_lines: tail,
+            spawner_id,
         })
         .await
         .or_explain(&ctx.session)?;
@@ -55,6 +67,7 @@ pub async fn console(ctx: &Ctx, args: ConsoleArgs) -> Result<()> {
             id: id.clone(),
             follow: true,
             tail_lines: args.tail,
+            ..Default::default()
         })
         .await
         .or_explain(&ctx.session)?;

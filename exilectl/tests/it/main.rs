@@ -7,4 +7,5 @@ mod backups;
 mod console;
 mod harness;
 mod instances;
+mod spawner_logs;
 mod watch;

@@ -564,7 +564,7 @@ mod tests {
                 pb::LogsCommand {
                     instance_id: "i".into(),
                     follow: true,
-                    tail_lines: 0,
+                    ..Default::default()
                 },
                 Duration::from_secs(1),
             )

@@ -132,6 +132,36 @@ fn check_console_line(line: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whose log a StreamLogs request reads.
+#[derive(Debug, PartialEq, Eq)]
+enum LogTarget {
+    /// An instance's output (`id`).
+    Instance,
+    /// A spawner's own log (`spawner_id`).
+    Spawner,
+}
+
+/// Checks that exactly one of `id` and `spawner_id` is set, and that it is well formed.
+fn log_target(id: &str, spawner_id: &str) -> Result<LogTarget> {
+    match (id.is_empty(), spawner_id.is_empty()) {
+        (false, true) => {
+            check_id("id", id)?;
+            Ok(LogTarget::Instance)
+        }
+        (true, false) => {
+            check_id("spawner_id", spawner_id)?;
+            Ok(LogTarget::Spawner)
+        }
+        (false, false) => Err(Error::InvalidArgument(
+            "set either id (an instance's log) or spawner_id (a spawner's own log), not both"
+                .into(),
+        )),
+        (true, true) => Err(Error::InvalidArgument(
+            "set id to read an instance's log, or spawner_id to read a spawner's own log".into(),
+        )),
+    }
+}
+
 type LogChunks =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
 
@@ -156,7 +186,7 @@ impl InstanceService for InstanceApi {
         req: Request<pb::StreamLogsRequest>,
     ) -> Result<Response<Self::StreamLogsStream>, Status> {
         let r = req.into_inner();
-        check_id("id", &r.id)?;
+        let target = log_target(&r.id, &r.spawner_id)?;
         if r.tail_lines > MAX_TAIL_LINES {
             return Err(
                 Error::InvalidArgument(format!("tail_lines: at most {MAX_TAIL_LINES}")).into(),
@@ -167,13 +197,17 @@ impl InstanceService for InstanceApi {
         } else {
             r.tail_lines
         };
-        let (_, link) = self.0.registry.route(&r.id)?;
+        let link = match target {
+            LogTarget::Instance => self.0.registry.route(&r.id)?.1,
+            LogTarget::Spawner => self.0.registry.spawner_link(&r.spawner_id)?,
+        };
         let logs = link
             .stream_logs(
                 pb::LogsCommand {
                     instance_id: r.id,
                     follow: r.follow,
                     tail_lines,
+                    spawner_id: r.spawner_id,
                 },
                 self.0.command_timeout,
             )
@@ -405,5 +439,21 @@ impl InstanceService for InstanceApi {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_request_names_exactly_one_target() {
+        assert_eq!(log_target("i-1", "").unwrap(), LogTarget::Instance);
+        assert_eq!(log_target("", "sp-1").unwrap(), LogTarget::Spawner);
+        let both = log_target("i-1", "sp-1").unwrap_err().to_string();
+        assert!(both.contains("not both"), "{both}");
+        let neither = log_target("", "").unwrap_err().to_string();
+        assert!(neither.contains("spawner_id"), "{neither}");
+        assert!(log_target("", &"x".repeat(200)).is_err());
     }
 }

@@ -258,7 +258,7 @@ impl ManagerTask {
         } else {
             InstanceActor::new(rec.clone(), self.settings.clone(), self.to_manager.clone())
         };
-        tokio::spawn(actor.run(ops_rx));
+        crate::own_log::spawn(actor.run(ops_rx));
         self.instances
             .insert(rec.id.clone(), Entry { record: rec, ops });
     }

@@ -1,6 +1,6 @@
-//! The instance's output log: one file that is rotated by size (`output.log`, `output.log.1`,
-//! … `output.log.<keep>`), so a flooding game server never holds more than
-//! `max_bytes * (keep + 1)` bytes on disk.
+//! A log file rotated by size (`output.log`, `output.log.1`, … `output.log.<keep>` for an
+//! instance's output; the spawner's own log uses the same scheme under another name), so a
+//! flood never holds more than `max_bytes * (keep + 1)` bytes on disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -29,28 +29,40 @@ impl LogLimits {
 #[derive(Debug)]
 pub struct RotatingLog {
     dir: PathBuf,
+    name: &'static str,
     limits: LogLimits,
     file: File,
     size: u64,
 }
 
-/// Path of the live file (`n == 0`) or of rotated file `n`.
+/// Path of the instance log's live file (`n == 0`) or of its rotated file `n`.
 pub fn log_path(dir: &Path, n: u32) -> PathBuf {
+    rotated_path(dir, LOG_NAME, n)
+}
+
+/// Path of the live file `name` (`n == 0`) or of its rotated file `n`.
+pub fn rotated_path(dir: &Path, name: &str, n: u32) -> PathBuf {
     if n == 0 {
-        dir.join(LOG_NAME)
+        dir.join(name)
     } else {
-        dir.join(format!("{LOG_NAME}.{n}"))
+        dir.join(format!("{name}.{n}"))
     }
 }
 
 impl RotatingLog {
-    /// Opens (appending to) the live file in `dir`.
+    /// Opens (appending to) the instance log's live file in `dir`.
     pub fn open(dir: &Path, limits: LogLimits) -> std::io::Result<Self> {
+        Self::open_named(dir, LOG_NAME, limits)
+    }
+
+    /// Opens (appending to) the live file `name` in `dir`, creating `dir` when needed.
+    pub fn open_named(dir: &Path, name: &'static str, limits: LogLimits) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let file = Self::open_live(dir)?;
+        let file = Self::open_live(dir, name)?;
         let size = file.metadata()?.len();
         Ok(Self {
             dir: dir.to_owned(),
+            name,
             limits: LogLimits {
                 max_bytes: limits.max_bytes.max(1),
                 keep: limits.keep,
@@ -60,11 +72,11 @@ impl RotatingLog {
         })
     }
 
-    fn open_live(dir: &Path) -> std::io::Result<File> {
+    fn open_live(dir: &Path, name: &str) -> std::io::Result<File> {
         OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log_path(dir, 0))
+            .open(rotated_path(dir, name, 0))
     }
 
     /// Appends `bytes`, rotating as often as needed so no file passes the limit.
@@ -86,15 +98,16 @@ impl RotatingLog {
         if self.limits.keep == 0 {
             self.file.set_len(0)?;
         } else {
-            let _ = std::fs::remove_file(log_path(&self.dir, self.limits.keep));
+            let path = |n| rotated_path(&self.dir, self.name, n);
+            let _ = std::fs::remove_file(path(self.limits.keep));
             for n in (1..self.limits.keep).rev() {
-                let from = log_path(&self.dir, n);
+                let from = path(n);
                 if from.exists() {
-                    std::fs::rename(from, log_path(&self.dir, n + 1))?;
+                    std::fs::rename(from, path(n + 1))?;
                 }
             }
-            std::fs::rename(log_path(&self.dir, 0), log_path(&self.dir, 1))?;
-            self.file = Self::open_live(&self.dir)?;
+            std::fs::rename(path(0), path(1))?;
+            self.file = Self::open_live(&self.dir, self.name)?;
         }
         self.size = 0;
         Ok(())

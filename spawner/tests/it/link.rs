@@ -1,5 +1,6 @@
 //! The whole agent (`exile_spawner::run`) against a fake master: enrollment, hello, welcome,
 //! commands and results, heartbeats, reconnects, rejected tokens and revoked credentials.
+//! The fake master is shared with the other tests of the whole agent.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,17 +16,17 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::support::*;
 
-const TOKEN: &str = "enroll-me";
+pub(crate) const TOKEN: &str = "enroll-me";
 const CREDENTIAL: &str = "the-credential";
 
 /// One accepted link, handed to the test.
-struct Session {
+pub(crate) struct Session {
     inbound: Streaming<v1::SpawnerMessage>,
     outbound: mpsc::Sender<Result<v1::MasterMessage, Status>>,
 }
 
 impl Session {
-    async fn next(&mut self) -> spawner_message::Kind {
+    pub(crate) async fn next(&mut self) -> spawner_message::Kind {
         let message = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
             .await
             .expect("no message from the spawner within 10 s")
@@ -34,7 +35,7 @@ impl Session {
         message.kind.expect("empty message")
     }
 
-    async fn send(&self, kind: master_message::Kind) {
+    pub(crate) async fn send(&self, kind: master_message::Kind) {
         self.outbound
             .send(Ok(v1::MasterMessage { kind: Some(kind) }))
             .await
@@ -42,7 +43,10 @@ impl Session {
     }
 
     /// Skips messages until `pick` returns something.
-    async fn until<T>(&mut self, mut pick: impl FnMut(spawner_message::Kind) -> Option<T>) -> T {
+    pub(crate) async fn until<T>(
+        &mut self,
+        mut pick: impl FnMut(spawner_message::Kind) -> Option<T>,
+    ) -> T {
         loop {
             if let Some(found) = pick(self.next().await) {
                 return found;
@@ -99,14 +103,14 @@ impl SpawnerLink for FakeMaster {
     }
 }
 
-struct Harness {
-    url: String,
+pub(crate) struct Harness {
+    pub(crate) url: String,
     sessions: mpsc::UnboundedReceiver<Session>,
     rejected_links: Arc<AtomicUsize>,
-    server: tokio::task::JoinHandle<()>,
+    pub(crate) server: tokio::task::JoinHandle<()>,
 }
 
-async fn fake_master() -> Harness {
+pub(crate) async fn fake_master() -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, sessions) = mpsc::unbounded_channel();
@@ -130,7 +134,7 @@ async fn fake_master() -> Harness {
 }
 
 impl Harness {
-    async fn session(&mut self) -> Session {
+    pub(crate) async fn session(&mut self) -> Session {
         tokio::time::timeout(Duration::from_secs(15), self.sessions.recv())
             .await
             .expect("the spawner did not link within 15 s")
@@ -138,7 +142,7 @@ impl Harness {
     }
 }
 
-fn spawner_config(url: &str, data_dir: &std::path::Path) -> Config {
+pub(crate) fn spawner_config(url: &str, data_dir: &std::path::Path) -> Config {
     let mut config = Config::with_defaults(url, data_dir);
     let game = demo_game().to_string_lossy().into_owned();
     config.build_command = format!("{} --port {{port}}", shlex::try_quote(&game).unwrap());
@@ -152,7 +156,7 @@ fn spawner_config(url: &str, data_dir: &std::path::Path) -> Config {
     config
 }
 
-fn command(request_id: u64, action: Action) -> master_message::Kind {
+pub(crate) fn command(request_id: u64, action: Action) -> master_message::Kind {
     master_message::Kind::Command(v1::Command {
         request_id,
         deadline_unix_ms: exile_api::now_unix_ms() + 10_000,
@@ -160,7 +164,9 @@ fn command(request_id: u64, action: Action) -> master_message::Kind {
     })
 }
 
-fn result_for(id: u64) -> impl FnMut(spawner_message::Kind) -> Option<v1::CommandResult> {
+pub(crate) fn result_for(
+    id: u64,
+) -> impl FnMut(spawner_message::Kind) -> Option<v1::CommandResult> {
     move |kind| match kind {
         spawner_message::Kind::CommandResult(r) if r.request_id == id => Some(r),
         _ => None,

@@ -8,6 +8,7 @@ mod interfaces;
 mod lifecycle;
 mod metrics;
 mod resilience;
+mod spawner_logs;
 mod supervision;
 mod support;
 mod validation;

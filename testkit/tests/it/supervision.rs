@@ -150,6 +150,7 @@ async fn kill_9_of_the_spawner_keeps_twenty_instances_with_logs_console_and_exit
             id: target.id.clone(),
             follow: true,
             tail_lines: 5,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -295,6 +296,7 @@ async fn a_crashing_server_is_restarted_with_backoff_then_crashed_with_its_last_
             id: spawned.id.clone(),
             follow: false,
             tail_lines: 1000,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -375,6 +377,7 @@ async fn a_flood_and_a_slow_reader_break_neither_the_link_nor_the_master() {
             id: flood.id.clone(),
             follow: true,
             tail_lines: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
