@@ -248,6 +248,61 @@ async fn ready_and_players_reach_the_instance_and_its_watchers() {
     h.manager.shutdown(true).await.unwrap();
 }
 
+/// Starts a gRPC call whose request body never ends, as a game stuck mid-call would: the
+/// endpoint holds it open for as long as the connection lives. Returns once the endpoint has
+/// taken the call up.
+async fn stall_a_call(addr: &str) {
+    use tonic::codegen::Service;
+    let mut channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let never = http_body_util::StreamBody::new(futures::stream::pending::<
+        Result<hyper::body::Frame<hyper::body::Bytes>, tonic::Status>,
+    >());
+    let request = http::Request::post(format!("http://{addr}/exile.v1.GameServerSdk/Ready"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(never))
+        .unwrap();
+    futures::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .unwrap();
+    tokio::spawn(channel.call(request));
+    // A later call on the same connection is answered only after the endpoint has read the
+    // stalled call's headers.
+    let err = GameServerSdkClient::new(channel)
+        .get_instance(v1::SdkGetInstanceRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+}
+
+#[tokio::test]
+async fn a_grpc_call_that_never_completes_does_not_hold_the_spawner_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    // No master answers, so the spawner keeps trying to enroll and serves the SDK meanwhile.
+    let mut config = exile_spawner::Config::with_defaults("http://127.0.0.1:1", dir.path());
+    config.enrollment_token = Some("unused".into());
+    config.supervisor_bin = Some(supervisor_bin());
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(exile_spawner::run(config, shutdown.clone()));
+    let port_file = dir.path().join("sdk-port");
+    eventually("the SDK endpoint is bound", || {
+        read(&port_file).parse::<u16>().is_ok()
+    })
+    .await;
+    stall_a_call(&format!("127.0.0.1:{}", read(&port_file))).await;
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), agent)
+        .await
+        .expect("run did not return after shutdown with an SDK call stalled")
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_game_acts_only_on_its_own_instance() {
     let mut h = harness().await;
