@@ -11,25 +11,11 @@ use tonic::transport::Channel;
 
 use crate::support::*;
 
-/// A game that hands its SDK variables to the test through its log, then idles.
-const GAME: &str =
-    r#"echo "sdk=$EXILE_SDK_ADDR http=$EXILE_SDK_HTTP_ADDR token=$EXILE_SDK_TOKEN"; exec sleep 60"#;
-
 pub struct Harness {
     pub manager: Manager,
     pub stop: CancellationToken,
     pub dir: tempfile::TempDir,
     reaper: Reaper,
-}
-
-/// The SDK variables one game was given.
-pub struct GameVars {
-    /// `EXILE_SDK_ADDR`.
-    pub grpc: String,
-    /// `EXILE_SDK_HTTP_ADDR`.
-    pub http: String,
-    /// `EXILE_SDK_TOKEN`.
-    pub token: String,
 }
 
 pub async fn harness() -> Harness {
@@ -39,7 +25,7 @@ pub async fn harness() -> Harness {
 /// Binds both SDK front ends in a fresh data dir, opens a manager and serves them.
 pub async fn harness_with(tune: impl FnOnce(&mut exile_spawner::ManagerConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = script_config(dir.path(), GAME);
+    let mut config = script_config(dir.path(), SDK_GAME);
     tune(&mut config);
     let (manager, stop) = serve_sdk(dir.path(), config).await;
     Harness {
@@ -107,34 +93,7 @@ impl Harness {
             .await
             .unwrap();
         self.reaper.watch(&rec);
-        let log = self
-            .dir
-            .path()
-            .join(format!("instances/{id}/logs/output.log"));
-        eventually("the game printed its SDK variables", || {
-            read(&log).contains("token=")
-        })
-        .await;
-        let line = read(&log);
-        let var = |name: &str| {
-            line.split(&format!("{name}="))
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let vars = GameVars {
-            grpc: var("sdk"),
-            http: var("http"),
-            token: var("token"),
-        };
-        assert!(
-            !vars.grpc.is_empty() && !vars.http.is_empty() && vars.token.len() >= 32,
-            "{line}"
-        );
-        vars
+        game_vars(self.dir.path(), &id).await
     }
 }
 
@@ -357,7 +316,7 @@ async fn the_sdk_ports_and_secrets_survive_a_spawner_restart() {
     // The spawner goes away, leaving the game running; a new one comes up on the same dir.
     h.stop.cancel();
     h.manager.shutdown(false).await.unwrap();
-    let (manager, stop) = serve_sdk(h.dir.path(), script_config(h.dir.path(), GAME)).await;
+    let (manager, stop) = serve_sdk(h.dir.path(), script_config(h.dir.path(), SDK_GAME)).await;
     let rec = manager.get("keep").await.unwrap();
     assert_eq!(rec.state, State::Ready, "{}", rec.message);
     // The adopted game still holds the addresses of the first start: both must answer there.

@@ -7,7 +7,7 @@ use exile_api::v1;
 use exile_spawner::{OpContext, State};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::sdk::{GameVars, harness, harness_with};
+use crate::sdk::{harness, harness_with};
 use crate::support::*;
 
 /// The next event of instance `id` the link would forward to the master.
