@@ -277,12 +277,7 @@ async fn enrolls_links_runs_commands_and_relinks_with_a_fresh_hello() {
     );
     assert!(!group_alive(pid));
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), agent)
-        .await
-        .expect("run did not return after shutdown")
-        .unwrap()
-        .unwrap();
+    shut_down_agent(&shutdown, agent).await;
     master.server.abort();
 }
 
@@ -340,12 +335,7 @@ async fn a_revoked_credential_is_retried_until_shutdown() {
     })
     .await;
     assert!(!agent.is_finished(), "run gave up on a rejected credential");
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), agent)
-        .await
-        .expect("run did not return after shutdown")
-        .unwrap()
-        .unwrap();
+    shut_down_agent(&shutdown, agent).await;
     master.server.abort();
 }
 
@@ -410,12 +400,7 @@ async fn a_game_ready_over_http_reaches_the_master_and_open_watches_do_not_hold_
         .await;
     assert_eq!(seen.message, "the game is ready");
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), agent)
-        .await
-        .expect("run did not return after shutdown with SDK watches open")
-        .unwrap()
-        .unwrap();
+    shut_down_agent(&shutdown, agent).await;
     // Both watches were ended rather than holding the endpoints open.
     while http_watch.next().await.is_some() {}
     while tokio::time::timeout(Duration::from_secs(10), grpc_watch.message())

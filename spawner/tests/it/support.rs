@@ -205,6 +205,20 @@ pub fn udp_status(port: u16) -> serde_json::Value {
     panic!("no UDP answer on port {port}");
 }
 
+/// Cancels `shutdown` and checks that the agent's `run` then returns, without an error, within
+/// 10 s.
+pub async fn shut_down_agent(
+    shutdown: &tokio_util::sync::CancellationToken,
+    agent: tokio::task::JoinHandle<exile_spawner::Result<()>>,
+) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), agent)
+        .await
+        .expect("run did not return within 10 s of shutdown")
+        .unwrap()
+        .unwrap();
+}
+
 /// A game script that hands its SDK variables to the test through its log, then idles.
 pub const SDK_GAME: &str =
     r#"echo "sdk=$EXILE_SDK_ADDR http=$EXILE_SDK_HTTP_ADDR token=$EXILE_SDK_TOKEN"; exec sleep 60"#;
