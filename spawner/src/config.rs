@@ -42,6 +42,13 @@ pub struct Config {
     )]
     pub sdk_http_listen: std::net::SocketAddr,
 
+    /// Let --sdk-listen and --sdk-http-listen take a non-loopback address. Their only guard is
+    /// the per-instance secret, so by default they stay on loopback; allow this only when games
+    /// cannot reach the host's loopback (a game in its own network namespace or container
+    /// reaching the host over a bridge) and the address is not reachable from outside.
+    #[arg(long, env = "EXILE_SPAWNER_SDK_ALLOW_NON_LOOPBACK")]
+    pub sdk_allow_non_loopback: bool,
+
     /// One-time enrollment token; used only when no credential is stored in the data dir yet.
     #[arg(long, env = "EXILE_SPAWNER_ENROLLMENT_TOKEN", hide_env_values = true)]
     pub enrollment_token: Option<String>,
@@ -218,6 +225,7 @@ impl Config {
         self.command_template()?;
         self.health()?;
         self.own_log_filter()?;
+        self.sdk_addresses()?;
         if self.capacity == 0 {
             return Err(Error::Config("--capacity must be at least 1".into()));
         }
@@ -248,6 +256,25 @@ impl Config {
                 self.own_log_filter
             ))
         })
+    }
+
+    /// Refuses SDK endpoints off loopback unless --sdk-allow-non-loopback says so: they are
+    /// guarded by nothing but the secrets handed to games.
+    fn sdk_addresses(&self) -> Result<()> {
+        if self.sdk_allow_non_loopback {
+            return Ok(());
+        }
+        for (flag, addr) in [
+            ("--sdk-listen", self.sdk_listen),
+            ("--sdk-http-listen", self.sdk_http_listen),
+        ] {
+            if !addr.ip().is_loopback() {
+                return Err(Error::Config(format!(
+                    "{flag} {addr} is not a loopback address, which would expose the game-server SDK to the network; use 127.0.0.1 or ::1, or pass --sdk-allow-non-loopback if games reach the host from a network namespace"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The health check from the flags.
@@ -457,6 +484,27 @@ mod tests {
         assert!(config.validate().is_err());
         config.build_command = "  ".into();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn sdk_endpoints_stay_on_loopback_unless_allowed() {
+        for flag in ["--sdk-listen", "--sdk-http-listen"] {
+            for ok in ["127.0.0.1:0", "127.0.0.2:7000", "[::1]:0"] {
+                let config = Config::parse_from(["exile-spawner", flag, ok]);
+                config.validate().unwrap();
+            }
+            for bad in ["0.0.0.0:0", "10.0.0.5:7000", "[::]:0"] {
+                let config = Config::parse_from(["exile-spawner", flag, bad]);
+                let message = config.validate().unwrap_err().to_string();
+                assert!(
+                    message.contains(flag) && message.contains("--sdk-allow-non-loopback"),
+                    "{flag} {bad}: {message}"
+                );
+                let allowed =
+                    Config::parse_from(["exile-spawner", flag, bad, "--sdk-allow-non-loopback"]);
+                allowed.validate().unwrap();
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod json;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use exile_api::v1;
 use futures::{Stream, StreamExt};
@@ -25,6 +26,10 @@ use crate::state::InstanceRecord;
 
 /// Longest reservation a game may ask for: one day.
 const MAX_RESERVE_SECS: u32 = 86_400;
+
+/// How long calls still open at shutdown may take before they are dropped, so a game stuck
+/// mid-call cannot hold the spawner up.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -77,6 +82,28 @@ async fn bind_kept(
         crate::state::write_atomic(&port_file, port.to_string().as_bytes(), 0o644)?;
     }
     Ok(listener)
+}
+
+/// Runs one front end's `server`, which stops accepting once `shutdown` is cancelled and then
+/// waits for the calls still open; those still open [`SHUTDOWN_GRACE`] later are dropped.
+async fn serve_bounded<E: std::fmt::Display>(
+    server: impl Future<Output = std::result::Result<(), E>>,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Result<()> {
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => {
+            result.map_err(|e| Error::Internal(format!("the {what} endpoint failed: {e}")))
+        }
+        () = grace => {
+            tracing::warn!("{what} calls still open at shutdown were dropped");
+            Ok(())
+        }
+    }
 }
 
 /// The secret in an `authorization: Bearer <secret>` value; empty (which no instance holds)

@@ -7,12 +7,7 @@ async fn backup_modify_restore_round_trip() {
     let ctl = Ctl::start().await;
     ctl.login().await;
     let ids = ctl.sb.spawner_ids().await.unwrap();
-    let spawned = ctl
-        .run(&["instance", "spawn", "--spawner", &ids[0], "-o", "json"])
-        .await
-        .success()
-        .json();
-    let id = spawned["id"].as_str().unwrap().to_owned();
+    let id = ctl.spawn_on(&ids[0]).await;
     let dir = ctl.sb.dir().join("spawner-0").join("instances").join(&id);
     std::fs::create_dir_all(dir.join("world")).unwrap();
     std::fs::write(dir.join("world/level.dat"), b"level one\x00\x01\x02").unwrap();

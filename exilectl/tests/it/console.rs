@@ -45,11 +45,7 @@ fn wait_line(rx: &mpsc::Receiver<String>, needle: &str) -> Vec<String> {
 async fn logs_and_console_as_a_user_drives_them() {
     let ctl = Ctl::start().await;
     ctl.login().await;
-    let spawned = ctl
-        .run(&["instance", "spawn", "--restart", "on-failure", "-o", "json"])
-        .await
-        .success()
-        .json();
+    let spawned = ctl.spawn(&["--restart", "on-failure"]).await;
     let id = spawned["id"].as_str().unwrap().to_owned();
 
     // `logs --tail`: the game's first line, once it has written it.

@@ -99,6 +99,21 @@ impl Ctl {
         .success();
     }
 
+    /// Runs `instance spawn <args> -o json`, which must succeed, and returns the instance.
+    pub async fn spawn(&self, args: &[&str]) -> serde_json::Value {
+        let args = [&["instance", "spawn"], args, &["-o", "json"]].concat();
+        self.run(&args).await.success().json()
+    }
+
+    /// Spawns an instance on `spawner` and returns its id.
+    pub async fn spawn_on(&self, spawner: &str) -> String {
+        let spawned = self.spawn(&["--spawner", spawner]).await;
+        spawned["id"]
+            .as_str()
+            .expect("the instance has an id")
+            .to_owned()
+    }
+
     pub async fn shutdown(self) {
         self.sb.shutdown().await;
     }

@@ -71,19 +71,8 @@ async fn spawners_enrollment_and_instance_lifecycle() {
 
     // Spawn on a named spawner.
     let spawned = ctl
-        .run(&[
-            "instance",
-            "spawn",
-            "--spawner",
-            &ids[0],
-            "--label",
-            "mode=ctf",
-            "-o",
-            "json",
-        ])
-        .await
-        .success()
-        .json();
+        .spawn(&["--spawner", &ids[0], "--label", "mode=ctf"])
+        .await;
     let id = spawned["id"].as_str().unwrap().to_owned();
     assert_eq!(spawned["spawner_id"], ids[0].as_str());
     assert_eq!(spawned["labels"]["mode"], "ctf");
@@ -180,11 +169,7 @@ async fn drain_undrain_and_placement() {
     assert_eq!(drained["drained"], true);
 
     // With one spawner drained, the master must place on the other one.
-    let placed = ctl
-        .run(&["instance", "spawn", "--region", "local", "-o", "json"])
-        .await
-        .success()
-        .json();
+    let placed = ctl.spawn(&["--region", "local"]).await;
     assert_eq!(placed["spawner_id"], ids[1].as_str(), "{placed:#?}");
 
     let undrained = ctl
@@ -249,12 +234,7 @@ async fn metrics_history_of_an_instance_and_its_host() {
     let ctl = Ctl::start().await;
     ctl.login().await;
     let ids = ctl.sb.spawner_ids().await.unwrap();
-    let spawned = ctl
-        .run(&["instance", "spawn", "--spawner", &ids[0], "-o", "json"])
-        .await
-        .success()
-        .json();
-    let id = spawned["id"].as_str().unwrap().to_owned();
+    let id = ctl.spawn_on(&ids[0]).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let rows = loop {
         let out = ctl

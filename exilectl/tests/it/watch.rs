@@ -42,12 +42,7 @@ async fn watch_prints_the_snapshot_then_instance_changes() {
     assert_eq!(snapshot["type"], "snapshot", "{snapshot:#?}");
     assert_eq!(snapshot["spawners"].as_array().unwrap().len(), 2);
 
-    let spawned = ctl
-        .run(&["instance", "spawn", "--spawner", &ids[1], "-o", "json"])
-        .await
-        .success()
-        .json();
-    let id = spawned["id"].as_str().unwrap().to_owned();
+    let id = ctl.spawn_on(&ids[1]).await;
 
     let seen = tokio::task::block_in_place(|| {
         loop {

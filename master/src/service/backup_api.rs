@@ -30,6 +30,27 @@ impl BackupApi {
         let r = map_command_error(link.request(action, timeout).await?)?;
         Ok(r.backups)
     }
+
+    /// Sends `action` for the one backup `req` names, audited under its instance with the
+    /// backup as detail. Restore and delete differ only in the action.
+    async fn on_backup<T>(
+        &self,
+        req: Request<T>,
+        backup: impl FnOnce(T) -> pb::BackupRef,
+        action: fn(pb::BackupRef) -> pb::command::Action,
+    ) -> Result<()> {
+        let c = ctx(&req)?;
+        let r = backup(req.into_inner());
+        c.set_target(r.instance_id.chars().take(128).collect::<String>());
+        c.set_detail(format!(
+            "backup {}",
+            r.backup_id.chars().take(64).collect::<String>()
+        ));
+        check_id("backup_id", &r.backup_id)?;
+        let instance_id = r.instance_id.clone();
+        self.send(&instance_id, action(r)).await?;
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -77,19 +98,12 @@ impl BackupService for BackupApi {
         &self,
         req: Request<pb::RestoreBackupRequest>,
     ) -> Result<Response<pb::RestoreBackupResponse>, Status> {
-        let c = ctx(&req)?;
-        let r = req.into_inner();
-        c.set_target(r.instance_id.chars().take(128).collect::<String>());
-        c.set_detail(format!(
-            "backup {}",
-            r.backup_id.chars().take(64).collect::<String>()
-        ));
-        check_id("backup_id", &r.backup_id)?;
-        let action = pb::command::Action::RestoreBackup(pb::BackupRef {
-            instance_id: r.instance_id.clone(),
+        let backup = |r: pb::RestoreBackupRequest| pb::BackupRef {
+            instance_id: r.instance_id,
             backup_id: r.backup_id,
-        });
-        self.send(&r.instance_id, action).await?;
+        };
+        self.on_backup(req, backup, pb::command::Action::RestoreBackup)
+            .await?;
         Ok(Response::new(pb::RestoreBackupResponse {}))
     }
 
@@ -97,19 +111,12 @@ impl BackupService for BackupApi {
         &self,
         req: Request<pb::DeleteBackupRequest>,
     ) -> Result<Response<pb::DeleteBackupResponse>, Status> {
-        let c = ctx(&req)?;
-        let r = req.into_inner();
-        c.set_target(r.instance_id.chars().take(128).collect::<String>());
-        c.set_detail(format!(
-            "backup {}",
-            r.backup_id.chars().take(64).collect::<String>()
-        ));
-        check_id("backup_id", &r.backup_id)?;
-        let action = pb::command::Action::DeleteBackup(pb::BackupRef {
-            instance_id: r.instance_id.clone(),
+        let backup = |r: pb::DeleteBackupRequest| pb::BackupRef {
+            instance_id: r.instance_id,
             backup_id: r.backup_id,
-        });
-        self.send(&r.instance_id, action).await?;
+        };
+        self.on_backup(req, backup, pb::command::Action::DeleteBackup)
+            .await?;
         Ok(Response::new(pb::DeleteBackupResponse {}))
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::Core;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::manager::Manager;
 
 /// File in the data dir that remembers the port chosen for `--sdk-listen` port 0.
@@ -24,7 +24,8 @@ pub async fn bind(addr: SocketAddr, data_dir: &Path) -> Result<TcpListener> {
     super::bind_kept(addr, data_dir, PORT_FILE, "SDK").await
 }
 
-/// Serves the SDK over gRPC on `listener` until `shutdown` is cancelled.
+/// Serves the SDK over gRPC on `listener` until `shutdown` is cancelled; calls still open
+/// shortly after are dropped.
 pub async fn serve(
     listener: TcpListener,
     manager: Manager,
@@ -37,11 +38,10 @@ pub async fn serve(
             shutdown: shutdown.clone(),
         },
     };
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(GameServerSdkServer::new(service))
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await
-        .map_err(|e| Error::Internal(format!("the SDK endpoint failed: {e}")))
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    super::serve_bounded(server, &shutdown, "SDK").await
 }
 
 /// The `GameServerSdk` service: decodes, calls the shared core, encodes.

@@ -31,7 +31,6 @@
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -57,16 +56,13 @@ const PORT_FILE: &str = "sdk-http-port";
 /// Largest request body; the biggest real one (a label) is well under 1 KiB.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// How long requests still open at shutdown may take before they are dropped, so a game
-/// stuck mid-request cannot hold the spawner up.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
 /// Binds the HTTP SDK listener; with port 0 the port of the last start is kept.
 pub async fn bind(addr: SocketAddr, data_dir: &Path) -> Result<TcpListener> {
     super::bind_kept(addr, data_dir, PORT_FILE, "SDK HTTP").await
 }
 
-/// Serves the SDK over HTTP on `listener` until `shutdown` is cancelled.
+/// Serves the SDK over HTTP on `listener` until `shutdown` is cancelled; requests still open
+/// shortly after are dropped.
 pub async fn serve(
     listener: TcpListener,
     manager: Manager,
@@ -79,19 +75,7 @@ pub async fn serve(
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
-    let grace = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        result = server => {
-            result.map_err(|e| Error::Internal(format!("the SDK HTTP endpoint failed: {e}")))
-        }
-        () = grace => {
-            tracing::warn!("SDK HTTP requests still open at shutdown were dropped");
-            Ok(())
-        }
-    }
+    super::serve_bounded(server, &shutdown, "SDK HTTP").await
 }
 
 fn router(core: Core) -> Router {

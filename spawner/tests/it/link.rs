@@ -283,12 +283,7 @@ async fn enrolls_links_runs_commands_and_relinks_with_a_fresh_hello() {
     );
     assert!(!group_alive(pid));
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), agent)
-        .await
-        .expect("run did not return after shutdown")
-        .unwrap()
-        .unwrap();
+    shut_down_agent(&shutdown, agent).await;
     master.server.abort();
 }
 
@@ -346,12 +341,7 @@ async fn a_revoked_credential_is_retried_until_shutdown() {
     })
     .await;
     assert!(!agent.is_finished(), "run gave up on a rejected credential");
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), agent)
-        .await
-        .expect("run did not return after shutdown")
-        .unwrap()
-        .unwrap();
+    shut_down_agent(&shutdown, agent).await;
     master.server.abort();
 }
 
@@ -362,7 +352,7 @@ async fn a_game_ready_over_http_reaches_the_master_and_open_watches_do_not_hold_
     let mut config = spawner_config(&master.url, dir.path());
     config.enrollment_token = Some(TOKEN.into());
     config.stop_instances_on_shutdown = true;
-    config.build_command = r#"/bin/sh -c 'echo "grpc=$EXILE_SDK_ADDR http=$EXILE_SDK_HTTP_ADDR token=$EXILE_SDK_TOKEN"; exec sleep 60'"#.into();
+    config.build_command = format!("/bin/sh -c {}", shlex::try_quote(SDK_GAME).unwrap());
     let shutdown = CancellationToken::new();
     let agent = tokio::spawn(exile_spawner::run(config, shutdown.clone()));
     let mut reaper = Reaper::default();
@@ -386,21 +376,11 @@ async fn a_game_ready_over_http_reaches_the_master_and_open_watches_do_not_hold_
     assert_eq!(result.error, "");
     reaper.0.push(result.instance.unwrap().pid);
 
-    let log = dir.path().join("instances/web-1/logs/output.log");
-    eventually("the game printed its SDK variables", || {
-        read(&log).contains("token=")
-    })
-    .await;
-    let line = read(&log);
-    let var = |name: &str| {
-        let rest = line.split(&format!("{name}=")).nth(1).unwrap();
-        rest.split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let (grpc, http, token) = (var("grpc"), var("http"), var("token"));
-    assert!(http.starts_with("127.0.0.1:") && http != grpc, "{line}");
+    let GameVars { grpc, http, token } = game_vars(dir.path(), "web-1").await;
+    assert!(
+        http.starts_with("127.0.0.1:") && http != grpc,
+        "{http} {grpc}"
+    );
 
     // A watch on each form stays open across the change and the shutdown.
     let sdk = SdkHttp::new(&http, &token);
@@ -426,12 +406,7 @@ async fn a_game_ready_over_http_reaches_the_master_and_open_watches_do_not_hold_
         .await;
     assert_eq!(seen.message, "the game is ready");
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), agent)
-        .await
-        .expect("run did not return after shutdown with SDK watches open")
-        .unwrap()
-        .unwrap();
+    shut_down_agent(&shutdown, agent).await;
     // Both watches were ended rather than holding the endpoints open.
     while http_watch.next().await.is_some() {}
     while tokio::time::timeout(Duration::from_secs(10), grpc_watch.message())

@@ -11,25 +11,11 @@ use tonic::transport::Channel;
 
 use crate::support::*;
 
-/// A game that hands its SDK variables to the test through its log, then idles.
-const GAME: &str =
-    r#"echo "sdk=$EXILE_SDK_ADDR http=$EXILE_SDK_HTTP_ADDR token=$EXILE_SDK_TOKEN"; exec sleep 60"#;
-
 pub struct Harness {
     pub manager: Manager,
     pub stop: CancellationToken,
     pub dir: tempfile::TempDir,
     reaper: Reaper,
-}
-
-/// The SDK variables one game was given.
-pub struct GameVars {
-    /// `EXILE_SDK_ADDR`.
-    pub grpc: String,
-    /// `EXILE_SDK_HTTP_ADDR`.
-    pub http: String,
-    /// `EXILE_SDK_TOKEN`.
-    pub token: String,
 }
 
 pub async fn harness() -> Harness {
@@ -39,7 +25,7 @@ pub async fn harness() -> Harness {
 /// Binds both SDK front ends in a fresh data dir, opens a manager and serves them.
 pub async fn harness_with(tune: impl FnOnce(&mut exile_spawner::ManagerConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = script_config(dir.path(), GAME);
+    let mut config = script_config(dir.path(), SDK_GAME);
     tune(&mut config);
     let (manager, stop) = serve_sdk(dir.path(), config).await;
     Harness {
@@ -107,34 +93,7 @@ impl Harness {
             .await
             .unwrap();
         self.reaper.watch(&rec);
-        let log = self
-            .dir
-            .path()
-            .join(format!("instances/{id}/logs/output.log"));
-        eventually("the game printed its SDK variables", || {
-            read(&log).contains("token=")
-        })
-        .await;
-        let line = read(&log);
-        let var = |name: &str| {
-            line.split(&format!("{name}="))
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let vars = GameVars {
-            grpc: var("sdk"),
-            http: var("http"),
-            token: var("token"),
-        };
-        assert!(
-            !vars.grpc.is_empty() && !vars.http.is_empty() && vars.token.len() >= 32,
-            "{line}"
-        );
-        vars
+        game_vars(self.dir.path(), &id).await
     }
 }
 
@@ -248,6 +207,56 @@ async fn ready_and_players_reach_the_instance_and_its_watchers() {
     h.manager.shutdown(true).await.unwrap();
 }
 
+/// Starts a gRPC call whose request body never ends, as a game stuck mid-call would: the
+/// endpoint holds it open for as long as the connection lives. Returns once the endpoint has
+/// taken the call up.
+async fn stall_a_call(addr: &str) {
+    use tonic::codegen::Service;
+    let mut channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let never = http_body_util::StreamBody::new(futures::stream::pending::<
+        Result<hyper::body::Frame<hyper::body::Bytes>, tonic::Status>,
+    >());
+    let request = http::Request::post(format!("http://{addr}/exile.v1.GameServerSdk/Ready"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(never))
+        .unwrap();
+    futures::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .unwrap();
+    tokio::spawn(channel.call(request));
+    // A later call on the same connection is answered only after the endpoint has read the
+    // stalled call's headers.
+    let err = GameServerSdkClient::new(channel)
+        .get_instance(v1::SdkGetInstanceRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+}
+
+#[tokio::test]
+async fn a_grpc_call_that_never_completes_does_not_hold_the_spawner_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    // No master answers, so the spawner keeps trying to enroll and serves the SDK meanwhile.
+    let mut config = exile_spawner::Config::with_defaults("http://127.0.0.1:1", dir.path());
+    config.enrollment_token = Some("unused".into());
+    config.supervisor_bin = Some(supervisor_bin());
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(exile_spawner::run(config, shutdown.clone()));
+    let port_file = dir.path().join("sdk-port");
+    eventually("the SDK endpoint is bound", || {
+        read(&port_file).parse::<u16>().is_ok()
+    })
+    .await;
+    stall_a_call(&format!("127.0.0.1:{}", read(&port_file))).await;
+
+    shut_down_agent(&shutdown, agent).await;
+}
+
 #[tokio::test]
 async fn a_game_acts_only_on_its_own_instance() {
     let mut h = harness().await;
@@ -302,7 +311,7 @@ async fn the_sdk_ports_and_secrets_survive_a_spawner_restart() {
     // The spawner goes away, leaving the game running; a new one comes up on the same dir.
     h.stop.cancel();
     h.manager.shutdown(false).await.unwrap();
-    let (manager, stop) = serve_sdk(h.dir.path(), script_config(h.dir.path(), GAME)).await;
+    let (manager, stop) = serve_sdk(h.dir.path(), script_config(h.dir.path(), SDK_GAME)).await;
     let rec = manager.get("keep").await.unwrap();
     assert_eq!(rec.state, State::Ready, "{}", rec.message);
     // The adopted game still holds the addresses of the first start: both must answer there.

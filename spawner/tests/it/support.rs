@@ -205,6 +205,64 @@ pub fn udp_status(port: u16) -> serde_json::Value {
     panic!("no UDP answer on port {port}");
 }
 
+/// Cancels `shutdown` and checks that the agent's `run` then returns, without an error, within
+/// 10 s.
+pub async fn shut_down_agent(
+    shutdown: &tokio_util::sync::CancellationToken,
+    agent: tokio::task::JoinHandle<exile_spawner::Result<()>>,
+) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), agent)
+        .await
+        .expect("run did not return within 10 s of shutdown")
+        .unwrap()
+        .unwrap();
+}
+
+/// A game script that hands its SDK variables to the test through its log, then idles.
+pub const SDK_GAME: &str =
+    r#"echo "sdk=$EXILE_SDK_ADDR http=$EXILE_SDK_HTTP_ADDR token=$EXILE_SDK_TOKEN"; exec sleep 60"#;
+
+/// The SDK variables one game was given.
+pub struct GameVars {
+    /// `EXILE_SDK_ADDR`.
+    pub grpc: String,
+    /// `EXILE_SDK_HTTP_ADDR`.
+    pub http: String,
+    /// `EXILE_SDK_TOKEN`.
+    pub token: String,
+}
+
+/// Waits for the game of instance `id` under `data_dir` to print its SDK variables, as
+/// [`SDK_GAME`] does, and returns them.
+pub async fn game_vars(data_dir: &Path, id: &str) -> GameVars {
+    let log = data_dir.join(format!("instances/{id}/logs/output.log"));
+    eventually("the game printed its SDK variables", || {
+        read(&log).contains("token=")
+    })
+    .await;
+    let line = read(&log);
+    let var = |name: &str| {
+        line.split(&format!("{name}="))
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let vars = GameVars {
+        grpc: var("sdk"),
+        http: var("http"),
+        token: var("token"),
+    };
+    assert!(
+        !vars.grpc.is_empty() && !vars.http.is_empty() && vars.token.len() >= 32,
+        "{line}"
+    );
+    vars
+}
+
 /// Reads a file to a string, empty when missing.
 pub fn read(path: impl AsRef<Path>) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
