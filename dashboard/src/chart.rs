@@ -40,7 +40,8 @@ impl Unit {
 }
 
 /// Top of the value axis: at least `max`, rounded up to 1, 2 or 5 times a power of ten (for
-/// bytes, of 1024) so the tick labels are round.
+/// bytes, to a power of two; for counts, to 1, 2, 4 or 10 times a power of ten) so the tick
+/// labels are round.
 pub fn nice_max(max: f64, unit: Unit) -> f64 {
     let v = if max.is_finite() { max } else { 0.0 }.max(unit.floor());
     let base: f64 = if unit == Unit::Bytes { 1024.0 } else { 10.0 };
@@ -49,12 +50,13 @@ pub fn nice_max(max: f64, unit: Unit) -> f64 {
     while p * base <= v {
         p *= base;
     }
-    let steps: &[f64] = if unit == Unit::Bytes {
-        &[
+    let steps: &[f64] = match unit {
+        Unit::Bytes => &[
             1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-        ]
-    } else {
-        &[1.0, 2.0, 5.0, 10.0]
+        ],
+        // The middle tick is half the top: keep it a whole number of players.
+        Unit::Count => &[1.0, 2.0, 4.0, 10.0],
+        Unit::Percent => &[1.0, 2.0, 5.0, 10.0],
     };
     steps
         .iter()
@@ -160,6 +162,22 @@ pub fn line_path(
     (!d.is_empty()).then_some(d)
 }
 
+/// Where the newest sample in the window sits, for the dot that marks the current value (a
+/// young series is only a few pixels wide at the right edge and would be hard to see).
+pub fn last_point(
+    series: &[(i64, f64)],
+    from: i64,
+    to: i64,
+    y_max: f64,
+    frame: &Frame,
+) -> Option<(f64, f64)> {
+    series
+        .iter()
+        .rev()
+        .find(|(at, _)| (from..=to).contains(at))
+        .map(|&(at, v)| (frame.x(at, from, to), frame.y(v, y_max)))
+}
+
 /// Time-axis labels: one every five minutes back from `to`, as `(x, "-10m")`, ending at "now".
 pub fn time_ticks(from: i64, to: i64, frame: &Frame) -> Vec<(f64, String)> {
     const STEP: i64 = 5 * 60 * 1000;
@@ -206,9 +224,10 @@ mod tests {
         assert_eq!(nice_max(20.0, Unit::Percent), 20.0);
         assert_eq!(nice_max(37.0, Unit::Percent), 50.0);
         assert_eq!(nice_max(140.0, Unit::Percent), 200.0);
-        assert_eq!(nice_max(0.0, Unit::Count), 5.0);
+        assert_eq!(nice_max(0.0, Unit::Count), 4.0);
         assert_eq!(nice_max(7.0, Unit::Count), 10.0);
-        assert_eq!(nice_max(f64::NAN, Unit::Count), 5.0);
+        assert_eq!(nice_max(33.0, Unit::Count), 40.0);
+        assert_eq!(nice_max(f64::NAN, Unit::Count), 4.0);
         let mib = 1024.0 * 1024.0;
         assert_eq!(nice_max(3.0 * mib, Unit::Bytes), 4.0 * mib);
         assert_eq!(nice_max(300.0 * mib, Unit::Bytes), 512.0 * mib);
@@ -252,6 +271,8 @@ mod tests {
             Some("M60.0,25.0")
         );
         assert_eq!(line_path(&s[..1], 0, 1000, 2.0, 10_000, &F), None);
+        assert_eq!(last_point(&s, 0, 1000, 2.0, &F), Some((60.0, 25.0)));
+        assert_eq!(last_point(&s[..1], 0, 1000, 2.0, &F), None);
         assert_eq!(line_path(&[], 0, 1000, 2.0, 10_000, &F), None);
     }
 

@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use yew::prelude::*;
 
-use crate::chart::{Frame, Unit, line_path, nice_max, time_ticks, value_ticks};
+use crate::chart::{Frame, Unit, last_point, line_path, nice_max, time_ticks, value_ticks};
 
 /// Props of [`LineChart`].
 #[derive(Properties, PartialEq)]
@@ -33,6 +33,7 @@ pub fn LineChart(p: &LineChartProps) -> Html {
     let max = p.series.iter().map(|(_, v)| *v).fold(0.0, f64::max);
     let y_max = nice_max(max, p.unit);
     let path = line_path(&p.series, p.from_ms, p.to_ms, y_max, p.gap_ms, &f);
+    let dot = last_point(&p.series, p.from_ms, p.to_ms, y_max, &f);
     let now = p
         .series
         .last()
@@ -45,8 +46,7 @@ pub fn LineChart(p: &LineChartProps) -> Html {
                 <h3>{ p.title.clone() }</h3>
                 <span class="chart-now" data-testid="chart-now">{ now }</span>
             </div>
-            <svg class="chart-svg" viewBox={view_box} preserveAspectRatio="none" role="img"
-                aria-label={p.title.clone()}>
+            <svg class="chart-svg" viewBox={view_box} role="img" aria-label={p.title.clone()}>
                 { for value_ticks(y_max, p.unit, &f).into_iter().map(|(y, label)| html! {
                     <>
                         <line class="chart-grid" x1={f.x0().to_string()} x2={f.x1().to_string()}
@@ -59,6 +59,9 @@ pub fn LineChart(p: &LineChartProps) -> Html {
                     <text class="chart-label" x={x.to_string()} y={(f.height - 4.0).to_string()}
                         text-anchor="middle">{ label }</text>
                 }) }
+                if let Some((x, y)) = dot {
+                    <circle class="chart-dot" cx={x.to_string()} cy={y.to_string()} r="3.5" />
+                }
                 if let Some(d) = path {
                     <path class="chart-line" data-testid="chart-line" d={d} />
                 } else {

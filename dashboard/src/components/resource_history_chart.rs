@@ -21,7 +21,7 @@ pub struct ResourceHistoryChartProps {
     pub gap_ms: i64,
 }
 
-/// Two charts side by side (stacked on phones).
+/// Two chart cards, laid out by the page's grid.
 #[component]
 pub fn ResourceHistoryChart(p: &ResourceHistoryChartProps) -> Html {
     let cpu: Rc<Vec<_>> = Rc::new(
@@ -37,11 +37,11 @@ pub fn ResourceHistoryChart(p: &ResourceHistoryChartProps) -> Html {
             .collect(),
     );
     html! {
-        <div class="grid2 charts">
+        <>
             <LineChart title="CPU" testid="chart-cpu" unit={Unit::Percent} series={cpu}
                 from_ms={p.from_ms} to_ms={p.to_ms} gap_ms={p.gap_ms} />
             <LineChart title="Memory" testid="chart-memory" unit={Unit::Bytes} series={mem}
                 from_ms={p.from_ms} to_ms={p.to_ms} gap_ms={p.gap_ms} />
-        </div>
+        </>
     }
 }

@@ -179,8 +179,8 @@ pub fn InstancePage(p: &InstancePageProps) -> Html {
                         <div class="banner banner-bad" data-testid="metrics-error" role="alert">{ e.clone() }</div>
                     }
                     if let Some(h) = h {
-                        <ResourceHistoryChart points={h.points.clone()} from_ms={h.from_ms} to_ms={h.to_ms} gap_ms={CHART_GAP_MS} />
-                        <div class="charts-row">
+                        <div class="grid2 charts">
+                            <ResourceHistoryChart points={h.points.clone()} from_ms={h.from_ms} to_ms={h.to_ms} gap_ms={CHART_GAP_MS} />
                             <PlayersChart points={h.points} from_ms={h.from_ms} to_ms={h.to_ms} gap_ms={CHART_GAP_MS} />
                         </div>
                     } else {
