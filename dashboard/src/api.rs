@@ -18,6 +18,8 @@ use tonic_web_wasm_client::Client;
 pub struct ApiError {
     /// The session is missing, expired or revoked: the user must log in again.
     pub unauthenticated: bool,
+    /// The user's role does not allow the call: asking again cannot help.
+    pub denied: bool,
     /// A sentence for the user (the server's status message when it gave one).
     pub message: String,
 }
@@ -31,6 +33,7 @@ impl From<tonic::Status> for ApiError {
         };
         ApiError {
             unauthenticated: s.code() == tonic::Code::Unauthenticated,
+            denied: s.code() == tonic::Code::PermissionDenied,
             message,
         }
     }
@@ -171,6 +174,7 @@ impl Api {
             .await?;
         r.into_inner().instance.ok_or_else(|| ApiError {
             unauthenticated: false,
+            denied: false,
             message: "the master answered without an instance".into(),
         })
     }

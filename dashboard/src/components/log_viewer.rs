@@ -36,6 +36,8 @@ enum Link {
     Live,
     /// The stream ended or failed; the next attempt is scheduled (with the reason, if any).
     Retrying(Option<String>),
+    /// The user's role may not read logs; no retry (the master's sentence says why).
+    Denied(String),
 }
 
 /// Distance from the bottom (px) that still counts as "at the bottom".
@@ -106,6 +108,7 @@ pub fn LogViewer(p: &LogViewerProps) -> Html {
         Link::Live => ("Following".to_owned(), "ok"),
         Link::Retrying(None) => ("Reconnecting…".to_owned(), "warn"),
         Link::Retrying(Some(why)) => (format!("Reconnecting… ({why})"), "bad"),
+        Link::Denied(_) => ("Not allowed".to_owned(), "bad"),
     };
     html! {
         <div class={classes!("log-viewer", p.compact.then_some("compact"))}>
@@ -118,6 +121,9 @@ pub fn LogViewer(p: &LogViewerProps) -> Html {
                     <button class="btn btn-small" data-testid="log-follow" onclick={to_bottom}>{ "↓ Follow" }</button>
                 }
             </div>
+            if let Link::Denied(why) = &*link {
+                <div class="banner banner-bad" data-testid="log-denied" role="alert">{ why.clone() }</div>
+            }
             if b.skipped_bytes() > 0 {
                 <div class="banner banner-warn" data-testid="log-skipped" role="status">
                     { format!("{} of output could not be shown (the log rotated or the viewer fell behind).",
@@ -126,7 +132,7 @@ pub fn LogViewer(p: &LogViewerProps) -> Html {
             }
             <pre ref={view} class="log-view mono" data-testid={p.testid.clone()} onscroll={onscroll}>
                 if b.is_empty() {
-                    <span class="muted">{ "Waiting for output…" }</span>
+                    <span class="muted">{ if matches!(*link, Link::Denied(_)) { "No output to show." } else { "Waiting for output…" } }</span>
                 } else {
                     { b.text() }
                 }
@@ -136,7 +142,7 @@ pub fn LogViewer(p: &LogViewerProps) -> Html {
 }
 
 /// Opens the stream and feeds the buffer until aborted, reopening it with backoff when it
-/// ends. Reopened streams ask for no tail: the lines before the break are already shown.
+/// ends (unless the session or the role is refused: retrying would not change that). Reopened streams ask for no tail: the lines before the break are already shown.
 async fn follow(
     api: Api,
     id: String,
@@ -172,11 +178,15 @@ async fn follow(
             }
             Err(e) => Some(e),
         };
-        if let Some(e) = &why
-            && e.unauthenticated
-        {
-            on_error.emit(e.clone());
-            return;
+        if let Some(e) = &why {
+            if e.unauthenticated {
+                on_error.emit(e.clone());
+                return;
+            }
+            if e.denied {
+                set_link.emit(Link::Denied(e.message.clone()));
+                return;
+            }
         }
         set_link.emit(Link::Retrying(why.map(|e| e.message)));
         gloo_timers::future::TimeoutFuture::new(backoff_ms(attempt)).await;
