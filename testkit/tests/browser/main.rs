@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use exile_api::v1 as pb;
 use exile_testkit::{Sandbox, SandboxOptions};
 use fantoccini::{Client, ClientBuilder, Locator, key::Key};
 use serde_json::{Value, json};
@@ -432,7 +433,8 @@ async fn scenario(sb: &mut Sandbox, c: &Client) -> Result<()> {
         .execute("return sessionStorage.getItem('exile.session');", vec![])
         .await?;
     assert_eq!(stored, Value::Null);
-    Ok(())
+
+    viewer_is_refused(sb, c).await
 }
 
 /// Text of the element `css`, as a JS expression ('' when absent).
@@ -541,5 +543,73 @@ async fn instance_page(c: &Client, row: &str, id: &str) -> Result<()> {
         ),
     )
     .await?;
+    Ok(())
+}
+
+/// A viewer may not read logs or type into a console: both say so with the master's sentence
+/// instead of failing silently or retrying forever.
+async fn viewer_is_refused(sb: &Sandbox, c: &Client) -> Result<()> {
+    let admin = sb.admin().await?;
+    let token = admin
+        .auth
+        .clone()
+        .create_api_token(pb::CreateApiTokenRequest {
+            name: "dashboard-viewer".into(),
+            role: pb::Role::Viewer as i32,
+            ttl_seconds: 600,
+        })
+        .await?
+        .into_inner()
+        .secret;
+    let ids = sb.spawner_ids().await?;
+    let inst = admin
+        .instances
+        .clone()
+        .spawn_instance(pb::SpawnInstanceRequest {
+            spawner_id: ids[1].clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .instance
+        .context("spawn answered without an instance")?;
+    c.execute(
+        &format!("sessionStorage.setItem('exile.session', 'viewer\\n' + {token:?}); return null;"),
+        vec![],
+    )
+    .await?;
+    c.goto(&format!("{}/instances/{}", sb.master_url(), inst.id))
+        .await?;
+    until(
+        c,
+        "the log refused for a viewer",
+        &format!(
+            "return /operator/.test({});",
+            text_of("[data-testid=log-denied]")
+        ),
+    )
+    .await?;
+    click(c, "[data-testid=tab-console]").await?;
+    until(
+        c,
+        "the console input enabled",
+        "const i = document.querySelector('[data-testid=terminal-input]'); return !!i && !i.disabled;",
+    )
+    .await?;
+    type_into(c, "[data-testid=terminal-input]", "say hi").await?;
+    c.find(Locator::Css("[data-testid=terminal-input]"))
+        .await?
+        .send_keys(&Key::Enter.to_string())
+        .await?;
+    until(
+        c,
+        "the console refused for a viewer",
+        &format!(
+            "return /operator/.test({}) && !!document.querySelector('[data-testid=terminal-sent].bad');",
+            text_of("[data-testid=terminal-error]")
+        ),
+    )
+    .await?;
+    screenshot(c, "instance-console-viewer").await?;
     Ok(())
 }
