@@ -8,6 +8,7 @@ use exile_api::v1 as pb;
 use pb::auth_service_client::AuthServiceClient;
 use pb::event_service_client::EventServiceClient;
 use pb::instance_service_client::InstanceServiceClient;
+use pb::metrics_service_client::MetricsServiceClient;
 use pb::spawner_service_client::SpawnerServiceClient;
 use pb::system_service_client::SystemServiceClient;
 use tonic_web_wasm_client::Client;
@@ -17,6 +18,8 @@ use tonic_web_wasm_client::Client;
 pub struct ApiError {
     /// The session is missing, expired or revoked: the user must log in again.
     pub unauthenticated: bool,
+    /// The user's role does not allow the call: asking again cannot help.
+    pub denied: bool,
     /// A sentence for the user (the server's status message when it gave one).
     pub message: String,
 }
@@ -30,6 +33,7 @@ impl From<tonic::Status> for ApiError {
         };
         ApiError {
             unauthenticated: s.code() == tonic::Code::Unauthenticated,
+            denied: s.code() == tonic::Code::PermissionDenied,
             message,
         }
     }
@@ -170,6 +174,7 @@ impl Api {
             .await?;
         r.into_inner().instance.ok_or_else(|| ApiError {
             unauthenticated: false,
+            denied: false,
             message: "the master answered without an instance".into(),
         })
     }
@@ -216,5 +221,56 @@ impl Api {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Opens instance `id`'s output log: the last `tail_lines` lines, then new output as it
+    /// is written. Dropping the stream aborts the request.
+    // The request is growing other ways to pick a log; they keep their defaults here.
+    #[allow(clippy::needless_update)]
+    pub async fn stream_logs(
+        &self,
+        id: &str,
+        tail_lines: u32,
+    ) -> ApiResult<tonic::Streaming<pb::LogChunk>> {
+        Ok(InstanceServiceClient::new(self.client())
+            .stream_logs(self.req(pb::StreamLogsRequest {
+                id: id.into(),
+                follow: true,
+                tail_lines,
+                ..Default::default()
+            }))
+            .await?
+            .into_inner())
+    }
+
+    /// Writes one line to instance `id`'s console (operators only); the game answers in its log.
+    pub async fn send_console(&self, id: &str, line: &str) -> ApiResult<()> {
+        InstanceServiceClient::new(self.client())
+            .send_console_command(self.req(pb::SendConsoleCommandRequest {
+                id: id.into(),
+                line: line.into(),
+            }))
+            .await?;
+        Ok(())
+    }
+
+    /// Resource samples of instance `id` between two Unix-millisecond times, oldest first.
+    pub async fn instance_metrics(
+        &self,
+        id: &str,
+        from_unix_ms: i64,
+        to_unix_ms: i64,
+    ) -> ApiResult<Vec<pb::MetricPoint>> {
+        Ok(MetricsServiceClient::new(self.client())
+            .get_metrics_history(self.req(pb::GetMetricsHistoryRequest {
+                target: pb::MetricsTarget::Instance.into(),
+                id: id.into(),
+                from_unix_ms,
+                to_unix_ms,
+                step_ms: 0,
+            }))
+            .await?
+            .into_inner()
+            .points)
     }
 }

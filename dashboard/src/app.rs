@@ -11,7 +11,8 @@ use yew_router::prelude::*;
 use crate::api::{Api, ApiError};
 use crate::components::drawer::Drawer;
 use crate::pages::{
-    login::Login, not_found::NotFound, overview::Overview, spawner::SpawnerPage, spawners::Spawners,
+    instance::InstancePage, login::Login, not_found::NotFound, overview::Overview,
+    spawner::SpawnerPage, spawners::Spawners,
 };
 use crate::state::{Live, LiveAction, backoff_ms};
 
@@ -31,6 +32,12 @@ pub enum Route {
     #[at("/spawners/:id")]
     Spawner {
         /// Spawner id.
+        id: String,
+    },
+    /// One instance: its log, console and resource history.
+    #[at("/instances/:id")]
+    Instance {
+        /// Instance id.
         id: String,
     },
     /// Anything else.
@@ -254,6 +261,9 @@ fn switch(route: Route) -> Html {
         Route::Spawner { id } => {
             html! { <Shell title="Spawner"><SpawnerPage id={id} /></Shell> }
         }
+        Route::Instance { id } => {
+            html! { <Shell title="Instance"><InstancePage id={id} /></Shell> }
+        }
         Route::NotFound => html! { <Shell title="Not found"><NotFound /></Shell> },
     }
 }
@@ -300,7 +310,7 @@ pub fn Shell(props: &ShellProps) -> Html {
     };
     let link = |to: Route, label: &str, testid: &str| {
         let active = match (&route, &to) {
-            (Some(Route::Spawner { .. }), Route::Spawners) => true,
+            (Some(Route::Spawner { .. } | Route::Instance { .. }), Route::Spawners) => true,
             (Some(r), t) => r == t,
             _ => false,
         };

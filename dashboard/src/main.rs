@@ -7,7 +7,9 @@
 
 mod api;
 mod app;
+mod chart;
 mod components;
+mod logs;
 mod pages;
 mod state;
 

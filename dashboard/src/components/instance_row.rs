@@ -1,9 +1,12 @@
-//! InstanceRow: one game-server instance with its figures and an actions dropdown.
+//! InstanceRow: one game-server instance with its figures and an actions dropdown; its id
+//! links to the instance page (logs, console, metrics).
 
 use exile_api::v1 as pb;
 use yew::prelude::*;
+use yew_router::prelude::*;
 
 use crate::api::InstanceAction;
+use crate::app::Route;
 use crate::components::dropdown::{Dropdown, DropdownItem};
 use crate::components::resource_progress_bar::ResourceProgressBar;
 use crate::state::{
@@ -57,7 +60,11 @@ pub fn InstanceRow(p: &InstanceRowProps) -> Html {
         .collect::<Vec<_>>();
     html! {
         <tr data-testid="instance-row" data-instance-id={i.id.clone()} data-state={label}>
-            <td class="mono strong">{ i.id.clone() }</td>
+            <td class="mono strong">
+                <Link<Route> to={Route::Instance { id: i.id.clone() }} classes="row-link">
+                    <span data-testid="instance-link" title="Logs, console and metrics">{ i.id.clone() }</span>
+                </Link<Route>>
+            </td>
             <td>
                 <span class={classes!("badge", state_tone(label))} data-testid="instance-state">{ label }</span>
                 if p.busy { <span class="spinner" data-testid="instance-busy"></span> }

@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use exile_api::v1 as pb;
 use exile_testkit::{Sandbox, SandboxOptions};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, ClientBuilder, Locator, key::Key};
 use serde_json::{Value, json};
 
 /// How long any condition may take to show up in the page.
@@ -327,9 +328,11 @@ async fn scenario(sb: &mut Sandbox, c: &Client) -> Result<()> {
     )
     .await?;
     screenshot(c, "spawner").await?;
+    let row = format!("[data-testid=instance-row][data-instance-id={id:?}]");
+
+    instance_page(c, &row, &id).await?;
 
     // Stop asks first; confirming stops it.
-    let row = format!("[data-testid=instance-row][data-instance-id={id:?}]");
     click(c, &format!("{row} [data-testid=instance-actions]")).await?;
     click(c, &format!("{row} [data-testid=action-stop]")).await?;
     until(
@@ -430,5 +433,183 @@ async fn scenario(sb: &mut Sandbox, c: &Client) -> Result<()> {
         .execute("return sessionStorage.getItem('exile.session');", vec![])
         .await?;
     assert_eq!(stored, Value::Null);
+
+    viewer_is_refused(sb, c).await
+}
+
+/// Text of the element `css`, as a JS expression ('' when absent).
+fn text_of(css: &str) -> String {
+    format!("(document.querySelector({css:?})?.textContent ?? '')")
+}
+
+/// The instance page reached from its row: the game's own output in the log, a console
+/// command answered in the log under the input, and the resource charts drawn.
+async fn instance_page(c: &Client, row: &str, id: &str) -> Result<()> {
+    click(c, &format!("{row} [data-testid=instance-link]")).await?;
+    until(
+        c,
+        "the instance page",
+        &format!(
+            "return location.pathname === '/instances/{id}' && {} === {id:?};",
+            text_of("[data-testid=instance-id]")
+        ),
+    )
+    .await?;
+
+    // The demo game prints its port, then "ready" once the SDK call went through.
+    until(
+        c,
+        "the game's startup lines in the log",
+        &format!(
+            "const t = {}; return /listening on port \\d+/.test(t) && t.includes('ready (instance {id})');",
+            text_of("[data-testid=log-view]")
+        ),
+    )
+    .await?;
+    screenshot(c, "instance-logs").await?;
+
+    // Enter sends a console line; the game's answer shows up in the log above the input.
+    click(c, "[data-testid=tab-console]").await?;
+    until(
+        c,
+        "the console input enabled",
+        "const i = document.querySelector('[data-testid=terminal-input]'); return !!i && !i.disabled;",
+    )
+    .await?;
+    let said = "hello from the dashboard";
+    type_into(c, "[data-testid=terminal-input]", &format!("say {said}")).await?;
+    c.find(Locator::Css("[data-testid=terminal-input]"))
+        .await?
+        .send_keys(&Key::Enter.to_string())
+        .await?;
+    until(
+        c,
+        "the console answer in the log",
+        &format!(
+            "return {}.includes('[console] {said}');",
+            text_of("[data-testid=console-log]")
+        ),
+    )
+    .await?;
+    until(
+        c,
+        "the sent line marked as sent",
+        &format!(
+            "const l = document.querySelector('[data-testid=terminal-sent].ok'); return !!l && l.textContent.includes('say {said}');"
+        ),
+    )
+    .await?;
+    let input = c
+        .execute(
+            "return document.querySelector('[data-testid=terminal-input]').value;",
+            vec![],
+        )
+        .await?;
+    assert_eq!(
+        input,
+        Value::String(String::new()),
+        "input cleared after Enter"
+    );
+    screenshot(c, "instance-console").await?;
+
+    // The Sandbox's spawners report every 200 ms, so a running instance has samples by now:
+    // each chart draws a line and shows a current value.
+    click(c, "[data-testid=tab-metrics]").await?;
+    let now = until(
+        c,
+        "CPU, memory and players charts with a line",
+        "const ids = ['chart-cpu', 'chart-memory', 'chart-players'];
+         const cards = ids.map(i => document.querySelector(`[data-testid=${i}]`));
+         if (cards.some(c => !c)) return false;
+         const lines = cards.map(c => c.querySelector('path[data-testid=chart-line]')?.getAttribute('d') ?? '');
+         if (!lines.every(d => /^M[\\d.]+,[\\d.]+/.test(d))) return false;
+         return cards.map(c => c.querySelector('[data-testid=chart-now]').textContent);",
+    )
+    .await?;
+    let now: Vec<String> = serde_json::from_value(now)?;
+    assert!(now[0].ends_with('%'), "CPU now: {now:?}");
+    assert!(now[1].ends_with('B'), "memory now: {now:?}");
+    assert_eq!(now[2], "0", "players now: {now:?}");
+    screenshot(c, "instance-metrics").await?;
+
+    // Back to the spawner through the page's own link, still without a reload.
+    click(c, "[data-testid=instance-spawner-link]").await?;
+    until(
+        c,
+        "the spawner page again",
+        &format!(
+            "return {} === 'spawner-0' && !!document.querySelector({row:?});",
+            text_of("[data-testid=spawner-name]")
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A viewer may not read logs or type into a console: both say so with the master's sentence
+/// instead of failing silently or retrying forever.
+async fn viewer_is_refused(sb: &Sandbox, c: &Client) -> Result<()> {
+    let admin = sb.admin().await?;
+    let token = admin
+        .auth
+        .clone()
+        .create_api_token(pb::CreateApiTokenRequest {
+            name: "dashboard-viewer".into(),
+            role: pb::Role::Viewer as i32,
+            ttl_seconds: 600,
+        })
+        .await?
+        .into_inner()
+        .secret;
+    let ids = sb.spawner_ids().await?;
+    let inst = admin
+        .instances
+        .clone()
+        .spawn_instance(pb::SpawnInstanceRequest {
+            spawner_id: ids[1].clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .instance
+        .context("spawn answered without an instance")?;
+    c.execute(
+        &format!("sessionStorage.setItem('exile.session', 'viewer\\n' + {token:?}); return null;"),
+        vec![],
+    )
+    .await?;
+    c.goto(&format!("{}/instances/{}", sb.master_url(), inst.id))
+        .await?;
+    until(
+        c,
+        "the log refused for a viewer",
+        &format!(
+            "return /operator/.test({});",
+            text_of("[data-testid=log-denied]")
+        ),
+    )
+    .await?;
+    click(c, "[data-testid=tab-console]").await?;
+    until(
+        c,
+        "the console input enabled",
+        "const i = document.querySelector('[data-testid=terminal-input]'); return !!i && !i.disabled;",
+    )
+    .await?;
+    type_into(c, "[data-testid=terminal-input]", "say hi").await?;
+    c.find(Locator::Css("[data-testid=terminal-input]"))
+        .await?
+        .send_keys(&Key::Enter.to_string())
+        .await?;
+    until(
+        c,
+        "the console refused for a viewer",
+        &format!(
+            "return /operator/.test({}) && !!document.querySelector('[data-testid=terminal-sent].bad');",
+            text_of("[data-testid=terminal-error]")
+        ),
+    )
+    .await?;
+    screenshot(c, "instance-console-viewer").await?;
     Ok(())
 }
