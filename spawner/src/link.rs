@@ -317,6 +317,7 @@ impl Link {
                     dir: instances_dir.join(&r.id),
                     id: r.id,
                     pid,
+                    players: r.players,
                 })
             })
             .collect();

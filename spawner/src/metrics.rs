@@ -15,6 +15,9 @@ pub struct Target {
     pub pid: u32,
     /// Its directory.
     pub dir: PathBuf,
+    /// Players the game last reported through the SDK (the master takes the heartbeat's
+    /// figure as current, so it must be the real one, not a placeholder).
+    pub players: u32,
 }
 
 /// Keeps the sysinfo state between samples (CPU figures are differences between refreshes).
@@ -68,7 +71,7 @@ impl Sampler {
                     disk_used_bytes: dir_size(&t.dir),
                     ..Default::default()
                 }),
-                players: 0,
+                players: t.players,
             })
             .collect();
         if let Some(system) = &mut self.system {
@@ -167,8 +170,10 @@ mod tests {
             id: "self".into(),
             pid: std::process::id(),
             dir: dir.path().to_owned(),
+            players: 7,
         };
         let hb = sampler.sample(std::slice::from_ref(&target));
+        assert_eq!(hb.instances[0].players, 7, "the SDK's count goes out as is");
         let host = hb.host.unwrap();
         assert!(host.cpu_count >= 1);
         assert!(host.memory_total_bytes >= host.memory_bytes && host.memory_bytes > 0);

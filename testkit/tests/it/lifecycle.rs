@@ -230,6 +230,8 @@ async fn the_demo_game_reports_ready_and_players_through_the_sdk() {
     w.until("one player", |w| w.players.get(&i.id) == Some(&1))
         .await
         .unwrap();
+    // Heartbeats (every 200 ms here) carry the count too; the next ones must not reset it.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let listed = sb.instances().await.unwrap();
     let me = listed.iter().find(|x| x.id == i.id).unwrap();
     assert_eq!((me.players, me.max_players), (1, 16));
