@@ -108,6 +108,10 @@ pub fn line(e: &pb::WatchEvent) -> String {
                     l.push_str(&format!(" ports {}", list.join(",")));
                 }
             }
+            // Games that report players through the SDK have a maximum; others show none.
+            if i.max_players > 0 || i.players > 0 {
+                l.push_str(&format!(" players {}/{}", i.players, i.max_players));
+            }
             if !i.message.is_empty() {
                 l.push_str(&format!(" ({})", i.message));
             }
@@ -155,6 +159,27 @@ mod tests {
         assert_eq!(
             line(&e),
             "2023-11-14T22:13:20Z instance inst-x state RUNNING on spw-y port 7801"
+        );
+    }
+
+    #[test]
+    fn instance_line_shows_players_of_games_that_report_them() {
+        let e = pb::WatchEvent {
+            sequence: 2,
+            at_unix_ms: 1_700_000_000_000,
+            kind: Some(Kind::InstanceUpdated(pb::Instance {
+                id: "inst-x".into(),
+                spawner_id: "spw-y".into(),
+                state: InstanceState::Ready as i32,
+                players: 7,
+                max_players: 16,
+                message: "the game is ready".into(),
+                ..Default::default()
+            })),
+        };
+        assert_eq!(
+            line(&e),
+            "2023-11-14T22:13:20Z instance inst-x state READY on spw-y players 7/16 (the game is ready)"
         );
     }
 

@@ -60,3 +60,64 @@ async fn watch_prints_the_snapshot_then_instance_changes() {
     child.wait().unwrap();
     ctl.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_shows_ready_and_player_counts_move() {
+    let ctl = Ctl::start().await;
+    ctl.login().await;
+    let ids = ctl.sb.spawner_ids().await.unwrap();
+
+    let mut child = ctl
+        .command(&["watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let until = |rx: &mpsc::Receiver<String>, what: &str, ok: &dyn Fn(&str) -> bool| -> String {
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("watch printed no line with {what} in time"));
+            if ok(&line) {
+                return line;
+            }
+        }
+    };
+
+    let id = ctl.spawn_on(&ids[0]).await;
+    let ready = tokio::task::block_in_place(|| {
+        until(&rx, "READY", &|l| {
+            l.contains(&format!("instance {id} state READY"))
+        })
+    });
+    let port: u16 = ready
+        .split(" port ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {ready}"));
+
+    // Two players join the demo game over UDP, one leaves; the game tells the spawner
+    // through the SDK and every count reaches the watch.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (msg, count) in [("join", 1), ("join", 2), ("leave", 1)] {
+        sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
+        let want = format!("players {count}/16");
+        tokio::task::block_in_place(|| {
+            until(&rx, &want, &|l| l.contains(&id) && l.contains(&want))
+        });
+    }
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ctl.shutdown().await;
+}
