@@ -174,13 +174,18 @@ pub fn describe(status: &Status, master: &str) -> String {
     match status.code() {
         Code::Unauthenticated => "not logged in or session expired: run `exilectl login`".into(),
         Code::PermissionDenied => format!("permission denied: {msg}"),
-        Code::Unavailable => {
-            let cause = std::error::Error::source(status)
-                .map(root_cause)
-                .filter(|c| !c.is_empty())
-                .unwrap_or_else(|| msg.to_owned());
-            format!("cannot reach the master at {master}: {cause}")
-        }
+        // A status built on this side from a transport error carries that error as its
+        // source; one the master sent (a spawner that is not connected) carries none and
+        // already says what is unavailable.
+        Code::Unavailable => match std::error::Error::source(status) {
+            Some(e) => {
+                let cause = Some(root_cause(e))
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| msg.to_owned());
+                format!("cannot reach the master at {master}: {cause}")
+            }
+            None => format!("unavailable: {msg}"),
+        },
         Code::Cancelled if msg.contains("Timeout expired") => {
             format!("the master at {master} did not answer in time (see --timeout)")
         }
@@ -267,9 +272,18 @@ mod tests {
             describe(&Status::permission_denied("needs operator"), m),
             "permission denied: needs operator"
         );
+        let mut transport = Status::unavailable("transport error");
+        transport.set_source(std::sync::Arc::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        )));
         assert_eq!(
-            describe(&Status::unavailable("connection refused"), m),
+            describe(&transport, m),
             "cannot reach the master at http://m:1: connection refused"
+        );
+        assert_eq!(
+            describe(&Status::unavailable("spawner spw-1 is not connected"), m),
+            "unavailable: spawner spw-1 is not connected"
         );
         assert_eq!(
             describe(&Status::not_found("no instance x"), m),
