@@ -9,6 +9,21 @@ use serde_json::Value;
 
 use crate::harness::Ctl;
 
+/// The child's output lines, read on a thread so a silent watch fails on a deadline instead
+/// of hanging.
+fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_the_snapshot_then_instance_changes() {
     let ctl = Ctl::start().await;
@@ -21,16 +36,7 @@ async fn watch_prints_the_snapshot_then_instance_changes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    // A reader thread, so a silent watch fails on a deadline instead of hanging.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(&mut child);
     let next = |rx: &mpsc::Receiver<String>| -> Value {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
@@ -73,15 +79,7 @@ async fn watch_shows_ready_and_player_counts_move() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(&mut child);
     let until = |rx: &mpsc::Receiver<String>, what: &str, ok: &dyn Fn(&str) -> bool| -> String {
         loop {
             let line = rx

@@ -178,13 +178,7 @@ async fn an_exit_code_while_down_is_recorded_by_the_supervisor() {
     first.shutdown(false).await.unwrap();
     // The game reads its console: the supervisor still carries the line with no spawner.
     let instance_dir = dir.path().join("instances/x");
-    exile_spawner::supervisor::request(&instance_dir, "console bye")
-        .await
-        .unwrap();
-    eventually("the exit is recorded", || {
-        instance_dir.join("exit.json").exists()
-    })
-    .await;
+    exit_through_console(&instance_dir, "bye").await;
 
     let second = Manager::open(script_config(dir.path(), script))
         .await
@@ -220,13 +214,7 @@ async fn a_game_that_fails_while_the_spawner_is_down_gets_its_restart_policy() {
     reaper.watch(&rec);
     first.shutdown(false).await.unwrap();
     let instance_dir = dir.path().join("instances/x");
-    exile_spawner::supervisor::request(&instance_dir, "console fail")
-        .await
-        .unwrap();
-    eventually("the exit is recorded", || {
-        instance_dir.join("exit.json").exists()
-    })
-    .await;
+    exit_through_console(&instance_dir, "fail").await;
 
     let second = Manager::open(script_config(dir.path(), script))
         .await
@@ -288,4 +276,16 @@ async fn a_launch_the_spawner_never_recorded_is_not_left_beside_its_pending_rest
     eventually("the unrecorded game is gone", || !alive(rec.pid.unwrap())).await;
     assert!(alive(back.pid.unwrap()));
     second.shutdown(true).await.unwrap();
+}
+
+/// Sends `line` to a game through its supervisor alone (no spawner running) and waits until
+/// the supervisor has recorded the game's exit.
+async fn exit_through_console(instance_dir: &std::path::Path, line: &str) {
+    exile_spawner::supervisor::request(instance_dir, &format!("console {line}"))
+        .await
+        .unwrap();
+    eventually("the exit is recorded", || {
+        instance_dir.join("exit.json").exists()
+    })
+    .await;
 }

@@ -475,15 +475,7 @@ async fn a_restart_pending_in_backoff_is_made_once_after_a_kill_9_of_the_spawner
     eventually(
         "the pending restart is on disk",
         Duration::from_secs(20),
-        || async {
-            let state: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&state_file).ok()?).ok()?;
-            state["instances"]
-                .as_array()?
-                .iter()
-                .any(|i| i["id"] == inst.id.as_str() && i["pending_restart"].is_object())
-                .then_some(())
-        },
+        || async { (pending_on_disk(&state_file, &inst.id) == Some(true)).then_some(()) },
     )
     .await
     .unwrap();
@@ -520,18 +512,21 @@ async fn a_restart_pending_in_backoff_is_made_once_after_a_kill_9_of_the_spawner
     eventually(
         "the restart is off the state file",
         Duration::from_secs(10),
-        || async {
-            let state: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&state_file).ok()?).ok()?;
-            state["instances"]
-                .as_array()?
-                .iter()
-                .any(|i| i["id"] == inst.id.as_str() && i["pending_restart"].is_null())
-                .then_some(())
-        },
+        || async { (pending_on_disk(&state_file, &inst.id) == Some(false)).then_some(()) },
     )
     .await
     .unwrap();
     sb.kill_spawner_process(0).unwrap();
     sb.shutdown().await;
+}
+
+/// Whether the spawner's state file holds a pending restart for instance `id`; `None` while
+/// the file or the instance cannot be read.
+fn pending_on_disk(state_file: &std::path::Path, id: &str) -> Option<bool> {
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(state_file).ok()?).ok()?;
+    let record = state["instances"]
+        .as_array()?
+        .iter()
+        .find(|i| i["id"] == id)?;
+    Some(record["pending_restart"].is_object())
 }
