@@ -12,7 +12,7 @@ use crate::harness::Ctl;
 /// The child's output lines, read on a thread so a silent watch fails on a deadline instead
 /// of hanging.
 fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {

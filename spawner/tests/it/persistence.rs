@@ -283,7 +283,7 @@ async fn a_launch_the_spawner_never_recorded_is_not_left_beside_its_pending_rest
 async fn exit_through_console(instance_dir: &std::path::Path, line: &str) {
     exile_spawner::supervisor::request(instance_dir, &format!("console {line}"))
         .await
-        .unwrap();
+        .expect("the supervisor takes the console line");
     eventually("the exit is recorded", || {
         instance_dir.join("exit.json").exists()
     })
