@@ -6,6 +6,9 @@ pub mod v1 {
     tonic::include_proto!("exile.v1");
 }
 
+pub mod build;
+pub mod limits;
+
 /// Encoded `FileDescriptorSet` of the whole API, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("exile_descriptor");
 

@@ -14,6 +14,10 @@ pub struct Fleet {
     pub spawners: BTreeMap<String, pb::Spawner>,
     /// Instances by id.
     pub instances: BTreeMap<String, pb::Instance>,
+    /// Uploaded builds by id.
+    pub builds: BTreeMap<String, pb::Build>,
+    /// Rollouts by id (running ones, and the newest of each build name).
+    pub rollouts: BTreeMap<String, pb::Rollout>,
     /// True once a snapshot arrived on the current stream.
     pub loaded: bool,
     /// Sequence number of the last event applied.
@@ -29,6 +33,8 @@ impl Fleet {
             Some(Kind::Snapshot(s)) => {
                 self.spawners = s.spawners.into_iter().map(|x| (x.id.clone(), x)).collect();
                 self.instances = s.instances.into_iter().map(|x| (x.id.clone(), x)).collect();
+                self.builds = s.builds.into_iter().map(|x| (x.id.clone(), x)).collect();
+                self.rollouts = s.rollouts.into_iter().map(|x| (x.id.clone(), x)).collect();
                 self.loaded = true;
             }
             Some(Kind::SpawnerUpdated(s)) => {
@@ -52,6 +58,15 @@ impl Fleet {
             }
             Some(Kind::InstanceRemoved(id)) => {
                 self.instances.remove(&id);
+            }
+            Some(Kind::BuildUpdated(b)) => {
+                self.builds.insert(b.id.clone(), b);
+            }
+            Some(Kind::BuildRemoved(id)) => {
+                self.builds.remove(&id);
+            }
+            Some(Kind::RolloutUpdated(r)) => {
+                self.rollouts.insert(r.id.clone(), r);
             }
             // The server dropped events for us; the stream is restarted by the caller, which
             // brings a fresh snapshot.
@@ -338,6 +353,7 @@ mod tests {
                     instance("i2", "a", pb::InstanceState::Stopped),
                     instance("i3", "b", pb::InstanceState::Ready),
                 ],
+                ..Default::default()
             }),
         )
     }

@@ -368,6 +368,27 @@ pub enum EventView {
     Lagged {
         lost: u64,
     },
+    BuildUpdated {
+        id: String,
+        name: String,
+        version: String,
+        sha256: String,
+        instance_count: u32,
+        spawner_count: u32,
+    },
+    BuildRemoved {
+        id: String,
+    },
+    RolloutUpdated {
+        id: String,
+        build_name: String,
+        to_version: String,
+        state: String,
+        total: u32,
+        replaced: u32,
+        failed: u32,
+        message: String,
+    },
     /// An event kind this exilectl does not know (a newer master).
     Unknown,
 }
@@ -386,6 +407,25 @@ impl From<pb::WatchEvent> for WatchEventView {
             Some(Kind::InstanceRemoved(id)) => EventView::InstanceRemoved { id },
             Some(Kind::SpawnerMetrics(s)) => EventView::SpawnerMetrics { spawner: s.into() },
             Some(Kind::Lagged(lost)) => EventView::Lagged { lost },
+            Some(Kind::BuildUpdated(b)) => EventView::BuildUpdated {
+                id: b.id,
+                name: b.name,
+                version: b.version,
+                sha256: b.sha256,
+                instance_count: b.instance_count,
+                spawner_count: b.spawner_count,
+            },
+            Some(Kind::BuildRemoved(id)) => EventView::BuildRemoved { id },
+            Some(Kind::RolloutUpdated(r)) => EventView::RolloutUpdated {
+                state: rollout_state(r.state),
+                id: r.id,
+                build_name: r.build_name,
+                to_version: r.to_version,
+                total: r.total,
+                replaced: r.replaced,
+                failed: r.failed,
+                message: r.message,
+            },
             None => EventView::Unknown,
         };
         Self {
@@ -401,6 +441,15 @@ pub fn instance_state(v: i32) -> String {
     enum_word(
         pb::InstanceState::try_from(v).map(|s| s.as_str_name()),
         "INSTANCE_STATE_",
+        v,
+    )
+}
+
+/// `ROLLOUT_STATE_RUNNING` → `running`.
+pub fn rollout_state(v: i32) -> String {
+    enum_word(
+        pb::RolloutState::try_from(v).map(|s| s.as_str_name()),
+        "ROLLOUT_STATE_",
         v,
     )
 }

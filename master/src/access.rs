@@ -88,6 +88,8 @@ pub const RULES: &[(&str, Rule)] = &[
     ("/exile.v1.SystemService/ListAuditLog",           rule(ADMIN, false)),
     ("/exile.v1.SpawnerLink/Enroll",                   rule(Public, true)),
     ("/exile.v1.SpawnerLink/Link",                     rule(Spawner, false)),
+    ("/exile.v1.SpawnerLink/GetBuildChunks",           rule(Spawner, false)),
+    ("/exile.v1.SpawnerLink/FetchChunks",              rule(Spawner, false)),
 ];
 
 /// Services outside exile.v1 that are public as a whole (standard health and reflection).

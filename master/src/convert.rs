@@ -31,6 +31,7 @@ pub fn spawner_to_pb(
         last_seen_unix_ms: info.last_seen_at,
         enrolled_at_unix_ms: info.enrolled_at,
         drained: info.drained,
+        builds: Vec::new(),
     }
 }
 
@@ -41,6 +42,7 @@ pub fn instance_to_pb(r: &InstanceRecord, address: &str) -> pb::Instance {
         spawner_id: r.spawner_id.clone(),
         state: r.state as i32,
         build_version: r.build_version.clone(),
+        build_name: String::new(),
         ports: r
             .ports
             .iter()

@@ -266,6 +266,8 @@ impl Registry {
         pb::Snapshot {
             spawners,
             instances,
+            builds: Vec::new(),
+            rollouts: Vec::new(),
         }
     }
 
@@ -350,6 +352,7 @@ impl Registry {
             link.push_config(pb::ConfigPush {
                 heartbeat_interval_ms: 0,
                 drained,
+                wanted_builds: None,
             });
         }
         let e = st.spawners.get(id).ok_or_else(|| not_found_spawner(id))?;

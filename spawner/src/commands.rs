@@ -48,6 +48,7 @@ pub async fn execute(
             error_kind: v1::CommandErrorKind::Unspecified.into(),
             instance: record.map(|r| r.to_status()),
             backups,
+            build: None,
         },
         Err(error) => {
             tracing::debug!(request_id, %error, "command failed");
@@ -57,6 +58,7 @@ pub async fn execute(
                 error_kind: error.kind().into(),
                 instance: None,
                 backups: Vec::new(),
+                build: None,
             }
         }
     };
@@ -204,7 +206,8 @@ async fn dispatch_instance(
             | Action::Backup(_)
             | Action::ListBackups(_)
             | Action::RestoreBackup(_)
-            | Action::DeleteBackup(_),
+            | Action::DeleteBackup(_)
+            | Action::InstallBuild(_),
         )
         | None => Err(Error::InvalidArgument(
             "the command has no action this spawner understands".into(),

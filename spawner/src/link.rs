@@ -144,6 +144,7 @@ impl Link {
             active_build: self.config.build_version.clone(),
             instances: instances.iter().map(|r| r.to_status()).collect(),
             name: self.config.spawner_name(),
+            builds: Vec::new(),
         })
     }
 

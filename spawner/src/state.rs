@@ -150,6 +150,7 @@ impl InstanceRecord {
             id: self.id.clone(),
             state: v1::InstanceState::from(self.state).into(),
             build_version: self.build_version.clone(),
+            build_name: String::new(),
             ports: self
                 .port
                 .map(|port| v1::Port {

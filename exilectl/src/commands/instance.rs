@@ -97,6 +97,7 @@ fn spawn_request(a: SpawnArgs) -> SpawnInstanceRequest {
         region: a.region.unwrap_or_default(),
         spawner_selector: a.selectors.into_iter().collect(),
         build_version: a.build.unwrap_or_default(),
+        build: String::new(),
         labels: a.labels.into_iter().collect(),
         env: a.env.into_iter().collect(),
         args: a.args,

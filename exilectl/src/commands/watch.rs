@@ -130,6 +130,26 @@ pub fn line(e: &pb::WatchEvent) -> String {
                 s.capacity
             )
         }
+        Some(Kind::BuildUpdated(b)) => format!(
+            "build {}@{} ({}) instances {} spawners {}",
+            b.name, b.version, b.id, b.instance_count, b.spawner_count
+        ),
+        Some(Kind::BuildRemoved(id)) => format!("build {id} removed"),
+        Some(Kind::RolloutUpdated(r)) => format!(
+            "rollout {} of {}@{} {} replaced {}/{} failed {}{}",
+            r.id,
+            r.build_name,
+            r.to_version,
+            crate::view::rollout_state(r.state).to_ascii_uppercase(),
+            r.replaced,
+            r.total,
+            r.failed,
+            if r.message.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.message)
+            }
+        ),
         Some(Kind::Lagged(n)) => format!("lagged: {n} events lost, a new snapshot follows"),
         None => "unknown event (is exilectl older than the master?)".into(),
     };
@@ -203,6 +223,7 @@ mod tests {
                     state: InstanceState::Ready as i32,
                     ..Default::default()
                 }],
+                ..Default::default()
             })),
         };
         assert_eq!(

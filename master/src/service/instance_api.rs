@@ -18,31 +18,7 @@ use exile_api::v1::instance_service_server::InstanceService;
 pub struct InstanceApi(pub SharedRef);
 
 fn check_env(env: &HashMap<String, String>) -> Result<()> {
-    if env.len() > 128 {
-        return Err(Error::InvalidArgument("env: at most 128 variables".into()));
-    }
-    for (k, v) in env {
-        let ok = !k.is_empty()
-            && k.len() <= 128
-            && !k.starts_with(|c: char| c.is_ascii_digit())
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok {
-            return Err(Error::InvalidArgument(format!(
-                "env: {k:?} is not a valid variable name"
-            )));
-        }
-        if k.starts_with("EXILE_") {
-            return Err(Error::InvalidArgument(format!(
-                "env: {k} is reserved for the spawner"
-            )));
-        }
-        if v.len() > 4096 || v.contains('\0') {
-            return Err(Error::InvalidArgument(format!(
-                "env: value of {k} is too long or has a NUL byte"
-            )));
-        }
-    }
-    Ok(())
+    exile_api::limits::check_env(env.iter()).map_err(Error::InvalidArgument)
 }
 
 fn check_args(args: &[String]) -> Result<()> {
@@ -58,59 +34,11 @@ fn check_args(args: &[String]) -> Result<()> {
 }
 
 fn check_restart_policy(p: &pb::RestartPolicy) -> Result<()> {
-    pb::RestartMode::try_from(p.mode)
-        .map_err(|_| Error::InvalidArgument("restart_policy.mode: unknown value".into()))?;
-    if p.max_restarts > 1000 || p.window_seconds > 86_400 * 7 {
-        return Err(Error::InvalidArgument(
-            "restart_policy: max_restarts is at most 1000 and window_seconds at most a week".into(),
-        ));
-    }
-    if p.backoff_max_ms != 0 && p.backoff_base_ms > p.backoff_max_ms {
-        return Err(Error::InvalidArgument(
-            "restart_policy: backoff_base_ms must not exceed backoff_max_ms".into(),
-        ));
-    }
-    Ok(())
+    exile_api::limits::check_restart_policy(p).map_err(Error::InvalidArgument)
 }
 
-/// Health periods a spawn may ask for, milliseconds: a tenth of a second to an hour.
-const HEALTH_PERIOD_MS: std::ops::RangeInclusive<u32> = 100..=3_600_000;
-/// Most missed health periods a spawn may allow.
-const MAX_HEALTH_FAILURES: u32 = 1000;
-/// Longest health initial delay, milliseconds: a day.
-const MAX_HEALTH_INITIAL_DELAY_MS: u32 = 86_400_000;
-
 fn check_health_check(h: &pb::HealthCheck) -> Result<()> {
-    pb::UnhealthyAction::try_from(h.action).map_err(|_| {
-        Error::InvalidArgument(format!(
-            "health_check.action: {} is not a known action (use LEAVE or RESTART)",
-            h.action
-        ))
-    })?;
-    if let Some(p) = h.period_ms
-        && !HEALTH_PERIOD_MS.contains(&p)
-    {
-        return Err(Error::InvalidArgument(format!(
-            "health_check.period_ms must be {} to {} (an hour), not {p}",
-            HEALTH_PERIOD_MS.start(),
-            HEALTH_PERIOD_MS.end()
-        )));
-    }
-    if let Some(t) = h.failure_threshold
-        && !(1..=MAX_HEALTH_FAILURES).contains(&t)
-    {
-        return Err(Error::InvalidArgument(format!(
-            "health_check.failure_threshold must be 1 to {MAX_HEALTH_FAILURES}, not {t}"
-        )));
-    }
-    if let Some(d) = h.initial_delay_ms
-        && d > MAX_HEALTH_INITIAL_DELAY_MS
-    {
-        return Err(Error::InvalidArgument(format!(
-            "health_check.initial_delay_ms must be at most {MAX_HEALTH_INITIAL_DELAY_MS} (a day), not {d}"
-        )));
-    }
-    Ok(())
+    exile_api::limits::check_health_check(h).map_err(Error::InvalidArgument)
 }
 
 /// Longest console line, in bytes.
@@ -315,6 +243,7 @@ impl InstanceService for InstanceApi {
             args: r.args,
             restart_policy: r.restart_policy,
             health_check: r.health_check,
+            build: None,
         });
         let outcome = match link.request(action, self.0.command_timeout).await {
             Ok(res) => map_command_error(res),

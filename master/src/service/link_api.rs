@@ -172,6 +172,23 @@ impl SpawnerLink for LinkApi {
             .take_until(async move { out_closed.cancelled().await });
         Ok(Response::new(Box::pin(out)))
     }
+
+    async fn get_build_chunks(
+        &self,
+        _req: Request<pb::GetBuildChunksRequest>,
+    ) -> Result<Response<pb::GetBuildChunksResponse>, Status> {
+        Err(Status::unimplemented("this master stores no builds yet"))
+    }
+
+    type FetchChunksStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ChunkData, Status>> + Send>>;
+
+    async fn fetch_chunks(
+        &self,
+        _req: Request<pb::FetchChunksRequest>,
+    ) -> Result<Response<Self::FetchChunksStream>, Status> {
+        Err(Status::unimplemented("this master stores no builds yet"))
+    }
 }
 
 fn handle(shared: &super::Shared, id: &str, link: &crate::registry::Link, m: pb::SpawnerMessage) {
@@ -187,6 +204,7 @@ fn handle(shared: &super::Shared, id: &str, link: &crate::registry::Link, m: pb:
         Some(Kind::CommandResult(r)) => link.complete(r),
         Some(Kind::LogData(d)) => link.log_data(d),
         Some(Kind::Hello(_)) => tracing::warn!(spawner = %id, "second hello on one link ignored"),
+        Some(Kind::BuildsHeld(_)) => {}
         None => tracing::warn!(spawner = %id, "empty message ignored"),
     }
 }

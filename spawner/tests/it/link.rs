@@ -101,6 +101,22 @@ impl SpawnerLink for FakeMaster {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+
+    async fn get_build_chunks(
+        &self,
+        _request: Request<v1::GetBuildChunksRequest>,
+    ) -> Result<Response<v1::GetBuildChunksResponse>, Status> {
+        Err(Status::unimplemented("the fake master holds no builds"))
+    }
+
+    type FetchChunksStream = ReceiverStream<Result<v1::ChunkData, Status>>;
+
+    async fn fetch_chunks(
+        &self,
+        _request: Request<v1::FetchChunksRequest>,
+    ) -> Result<Response<Self::FetchChunksStream>, Status> {
+        Err(Status::unimplemented("the fake master holds no builds"))
+    }
 }
 
 pub(crate) struct Harness {
