@@ -345,6 +345,17 @@ policy = "always"
     }
 
     #[test]
+    fn the_example_in_deploy_is_a_valid_manifest() {
+        let m = Manifest::parse(include_str!("../../deploy/config/exile-build.toml")).unwrap();
+        assert!(m.command.is_some());
+        assert_eq!(m.ports.len(), 2);
+        let fallback = vec!["unused".to_owned()];
+        let mut s = source(&m, Some(&fallback));
+        s.name = "";
+        resolve_plain(&s).unwrap();
+    }
+
+    #[test]
     fn the_spawn_env_goes_over_the_build_env() {
         let build = BTreeMap::from([("A".into(), "1".into()), ("B".into(), "1".into())]);
         let spawn = BTreeMap::from([("B".into(), "2".into())]);
