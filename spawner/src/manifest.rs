@@ -169,7 +169,7 @@ pub(crate) fn resolve(
             name: build.name.to_owned(),
             dir: PathBuf::from(build.dir),
             command,
-            env: m.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            env: m.env.clone(),
             stop_signal: m.stop_signal.number(),
             stop_grace: m
                 .stop_grace_secs
