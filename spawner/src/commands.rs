@@ -177,9 +177,18 @@ async fn dispatch_instance(
 ) -> Result<InstanceRecord> {
     match action {
         Some(Action::Spawn(spawn)) => {
+            // Running the host build in place of the uploaded one asked for would be wrong;
+            // refuse until this spawner can install uploaded builds.
+            if let Some(build) = &spawn.build {
+                return Err(Error::FailedPrecondition(format!(
+                    "this spawner cannot install uploaded builds, so it cannot run {}@{}",
+                    build.name, build.version
+                )));
+            }
             let spec = SpawnSpec {
                 id: spawn.instance_id,
                 build_version: spawn.build_version,
+                build: None,
                 labels: spawn.labels.into_iter().collect(),
                 env: spawn.env.into_iter().collect(),
                 args: spawn.args,

@@ -33,7 +33,7 @@ pub use enroll::Credential;
 pub use error::{Error, Result};
 pub use health::{HealthCheck, UnhealthyAction};
 pub use instance::{OpContext, SdkCall};
-pub use manager::{Manager, ManagerConfig, SpawnSpec};
+pub use manager::{BuildToRun, Manager, ManagerConfig, SpawnSpec};
 pub use state::{InstanceRecord, State};
 
 /// Runs the spawner until `shutdown` is cancelled: adopts or recovers the instances in the

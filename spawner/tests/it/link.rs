@@ -161,7 +161,10 @@ impl Harness {
 pub(crate) fn spawner_config(url: &str, data_dir: &std::path::Path) -> Config {
     let mut config = Config::with_defaults(url, data_dir);
     let game = demo_game().to_string_lossy().into_owned();
-    config.build_command = format!("{} --port {{port}}", shlex::try_quote(&game).unwrap());
+    config.build_command = Some(format!(
+        "{} --port {{port}}",
+        shlex::try_quote(&game).unwrap()
+    ));
     let ports = free_port_range(4);
     config.port_range = format!("{}-{}", ports.start(), ports.end());
     config.name = Some("it-spawner".into());
@@ -368,7 +371,10 @@ async fn a_game_ready_over_http_reaches_the_master_and_open_watches_do_not_hold_
     let mut config = spawner_config(&master.url, dir.path());
     config.enrollment_token = Some(TOKEN.into());
     config.stop_instances_on_shutdown = true;
-    config.build_command = format!("/bin/sh -c {}", shlex::try_quote(SDK_GAME).unwrap());
+    config.build_command = Some(format!(
+        "/bin/sh -c {}",
+        shlex::try_quote(SDK_GAME).unwrap()
+    ));
     let shutdown = CancellationToken::new();
     let agent = tokio::spawn(exile_spawner::run(config, shutdown.clone()));
     let mut reaper = Reaper::default();
