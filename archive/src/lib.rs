@@ -181,7 +181,8 @@ fn run<S: sink::Sink>(path: &Path, options: &Options, sink: S) -> Result<Summary
 }
 
 /// Checks every entry of the archive against the rules without writing anything. Reads
-/// (and decompresses) the whole archive, so the caps see the real sizes.
+/// (and decompresses) the whole archive, so the caps see the real sizes. Blocking: async
+/// callers run it on a blocking thread.
 pub fn inspect(path: &Path, options: &Options) -> Result<Summary> {
     run(path, options, sink::Discard)
 }
@@ -192,7 +193,10 @@ pub fn inspect(path: &Path, options: &Options) -> Result<Summary> {
 ///
 /// Nothing is ever written outside `target`. On an error `target` may hold part of the
 /// archive: the caller deletes it (build installs and backup restores unpack into a staging
-/// directory and move it into place only on success).
+/// directory and move it into place only on success). Blocking, like [`inspect`].
+///
+/// One difference from [`inspect`] is possible: a path within `max_path_bytes` may still be
+/// too long for the OS once joined to `target` (PATH_MAX), which only extraction sees.
 pub fn extract(path: &Path, target: &Path, options: &Options) -> Result<Summary> {
     let disk = sink::Disk::prepare(target)?;
     run(path, options, disk)

@@ -75,6 +75,8 @@ pub(crate) struct Disk {
     /// Explicit directory modes, applied at the end (a read-only directory would stop the
     /// files inside it from being written).
     dir_modes: Vec<(Rel, u32)>,
+    /// Copy buffer, reused across files.
+    buf: Vec<u8>,
 }
 
 fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
@@ -118,6 +120,7 @@ impl Disk {
         Ok(Disk {
             root,
             dir_modes: Vec::new(),
+            buf: vec![0u8; 64 << 10],
         })
     }
 
@@ -161,15 +164,14 @@ impl Sink for Disk {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io_error("could not create", &path))?;
-        let mut buf = vec![0u8; 64 << 10];
         loop {
-            let n = match data.read(&mut buf) {
+            let n = match data.read(&mut self.buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(read_failed(&e)),
             };
-            file.write_all(&buf[..n])
+            file.write_all(&self.buf[..n])
                 .map_err(io_error("could not write", &path))?;
         }
         // Owner read/write are kept so the service can always read and replace what it unpacked.

@@ -34,6 +34,7 @@ fn a_zipped_build_folder_is_stripped_and_its_manifest_returned() {
         ..Options::default()
     };
     let inspected = s.inspect(&options).unwrap();
+    assert!(!s.target.exists(), "inspect wrote the target");
     assert_eq!(inspected.format, Some(Format::Zip));
     assert_eq!(inspected.stripped_prefix.as_deref(), Some("game"));
     assert_eq!(inspected.manifest.as_deref(), Some(MANIFEST));
