@@ -126,13 +126,19 @@ fn sniff(head: &[u8]) -> Option<Format> {
         Some(Format::Zip)
     } else if head.starts_with(&[0x1f, 0x8b]) {
         Some(Format::TarGz)
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || starts_with_skippable_frame(head) {
         Some(Format::TarZst)
     } else if head.get(257..262) == Some(b"ustar") {
         Some(Format::Tar)
     } else {
         None
     }
+}
+
+/// A zstd skippable frame (magic 0x184D2A50 to 0x184D2A5F, little-endian), as `pzstd` puts
+/// before its frames.
+fn starts_with_skippable_frame(head: &[u8]) -> bool {
+    matches!(head, [b, 0x2a, 0x4d, 0x18, ..] if b & 0xf0 == 0x50)
 }
 
 fn open(path: &Path) -> Result<(File, Format, u64)> {
@@ -212,6 +218,8 @@ mod tests {
         assert_eq!(sniff(b"PK\x05\x06"), Some(Format::Zip));
         assert_eq!(sniff(&[0x1f, 0x8b, 8, 0]), Some(Format::TarGz));
         assert_eq!(sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Some(Format::TarZst));
+        assert_eq!(sniff(&[0x5e, 0x2a, 0x4d, 0x18, 0]), Some(Format::TarZst));
+        assert_eq!(sniff(&[0x60, 0x2a, 0x4d, 0x18, 0]), None);
         let mut tar = vec![0u8; 512];
         tar[257..262].copy_from_slice(b"ustar");
         assert_eq!(sniff(&tar), Some(Format::Tar));

@@ -183,17 +183,15 @@ fn zstd_files_of_several_frames_and_skippable_frames_are_read_whole() {
     let data = "z".repeat(50_000);
     let plain = tar(&[file("a.txt", &data), file("b.txt", "bee")]);
     let (head, tail) = plain.split_at(plain.len() / 3);
-    // A skippable frame (as pzstd writes), then two frames.
-    let mut bytes = vec![0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
+    // A skippable frame first (as pzstd writes), then two frames with another skippable
+    // frame between them.
+    let skippable = [0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
+    let mut bytes = skippable.to_vec();
     bytes.extend(zst(head));
+    bytes.extend(skippable);
     bytes.extend(zst(tail));
     let s = Sandbox::new(&bytes, "tar.zst");
-    // Detection needs the zstd magic first; a leading skippable frame is another magic.
-    assert!(exile_archive::detect(&s.archive).is_err());
-    let mut bytes = zst(head);
-    bytes.extend([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]);
-    bytes.extend(zst(tail));
-    let s = Sandbox::new(&bytes, "tar.zst");
+    assert_eq!(exile_archive::detect(&s.archive).unwrap(), Format::TarZst);
     let sum = s.extract(&Options::default()).unwrap();
     assert_eq!(sum.files, 2);
     assert_eq!(
@@ -240,4 +238,55 @@ fn backups_style_archives_round_trip() {
         std::fs::read_to_string(s.target.join("server.cfg")).unwrap(),
         "max=16"
     );
+}
+
+#[test]
+fn gnu_and_pax_archives_from_the_system_tar_unpack() {
+    // Names past the 100 bytes of a tar header: GNU writes long-name records, PAX writes
+    // extended headers. Both must come out whole.
+    let src = tempfile::tempdir().unwrap();
+    let deep = src
+        .path()
+        .join("game")
+        .join("d".repeat(120))
+        .join("e".repeat(90));
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("f".repeat(150)), "deep").unwrap();
+    std::fs::write(src.path().join("game/server"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        src.path().join("game/server"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let link_target = format!("{}/{}", "d".repeat(120), "e".repeat(90));
+    std::os::unix::fs::symlink(&link_target, src.path().join("game/short")).unwrap();
+    for format in ["gnu", "pax"] {
+        let out = src.path().join(format!("{format}.tar.gz"));
+        let status = std::process::Command::new("tar")
+            .arg(format!("--format={format}"))
+            .arg("-czf")
+            .arg(&out)
+            .arg("-C")
+            .arg(src.path())
+            .arg("game")
+            .status()
+            .expect("GNU tar runs");
+        assert!(status.success(), "{format}");
+        let s = Sandbox::new(&std::fs::read(&out).unwrap(), "tar.gz");
+        let options = Options {
+            strip_single_top_dir: true,
+            ..Options::default()
+        };
+        let sum = s.extract(&options).unwrap();
+        assert_eq!(sum.stripped_prefix.as_deref(), Some("game"), "{format}");
+        let file = s.target.join(&link_target).join("f".repeat(150));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "deep", "{format}");
+        assert_eq!(mode(&s.target.join("server")), 0o755, "{format}");
+        let via_link = s.target.join("short").join("f".repeat(150));
+        assert_eq!(
+            std::fs::read_to_string(via_link).unwrap(),
+            "deep",
+            "{format}"
+        );
+    }
 }
