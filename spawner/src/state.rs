@@ -37,15 +37,7 @@ pub enum State {
 impl State {
     /// Whether a process is (or may be) alive in this state.
     pub fn has_process(self) -> bool {
-        matches!(
-            self,
-            State::Starting
-                | State::Running
-                | State::Ready
-                | State::Allocated
-                | State::Unhealthy
-                | State::Stopping
-        )
+        v1::InstanceState::from(self).has_process()
     }
 
     /// Lower-case name used in messages.
