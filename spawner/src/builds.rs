@@ -146,7 +146,10 @@ impl BuildStore {
         in_use: InUseFn,
         shutdown: CancellationToken,
     ) -> Result<Self> {
-        let layout = Arc::new(Layout::new(&config.data_dir));
+        // Absolute, so the directories handed out stay right whatever a process's cwd.
+        let data_dir = std::path::absolute(&config.data_dir)
+            .map_err(|e| crate::Error::io("could not resolve", &config.data_dir, e))?;
+        let layout = Arc::new(Layout::new(&data_dir));
         let l = layout.clone();
         let found = blocking(move || {
             l.prepare()?;
@@ -419,6 +422,9 @@ impl BuildStore {
         let task = tokio::spawn(
             async move {
                 let result = store.install(&build).await;
+                if let Err(e) = &result {
+                    tracing::warn!(build = %spec(&build.name, &build.version), error = %e, "build install failed");
+                }
                 lock(&store.inner.inflight).remove(&task_key);
                 result
             }
@@ -573,7 +579,10 @@ impl BuildStore {
                 () = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let in_use = (self.inner.in_use)().await;
+            let in_use = tokio::select! {
+                in_use = (self.inner.in_use)() => in_use,
+                () = shutdown.cancelled() => return,
+            };
             let store = self.clone();
             match tokio::task::spawn_blocking(move || store.collect(&in_use)).await {
                 Ok(out) if out != Collected::default() => {

@@ -250,6 +250,11 @@ fn unpack(
     let dir = Scratch::new(layout.tmp_path("unpack"));
     exile_archive::extract(archive.path(), dir.path(), &options).map_err(refused)?;
     drop(archive);
+    // The record written next makes the build installed: its files must be on disk first.
+    // One syncfs beats an fsync per file of a large tree.
+    std::fs::File::open(dir.path())
+        .and_then(|d| nix::unistd::syncfs(&d).map_err(std::io::Error::from))
+        .map_err(|e| BuildError::io("could not flush", dir.path(), &e))?;
     Ok((dir, summary))
 }
 
