@@ -1,13 +1,14 @@
 //! Uploaded builds on this host: fetched from the master chunk by chunk (only the chunks the
 //! cache lacks), verified, unpacked into immutable versioned directories, reported to the
 //! master, fetched ahead when the master wants them, and collected when nothing needs them.
-//! [`BuildStore`] is the only path that changes `<data-dir>/builds/` (layout in [`layout`]).
+//! [`BuildStore`] is the only path that changes `<data-dir>/builds/` (its layout is described
+//! in `builds/layout.rs`).
 
 mod error;
 mod fetch;
 mod gc;
 mod install;
-pub mod layout;
+mod layout;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;

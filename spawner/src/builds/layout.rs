@@ -326,28 +326,6 @@ pub fn free_bytes(dir: &Path) -> Result<u64, BuildError> {
     Ok(avail.saturating_mul(frag))
 }
 
-/// Total size of the regular files under `dir`.
-pub fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if meta.is_file() {
-                total += meta.len();
-            }
-        }
-    }
-    total
-}
-
 fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>, BuildError> {
     let entries = std::fs::read_dir(dir).map_err(|e| BuildError::io("could not read", dir, &e))?;
     entries
