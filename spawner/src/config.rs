@@ -208,6 +208,20 @@ pub struct Config {
         default_value = "leave"
     )]
     pub unhealthy_action: crate::health::UnhealthyAction,
+
+    /// Newest versions of each uploaded build name kept on disk by the clean-up, besides the
+    /// versions instances use and those the master wants held.
+    #[arg(long, env = "EXILE_SPAWNER_BUILDS_KEEP", default_value_t = 2)]
+    pub builds_keep: u32,
+
+    /// Seconds an uploaded build version must have gone unused (or, once installed, unrun)
+    /// before the clean-up may remove it.
+    #[arg(
+        long = "builds-gc-grace-secs",
+        env = "EXILE_SPAWNER_BUILDS_GC_GRACE_SECS",
+        default_value_t = 600
+    )]
+    pub builds_gc_grace_secs: u64,
 }
 
 impl Config {
@@ -449,6 +463,8 @@ mod tests {
         assert_eq!(config.ports().unwrap(), 7800..=7999);
         assert_eq!(config.capacity, 20);
         assert!(!config.stop_instances_on_shutdown);
+        assert_eq!(config.builds_keep, 2);
+        assert_eq!(config.builds_gc_grace_secs, 600);
     }
 
     #[test]

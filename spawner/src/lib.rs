@@ -6,6 +6,7 @@
 
 mod backoff;
 pub mod backup;
+pub mod builds;
 mod commands;
 pub mod config;
 pub mod enroll;
@@ -28,6 +29,7 @@ pub mod supervisor;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
 
+pub use builds::{BuildError, BuildStore, BuildsConfig, InstalledBuild};
 pub use config::Config;
 pub use enroll::Credential;
 pub use error::{Error, Result};
@@ -81,6 +83,18 @@ async fn run_agent(
     manager_config.sdk_addr = Some(sdk_addr);
     manager_config.sdk_http_addr = Some(sdk_http_addr);
     let manager = Manager::open(manager_config).await?;
+    // The builds instances use, which the clean-up never removes. Instance records name a
+    // build version but not yet the uploaded build it belongs to, so none counts as in use
+    // here: until they do, the clean-up keeps the newest --builds-keep versions of each name
+    // and every build the master wants held, and removes others after the grace period.
+    let in_use: builds::InUseFn =
+        std::sync::Arc::new(|| Box::pin(async { std::collections::HashSet::new() }));
+    let builds = BuildStore::open(
+        BuildsConfig::from_config(&config),
+        in_use,
+        shutdown.child_token(),
+    )
+    .await?;
     let sdk_shutdown = shutdown.child_token();
     // Both endpoints carry this spawner's log dispatcher (see `own_log`).
     let mut sdk_tasks = tokio::task::JoinSet::new();
@@ -103,9 +117,18 @@ async fn run_agent(
     );
     let result = match enroll::obtain(&config, &endpoint, &shutdown).await {
         Ok(Some(credential)) => {
-            link::Link::new(config.clone(), endpoint, credential, manager.clone())
-                .run(shutdown)
-                .await;
+            if let Err(e) = builds.connect(&endpoint, &credential) {
+                tracing::error!(error = %e, "builds cannot be fetched from the master");
+            }
+            link::Link::new(
+                config.clone(),
+                endpoint,
+                credential,
+                manager.clone(),
+                builds,
+            )
+            .run(shutdown)
+            .await;
             Ok(())
         }
         Ok(None) => Ok(()),
