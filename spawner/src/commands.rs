@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use exile_api::build::Manifest;
 use exile_api::v1::{self, command::Action, spawner_message};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -11,7 +12,7 @@ use crate::builds::BuildStore;
 use crate::error::{Error, Result};
 use crate::instance::OpContext;
 use crate::logs::Piece;
-use crate::manager::{Manager, SpawnSpec};
+use crate::manager::{BuildToRun, Manager, SpawnSpec};
 use crate::own_log;
 use crate::state::InstanceRecord;
 
@@ -212,32 +213,51 @@ async fn dispatch(
             manager.console(&console.instance_id, &console.line).await?;
             Ok(Done::default())
         }
-        other => dispatch_instance(manager, other, ctx).await.map(|r| Done {
-            instance: Some(r),
-            ..Done::default()
-        }),
+        other => dispatch_instance(manager, builds, other, ctx)
+            .await
+            .map(|r| Done {
+                instance: Some(r),
+                ..Done::default()
+            }),
     }
+}
+
+/// Installs an uploaded build if needed and reads the manifest it is run by (the master's
+/// copy: a manifest given at upload wins over the archive's).
+async fn build_to_run(builds: &BuildStore, wanted: &v1::BuildRef) -> Result<BuildToRun> {
+    let installed = builds.ensure(wanted).await?;
+    let manifest = Manifest::parse(installed.manifest.as_deref().unwrap_or("")).map_err(|e| {
+        Error::FailedPrecondition(format!(
+            "the manifest of build {}@{} cannot be used: {e}",
+            installed.name, installed.version
+        ))
+    })?;
+    Ok(BuildToRun {
+        name: installed.name,
+        version: installed.version,
+        dir: installed.dir,
+        manifest,
+    })
 }
 
 async fn dispatch_instance(
     manager: &Manager,
+    builds: &BuildStore,
     action: Option<Action>,
     ctx: OpContext,
 ) -> Result<InstanceRecord> {
     match action {
         Some(Action::Spawn(spawn)) => {
-            // Running the host build in place of the uploaded one asked for would be wrong;
-            // refuse until this spawner can install uploaded builds.
-            if let Some(build) = &spawn.build {
-                return Err(Error::FailedPrecondition(format!(
-                    "this spawner cannot install uploaded builds, so it cannot run {}@{}",
-                    build.name, build.version
-                )));
-            }
+            // An uploaded build is installed first (joining a download under way); a spawn
+            // never falls back to the host build in its place.
+            let build = match &spawn.build {
+                None => None,
+                Some(wanted) => Some(build_to_run(builds, wanted).await?),
+            };
             let spec = SpawnSpec {
                 id: spawn.instance_id,
                 build_version: spawn.build_version,
-                build: None,
+                build,
                 labels: spawn.labels.into_iter().collect(),
                 env: spawn.env.into_iter().collect(),
                 args: spawn.args,

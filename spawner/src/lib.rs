@@ -83,12 +83,14 @@ async fn run_agent(
     manager_config.sdk_addr = Some(sdk_addr);
     manager_config.sdk_http_addr = Some(sdk_http_addr);
     let manager = Manager::open(manager_config).await?;
-    // The builds instances use, which the clean-up never removes. Instance records name a
-    // build version but not yet the uploaded build it belongs to, so none counts as in use
-    // here: until they do, the clean-up keeps the newest --builds-keep versions of each name
-    // and every build the master wants held, and removes others after the grace period.
-    let in_use: builds::InUseFn =
-        std::sync::Arc::new(|| Box::pin(async { std::collections::HashSet::new() }));
+    // The uploaded builds the instances use, which the clean-up never removes.
+    let in_use: builds::InUseFn = {
+        let manager = manager.clone();
+        std::sync::Arc::new(move || {
+            let manager = manager.clone();
+            Box::pin(async move { builds_in_use(&manager).await })
+        })
+    };
     let builds = BuildStore::open(
         BuildsConfig::from_config(&config),
         in_use,
@@ -149,4 +151,20 @@ async fn run_agent(
     manager.shutdown(stop).await?;
     tracing::info!("spawner stopped");
     result
+}
+
+/// The (name, version) pairs of the uploaded builds this spawner's instances run, in any
+/// state (a stopped instance is started again with its own build).
+pub async fn builds_in_use(manager: &Manager) -> std::collections::HashSet<(String, String)> {
+    match manager.list().await {
+        Ok(records) => records
+            .into_iter()
+            .filter_map(|r| {
+                let name = r.build.as_ref().map(|b| b.name.clone())?;
+                (!name.is_empty()).then_some((name, r.build_version))
+            })
+            .collect(),
+        // The manager is gone (shutting down): claim nothing is free rather than everything.
+        Err(_) => std::collections::HashSet::new(),
+    }
 }

@@ -148,7 +148,7 @@ impl Link {
             active_build: self.config.build_version.clone(),
             instances: instances.iter().map(|r| r.to_status()).collect(),
             name: self.config.spawner_name(),
-            builds: self.builds.held(),
+            builds: held_with_counts(self.builds.held(), &instances),
         })
     }
 
@@ -244,7 +244,10 @@ impl Link {
                 },
                 // The store outlives the link, so `changed` never fails here.
                 Ok(()) = held.changed() => {
-                    let builds = v1::BuildsHeld { builds: self.builds.held() };
+                    let instances = self.manager.list().await.unwrap_or_default();
+                    let builds = v1::BuildsHeld {
+                        builds: held_with_counts(self.builds.held(), &instances),
+                    };
                     if tx.send(msg(spawner_message::Kind::BuildsHeld(builds))).await.is_err() {
                         break failed(true, "the outgoing stream closed");
                     }
@@ -363,4 +366,21 @@ fn status_end(welcomed: bool, status: &tonic::Status) -> End {
         unauthenticated: status.code() == tonic::Code::Unauthenticated,
         reason: format!("{:?}: {}", status.code(), status.message()),
     }
+}
+
+/// The held builds with how many of this spawner's instances run each.
+fn held_with_counts(
+    mut held: Vec<v1::HeldBuild>,
+    instances: &[crate::state::InstanceRecord],
+) -> Vec<v1::HeldBuild> {
+    for h in &mut held {
+        let n = instances
+            .iter()
+            .filter(|r| {
+                r.build_version == h.version && r.build.as_ref().is_some_and(|b| b.name == h.name)
+            })
+            .count();
+        h.instance_count = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+    held
 }

@@ -596,3 +596,82 @@ async fn collection_removes_idle_versions_but_keeps_wanted_in_use_and_newest() {
     shutdown.cancel();
     master.server.abort();
 }
+
+#[tokio::test]
+async fn a_spawn_naming_an_uploaded_build_installs_it_and_runs_it_by_its_manifest() {
+    let mut master = fake_master().await;
+    let dir = tempfile::tempdir().unwrap();
+    let game = std::fs::read(demo_game()).unwrap();
+    let archive = tar_gz(&[("exile-demo-game", &game)]);
+    // The manifest the master hands out (as if given at upload) names two ports.
+    let build = master.builds.register(
+        "bld-7",
+        "demo",
+        "7",
+        &archive,
+        CHUNK,
+        "[run]\ncommand = \"./exile-demo-game --port {port:game}\"\n\
+         [[ports]]\nname = \"game\"\n[[ports]]\nname = \"query\"\nprotocol = \"tcp\"\n\
+         [env]\nGAME_MODE = \"ctf\"\n",
+    );
+    let mut config = spawner_config(&master.url, dir.path());
+    config.enrollment_token = Some(TOKEN.into());
+    config.build_command = None;
+    config.stop_instances_on_shutdown = true;
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(exile_spawner::run(config, shutdown.clone()));
+    let mut session = master.session().await;
+    let spawner_message::Kind::Hello(_) = session.next().await else {
+        panic!("the first message is not a hello");
+    };
+    session.send(welcome()).await;
+    session
+        .send(command(
+            1,
+            Action::Spawn(v1::SpawnCommand {
+                instance_id: "inst-built".into(),
+                build_version: "7".into(),
+                build: Some(build.clone()),
+                ..Default::default()
+            }),
+        ))
+        .await;
+    // The install is reported (BuildsHeld) on its way to the spawn's result.
+    let mut held = None;
+    let result = session
+        .until(|kind| match kind {
+            spawner_message::Kind::BuildsHeld(h) => {
+                held = Some(h);
+                None
+            }
+            spawner_message::Kind::CommandResult(r) if r.request_id == 1 => Some(r),
+            _ => None,
+        })
+        .await;
+    assert_eq!(result.error, "", "{result:?}");
+    let held = held.expect("no BuildsHeld before the spawn's result");
+    assert_eq!(held.builds.len(), 1);
+    assert_eq!(held.builds[0].version, "7");
+    let status = result.instance.unwrap();
+    assert_eq!(
+        (status.build_name.as_str(), status.build_version.as_str()),
+        ("demo", "7")
+    );
+    let names: Vec<&str> = status.ports.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["game", "query"]);
+    // The process is the build's own binary, with the manifest's environment.
+    let pid = status.pid;
+    assert!(pid > 0);
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(exe, dir.path().join("builds/demo/7/exile-demo-game"));
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ.split('\0').any(|v| v == "GAME_MODE=ctf"),
+        "{environ}"
+    );
+    assert_eq!(master.builds.served(), archive.len() as u64);
+    shut_down_agent(&shutdown, agent).await;
+    assert!(!group_alive(pid), "the game outlived a stopping shutdown");
+    master.server.abort();
+}
