@@ -11,6 +11,7 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod rollout;
 pub mod server;
 pub mod service;
 pub mod store;
