@@ -208,9 +208,5 @@ pub struct InstanceRecord {
 
 /// States in which an instance's process is alive.
 pub fn is_running(state: pb::InstanceState) -> bool {
-    use pb::InstanceState as S;
-    matches!(
-        state,
-        S::Starting | S::Running | S::Ready | S::Allocated | S::Unhealthy | S::Stopping
-    )
+    state.has_process()
 }

@@ -232,22 +232,54 @@ fn cargo(args: &[&str]) -> Result<()> {
 /// Static files shipped beside the generated code (index.html, style.css, favicon).
 const DASHBOARD_STATIC: &str = "dashboard/static";
 
+/// The wasm target the dashboard is compiled for.
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// Makes sure the toolchain has the wasm32 standard library. rust-toolchain.toml lists the
+/// target, but a rustup that does not install missing targets on its own (or a toolchain
+/// installed some other way) leaves it out, and cargo then fails with a bare
+/// "can't find crate for `core`".
+fn ensure_wasm_target() -> Result<()> {
+    let sysroot = Command::new("rustc")
+        .current_dir(workspace_root())
+        .args(["--print", "sysroot"])
+        .output()
+        .context("run rustc --print sysroot")?;
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_owned();
+    if Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(WASM_TARGET)
+        .is_dir()
+    {
+        return Ok(());
+    }
+    eprintln!("the {WASM_TARGET} target is missing from {sysroot}; adding it with rustup");
+    let added = Command::new("rustup")
+        .current_dir(workspace_root())
+        .args(["target", "add", WASM_TARGET])
+        .status();
+    match added {
+        Ok(status) if status.success() => Ok(()),
+        _ => bail!(
+            "the dashboard needs the {WASM_TARGET} target and it could not be added; run \
+             `rustup target add {WASM_TARGET}` (or install that target's standard library for \
+             the toolchain at {sysroot})"
+        ),
+    }
+}
+
 /// Builds the dashboard for wasm32, runs wasm-bindgen on it and writes `dist/`.
 fn dashboard(release: bool) -> Result<()> {
+    ensure_wasm_target()?;
     let root = workspace_root();
-    let mut args = vec![
-        "build",
-        "-p",
-        "exile-dashboard",
-        "--target",
-        "wasm32-unknown-unknown",
-    ];
+    let mut args = vec!["build", "-p", "exile-dashboard", "--target", WASM_TARGET];
     if release {
         args.push("--release");
     }
     cargo(&args)?;
     let wasm = root
-        .join("target/wasm32-unknown-unknown")
+        .join("target")
+        .join(WASM_TARGET)
         .join(if release { "release" } else { "debug" })
         .join("exile-dashboard.wasm");
     let dist = root.join("dist");
