@@ -98,6 +98,7 @@ pub fn record_from_status(
         state,
         build_version: s.build_version,
         build_name,
+        spawn: prev.map(|p| p.spawn.clone()).unwrap_or_default(),
         ports: s
             .ports
             .into_iter()
