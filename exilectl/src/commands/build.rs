@@ -250,7 +250,7 @@ fn build_fields(b: &pb::Build) -> String {
                 pairs.join(",")
             };
             output::clean(&format!(
-                "{scope} (since {}, by {})",
+                "{scope} (activated {} by {})",
                 output::ago(a.activated_at_unix_ms, now),
                 output::or_dash(&a.activated_by)
             ))
@@ -267,9 +267,10 @@ fn build_fields(b: &pb::Build) -> String {
         (
             "Unpacked",
             format!(
-                "{} in {} files",
+                "{} in {} file{}",
                 output::bytes(b.unpacked_bytes),
-                b.file_count
+                b.file_count,
+                if b.file_count == 1 { "" } else { "s" }
             ),
         ),
         ("Chunks", b.chunk_count.to_string()),
@@ -386,8 +387,8 @@ mod tests {
             "./oa --port {port:game} --query {port:query}",
             "game/udp,query/tcp",
             "9.0 MiB in 12 files",
-            "every spawner (since",
-            "gpu=yes,region=eu (since",
+            "every spawner (activated",
+            "gpu=yes,region=eu (activated",
             "2 hold it on disk",
             "exile-build.toml:\n  [run]\n  command = ",
         ] {
