@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use exile_api::v1 as pb;
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
@@ -310,8 +311,19 @@ pub fn BuildsPage() -> Html {
     let busy_target = busy.as_ref().map(|(_, t)| AttrValue::from(t.clone()));
     let count = fleet.builds.len();
 
+    let role_name = match *role {
+        RoleState::Loading => "loading",
+        RoleState::Unknown => "unknown",
+        RoleState::Known(r) => match pb::Role::try_from(r) {
+            Ok(pb::Role::Admin) => "admin",
+            Ok(pb::Role::Operator) => "operator",
+            Ok(pb::Role::Viewer) => "viewer",
+            _ => "none",
+        },
+    };
+
     html! {
-        <>
+        <div class="builds-page" data-testid="builds-page" data-role={role_name}>
             if can.operate {
                 <UploadPanel />
             }
@@ -344,6 +356,6 @@ pub fn BuildsPage() -> Html {
                     can_delete={can.delete} busy={busy_target} on_action={on_action} />
             }
             { for dialog_html }
-        </>
+        </div>
     }
 }
