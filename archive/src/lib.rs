@@ -1,10 +1,25 @@
 //! The one audited path by which Exile reads archives it did not write itself: game-server
 //! builds (zip, tar, tar.gz, tar.zst) and instance backups (tar.gz). `inspect` checks an
-//! archive without writing anything; `extract` writes it into an empty directory. Both apply
-//! the same rules, so an archive the master accepted unpacks the same way on a spawner.
+//! archive without writing anything; `extract` writes it into an empty directory. Both walk
+//! the entries through the same rules and caps, so an archive the master accepted unpacks
+//! the same way on a spawner.
 //!
-//! (Interface skeleton; the implementation lands with the archive work.)
+//! The rules: no absolute path, no `..`, no empty or NUL name; paths and names bounded;
+//! symbolic links only to relative targets that stay inside the root (resolved through the
+//! archive's other links), and nothing placed beneath a link; no entry replacing another;
+//! hard links only to a regular file that came earlier; no devices, fifos or sockets;
+//! permissions kept as rwx masked with 0o755 (owner read/write always kept); entries,
+//! unpacked bytes (counted as decompressed, never as declared) and the unpack ratio capped.
 
+mod rules;
+mod sink;
+mod tar;
+mod walk;
+mod zip;
+mod zstd;
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 /// Caps and choices of one inspection or extraction.
@@ -105,20 +120,110 @@ pub enum Error {
 /// Result of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Detects the format from the first bytes.
+/// Recognises a format from the first bytes of a file (at least 262 for plain tar).
+fn sniff(head: &[u8]) -> Option<Format> {
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        Some(Format::Zip)
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        Some(Format::TarGz)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || starts_with_skippable_frame(head) {
+        Some(Format::TarZst)
+    } else if head.get(257..262) == Some(b"ustar") {
+        Some(Format::Tar)
+    } else {
+        None
+    }
+}
+
+/// A zstd skippable frame (magic 0x184D2A50 to 0x184D2A5F, little-endian), as `pzstd` puts
+/// before its frames.
+fn starts_with_skippable_frame(head: &[u8]) -> bool {
+    matches!(head, [b, 0x2a, 0x4d, 0x18, ..] if b & 0xf0 == 0x50)
+}
+
+fn open(path: &Path) -> Result<(File, Format, u64)> {
+    let io = |what| {
+        move |source| Error::Io {
+            what,
+            path: path.display().to_string(),
+            source,
+        }
+    };
+    let mut file = File::open(path).map_err(io("could not open"))?;
+    let len = file.metadata().map_err(io("could not read"))?.len();
+    let mut head = Vec::with_capacity(512);
+    (&mut file)
+        .take(512)
+        .read_to_end(&mut head)
+        .map_err(io("could not read"))?;
+    let format = sniff(&head).ok_or_else(|| {
+        Error::Format(format!(
+            "{} is not a zip, tar, tar.gz or tar.zst archive (its first bytes match none of them)",
+            path.display()
+        ))
+    })?;
+    file.rewind().map_err(io("could not read"))?;
+    Ok((file, format, len))
+}
+
+/// Detects the format from the first bytes (never from the file name).
 pub fn detect(path: &Path) -> Result<Format> {
-    let _ = path;
-    Err(Error::Format("archive support is not built yet".into()))
+    open(path).map(|(_, format, _)| format)
 }
 
-/// Checks every entry of the archive against the rules without writing anything.
+fn run<S: sink::Sink>(path: &Path, options: &Options, sink: S) -> Result<Summary> {
+    let (file, format, len) = open(path)?;
+    let mut walker = walk::Walker::new(options, format, len, sink);
+    match format {
+        Format::Zip => zip::walk(file, &mut walker)?,
+        Format::Tar => tar::walk(BufReader::new(file), &mut walker)?,
+        Format::TarGz => tar::walk(
+            flate2::read::MultiGzDecoder::new(BufReader::new(file)),
+            &mut walker,
+        )?,
+        Format::TarZst => tar::walk(zstd::Decoder::new(BufReader::new(file)), &mut walker)?,
+    }
+    walker.finish()
+}
+
+/// Checks every entry of the archive against the rules without writing anything. Reads
+/// (and decompresses) the whole archive, so the caps see the real sizes. Blocking: async
+/// callers run it on a blocking thread.
 pub fn inspect(path: &Path, options: &Options) -> Result<Summary> {
-    let _ = (path, options);
-    Err(Error::Format("archive support is not built yet".into()))
+    run(path, options, sink::Discard)
 }
 
-/// Unpacks the archive into `target`, which must not exist or be empty.
+/// Unpacks the archive into `target`, which must not exist (it is created, with its
+/// parents) or be an empty directory. Applies the same rules as [`inspect`], entry by entry,
+/// and stops at the first refusal or cap without writing the rest.
+///
+/// Nothing is ever written outside `target`. On an error `target` may hold part of the
+/// archive: the caller deletes it (build installs and backup restores unpack into a staging
+/// directory and move it into place only on success). Blocking, like [`inspect`].
+///
+/// One difference from [`inspect`] is possible: a path within `max_path_bytes` may still be
+/// too long for the OS once joined to `target` (PATH_MAX), which only extraction sees.
 pub fn extract(path: &Path, target: &Path, options: &Options) -> Result<Summary> {
-    let _ = (path, target, options);
-    Err(Error::Format("archive support is not built yet".into()))
+    let disk = sink::Disk::prepare(target)?;
+    run(path, options, disk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_recognised_by_their_first_bytes() {
+        assert_eq!(sniff(b"PK\x03\x04rest"), Some(Format::Zip));
+        assert_eq!(sniff(b"PK\x05\x06"), Some(Format::Zip));
+        assert_eq!(sniff(&[0x1f, 0x8b, 8, 0]), Some(Format::TarGz));
+        assert_eq!(sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Some(Format::TarZst));
+        assert_eq!(sniff(&[0x5e, 0x2a, 0x4d, 0x18, 0]), Some(Format::TarZst));
+        assert_eq!(sniff(&[0x60, 0x2a, 0x4d, 0x18, 0]), None);
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert_eq!(sniff(&tar), Some(Format::Tar));
+        assert_eq!(sniff(b"hello"), None);
+        assert_eq!(sniff(&[0u8; 512]), None);
+    }
 }

@@ -46,6 +46,17 @@ pub struct Config {
     /// How long a spawner may take to carry out a command, in seconds.
     #[arg(long, env = "EXILE_MASTER_COMMAND_TIMEOUT_SECS", default_value_t = 30)]
     pub command_timeout_secs: u64,
+    /// Largest build archive an upload may send, in bytes.
+    #[arg(long, env = "EXILE_MASTER_MAX_BUILD_BYTES", default_value_t = exile_api::build::DEFAULT_MAX_ARCHIVE_BYTES)]
+    pub max_build_bytes: u64,
+    /// How long a spawner may take to fetch and unpack a build before a spawn that needs it
+    /// fails, in seconds.
+    #[arg(
+        long,
+        env = "EXILE_MASTER_BUILD_INSTALL_TIMEOUT_SECS",
+        default_value_t = 30 * 60
+    )]
+    pub build_install_timeout_secs: u64,
     /// Development: write a fresh one-hour enrollment token to this file at start, so a local
     /// spawner can enroll by itself.
     #[arg(long, env = "EXILE_MASTER_DEV_ENROLLMENT_TOKEN_FILE")]
@@ -90,5 +101,7 @@ mod tests {
         assert_eq!(c.listen.port(), 7700);
         assert!(c.database_url().starts_with("sqlite://"));
         assert!(c.heartbeat_ttl() > c.heartbeat_interval());
+        assert_eq!(c.max_build_bytes, 4 << 30);
+        assert_eq!(c.build_install_timeout_secs, 1800);
     }
 }

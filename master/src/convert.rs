@@ -4,12 +4,13 @@ use crate::model::{InstanceRecord, PortSpec, SpawnerInfo};
 use exile_api::now_unix_ms;
 use exile_api::v1 as pb;
 
-/// Wire form of a spawner.
+/// Wire form of a spawner; `held` are the uploaded builds it reported holding.
 pub fn spawner_to_pb(
     info: &SpawnerInfo,
     state: pb::SpawnerState,
     res: &pb::Resources,
     count: u32,
+    held: &[pb::HeldBuild],
 ) -> pb::Spawner {
     pb::Spawner {
         id: info.id.clone(),
@@ -31,7 +32,7 @@ pub fn spawner_to_pb(
         last_seen_unix_ms: info.last_seen_at,
         enrolled_at_unix_ms: info.enrolled_at,
         drained: info.drained,
-        builds: Vec::new(),
+        builds: held.to_vec(),
     }
 }
 
@@ -42,7 +43,7 @@ pub fn instance_to_pb(r: &InstanceRecord, address: &str) -> pb::Instance {
         spawner_id: r.spawner_id.clone(),
         state: r.state as i32,
         build_version: r.build_version.clone(),
-        build_name: String::new(),
+        build_name: r.build_name.clone(),
         ports: r
             .ports
             .iter()
@@ -84,11 +85,19 @@ pub fn record_from_status(
         Some(p) if p.state == state => p.state_changed_at,
         _ => now,
     };
+    // A spawner that does not report build names (older than uploaded builds) must not
+    // erase the one the master recorded at spawn: an instance never changes its build.
+    let build_name = if s.build_name.is_empty() {
+        prev.map(|p| p.build_name.clone()).unwrap_or_default()
+    } else {
+        s.build_name
+    };
     InstanceRecord {
         id: s.id,
         spawner_id: spawner_id.to_owned(),
         state,
         build_version: s.build_version,
+        build_name,
         ports: s
             .ports
             .into_iter()
@@ -180,6 +189,7 @@ mod tests {
             spawner_id: "s".into(),
             state: pb::InstanceState::Running,
             build_version: "1".into(),
+            build_name: "openarena".into(),
             ports: vec![],
             pid: 1,
             restart_count: 0,
@@ -204,6 +214,10 @@ mod tests {
         assert_eq!(r.created_at, 42);
         assert_eq!(r.state_changed_at, 43, "same state keeps its change time");
         assert_eq!(r.pid, 7);
+        assert_eq!(
+            r.build_name, "openarena",
+            "a status without a build name keeps it"
+        );
         let s = pb::InstanceStatus {
             id: "i".into(),
             state: pb::InstanceState::Stopped as i32,

@@ -41,6 +41,24 @@ pub enum Error {
     Serve(#[source] std::io::Error),
 }
 
+impl Error {
+    /// The same error with what was being done said first, for the variants whose message
+    /// reaches the caller (internal causes are logged whole anyway).
+    pub fn prefixed(self, doing: &str) -> Self {
+        match self {
+            Error::NotFound(m) => Error::NotFound(format!("{doing}: {m}")),
+            Error::InvalidArgument(m) => Error::InvalidArgument(format!("{doing}: {m}")),
+            Error::FailedPrecondition(m) => Error::FailedPrecondition(format!("{doing}: {m}")),
+            Error::AlreadyExists(m) => Error::AlreadyExists(format!("{doing}: {m}")),
+            Error::ResourceExhausted(m) => Error::ResourceExhausted(format!("{doing}: {m}")),
+            Error::Unavailable(m) => Error::Unavailable(format!("{doing}: {m}")),
+            Error::DeadlineExceeded(m) => Error::DeadlineExceeded(format!("{doing}: {m}")),
+            Error::Internal(m) => Error::Internal(format!("{doing}: {m}")),
+            other => other,
+        }
+    }
+}
+
 /// Result with the master's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

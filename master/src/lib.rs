@@ -4,6 +4,7 @@
 pub mod access;
 pub mod alloc;
 pub mod auth;
+pub mod builds;
 pub mod config;
 pub mod convert;
 pub mod db;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod rollout;
 pub mod server;
 pub mod service;
 pub mod store;
@@ -73,6 +75,16 @@ pub async fn start(
     )?);
     let generated_admin_password = auth.bootstrap_admin(config.admin_password.clone()).await?;
     let (registry, persister) = Registry::load(store.clone(), config.heartbeat_ttl()).await?;
+    let builds = builds::Builds::open(
+        store.clone(),
+        registry.clone(),
+        builds::BuildsConfig {
+            data_dir: config.data_dir.clone(),
+            max_bytes: config.max_build_bytes,
+            inspector: builds::inspect_archive,
+        },
+    )
+    .await?;
     let counters = Arc::new(Counters::default());
     // Raw samples for 10 minutes per host and 1 minute per instance, minute means beyond
     // that. Instances are the many: 100,000 of them at one sample per 5 s hold ~13 raw
@@ -96,6 +108,8 @@ pub async fn start(
         started: Instant::now(),
         heartbeat_interval: config.heartbeat_interval(),
         command_timeout: Duration::from_secs(config.command_timeout_secs.max(1)),
+        builds: builds.clone(),
+        build_install_timeout: Duration::from_secs(config.build_install_timeout_secs.max(1)),
         shutdown: shutdown.clone(),
     });
     if let Some(path) = &config.dev_enrollment_token_file {
@@ -136,6 +150,33 @@ pub async fn start(
             tokio::select! {
                 _ = sd.cancelled() => break,
                 _ = tick.tick() => reg.sweep(),
+            }
+        }
+    });
+    // Build counts change with every spawn and removal; one event per changed build a
+    // second is what watchers see, not one per change.
+    let (sd, reg) = (shutdown.clone(), registry.clone());
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = sd.cancelled() => break,
+                _ = tick.tick() => reg.flush_build_updates(),
+            }
+        }
+    });
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = sd.cancelled() => break,
+                _ = tick.tick() => {
+                    let dropped = builds.sessions.reap(builds::upload::SESSION_IDLE);
+                    if dropped > 0 {
+                        tracing::info!(dropped, "dropped idle uploads");
+                    }
+                }
             }
         }
     });

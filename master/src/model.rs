@@ -178,6 +178,8 @@ pub struct InstanceRecord {
     pub state: pb::InstanceState,
     /// Build version.
     pub build_version: String,
+    /// Name of the uploaded build it runs; empty for its spawner's host build.
+    pub build_name: String,
     /// Ports.
     pub ports: Vec<PortSpec>,
     /// Process id.

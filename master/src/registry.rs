@@ -1,6 +1,7 @@
 //! The live registry of spawners and instances: in memory, event-sourced to `Watch`
 //! subscribers, persisted on change (never per heartbeat) through a writer task.
 
+mod builds;
 mod link;
 mod placement;
 
@@ -11,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 
+use crate::builds::Catalog;
 use crate::convert::{instance_to_pb, spawner_to_pb};
 use crate::error::{Error, Result};
 use crate::model::{InstanceRecord, SpawnerInfo, is_running};
 use crate::store::Store;
+pub use builds::{MAX_HELD_BUILDS, checked_held};
 use exile_api::now_unix_ms;
 use exile_api::v1 as pb;
 pub use link::{Link, LogEvent, LogStream, map_command_error};
@@ -30,6 +33,22 @@ struct SpawnerEntry {
     /// Instance states hidden behind Unknown while unreachable, restored if heartbeats resume
     /// on the same link.
     before_unknown: HashMap<String, pb::InstanceState>,
+    /// Uploaded builds it last reported holding (memory only: every hello repeats them).
+    held: Vec<pb::HeldBuild>,
+}
+
+impl SpawnerEntry {
+    fn new(info: SpawnerInfo) -> Self {
+        SpawnerEntry {
+            info,
+            state: pb::SpawnerState::Offline,
+            resources: pb::Resources::default(),
+            last_heartbeat: Instant::now(),
+            link: None,
+            before_unknown: HashMap::new(),
+            held: Vec::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -39,16 +58,29 @@ struct State {
     /// Instance ids per spawner, so per-spawner work never scans every instance (a heartbeat
     /// of one host must not cost in proportion to the whole fleet).
     by_spawner: HashMap<String, std::collections::BTreeSet<String>>,
+    /// Builds, activations and the counts builds show.
+    catalog: Catalog,
 }
 
 impl State {
-    /// Inserts or replaces an instance, keeping the index right.
+    /// Inserts or replaces an instance, keeping the index and the build counts right.
     fn insert_instance(&mut self, rec: InstanceRecord) {
-        if let Some(old) = self.instances.get(&rec.id)
+        let old = self.instances.get(&rec.id);
+        if let Some(old) = old
             && old.spawner_id != rec.spawner_id
             && let Some(set) = self.by_spawner.get_mut(&old.spawner_id)
         {
             set.remove(&rec.id);
+        }
+        let old_build = old.and_then(build_of);
+        let new_build = build_of(&rec);
+        if old_build != new_build {
+            if let Some((name, version)) = old_build {
+                self.catalog.count_instance(&name, &version, false);
+            }
+            if let Some((name, version)) = new_build {
+                self.catalog.count_instance(&name, &version, true);
+            }
         }
         self.by_spawner
             .entry(rec.spawner_id.clone())
@@ -60,6 +92,9 @@ impl State {
     /// Removes an instance, keeping the index right.
     fn remove_instance(&mut self, id: &str) -> Option<InstanceRecord> {
         let rec = self.instances.remove(id)?;
+        if let Some((name, version)) = build_of(&rec) {
+            self.catalog.count_instance(&name, &version, false);
+        }
         if let Some(set) = self.by_spawner.get_mut(&rec.spawner_id) {
             set.remove(id);
             if set.is_empty() {
@@ -83,6 +118,11 @@ impl State {
             .get(spawner_id)
             .map_or(0, std::collections::BTreeSet::len)
     }
+}
+
+/// The uploaded build an instance runs, as (name, version).
+fn build_of(rec: &InstanceRecord) -> Option<(String, String)> {
+    (!rec.build_name.is_empty()).then(|| (rec.build_name.clone(), rec.build_version.clone()))
 }
 
 /// A write for the persister task.
@@ -126,19 +166,16 @@ impl Registry {
         heartbeat_ttl: Duration,
     ) -> Result<(std::sync::Arc<Self>, tokio::task::JoinHandle<()>)> {
         let mut state = State::default();
-        let now = Instant::now();
+        for meta in store.list_builds().await? {
+            state.catalog.insert(meta);
+        }
+        for a in store.list_activations().await? {
+            state.catalog.activate(a);
+        }
         for info in store.list_spawners().await? {
-            state.spawners.insert(
-                info.id.clone(),
-                SpawnerEntry {
-                    info,
-                    state: pb::SpawnerState::Offline,
-                    resources: pb::Resources::default(),
-                    last_heartbeat: now,
-                    link: None,
-                    before_unknown: HashMap::new(),
-                },
-            );
+            state
+                .spawners
+                .insert(info.id.clone(), SpawnerEntry::new(info));
         }
         for mut rec in store.list_instances().await? {
             if !state.spawners.contains_key(&rec.spawner_id) {
@@ -193,6 +230,7 @@ impl Registry {
             e.state,
             &e.resources,
             u32::try_from(count).unwrap_or(u32::MAX),
+            &e.held,
         )
     }
 
@@ -225,17 +263,7 @@ impl Registry {
     pub fn enrolled(&self, info: SpawnerInfo) {
         let mut st = self.lock();
         let id = info.id.clone();
-        st.spawners.insert(
-            id.clone(),
-            SpawnerEntry {
-                info,
-                state: pb::SpawnerState::Offline,
-                resources: pb::Resources::default(),
-                last_heartbeat: Instant::now(),
-                link: None,
-                before_unknown: HashMap::new(),
-            },
-        );
+        st.spawners.insert(id.clone(), SpawnerEntry::new(info));
         self.emit_spawner(&st, &id);
     }
 
@@ -263,10 +291,16 @@ impl Registry {
                 .cmp(&b.created_at_unix_ms)
                 .then(a.id.cmp(&b.id))
         });
+        let builds = st
+            .catalog
+            .all()
+            .into_iter()
+            .map(|b| st.catalog.to_pb(b))
+            .collect();
         pb::Snapshot {
             spawners,
             instances,
-            builds: Vec::new(),
+            builds,
             rollouts: Vec::new(),
         }
     }
@@ -370,6 +404,7 @@ impl Registry {
         if let Some(link) = e.link {
             link.close();
         }
+        st.catalog.held_changed(&e.held, &[]);
         for iid in st.ids_of(id) {
             st.remove_instance(&iid);
             self.emit(pb::watch_event::Kind::InstanceRemoved(iid));

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::service::SharedRef;
 use crate::service::auth_api::AuthApi;
 use crate::service::backup_api::BackupApi;
+use crate::service::build_api::BuildApi;
 use crate::service::event_api::EventApi;
 use crate::service::instance_api::InstanceApi;
 use crate::service::link_api::LinkApi;
@@ -24,6 +25,7 @@ use crate::service::spawner_api::SpawnerApi;
 use crate::service::system_api::{SystemApi, stats};
 use exile_api::v1::auth_service_server::AuthServiceServer;
 use exile_api::v1::backup_service_server::BackupServiceServer;
+use exile_api::v1::build_service_server::BuildServiceServer;
 use exile_api::v1::event_service_server::EventServiceServer;
 use exile_api::v1::instance_service_server::InstanceServiceServer;
 use exile_api::v1::metrics_service_server::MetricsServiceServer;
@@ -104,6 +106,10 @@ pub async fn router(
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     )
     .add(
+        BuildServiceServer::new(BuildApi(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    )
+    .add(
         SpawnerLinkServer::new(LinkApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     );
@@ -127,6 +133,7 @@ pub async fn router(
     reporter
         .set_serving::<BackupServiceServer<BackupApi>>()
         .await;
+    reporter.set_serving::<BuildServiceServer<BuildApi>>().await;
     let mut grpc = grpc.add(health);
 
     // The descriptor set also holds GameServerSdk, which only spawners serve: reflection lists
@@ -204,7 +211,8 @@ fn metrics_text(shared: &crate::service::Shared) -> axum::response::Response {
 # HELP exile_players Players connected.\n# TYPE exile_players gauge\nexile_players {}\n\
 # HELP exile_requests_total RPCs served.\n# TYPE exile_requests_total counter\nexile_requests_total {}\n\
 # HELP exile_errors_total RPCs that ended in an error.\n# TYPE exile_errors_total counter\nexile_errors_total {}\n\
-# HELP exile_resident_memory_bytes Resident memory of the master.\n# TYPE exile_resident_memory_bytes gauge\nexile_resident_memory_bytes {}\n",
+# HELP exile_resident_memory_bytes Resident memory of the master.\n# TYPE exile_resident_memory_bytes gauge\nexile_resident_memory_bytes {}\n\
+# HELP exile_build_bytes_served_total Bytes of build chunks sent to spawners.\n# TYPE exile_build_bytes_served_total counter\nexile_build_bytes_served_total {}\n",
         s.uptime_seconds,
         s.spawners_total,
         s.spawners_online,
@@ -213,7 +221,8 @@ fn metrics_text(shared: &crate::service::Shared) -> axum::response::Response {
         s.players_total,
         s.requests_total,
         s.errors_total,
-        s.memory_bytes
+        s.memory_bytes,
+        shared.builds.bytes_served()
     );
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -2,6 +2,7 @@
 
 pub mod auth_api;
 pub mod backup_api;
+pub mod build_api;
 pub mod event_api;
 pub mod instance_api;
 pub mod link_api;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::Counters;
 use crate::auth::Auth;
+use crate::builds::Builds;
 use crate::metrics::MetricsHistory;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -38,6 +40,10 @@ pub struct Shared {
     pub heartbeat_interval: Duration,
     /// How long a spawner command may take.
     pub command_timeout: Duration,
+    /// Uploaded builds.
+    pub builds: Arc<Builds>,
+    /// How long a spawner may take to install a build.
+    pub build_install_timeout: Duration,
     /// Cancelled when the master shuts down: long streams end.
     pub shutdown: CancellationToken,
 }

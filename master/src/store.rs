@@ -1,5 +1,7 @@
 //! Named database queries. Everything the master persists goes through here.
 
+mod builds;
+
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
@@ -374,6 +376,7 @@ impl Store {
             spawner_id: Set(r.spawner_id.clone()),
             state: Set(r.state.as_str_name().to_owned()),
             build_version: Set(r.build_version.clone()),
+            build_name: Set(r.build_name.clone()),
             ports: Set(serde_json::to_string(&r.ports).unwrap_or_else(|_| "[]".into())),
             pid: Set(i64::from(r.pid)),
             restart_count: Set(i64::from(r.restart_count)),
@@ -393,6 +396,7 @@ impl Store {
                         instance::Column::SpawnerId,
                         instance::Column::State,
                         instance::Column::BuildVersion,
+                        instance::Column::BuildName,
                         instance::Column::Ports,
                         instance::Column::Pid,
                         instance::Column::RestartCount,
@@ -438,6 +442,7 @@ impl Store {
                 id: m.id,
                 spawner_id: m.spawner_id,
                 build_version: m.build_version,
+                build_name: m.build_name,
                 created_at: m.created_at,
                 started_at: m.started_at,
                 state_changed_at: m.state_changed_at,

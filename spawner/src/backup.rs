@@ -1,14 +1,14 @@
 //! Backups of an instance's data directory: gzip'd tar archives under
 //! `<data_dir>/backups/<instance>/`, each with a JSON record (size, SHA-256). Restores check
-//! the hash, refuse hostile archives (absolute paths, `..`, links out, devices, hard links,
-//! size bombs) and swap the data in only once everything extracted cleanly.
+//! the hash, unpack through `exile_archive` (the one audited path: no absolute paths, `..`,
+//! links out, devices, foreign hard links or size bombs) and swap the data in only once
+//! everything extracted cleanly.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
 use flate2::Compression;
-use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -231,131 +231,28 @@ pub fn delete(backups_dir: &Path, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// True when `rel` is a plain relative path that cannot leave its root.
-fn plain_relative(rel: &Path) -> bool {
-    !rel.as_os_str().is_empty()
-        && rel
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-}
-
-/// Lexically resolves a link target against the directory holding the link; None if it
-/// climbs out of the root.
-fn link_stays_inside(entry: &Path, target: &Path) -> bool {
-    if target.is_absolute() {
-        return false;
-    }
-    let mut depth: i64 = entry
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .count() as i64
-        - 1;
-    for c in target.components() {
-        match c {
-            Component::Normal(_) => depth += 1,
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            Component::CurDir => {}
-            _ => return false,
-        }
-    }
-    true
-}
-
-/// Extracts `archive` into `dest` (which must not exist), checking every entry first.
-pub fn extract_checked(archive: &Path, dest: &Path, limits: Limits) -> Result<u64> {
-    let file = File::open(archive).map_err(io_err("could not open", archive))?;
-    let mut tar = tar::Archive::new(GzDecoder::new(file));
-    std::fs::create_dir_all(dest).map_err(io_err("could not create", dest))?;
-    let refuse = |why: String| Error::FailedPrecondition(format!("refusing the archive: {why}"));
-    let (mut total, mut count) = (0u64, 0u64);
-    for entry in tar.entries().map_err(io_err("could not read", archive))? {
-        let mut entry = entry.map_err(io_err("could not read", archive))?;
-        count += 1;
-        if count > limits.max_entries {
-            return Err(refuse(format!("more than {} entries", limits.max_entries)));
-        }
-        let path = entry
-            .path()
-            .map_err(io_err("could not read", archive))?
-            .into_owned();
-        if !plain_relative(&path) {
-            return Err(refuse(format!(
-                "entry {} escapes the directory",
-                path.display()
-            )));
-        }
-        let kind = entry.header().entry_type();
-        let out = dest.join(&path);
-        match kind {
-            tar::EntryType::Directory => {
-                std::fs::create_dir_all(&out).map_err(io_err("could not create", &out))?;
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = entry
-                    .header()
-                    .size()
-                    .map_err(io_err("could not read", archive))?;
-                total = total.saturating_add(size);
-                if total > limits.max_bytes {
-                    return Err(refuse(format!(
-                        "it expands past {} bytes",
-                        limits.max_bytes
-                    )));
-                }
-                if let Some(parent) = out.parent() {
-                    std::fs::create_dir_all(parent).map_err(io_err("could not create", parent))?;
-                }
-                // Never write through a link planted by an earlier entry.
-                if std::fs::symlink_metadata(&out).is_ok() {
-                    return Err(refuse(format!("entry {} appears twice", path.display())));
-                }
-                let mut f = File::create(&out).map_err(io_err("could not create", &out))?;
-                let copied = io::copy(&mut (&mut entry).take(size), &mut f)
-                    .map_err(io_err("could not write", &out))?;
-                if copied != size {
-                    return Err(refuse(format!("entry {} is truncated", path.display())));
-                }
-                if let Ok(mode) = entry.header().mode() {
-                    use std::os::unix::fs::PermissionsExt;
-                    let _ = std::fs::set_permissions(
-                        &out,
-                        std::fs::Permissions::from_mode(mode & 0o755),
-                    );
-                }
-            }
-            tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(io_err("could not read", archive))?
-                    .ok_or_else(|| refuse(format!("link {} has no target", path.display())))?
-                    .into_owned();
-                if !link_stays_inside(&path, &target) {
-                    return Err(refuse(format!(
-                        "link {} points out of the directory ({})",
-                        path.display(),
-                        target.display()
-                    )));
-                }
-                if let Some(parent) = out.parent() {
-                    std::fs::create_dir_all(parent).map_err(io_err("could not create", parent))?;
-                }
-                std::os::unix::fs::symlink(&target, &out)
-                    .map_err(io_err("could not create", &out))?;
-            }
-            other => {
-                return Err(refuse(format!(
-                    "entry {} is a {other:?}, which backups never hold",
-                    path.display()
-                )));
-            }
-        }
-    }
-    Ok(total)
+/// Unpacks a backup archive into `staging` (which must not exist) through the audited
+/// archive rules: no path or link out of the directory, no devices, no hard links but to
+/// files of the same archive, no entry replacing another, entries and bytes capped.
+pub fn unpack(archive: &Path, staging: &Path, limits: Limits) -> Result<exile_archive::Summary> {
+    let options = exile_archive::Options {
+        max_entries: limits.max_entries,
+        max_unpacked_bytes: limits.max_bytes,
+        // Backups are ours and checked against their recorded hash; game data (preallocated
+        // or zero-filled files) may compress far better than a build, and `max_bytes`
+        // already bounds the disk a restore can fill.
+        max_ratio: u64::MAX,
+        strip_single_top_dir: false,
+        ..exile_archive::Options::default()
+    };
+    exile_archive::extract(archive, staging, &options).map_err(|e| match e {
+        exile_archive::Error::Io { what, path, source } => Error::Io {
+            action: what,
+            path: PathBuf::from(path),
+            source,
+        },
+        refused => Error::FailedPrecondition(format!("refusing the archive: {refused}")),
+    })
 }
 
 /// Restores backup `id` into `instance_dir`: checks the hash, extracts beside it, then swaps
@@ -378,7 +275,7 @@ pub fn restore(
     }
     let staging = instance_dir.with_extension("restore");
     let _ = std::fs::remove_dir_all(&staging);
-    if let Err(e) = extract_checked(&archive, &staging, limits) {
+    if let Err(e) = unpack(&archive, &staging, limits) {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
     }
@@ -611,6 +508,40 @@ mod tests {
                 "{id}: staging left behind"
             );
         }
+        // A chain of links, each inside on its own, that would climb out together:
+        // a -> ., a/b -> .., then a file written through a/b/c.
+        hostile(
+            &bdir,
+            "chain",
+            &[
+                ("a", E::Symlink, ".", b""),
+                ("a/b", E::Symlink, "..", b""),
+                ("a/b/c/escape.txt", E::Regular, "", b"x"),
+            ],
+        );
+        let e = restore(&inst, &bdir, "chain", Limits::default()).unwrap_err();
+        assert!(matches!(e, Error::FailedPrecondition(_)), "{e}");
+        assert!(e.to_string().contains("beneath \"a\""), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(inst.join("keep.txt")).unwrap(),
+            "original"
+        );
+        assert!(!inst.with_extension("restore").exists());
+        let mut everything = Vec::new();
+        let mut stack = vec![t.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                    stack.push(p.clone());
+                }
+                everything.push(p.strip_prefix(t.path()).unwrap().to_path_buf());
+            }
+        }
+        assert!(
+            everything.iter().all(|p| !p.ends_with("escape.txt")),
+            "{everything:?}"
+        );
         // A size bomb is stopped by the limit.
         hostile(&bdir, "big", &[("big.bin", E::Regular, "", &[0u8; 4096])]);
         let e = restore(
@@ -623,7 +554,10 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.to_string().contains("expands past"), "{e}");
+        assert!(
+            e.to_string().contains("unpacks to more than 1024 bytes"),
+            "{e}"
+        );
         // A tampered archive fails its hash check.
         create(&inst, &bdir, "i1", "ok1", "").unwrap();
         let arch = bdir.join("ok1.tar.gz");

@@ -107,6 +107,7 @@ pub mod instance {
         pub spawner_id: String,
         pub state: String,
         pub build_version: String,
+        pub build_name: String,
         pub ports: String,
         pub pid: i64,
         pub restart_count: i64,
@@ -153,6 +154,75 @@ pub mod metric_sample {
         pub memory: i64,
         pub disk: i64,
         pub players: i64,
+    }
+    no_relations!();
+}
+
+pub mod build {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "builds")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub name: String,
+        pub version: String,
+        pub sha256: String,
+        pub size: i64,
+        pub format: String,
+        pub manifest: String,
+        pub created_by: String,
+        pub created_at: i64,
+        pub chunk_count: i64,
+        pub file_count: i64,
+        pub unpacked_bytes: i64,
+    }
+    no_relations!();
+}
+
+pub mod build_chunk {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "build_chunks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub build_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        pub sha256: String,
+        pub size: i64,
+    }
+    no_relations!();
+}
+
+pub mod build_activation {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "build_activations")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub selector: String,
+        pub build_id: String,
+        pub activated_at: i64,
+        pub activated_by: String,
+    }
+    no_relations!();
+}
+
+pub mod build_activation_history {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "build_activation_history")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub name: String,
+        pub selector: String,
+        pub build_id: String,
+        pub activated_at: i64,
+        pub activated_by: String,
     }
     no_relations!();
 }

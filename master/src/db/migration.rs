@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(MetricSamples)]
+        vec![Box::new(Initial), Box::new(MetricSamples), Box::new(Builds)]
     }
 }
 
@@ -163,6 +163,97 @@ impl MigrationTrait for MetricSamples {
             .get_connection()
             .execute_unprepared("DROP TABLE metric_samples")
             .await?;
+        Ok(())
+    }
+}
+
+struct Builds;
+
+impl MigrationName for Builds {
+    fn name(&self) -> &str {
+        "m0003_builds"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Builds {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        let serial = match db.get_database_backend() {
+            DatabaseBackend::Postgres => "BIGSERIAL PRIMARY KEY",
+            _ => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        };
+        let statements = [
+            "CREATE TABLE builds (
+                id TEXT PRIMARY KEY NOT NULL,
+                name TEXT NOT NULL,
+                version TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                size BIGINT NOT NULL,
+                format TEXT NOT NULL,
+                manifest TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                chunk_count BIGINT NOT NULL,
+                file_count BIGINT NOT NULL,
+                unpacked_bytes BIGINT NOT NULL,
+                UNIQUE (name, version)
+            )"
+            .to_owned(),
+            // A build's archive is its chunks in `seq` order; a chunk shared by several builds
+            // has one row per build and one blob on disk.
+            "CREATE TABLE build_chunks (
+                build_id TEXT NOT NULL,
+                seq BIGINT NOT NULL,
+                sha256 TEXT NOT NULL,
+                size BIGINT NOT NULL,
+                PRIMARY KEY (build_id, seq)
+            )"
+            .to_owned(),
+            "CREATE INDEX build_chunks_sha256 ON build_chunks(sha256)".to_owned(),
+            // The version of a name active on the spawners a selector (canonical JSON, keys
+            // sorted) picks: one row per (name, selector).
+            "CREATE TABLE build_activations (
+                name TEXT NOT NULL,
+                selector TEXT NOT NULL,
+                build_id TEXT NOT NULL,
+                activated_at BIGINT NOT NULL,
+                activated_by TEXT NOT NULL,
+                PRIMARY KEY (name, selector)
+            )"
+            .to_owned(),
+            // Every activation ever made, so a rollback can find the version active before.
+            format!(
+                "CREATE TABLE build_activation_history (
+                id {serial},
+                name TEXT NOT NULL,
+                selector TEXT NOT NULL,
+                build_id TEXT NOT NULL,
+                activated_at BIGINT NOT NULL,
+                activated_by TEXT NOT NULL
+            )"
+            ),
+            "CREATE INDEX build_activation_history_key ON build_activation_history(name, selector)"
+                .to_owned(),
+            "ALTER TABLE instances ADD COLUMN build_name TEXT NOT NULL DEFAULT ''".to_owned(),
+        ];
+        for sql in statements {
+            db.execute_unprepared(&sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for sql in [
+            "DROP TABLE build_activation_history",
+            "DROP TABLE build_activations",
+            "DROP TABLE build_chunks",
+            "DROP TABLE builds",
+            "ALTER TABLE instances DROP COLUMN build_name",
+        ] {
+            db.execute_unprepared(sql).await?;
+        }
         Ok(())
     }
 }

@@ -348,6 +348,7 @@ impl Registry {
         e.before_unknown.clear();
         let info = e.info.clone();
         self.save_spawner(&info);
+        self.hello_held(&mut st, id, hello.builds.clone());
         self.reconcile(&mut st, id, &hello.instances);
         self.emit_spawner(&st, id);
         Ok(link)

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use super::{Link, Registry, State, live_link, not_found_spawner};
+use crate::builds::BuildChoice;
 use crate::error::{Error, Result};
 use crate::model::{InstanceRecord, Labels};
 use exile_api::now_unix_ms;
@@ -22,13 +23,16 @@ pub struct Placement {
 }
 
 impl Registry {
-    /// Picks a spawner, then records the instance as Starting so concurrent placements see
-    /// the slot taken. Returns the record and the link to send the spawn command on.
+    /// Picks a spawner, resolves the build the instance runs there, then records the
+    /// instance as Starting so concurrent placements see the slot taken (and a delete sees
+    /// the build in use). Returns the record, the link to send the commands on, and the
+    /// uploaded build to install first (None: the spawner's host build).
     pub fn reserve(
         &self,
         p: &Placement,
+        build: &BuildChoice,
         mut rec: InstanceRecord,
-    ) -> Result<(InstanceRecord, Link)> {
+    ) -> Result<(InstanceRecord, Link, Option<pb::BuildRef>)> {
         let mut st = self.lock();
         let spawner_id = if p.spawner_id.is_empty() {
             pick(&st, p)?
@@ -40,8 +44,27 @@ impl Registry {
             .get(&spawner_id)
             .ok_or_else(|| not_found_spawner(&spawner_id))?;
         let link = live_link(e)?;
-        if rec.build_version.is_empty() {
-            rec.build_version.clone_from(&e.info.active_build);
+        let labels: HashMap<String, String> = e
+            .info
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let uploaded = st
+            .catalog
+            .resolve(build, &e.info.name, &e.info.region, &labels)?
+            .map(crate::builds::BuildMeta::build_ref);
+        match &uploaded {
+            Some(b) => {
+                rec.build_name.clone_from(&b.name);
+                rec.build_version.clone_from(&b.version);
+            }
+            None => {
+                rec.build_name.clear();
+                if rec.build_version.is_empty() {
+                    rec.build_version.clone_from(&e.info.active_build);
+                }
+            }
         }
         rec.spawner_id.clone_from(&spawner_id);
         rec.state = pb::InstanceState::Starting;
@@ -51,7 +74,7 @@ impl Registry {
         self.save_instance(&rec);
         self.emit_instance(&st, &rec.id);
         self.emit_spawner(&st, &spawner_id);
-        Ok((rec, link))
+        Ok((rec, link, uploaded))
     }
 }
 

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use super::SharedRef;
 use crate::access::ctx;
 use crate::auth::new_id;
+use crate::builds::BuildChoice;
 use crate::convert::{check_id, check_labels};
 use crate::error::{Error, Result};
 use crate::model::InstanceRecord;
@@ -203,6 +204,7 @@ impl InstanceService for InstanceApi {
             )
             .into());
         }
+        let choice = BuildChoice::parse(&r.build, &r.build_version)?;
         let packed = pb::PlacementStrategy::try_from(r.strategy)
             .map_err(|_| Error::InvalidArgument("strategy: unknown value".into()))?
             == pb::PlacementStrategy::Packed;
@@ -219,6 +221,7 @@ impl InstanceService for InstanceApi {
             spawner_id: String::new(),
             state: pb::InstanceState::Starting,
             build_version: r.build_version,
+            build_name: String::new(),
             ports: vec![],
             pid: 0,
             restart_count: 0,
@@ -233,8 +236,34 @@ impl InstanceService for InstanceApi {
             message: String::new(),
             revision: 0,
         };
-        let (rec, link) = self.0.registry.reserve(&placement, rec)?;
-        c.set_detail(format!("on spawner {}", rec.spawner_id));
+        let (rec, link, build) = self.0.registry.reserve(&placement, &choice, rec)?;
+        c.set_detail(match &build {
+            Some(b) => format!(
+                "on spawner {} with build {}@{}",
+                rec.spawner_id, b.name, b.version
+            ),
+            None => format!("on spawner {}", rec.spawner_id),
+        });
+        if let Some(b) = &build {
+            // Fetching and unpacking a large build takes far longer than a command.
+            let install = pb::command::Action::InstallBuild(pb::InstallBuildCommand {
+                build: Some(b.clone()),
+            });
+            let installed = match link.request(install, self.0.build_install_timeout).await {
+                Ok(res) => map_command_error(res),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = installed {
+                // Nothing was started: release the reserved slot.
+                self.0.registry.forget_instance(&id);
+                return Err(e
+                    .prefixed(&format!(
+                        "installing {}@{} on spawner {}",
+                        b.name, b.version, rec.spawner_id
+                    ))
+                    .into());
+            }
+        }
         let action = pb::command::Action::Spawn(pb::SpawnCommand {
             instance_id: id.clone(),
             build_version: rec.build_version.clone(),
@@ -243,7 +272,7 @@ impl InstanceService for InstanceApi {
             args: r.args,
             restart_policy: r.restart_policy,
             health_check: r.health_check,
-            build: None,
+            build,
         });
         let outcome = match link.request(action, self.0.command_timeout).await {
             Ok(res) => map_command_error(res),

@@ -34,6 +34,12 @@ fn check_hello(h: &pb::Hello) -> Result<(), Error> {
     if h.instances.len() > 100_000 {
         return Err(Error::InvalidArgument("hello.instances: too many".into()));
     }
+    if h.builds.len() > crate::registry::MAX_HELD_BUILDS {
+        return Err(Error::InvalidArgument(format!(
+            "hello.builds: at most {}",
+            crate::registry::MAX_HELD_BUILDS
+        )));
+    }
     crate::convert::check_labels("hello.labels", &h.labels)?;
     Ok(())
 }
@@ -143,6 +149,8 @@ impl SpawnerLink for LinkApi {
             .await
             .map_err(|_| Error::Unavailable("link closed".into()))?;
         drop(tx);
+        // After the welcome: the builds to fetch ahead of spawns.
+        self.0.registry.push_wanted_builds(&id)?;
         tracing::info!(spawner = %id, generation = link.generation, instances = hello.instances.len(), "spawner linked");
         let shared = self.0.clone();
         let closed = link.closed();
@@ -175,9 +183,10 @@ impl SpawnerLink for LinkApi {
 
     async fn get_build_chunks(
         &self,
-        _req: Request<pb::GetBuildChunksRequest>,
+        req: Request<pb::GetBuildChunksRequest>,
     ) -> Result<Response<pb::GetBuildChunksResponse>, Status> {
-        Err(Status::unimplemented("this master stores no builds yet"))
+        let r = req.into_inner();
+        Ok(Response::new(self.0.builds.chunk_list(&r.build_id).await?))
     }
 
     type FetchChunksStream =
@@ -185,9 +194,23 @@ impl SpawnerLink for LinkApi {
 
     async fn fetch_chunks(
         &self,
-        _req: Request<pb::FetchChunksRequest>,
+        req: Request<pb::FetchChunksRequest>,
     ) -> Result<Response<Self::FetchChunksStream>, Status> {
-        Err(Status::unimplemented("this master stores no builds yet"))
+        let hashes = req.into_inner().sha256;
+        self.0.builds.check_fetch(&hashes).await?;
+        // One chunk read at a time, only when the client is ready for it: memory stays at a
+        // chunk or two per stream whatever the build's size. A failed read ends the stream.
+        let builds = self.0.builds.clone();
+        let chunks =
+            futures::stream::unfold(Some((builds, hashes.into_iter())), |state| async move {
+                let (builds, mut rest) = state?;
+                let sha256 = rest.next()?;
+                match builds.read_chunk(sha256).await {
+                    Ok(chunk) => Some((Ok(chunk), Some((builds, rest)))),
+                    Err(e) => Some((Err(Status::from(e)), None)),
+                }
+            });
+        Ok(Response::new(Box::pin(chunks)))
     }
 }
 
@@ -204,7 +227,11 @@ fn handle(shared: &super::Shared, id: &str, link: &crate::registry::Link, m: pb:
         Some(Kind::CommandResult(r)) => link.complete(r),
         Some(Kind::LogData(d)) => link.log_data(d),
         Some(Kind::Hello(_)) => tracing::warn!(spawner = %id, "second hello on one link ignored"),
-        Some(Kind::BuildsHeld(_)) => {}
+        Some(Kind::BuildsHeld(held)) => {
+            shared
+                .registry
+                .builds_held(id, link.generation, held.builds);
+        }
         None => tracing::warn!(spawner = %id, "empty message ignored"),
     }
 }
