@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use exile_api::v1 as pb;
 use pb::auth_service_client::AuthServiceClient;
+use pb::build_service_client::BuildServiceClient;
 use pb::event_service_client::EventServiceClient;
 use pb::instance_service_client::InstanceServiceClient;
 use pb::metrics_service_client::MetricsServiceClient;
@@ -22,6 +23,20 @@ pub struct ApiError {
     pub denied: bool,
     /// A sentence for the user (the server's status message when it gave one).
     pub message: String,
+    /// The gRPC status code, for callers that retry some failures.
+    pub code: tonic::Code,
+}
+
+impl ApiError {
+    /// A failure found on this side (an answer missing a field, a file that cannot be read).
+    pub fn local(message: impl Into<String>) -> Self {
+        ApiError {
+            unauthenticated: false,
+            denied: false,
+            message: message.into(),
+            code: tonic::Code::Internal,
+        }
+    }
 }
 
 impl From<tonic::Status> for ApiError {
@@ -35,6 +50,7 @@ impl From<tonic::Status> for ApiError {
             unauthenticated: s.code() == tonic::Code::Unauthenticated,
             denied: s.code() == tonic::Code::PermissionDenied,
             message,
+            code: s.code(),
         }
     }
 }
@@ -172,11 +188,9 @@ impl Api {
                 ..Default::default()
             }))
             .await?;
-        r.into_inner().instance.ok_or_else(|| ApiError {
-            unauthenticated: false,
-            denied: false,
-            message: "the master answered without an instance".into(),
-        })
+        r.into_inner()
+            .instance
+            .ok_or_else(|| ApiError::local("the master answered without an instance"))
     }
 
     /// Runs `action` on instance `id`.
@@ -272,5 +286,90 @@ impl Api {
             .await?
             .into_inner()
             .points)
+    }
+
+    /// Who the session belongs to and its role.
+    pub async fn whoami(&self) -> ApiResult<pb::WhoAmIResponse> {
+        Ok(AuthServiceClient::new(self.client())
+            .who_am_i(self.req(pb::WhoAmIRequest {}))
+            .await?
+            .into_inner())
+    }
+
+    /// Announces an upload (browsers cannot send client streams); returns its id.
+    pub async fn begin_upload(&self, metadata: pb::UploadBuildMetadata) -> ApiResult<String> {
+        Ok(BuildServiceClient::new(self.client())
+            .begin_upload(self.req(pb::BeginUploadRequest {
+                metadata: Some(metadata),
+            }))
+            .await?
+            .into_inner()
+            .upload_id)
+    }
+
+    /// Sends the part of upload `upload_id` at `offset`; returns the bytes the master holds.
+    pub async fn upload_part(&self, upload_id: &str, offset: u64, data: Vec<u8>) -> ApiResult<u64> {
+        Ok(BuildServiceClient::new(self.client())
+            .upload_part(self.req(pb::UploadPartRequest {
+                upload_id: upload_id.into(),
+                offset,
+                data,
+            }))
+            .await?
+            .into_inner()
+            .received)
+    }
+
+    /// Asks the master to check and store an upload whose bytes all arrived.
+    pub async fn finish_upload(&self, upload_id: &str) -> ApiResult<pb::UploadBuildResponse> {
+        Ok(BuildServiceClient::new(self.client())
+            .finish_upload(self.req(pb::FinishUploadRequest {
+                upload_id: upload_id.into(),
+            }))
+            .await?
+            .into_inner())
+    }
+
+    /// Makes `build` (`name@version`) the active version on the spawners `selector` picks.
+    pub async fn activate_build(
+        &self,
+        build: &str,
+        selector: HashMap<String, String>,
+    ) -> ApiResult<()> {
+        BuildServiceClient::new(self.client())
+            .activate_build(self.req(pb::ActivateBuildRequest {
+                build: build.into(),
+                spawner_selector: selector,
+            }))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes `build` (`name@version`); the master refuses while it is in use.
+    pub async fn delete_build(&self, build: &str) -> ApiResult<pb::DeleteBuildResponse> {
+        Ok(BuildServiceClient::new(self.client())
+            .delete_build(self.req(pb::DeleteBuildRequest {
+                build: build.into(),
+            }))
+            .await?
+            .into_inner())
+    }
+
+    /// Starts replacing running instances with another version.
+    pub async fn start_rollout(&self, req: pb::StartRolloutRequest) -> ApiResult<pb::Rollout> {
+        BuildServiceClient::new(self.client())
+            .start_rollout(self.req(req))
+            .await?
+            .into_inner()
+            .rollout
+            .ok_or_else(|| ApiError::local("the master answered without a rollout"))
+    }
+
+    /// Stops a running rollout where it is.
+    pub async fn cancel_rollout(&self, id: &str) -> ApiResult<()> {
+        BuildServiceClient::new(self.client())
+            .cancel_rollout(self.req(pb::CancelRolloutRequest { id: id.into() }))
+            .await?;
+        Ok(())
     }
 }

@@ -11,8 +11,8 @@ use yew_router::prelude::*;
 use crate::api::{Api, ApiError};
 use crate::components::drawer::Drawer;
 use crate::pages::{
-    instance::InstancePage, login::Login, not_found::NotFound, overview::Overview,
-    spawner::SpawnerPage, spawners::Spawners,
+    builds::BuildsPage, instance::InstancePage, login::Login, not_found::NotFound,
+    overview::Overview, spawner::SpawnerPage, spawners::Spawners,
 };
 use crate::state::{Live, LiveAction, backoff_ms};
 
@@ -34,6 +34,9 @@ pub enum Route {
         /// Spawner id.
         id: String,
     },
+    /// Uploaded builds and rollouts.
+    #[at("/builds")]
+    Builds,
     /// One instance: its log, console and resource history.
     #[at("/instances/:id")]
     Instance {
@@ -261,6 +264,7 @@ fn switch(route: Route) -> Html {
         Route::Spawner { id } => {
             html! { <Shell title="Spawner"><SpawnerPage id={id} /></Shell> }
         }
+        Route::Builds => html! { <Shell title="Builds"><BuildsPage /></Shell> },
         Route::Instance { id } => {
             html! { <Shell title="Instance"><InstancePage id={id} /></Shell> }
         }
@@ -325,6 +329,7 @@ pub fn Shell(props: &ShellProps) -> Html {
             <div class="brand">{ "Exile" }</div>
             { link(Route::Overview, "Overview", "nav-overview") }
             { link(Route::Spawners, "Spawners", "nav-spawners") }
+            { link(Route::Builds, "Builds", "nav-builds") }
             <div class="nav-foot">
                 <div class="whoami" data-testid="whoami">{ session.username.clone() }</div>
                 <button class="btn btn-ghost" data-testid="logout" onclick={logout}>{ "Sign out" }</button>

@@ -7,6 +7,7 @@
 
 mod api;
 mod app;
+mod builds;
 mod chart;
 mod components;
 mod logs;

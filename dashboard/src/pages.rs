@@ -1,5 +1,6 @@
 //! One component per route.
 
+pub mod builds;
 pub mod instance;
 pub mod login;
 pub mod not_found;

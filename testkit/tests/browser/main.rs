@@ -16,6 +16,8 @@ use exile_testkit::{Sandbox, SandboxOptions};
 use fantoccini::{Client, ClientBuilder, Locator, key::Key};
 use serde_json::{Value, json};
 
+mod builds;
+
 /// How long any condition may take to show up in the page.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -434,6 +436,12 @@ async fn scenario(sb: &mut Sandbox, c: &Client) -> Result<()> {
         .await?;
     assert_eq!(stored, Value::Null);
 
+    // Builds, signed in as the admin again.
+    type_into(c, "[data-testid=login-username]", "admin").await?;
+    type_into(c, "[data-testid=login-password]", sb.admin_password()).await?;
+    click(c, "[data-testid=login-submit]").await?;
+    builds::builds_page(sb, c).await?;
+
     viewer_is_refused(sb, c).await
 }
 
@@ -547,7 +555,7 @@ async fn instance_page(c: &Client, row: &str, id: &str) -> Result<()> {
 }
 
 /// A viewer may not read logs or type into a console: both say so with the master's sentence
-/// instead of failing silently or retrying forever.
+/// instead of failing silently or retrying forever; on the builds page it gets no controls.
 async fn viewer_is_refused(sb: &Sandbox, c: &Client) -> Result<()> {
     let admin = sb.admin().await?;
     let token = admin
@@ -611,5 +619,5 @@ async fn viewer_is_refused(sb: &Sandbox, c: &Client) -> Result<()> {
     )
     .await?;
     screenshot(c, "instance-console-viewer").await?;
-    Ok(())
+    builds::builds_viewer(&sb.master_url(), c).await
 }
