@@ -191,6 +191,7 @@ mod tests {
             state: pb::InstanceState::Running,
             build_version: "1".into(),
             build_name: "openarena".into(),
+            spawn: Default::default(),
             ports: vec![],
             pid: 1,
             restart_count: 0,
