@@ -102,10 +102,11 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(serve_udp(udp, game.clone()));
     tokio::spawn(serve_tcp(tcp, game.clone()));
     let (quit_tx, mut quit_rx) = tokio::sync::mpsc::channel::<()>(1);
-    tokio::spawn(console(game.clone(), quit_tx));
+    let (ask_tx, ask_rx) = tokio::sync::mpsc::channel::<Ask>(8);
+    tokio::spawn(console(game.clone(), quit_tx, ask_tx));
     let health_period = std::time::Duration::try_from_secs_f64(args.health_period)
         .context("--health-period must be a positive number of seconds")?;
-    start_sdk(args.max_players, health_period, players_rx).await?;
+    start_sdk(args.max_players, health_period, players_rx, ask_rx).await?;
 
     tokio::select! {
         _ = term.recv() => {}
@@ -125,6 +126,7 @@ async fn start_sdk(
     max_players: u32,
     health_period: std::time::Duration,
     mut players: tokio::sync::watch::Receiver<u32>,
+    mut asks: tokio::sync::mpsc::Receiver<Ask>,
 ) -> anyhow::Result<()> {
     let sdk = match exile_sdk::Sdk::from_env().await {
         Ok(sdk) => sdk,
@@ -142,6 +144,20 @@ async fn start_sdk(
         eprintln!("{e}");
     }
     sdk.spawn_health_loop(health_period);
+    // What an operator asks for at the console: a match starting (allocate) or ending (ready).
+    let asker = sdk.clone();
+    tokio::spawn(async move {
+        while let Some(ask) = asks.recv().await {
+            let outcome = match ask {
+                Ask::Allocate => asker.allocate().await.map(|_| "allocated"),
+                Ask::Ready => asker.ready().await.map(|_| "ready again"),
+            };
+            match outcome {
+                Ok(what) => println!("[sdk] {what}"),
+                Err(e) => println!("[sdk] refused: {e}"),
+            }
+        }
+    });
     tokio::spawn(async move {
         while players.changed().await.is_ok() {
             let count = *players.borrow_and_update();
@@ -189,9 +205,21 @@ async fn serve_connection(stream: TcpStream, game: Arc<Game>) {
     }
 }
 
+/// An SDK call asked for at the console.
+enum Ask {
+    /// The game was handed to players.
+    Allocate,
+    /// The match is over: the game takes players again.
+    Ready,
+}
+
 /// Console commands on stdin. EOF is not a reason to stop: the game keeps running when the
 /// spawner that held its stdin goes away.
-async fn console(game: Arc<Game>, quit: tokio::sync::mpsc::Sender<()>) {
+async fn console(
+    game: Arc<Game>,
+    quit: tokio::sync::mpsc::Sender<()>,
+    asks: tokio::sync::mpsc::Sender<Ask>,
+) {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let line = line.trim();
@@ -204,11 +232,19 @@ async fn console(game: Arc<Game>, quit: tokio::sync::mpsc::Sender<()>) {
                 game.players.load(Ordering::SeqCst),
                 game.max_players
             ),
+            "allocate" => {
+                let _ = asks.send(Ask::Allocate).await;
+            }
+            "ready" => {
+                let _ = asks.send(Ask::Ready).await;
+            }
             "quit" => {
                 let _ = quit.send(()).await;
                 return;
             }
-            other => println!("unknown console command `{other}` (try say, players, quit)"),
+            other => println!(
+                "unknown console command `{other}` (try say, players, allocate, ready, quit)"
+            ),
         }
     }
     // Hold `quit` open: a closed channel would read as a quit request.

@@ -9,6 +9,7 @@ mod interfaces;
 mod lifecycle;
 mod metrics;
 mod resilience;
+mod rollouts;
 mod spawner_logs;
 mod supervision;
 mod support;

@@ -1,0 +1,366 @@
+//! Rollouts end to end: demo-game instances of an uploaded build on two spawners are replaced
+//! by another version one at a time, with their labels and settings; an instance a game marked
+//! Allocated is left until it is released; a version whose game exits at once is rolled back
+//! by itself, and the activation the rollout made is put back.
+
+use std::io::Write;
+use std::time::Duration;
+
+use sha2::Digest;
+
+use exile_api::v1 as pb;
+use exile_testkit::{Clients, Sandbox, SandboxOptions, demo_game_bin, eventually};
+
+const MANIFEST: &str = "[run]\ncommand = \"./exile-demo-game --port {port}\"\n";
+
+/// A tar.gz build holding `files`, each (path, bytes, mode).
+fn tar_gz(files: &[(&str, Vec<u8>, u32)]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (path, data, mode) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(*mode);
+        h.set_cksum();
+        tar.append_data(&mut h, path, data.as_slice()).unwrap();
+    }
+    let mut gz = tar.into_inner().unwrap();
+    gz.flush().unwrap();
+    gz.finish().unwrap()
+}
+
+/// The demo game as a build; `tag` makes each version's archive its own.
+fn demo_build(tag: &str) -> Vec<u8> {
+    let game = std::fs::read(demo_game_bin().unwrap()).unwrap();
+    tar_gz(&[
+        ("exile-demo-game", game, 0o755),
+        ("exile-build.toml", MANIFEST.as_bytes().to_vec(), 0o644),
+        ("VERSION", tag.as_bytes().to_vec(), 0o644),
+    ])
+}
+
+/// A build whose game exits with code 3 as soon as it starts.
+fn broken_build() -> Vec<u8> {
+    tar_gz(&[
+        ("run.sh", b"#!/bin/sh\nexit 3\n".to_vec(), 0o755),
+        (
+            "exile-build.toml",
+            b"[run]\ncommand = \"./run.sh\"\n[restart]\npolicy = \"never\"\n".to_vec(),
+            0o644,
+        ),
+    ])
+}
+
+async fn push(c: &Clients, name: &str, version: &str, data: &[u8]) {
+    use pb::upload_build_request::Kind;
+    let mut msgs = vec![pb::UploadBuildRequest {
+        kind: Some(Kind::Metadata(pb::UploadBuildMetadata {
+            name: name.into(),
+            version: version.into(),
+            sha256: hex::encode(sha2::Sha256::digest(data)),
+            size: data.len() as u64,
+            file_name: format!("{name}.tar.gz"),
+            manifest: String::new(),
+        })),
+    }];
+    msgs.extend(data.chunks(1 << 20).map(|p| pb::UploadBuildRequest {
+        kind: Some(Kind::Data(p.to_vec())),
+    }));
+    c.builds
+        .clone()
+        .upload_build(futures::stream::iter(msgs))
+        .await
+        .unwrap_or_else(|e| panic!("push {name}@{version}: {e}"));
+}
+
+async fn spawn(c: &Clients, build: &str) -> pb::Instance {
+    c.instances
+        .clone()
+        .spawn_instance(pb::SpawnInstanceRequest {
+            build: build.into(),
+            labels: [("mode".to_owned(), "ctf".to_owned())].into(),
+            env: [("MATCH".to_owned(), "7".to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("spawn {build}: {e}"))
+        .into_inner()
+        .instance
+        .unwrap()
+}
+
+async fn instances(c: &Clients) -> Vec<pb::Instance> {
+    c.instances
+        .clone()
+        .list_instances(pb::ListInstancesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .instances
+}
+
+async fn rollout(c: &Clients, id: &str) -> pb::Rollout {
+    c.builds
+        .clone()
+        .get_rollout(pb::GetRolloutRequest {
+            id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rollout
+        .unwrap()
+}
+
+async fn console(c: &Clients, id: &str, line: &str) {
+    c.instances
+        .clone()
+        .send_console_command(pb::SendConsoleCommandRequest {
+            id: id.into(),
+            line: line.into(),
+        })
+        .await
+        .unwrap();
+}
+
+fn state(i: &pb::Instance) -> pb::InstanceState {
+    pb::InstanceState::from_wire(i.state)
+}
+
+/// The environment of a running instance's game.
+fn environ(i: &pb::Instance) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{}/environ", i.pid)).unwrap())
+        .into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_replaces_instances_alike_and_waits_for_an_allocated_one() {
+    let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    sb.wait_spawners_online(2, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let c = sb.admin().await.unwrap();
+    push(&c, "demo", "1", &demo_build("1")).await;
+    push(&c, "demo", "2", &demo_build("2")).await;
+    let mut old = Vec::new();
+    for _ in 0..6 {
+        old.push(spawn(&c, "demo@1").await.id);
+    }
+    eventually(
+        "six Ready instances of demo@1",
+        Duration::from_secs(60),
+        || {
+            let c = c.clone();
+            async move {
+                let all = instances(&c).await;
+                (all.iter()
+                    .filter(|i| state(i) == pb::InstanceState::Ready)
+                    .count()
+                    == 6)
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let spawners: std::collections::BTreeSet<String> = instances(&c)
+        .await
+        .into_iter()
+        .map(|i| i.spawner_id)
+        .collect();
+    assert_eq!(spawners.len(), 2, "spread over both spawners");
+
+    // A match starts on one of them.
+    let held = old[2].clone();
+    console(&c, &held, "allocate").await;
+    eventually("the allocated instance", Duration::from_secs(20), || {
+        let (c, held) = (c.clone(), held.clone());
+        async move {
+            instances(&c)
+                .await
+                .iter()
+                .any(|i| i.id == held && state(i) == pb::InstanceState::Allocated)
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+
+    let started = c
+        .builds
+        .clone()
+        .start_rollout(pb::StartRolloutRequest {
+            build: "demo@2".into(),
+            max_unavailable: 1,
+            activate: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rollout
+        .unwrap();
+    assert_eq!(started.total, 6);
+    assert_eq!(started.state, pb::RolloutState::Running as i32);
+
+    // Five are replaced; the allocated one waits, untouched.
+    let r = eventually(
+        "five replaced, one waiting",
+        Duration::from_secs(120),
+        || {
+            let (c, id) = (c.clone(), started.id.clone());
+            async move {
+                let r = rollout(&c, &id).await;
+                (r.replaced == 5 && r.waiting_allocated == 1).then_some(r)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.state, pb::RolloutState::Running as i32, "{r:?}");
+    assert_eq!(r.failed, 0, "{r:?}");
+    let now = instances(&c).await;
+    let kept = now
+        .iter()
+        .find(|i| i.id == held)
+        .expect("the allocated one is gone");
+    assert_eq!(state(kept), pb::InstanceState::Allocated);
+    assert_eq!(kept.build_version, "1");
+    let new: Vec<&pb::Instance> = now.iter().filter(|i| i.build_version == "2").collect();
+    assert_eq!(new.len(), 5, "{now:?}");
+    for i in &new {
+        assert!(!old.contains(&i.id), "{} was not a new instance", i.id);
+        assert_eq!(i.build_name, "demo");
+        assert_eq!(i.labels.get("mode").map(String::as_str), Some("ctf"));
+        assert!(
+            environ(i).split('\0').any(|v| v == "MATCH=7"),
+            "the spawn's env was not carried over"
+        );
+    }
+
+    // The match ends: the last one is replaced and the rollout succeeds.
+    console(&c, &held, "ready").await;
+    let r = eventually("the rollout to succeed", Duration::from_secs(60), || {
+        let (c, id) = (c.clone(), started.id.clone());
+        async move {
+            let r = rollout(&c, &id).await;
+            (r.finished_at_unix_ms != 0).then_some(r)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.state, pb::RolloutState::Succeeded as i32, "{r:?}");
+    assert_eq!(r.replaced, 6);
+    let now = instances(&c).await;
+    assert_eq!(now.len(), 6, "{now:?}");
+    assert!(
+        now.iter()
+            .all(|i| i.build_version == "2" && !old.contains(&i.id))
+    );
+    // The version is active now: a plain spawn of the name gets it.
+    assert_eq!(spawn(&c, "demo").await.build_version, "2");
+    sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_whose_game_exits_at_once_is_rolled_back_by_itself() {
+    let sb = Sandbox::start(SandboxOptions {
+        spawners: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    sb.wait_spawners_online(1, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let c = sb.admin().await.unwrap();
+    push(&c, "demo", "1", &demo_build("1")).await;
+    push(&c, "demo", "3", &broken_build()).await;
+    c.builds
+        .clone()
+        .activate_build(pb::ActivateBuildRequest {
+            build: "demo@1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut old = Vec::new();
+    for _ in 0..3 {
+        old.push(spawn(&c, "demo").await.id);
+    }
+    let started = c
+        .builds
+        .clone()
+        .start_rollout(pb::StartRolloutRequest {
+            build: "demo@3".into(),
+            max_unavailable: 1,
+            failure_threshold: 1,
+            activate: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rollout
+        .unwrap();
+    // Deleting the target of a running rollout is refused.
+    let refused = c
+        .builds
+        .clone()
+        .delete_build(pb::DeleteBuildRequest {
+            build: "demo@3".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    let r = eventually("the rollout to end", Duration::from_secs(90), || {
+        let (c, id) = (c.clone(), started.id.clone());
+        async move {
+            let r = rollout(&c, &id).await;
+            (r.finished_at_unix_ms != 0).then_some(r)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.state, pb::RolloutState::RolledBack as i32, "{r:?}");
+    assert_eq!(r.failed, 1, "{r:?}");
+    assert!(r.message.contains("rolling back"), "{}", r.message);
+    // The old instances still run, the crashed new one is gone.
+    let now = eventually(
+        "only the old instances left",
+        Duration::from_secs(30),
+        || {
+            let c = c.clone();
+            async move {
+                let all = instances(&c).await;
+                (all.len() == 3).then_some(all)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    for i in &now {
+        assert!(old.contains(&i.id), "{now:?}");
+        assert_eq!(i.build_version, "1");
+        assert!(state(i).has_process(), "{i:?}");
+    }
+    // The activation went back to the version that works.
+    let build = c
+        .builds
+        .clone()
+        .get_build(pb::GetBuildRequest {
+            build: "demo@1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .build
+        .unwrap();
+    assert_eq!(build.activations.len(), 1, "{build:?}");
+    sb.shutdown().await;
+}
