@@ -51,6 +51,13 @@ impl SpawnerEntry {
     }
 }
 
+/// The published rollouts, newest first.
+fn rollouts_newest_first(st: &State) -> Vec<pb::Rollout> {
+    let mut v: Vec<pb::Rollout> = st.rollouts.values().cloned().collect();
+    v.sort_by_key(|r| std::cmp::Reverse(r.started_at_unix_ms));
+    v
+}
+
 #[derive(Default)]
 struct State {
     spawners: HashMap<String, SpawnerEntry>,
@@ -299,8 +306,7 @@ impl Registry {
             .into_iter()
             .map(|b| st.catalog.to_pb(b))
             .collect();
-        let mut rollouts: Vec<pb::Rollout> = st.rollouts.values().cloned().collect();
-        rollouts.sort_by(|a, b| b.started_at_unix_ms.cmp(&a.started_at_unix_ms));
+        let rollouts = rollouts_newest_first(st);
         pb::Snapshot {
             spawners,
             instances,
@@ -325,10 +331,7 @@ impl Registry {
 
     /// Published rollouts, newest first.
     pub fn rollouts(&self) -> Vec<pb::Rollout> {
-        let st = self.lock();
-        let mut v: Vec<pb::Rollout> = st.rollouts.values().cloned().collect();
-        v.sort_by(|a, b| b.started_at_unix_ms.cmp(&a.started_at_unix_ms));
-        v
+        rollouts_newest_first(&self.lock())
     }
 
     /// An instance as the master keeps it (with what its spawn asked for).

@@ -87,27 +87,41 @@ pub async fn start(
     launch(
         shared,
         actor,
-        &target,
-        restore,
-        selector,
-        req.max_unavailable,
-        req.canary_percent,
-        req.failure_threshold,
+        Launch {
+            target: &target,
+            restore,
+            selector,
+            max_unavailable: req.max_unavailable,
+            canary_percent: req.canary_percent,
+            failure_threshold: req.failure_threshold,
+        },
     )
 }
 
-/// Starts the driver of a rollout to `target` over the instances of its name on spawners
-/// matching `selector`.
-fn launch(
-    shared: &SharedRef,
-    actor: &str,
-    target: &BuildMeta,
+/// What a rollout is asked to do.
+struct Launch<'a> {
+    /// The version instances move to.
+    target: &'a BuildMeta,
+    /// The activation to put back if it rolls back (it activated its target).
     restore: Option<(String, Labels)>,
+    /// Spawners whose instances it replaces.
     selector: Labels,
     max_unavailable: u32,
     canary_percent: u32,
     failure_threshold: u32,
-) -> Result<pb::Rollout> {
+}
+
+/// Starts the driver of a rollout to `target` over the instances of its name on spawners
+/// matching `selector`.
+fn launch(shared: &SharedRef, actor: &str, l: Launch<'_>) -> Result<pb::Rollout> {
+    let Launch {
+        target,
+        restore,
+        selector,
+        max_unavailable,
+        canary_percent,
+        failure_threshold,
+    } = l;
     if let Some(r) = shared
         .registry
         .rollouts()
@@ -473,12 +487,14 @@ pub async fn rollback(
     let rollout = launch(
         shared,
         actor,
-        &previous,
-        None,
-        selector,
-        req.max_unavailable,
-        0,
-        1,
+        Launch {
+            target: &previous,
+            restore: None,
+            selector,
+            max_unavailable: req.max_unavailable,
+            canary_percent: 0,
+            failure_threshold: 1,
+        },
     )?;
     Ok(pb::RollbackBuildResponse {
         build: Some(build),
