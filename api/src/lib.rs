@@ -8,6 +8,7 @@ pub mod v1 {
 
 pub mod build;
 pub mod limits;
+pub mod state;
 
 /// Encoded `FileDescriptorSet` of the whole API, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("exile_descriptor");

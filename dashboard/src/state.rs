@@ -137,15 +137,10 @@ pub struct Counts {
     pub players: u64,
 }
 
-/// True for states with a live game-server process.
+/// True for states with a live game-server process (Unhealthy and Stopping included: the
+/// game still runs).
 pub fn instance_is_live(state: i32) -> bool {
-    matches!(
-        pb::InstanceState::try_from(state),
-        Ok(pb::InstanceState::Starting
-            | pb::InstanceState::Running
-            | pb::InstanceState::Ready
-            | pb::InstanceState::Allocated)
-    )
+    pb::InstanceState::from_wire(state).has_process()
 }
 
 /// Human name of a spawner state.

@@ -1,11 +1,14 @@
 //! Command-line grammar: every noun, verb and flag of exilectl (clap derive).
 
+pub mod build;
+
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use exile_api::v1::{InstanceState, PlacementStrategy, Role};
 
 use crate::output::Format;
+pub use build::BuildCommand;
 
 /// Exile command line: drive the master, its spawners and their game-server instances.
 #[derive(Debug, Parser)]
@@ -67,6 +70,9 @@ pub enum Command {
     /// Game-server instances.
     #[command(subcommand, visible_aliases = ["instances", "inst"])]
     Instance(InstanceCommand),
+    /// Uploaded game-server builds: push, activate, roll out, roll back, delete.
+    #[command(subcommand, visible_alias = "builds")]
+    Build(BuildCommand),
     /// Follow live events: a snapshot, then one line per change.
     Watch(WatchArgs),
     /// Print an instance's output log, or with --spawner a spawner's own log (operator).
@@ -309,7 +315,7 @@ pub enum EnrollmentTokenCommand {
 #[derive(Debug, Subcommand)]
 pub enum InstanceCommand {
     /// Create and start an instance.
-    Spawn(SpawnArgs),
+    Spawn(Box<SpawnArgs>),
     /// List instances.
     #[command(visible_alias = "ls")]
     List {
@@ -372,9 +378,13 @@ pub struct SpawnArgs {
     /// Extra environment variable (repeatable).
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE", value_parser = parse_key_val)]
     pub env: Vec<(String, String)>,
-    /// Build version (default: the spawner's active build).
-    #[arg(long)]
+    /// Uploaded build to run: NAME@VERSION, or NAME for the version active on the chosen
+    /// spawner (default: the one build active there, else the spawner's host build).
+    #[arg(long, value_name = "NAME[@VERSION]", value_parser = parse_build_spec)]
     pub build: Option<String>,
+    /// Version of the spawner's host build (its --build-command) to run instead.
+    #[arg(long, value_name = "VERSION", conflicts_with = "build")]
+    pub host_build_version: Option<String>,
     /// Placement strategy, when the master picks.
     #[arg(long, value_enum)]
     pub strategy: Option<StrategyArg>,
@@ -643,7 +653,6 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// Parses `KEY=VALUE`; the value may be empty and may itself contain `=`.
 /// A number of seconds, fractions allowed: never negative, never infinite.
 pub fn parse_seconds(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -652,6 +661,7 @@ pub fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses `KEY=VALUE`; the value may be empty and may itself contain `=`.
 pub fn parse_key_val(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -661,6 +671,11 @@ pub fn parse_key_val(s: &str) -> Result<(String, String), String> {
         return Err(format!("`{s}` has an empty key"));
     }
     Ok((k.to_owned(), v.to_owned()))
+}
+
+/// `name` or `name@version`, checked as the master will.
+fn parse_build_spec(s: &str) -> Result<String, String> {
+    exile_api::build::BuildSpec::parse(s).map(|spec| spec.to_string())
 }
 
 #[cfg(test)]
@@ -759,6 +774,33 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["exilectl", "spawners", "rm", "x", "--yes"]).is_ok());
         assert!(Cli::try_parse_from(["exilectl", "-o", "json", "spawner", "token", "ls"]).is_ok());
+    }
+
+    #[test]
+    fn spawn_takes_an_uploaded_build_or_a_host_build_version() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([&["exilectl", "instance", "spawn"], args].concat()).map(
+                |c| match c.command {
+                    Command::Instance(InstanceCommand::Spawn(a)) => a,
+                    other => panic!("parsed as {other:?}"),
+                },
+            )
+        };
+        let a = parse(&["--build", "openarena@0.8.9"]).unwrap();
+        assert_eq!(a.build.as_deref(), Some("openarena@0.8.9"));
+        assert_eq!(a.host_build_version, None);
+        assert_eq!(
+            parse(&["--build", "openarena"]).unwrap().build.as_deref(),
+            Some("openarena")
+        );
+        let host = parse(&["--host-build-version", "demo-1"]).unwrap();
+        assert_eq!(
+            (host.build, host.host_build_version.as_deref()),
+            (None, Some("demo-1"))
+        );
+        assert!(parse(&["--build", "a/b"]).is_err());
+        assert!(parse(&["--build", "a@"]).is_err());
+        assert!(parse(&["--build", "a@1", "--host-build-version", "x"]).is_err());
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use exile_api::v1::{
     auth_service_client::AuthServiceClient, backup_service_client::BackupServiceClient,
-    event_service_client::EventServiceClient, instance_service_client::InstanceServiceClient,
-    metrics_service_client::MetricsServiceClient, spawner_service_client::SpawnerServiceClient,
-    system_service_client::SystemServiceClient,
+    build_service_client::BuildServiceClient, event_service_client::EventServiceClient,
+    instance_service_client::InstanceServiceClient, metrics_service_client::MetricsServiceClient,
+    spawner_service_client::SpawnerServiceClient, system_service_client::SystemServiceClient,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -144,6 +144,10 @@ impl Session {
 
     pub fn backups(&self) -> BackupServiceClient<Authed> {
         BackupServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn builds(&self) -> BuildServiceClient<Authed> {
+        BuildServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
     pub fn metrics(&self) -> MetricsServiceClient<Authed> {

@@ -2,6 +2,7 @@
 
 mod auth;
 mod backup;
+mod build;
 mod instance;
 mod logs;
 mod metrics;
@@ -13,6 +14,7 @@ mod watch;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
@@ -27,6 +29,8 @@ pub struct Ctx {
     pub target: Target,
     pub format: Format,
     pub config_path: PathBuf,
+    /// Deadline of one call (`--timeout`), for calls on a connection opened for streams.
+    pub timeout: Duration,
 }
 
 impl Ctx {
@@ -40,6 +44,7 @@ impl Ctx {
             target,
             format: global.output,
             config_path,
+            timeout: global.timeout,
         })
     }
 }
@@ -58,6 +63,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Token(c) => token::run(&connect().await?, c).await,
         Command::Spawner(c) => spawner::run(&connect().await?, c).await,
         Command::Instance(c) => instance::run(&connect().await?, c).await,
+        Command::Build(c) => build::run(&global, c).await,
         Command::Watch(args) => watch::run(&Ctx::connect(&global, true).await?, args).await,
         Command::Logs(args) => logs::logs(&Ctx::connect(&global, args.follow).await?, args).await,
         Command::Console(args) => logs::console(&Ctx::connect(&global, true).await?, args).await,

@@ -155,6 +155,32 @@ pub fn or_dash(s: &str) -> String {
     if s.is_empty() { "-".into() } else { s.into() }
 }
 
+/// Text a user or a game chose (a command, a message), made harmless for a terminal on one
+/// line: control characters, escape sequences' ESC included, are shown as `\u{1b}`.
+pub fn clean(s: &str) -> String {
+    escape_controls(s, |_| false)
+}
+
+/// Like [`clean`] for text of several lines (a manifest): line feeds and tabs stay.
+pub fn clean_text(s: &str) -> String {
+    escape_controls(s, |c| matches!(c, '\n' | '\t'))
+}
+
+fn escape_controls(s: &str, keep: impl Fn(char) -> bool) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() && !keep(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +199,17 @@ mod tests {
         assert_eq!(title("RUNNING"), "Running");
         assert_eq!(title("TCP_UDP"), "Tcp udp");
         assert_eq!(or_dash(""), "-");
+    }
+
+    #[test]
+    fn user_text_cannot_drive_the_terminal() {
+        assert_eq!(clean("./oa --port {port}"), "./oa --port {port}");
+        assert_eq!(clean("a\x1b[2Jb\nc"), "a\\u{1b}[2Jb\\u{a}c");
+        assert_eq!(
+            clean_text("[run]\n\tx = \"\x07\"\n"),
+            "[run]\n\tx = \"\\u{7}\"\n"
+        );
+        assert_eq!(clean("\u{9b}31m"), "\\u{9b}31m");
     }
 
     #[test]

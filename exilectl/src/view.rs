@@ -3,10 +3,17 @@
 //! prost types do not derive serde, and their raw shape (i32 enums, Unix milliseconds)
 //! is not what a script wants to read, so every printed message goes through a view here.
 
+mod build;
+
 use std::collections::{BTreeMap, HashMap};
 
 use exile_api::v1 as pb;
 use serde::Serialize;
+
+pub use build::{
+    BuildView, DeletedBuildView, HeldBuildView, PushView, RollbackView, RolloutView,
+    archive_format, instance_build, rollout_finished,
+};
 
 /// Host or instance resource figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,6 +67,8 @@ pub struct InstanceView {
     pub id: String,
     pub spawner_id: String,
     pub state: String,
+    /// Empty for the spawner's host build.
+    pub build_name: String,
     pub build_version: String,
     pub address: String,
     pub ports: Vec<PortView>,
@@ -82,6 +91,7 @@ impl From<pb::Instance> for InstanceView {
             state: instance_state(i.state),
             id: i.id,
             spawner_id: i.spawner_id,
+            build_name: i.build_name,
             build_version: i.build_version,
             address: i.address,
             ports: i.ports.into_iter().map(Into::into).collect(),
@@ -115,6 +125,7 @@ pub struct SpawnerView {
     pub labels: BTreeMap<String, String>,
     pub agent_version: String,
     pub active_build: String,
+    pub builds: Vec<HeldBuildView>,
     pub resources: Option<ResourcesView>,
     pub last_seen: Option<String>,
     pub enrolled_at: Option<String>,
@@ -135,6 +146,7 @@ impl From<pb::Spawner> for SpawnerView {
             labels: sorted(s.labels),
             agent_version: s.agent_version,
             active_build: s.active_build,
+            builds: s.builds.into_iter().map(Into::into).collect(),
             resources: s.resources.map(Into::into),
             last_seen: rfc3339(s.last_seen_unix_ms),
             enrolled_at: rfc3339(s.enrolled_at_unix_ms),
@@ -349,6 +361,8 @@ pub enum EventView {
     Snapshot {
         spawners: Vec<SpawnerView>,
         instances: Vec<InstanceView>,
+        builds: Vec<BuildView>,
+        rollouts: Vec<RolloutView>,
     },
     SpawnerUpdated {
         spawner: SpawnerView,
@@ -369,25 +383,13 @@ pub enum EventView {
         lost: u64,
     },
     BuildUpdated {
-        id: String,
-        name: String,
-        version: String,
-        sha256: String,
-        instance_count: u32,
-        spawner_count: u32,
+        build: BuildView,
     },
     BuildRemoved {
         id: String,
     },
     RolloutUpdated {
-        id: String,
-        build_name: String,
-        to_version: String,
-        state: String,
-        total: u32,
-        replaced: u32,
-        failed: u32,
-        message: String,
+        rollout: RolloutView,
     },
     /// An event kind this exilectl does not know (a newer master).
     Unknown,
@@ -400,6 +402,8 @@ impl From<pb::WatchEvent> for WatchEventView {
             Some(Kind::Snapshot(s)) => EventView::Snapshot {
                 spawners: s.spawners.into_iter().map(Into::into).collect(),
                 instances: s.instances.into_iter().map(Into::into).collect(),
+                builds: s.builds.into_iter().map(Into::into).collect(),
+                rollouts: s.rollouts.into_iter().map(Into::into).collect(),
             },
             Some(Kind::SpawnerUpdated(s)) => EventView::SpawnerUpdated { spawner: s.into() },
             Some(Kind::SpawnerRemoved(id)) => EventView::SpawnerRemoved { id },
@@ -407,25 +411,9 @@ impl From<pb::WatchEvent> for WatchEventView {
             Some(Kind::InstanceRemoved(id)) => EventView::InstanceRemoved { id },
             Some(Kind::SpawnerMetrics(s)) => EventView::SpawnerMetrics { spawner: s.into() },
             Some(Kind::Lagged(lost)) => EventView::Lagged { lost },
-            Some(Kind::BuildUpdated(b)) => EventView::BuildUpdated {
-                id: b.id,
-                name: b.name,
-                version: b.version,
-                sha256: b.sha256,
-                instance_count: b.instance_count,
-                spawner_count: b.spawner_count,
-            },
+            Some(Kind::BuildUpdated(b)) => EventView::BuildUpdated { build: b.into() },
             Some(Kind::BuildRemoved(id)) => EventView::BuildRemoved { id },
-            Some(Kind::RolloutUpdated(r)) => EventView::RolloutUpdated {
-                state: rollout_state(r.state),
-                id: r.id,
-                build_name: r.build_name,
-                to_version: r.to_version,
-                total: r.total,
-                replaced: r.replaced,
-                failed: r.failed,
-                message: r.message,
-            },
+            Some(Kind::RolloutUpdated(r)) => EventView::RolloutUpdated { rollout: r.into() },
             None => EventView::Unknown,
         };
         Self {
@@ -653,5 +641,48 @@ mod tests {
         assert_eq!(lag["type"], "lagged");
         assert_eq!(lag["lost"], 5);
         assert!(lag["at"].is_null());
+
+        let rollout = serde_json::to_value(WatchEventView::from(pb::WatchEvent {
+            sequence: 9,
+            at_unix_ms: 1_700_000_000_000,
+            kind: Some(pb::watch_event::Kind::RolloutUpdated(pb::Rollout {
+                id: "rol-1".into(),
+                build_name: "openarena".into(),
+                state: pb::RolloutState::Running as i32,
+                replaced: 2,
+                total: 6,
+                ..Default::default()
+            })),
+        }))
+        .unwrap();
+        assert_eq!(rollout["type"], "rollout_updated");
+        assert_eq!(rollout["rollout"]["id"], "rol-1");
+        assert_eq!(rollout["rollout"]["state"], "running");
+        assert_eq!(rollout["rollout"]["replaced"], 2);
+    }
+
+    #[test]
+    fn spawners_show_the_builds_they_hold() {
+        let v = SpawnerView::from(pb::Spawner {
+            id: "spw-1".into(),
+            builds: vec![pb::HeldBuild {
+                name: "openarena".into(),
+                version: "0.8.9".into(),
+                disk_bytes: 5 << 20,
+                instance_count: 2,
+                fetched_bytes: 0,
+                installed_at_unix_ms: 1_700_000_000_000,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["builds"][0]["name"], "openarena");
+        assert_eq!(json["builds"][0]["disk_bytes"], 5 << 20);
+        assert_eq!(json["builds"][0]["fetched_bytes"], 0);
+        assert_eq!(
+            json["builds"][0]["installed_at"],
+            "2023-11-14T22:13:20.000Z"
+        );
     }
 }

@@ -274,7 +274,7 @@ impl Builds {
     pub async fn delete(&self, spec: &str) -> Result<Deleted> {
         let _order = self.changes.lock().await;
         let meta = self.registry.find_build(spec)?;
-        if let Some(why) = crate::rollout::delete_blocker(&meta) {
+        if let Some(why) = crate::rollout::delete_blocker(&self.registry, &meta) {
             return Err(Error::FailedPrecondition(why));
         }
         let meta = self.registry.take_build_for_delete(&meta.id)?;

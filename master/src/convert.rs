@@ -98,6 +98,7 @@ pub fn record_from_status(
         state,
         build_version: s.build_version,
         build_name,
+        spawn: prev.map(|p| p.spawn.clone()).unwrap_or_default(),
         ports: s
             .ports
             .into_iter()
@@ -190,6 +191,7 @@ mod tests {
             state: pb::InstanceState::Running,
             build_version: "1".into(),
             build_name: "openarena".into(),
+            spawn: Default::default(),
             ports: vec![],
             pid: 1,
             restart_count: 0,

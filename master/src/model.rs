@@ -167,6 +167,53 @@ pub struct SpawnerInfo {
     pub last_seen_at: i64,
 }
 
+/// What a spawn asked for besides its placement and build: kept with the instance so that it
+/// can be spawned again the same way (a rollout replacing it by another version).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpawnSettings {
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Extra arguments.
+    pub args: Vec<String>,
+    /// Restart policy asked for.
+    pub restart_policy: Option<pb::RestartPolicy>,
+    /// Health check asked for.
+    pub health_check: Option<pb::HealthCheck>,
+}
+
+impl SpawnSettings {
+    /// The stored form: the protobuf encoding of the same fields of a SpawnCommand, in hex.
+    pub fn encode(&self) -> String {
+        use prost::Message;
+        let cmd = pb::SpawnCommand {
+            env: self.env.clone().into_iter().collect(),
+            args: self.args.clone(),
+            restart_policy: self.restart_policy,
+            health_check: self.health_check,
+            ..Default::default()
+        };
+        hex::encode(cmd.encode_to_vec())
+    }
+
+    /// Reads the stored form; anything unreadable (or empty, for instances older than this
+    /// column) is no settings.
+    pub fn decode(stored: &str) -> Self {
+        use prost::Message;
+        let Some(cmd) = hex::decode(stored)
+            .ok()
+            .and_then(|b| pb::SpawnCommand::decode(b.as_slice()).ok())
+        else {
+            return Self::default();
+        };
+        Self {
+            env: cmd.env.into_iter().collect(),
+            args: cmd.args,
+            restart_policy: cmd.restart_policy,
+            health_check: cmd.health_check,
+        }
+    }
+}
+
 /// An instance as the master keeps it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstanceRecord {
@@ -180,6 +227,8 @@ pub struct InstanceRecord {
     pub build_version: String,
     /// Name of the uploaded build it runs; empty for its spawner's host build.
     pub build_name: String,
+    /// What its spawn asked for, to spawn it again alike.
+    pub spawn: SpawnSettings,
     /// Ports.
     pub ports: Vec<PortSpec>,
     /// Process id.
@@ -210,9 +259,5 @@ pub struct InstanceRecord {
 
 /// States in which an instance's process is alive.
 pub fn is_running(state: pb::InstanceState) -> bool {
-    use pb::InstanceState as S;
-    matches!(
-        state,
-        S::Starting | S::Running | S::Ready | S::Allocated | S::Unhealthy | S::Stopping
-    )
+    state.has_process()
 }

@@ -60,6 +60,8 @@ struct State {
     by_spawner: HashMap<String, std::collections::BTreeSet<String>>,
     /// Builds, activations and the counts builds show.
     catalog: Catalog,
+    /// Rollouts as published (running ones and the newest of each build name), by id.
+    rollouts: std::collections::BTreeMap<String, pb::Rollout>,
 }
 
 impl State {
@@ -297,12 +299,72 @@ impl Registry {
             .into_iter()
             .map(|b| st.catalog.to_pb(b))
             .collect();
+        let mut rollouts: Vec<pb::Rollout> = st.rollouts.values().cloned().collect();
+        rollouts.sort_by(|a, b| b.started_at_unix_ms.cmp(&a.started_at_unix_ms));
         pb::Snapshot {
             spawners,
             instances,
             builds,
-            rollouts: Vec::new(),
+            rollouts,
         }
+    }
+
+    /// Publishes a rollout's progress: kept for snapshots and `GetRollout` (running ones, and
+    /// the newest of each build name once ended) and sent to watchers.
+    pub fn publish_rollout(&self, r: pb::Rollout) {
+        let mut st = self.lock();
+        if r.finished_at_unix_ms != 0 {
+            // Ended: older ended rollouts of the same name give way to it.
+            st.rollouts.retain(|id, o| {
+                id == &r.id || o.build_name != r.build_name || o.finished_at_unix_ms == 0
+            });
+        }
+        st.rollouts.insert(r.id.clone(), r.clone());
+        self.emit(pb::watch_event::Kind::RolloutUpdated(r));
+    }
+
+    /// Published rollouts, newest first.
+    pub fn rollouts(&self) -> Vec<pb::Rollout> {
+        let st = self.lock();
+        let mut v: Vec<pb::Rollout> = st.rollouts.values().cloned().collect();
+        v.sort_by(|a, b| b.started_at_unix_ms.cmp(&a.started_at_unix_ms));
+        v
+    }
+
+    /// An instance as the master keeps it (with what its spawn asked for).
+    pub fn record(&self, id: &str) -> Option<InstanceRecord> {
+        self.lock().instances.get(id).cloned()
+    }
+
+    /// Every instance with its spawner's region and labels, for selectors.
+    pub fn records_with_spawners(
+        &self,
+    ) -> Vec<(
+        InstanceRecord,
+        String,
+        std::collections::HashMap<String, String>,
+    )> {
+        let st = self.lock();
+        st.instances
+            .values()
+            .map(|r| {
+                let (region, labels) = st
+                    .spawners
+                    .get(&r.spawner_id)
+                    .map(|e| {
+                        (
+                            e.info.region.clone(),
+                            e.info
+                                .labels
+                                .iter()
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
+                        )
+                    })
+                    .unwrap_or_default();
+                (r.clone(), region, labels)
+            })
+            .collect()
     }
 
     /// The current view.

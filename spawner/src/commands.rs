@@ -1,24 +1,42 @@
-//! Carries out one master command against the instance manager, honouring its deadline and
-//! cancellation, and sends the `CommandResult` back over the link.
+//! Carries out one master command against the instance manager or the build store, honouring
+//! its deadline and cancellation, and sends the `CommandResult` back over the link.
 
 use std::time::Duration;
 
+use exile_api::build::Manifest;
 use exile_api::v1::{self, command::Action, spawner_message};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::builds::BuildStore;
 use crate::error::{Error, Result};
 use crate::instance::OpContext;
 use crate::logs::Piece;
-use crate::manager::{Manager, SpawnSpec};
+use crate::manager::{BuildToRun, Manager, SpawnSpec};
 use crate::own_log;
 use crate::state::InstanceRecord;
 
-/// Runs `command` and reports its result on `tx`; returns its request id. `own_log` is what
-/// a `logs` command naming this spawner reads.
+/// What commands act on.
+pub struct Context {
+    /// The instances.
+    pub manager: Manager,
+    /// The uploaded builds.
+    pub builds: BuildStore,
+    /// What a `logs` command naming this spawner reads.
+    pub own_log: own_log::Source,
+}
+
+/// What a command produced, besides success.
+#[derive(Default)]
+struct Done {
+    instance: Option<InstanceRecord>,
+    backups: Vec<v1::Backup>,
+    build: Option<v1::HeldBuild>,
+}
+
+/// Runs `command` and reports its result on `tx`; returns its request id.
 pub async fn execute(
-    manager: Manager,
-    own_log: own_log::Source,
+    context: Context,
     command: v1::Command,
     cancel: CancellationToken,
     tx: mpsc::Sender<v1::SpawnerMessage>,
@@ -29,7 +47,7 @@ pub async fn execute(
         deadline,
         cancel: cancel.clone(),
     };
-    let run = dispatch(&manager, &own_log, command.action, ctx, request_id, &tx);
+    let run = dispatch(&context, command.action, ctx, request_id, &tx);
     let expired = async {
         match deadline {
             Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -42,13 +60,13 @@ pub async fn execute(
         () = expired => Err(Error::DeadlineExceeded),
     };
     let outcome = match result {
-        Ok((record, backups)) => v1::CommandResult {
+        Ok(done) => v1::CommandResult {
             request_id,
             error: String::new(),
             error_kind: v1::CommandErrorKind::Unspecified.into(),
-            instance: record.map(|r| r.to_status()),
-            backups,
-            build: None,
+            instance: done.instance.map(|r| r.to_status()),
+            backups: done.backups,
+            build: done.build,
         },
         Err(error) => {
             tracing::debug!(request_id, %error, "command failed");
@@ -104,23 +122,54 @@ async fn send_log(tx: &mpsc::Sender<v1::SpawnerMessage>, request_id: u64, piece:
     tx.send(message).await.is_ok()
 }
 
+/// A command's successful outcome listing backups.
+fn backups(backups: Vec<v1::Backup>) -> Done {
+    Done {
+        backups,
+        ..Done::default()
+    }
+}
+
 async fn dispatch(
-    manager: &Manager,
-    own_log: &own_log::Source,
+    context: &Context,
     action: Option<Action>,
     ctx: OpContext,
     request_id: u64,
     tx: &mpsc::Sender<v1::SpawnerMessage>,
-) -> Result<(Option<InstanceRecord>, Vec<v1::Backup>)> {
+) -> Result<Done> {
+    let Context {
+        manager,
+        builds,
+        own_log,
+    } = context;
     match action {
+        Some(Action::InstallBuild(install)) => {
+            let Some(build) = install.build else {
+                return Err(Error::InvalidArgument(
+                    "an install_build command must name a build".into(),
+                ));
+            };
+            let installed = builds.ensure(&build).await?;
+            let held = builds
+                .held_build(&installed.name, &installed.version)
+                .ok_or_else(|| {
+                    Error::Internal(format!(
+                        "build {}@{} was removed right after it was installed",
+                        installed.name, installed.version
+                    ))
+                })?;
+            Ok(Done {
+                build: Some(held),
+                ..Done::default()
+            })
+        }
         Some(Action::Backup(cmd)) => {
             let rec = crate::backup::create_for(manager, cmd).await?;
-            Ok((None, vec![rec.to_pb()]))
+            Ok(backups(vec![rec.to_pb()]))
         }
         Some(Action::ListBackups(target)) => {
             let list = crate::backup::list_for(manager, &target.instance_id).await?;
-            Ok((
-                None,
+            Ok(backups(
                 list.iter()
                     .map(crate::backup::BackupRecord::to_pb)
                     .collect(),
@@ -128,11 +177,11 @@ async fn dispatch(
         }
         Some(Action::RestoreBackup(r)) => {
             let rec = crate::backup::restore_for(manager, &r).await?;
-            Ok((None, vec![rec.to_pb()]))
+            Ok(backups(vec![rec.to_pb()]))
         }
         Some(Action::DeleteBackup(r)) => {
             crate::backup::delete_for(manager, &r).await?;
-            Ok((None, Vec::new()))
+            Ok(Done::default())
         }
         Some(Action::Logs(logs)) => {
             let send = |piece| send_log(tx, request_id, piece);
@@ -158,28 +207,57 @@ async fn dispatch(
                     ));
                 }
             }
-            Ok((None, Vec::new()))
+            Ok(Done::default())
         }
         Some(Action::Console(console)) => {
             manager.console(&console.instance_id, &console.line).await?;
-            Ok((None, Vec::new()))
+            Ok(Done::default())
         }
-        other => dispatch_instance(manager, other, ctx)
+        other => dispatch_instance(manager, builds, other, ctx)
             .await
-            .map(|r| (Some(r), Vec::new())),
+            .map(|r| Done {
+                instance: Some(r),
+                ..Done::default()
+            }),
     }
+}
+
+/// Installs an uploaded build if needed and reads the manifest it is run by (the master's
+/// copy: a manifest given at upload wins over the archive's).
+async fn build_to_run(builds: &BuildStore, wanted: &v1::BuildRef) -> Result<BuildToRun> {
+    let installed = builds.ensure(wanted).await?;
+    let manifest = Manifest::parse(installed.manifest.as_deref().unwrap_or("")).map_err(|e| {
+        Error::FailedPrecondition(format!(
+            "the manifest of build {}@{} cannot be used: {e}",
+            installed.name, installed.version
+        ))
+    })?;
+    Ok(BuildToRun {
+        name: installed.name,
+        version: installed.version,
+        dir: installed.dir,
+        manifest,
+    })
 }
 
 async fn dispatch_instance(
     manager: &Manager,
+    builds: &BuildStore,
     action: Option<Action>,
     ctx: OpContext,
 ) -> Result<InstanceRecord> {
     match action {
         Some(Action::Spawn(spawn)) => {
+            // An uploaded build is installed first (joining a download under way); a spawn
+            // never falls back to the host build in its place.
+            let build = match &spawn.build {
+                None => None,
+                Some(wanted) => Some(build_to_run(builds, wanted).await?),
+            };
             let spec = SpawnSpec {
                 id: spawn.instance_id,
                 build_version: spawn.build_version,
+                build,
                 labels: spawn.labels.into_iter().collect(),
                 env: spawn.env.into_iter().collect(),
                 args: spawn.args,

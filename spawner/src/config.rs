@@ -85,25 +85,27 @@ pub struct Config {
     #[arg(long, env = "EXILE_SPAWNER_PORT_RANGE", default_value = "7800-7999")]
     pub port_range: String,
 
-    /// Version name of the build in --build-dir.
+    /// Version name of the host build in --build-dir.
     #[arg(long, env = "EXILE_SPAWNER_BUILD_VERSION", default_value = "local")]
     pub build_version: String,
 
-    /// Directory holding the game-server build.
+    /// Directory holding the host build (a game-server build installed on this host). Its
+    /// `exile-build.toml`, if any, sets the host build's command, ports, environment, stop
+    /// signal and restart/health defaults.
     #[arg(long, env = "EXILE_SPAWNER_BUILD_DIR", default_value = ".")]
     pub build_dir: PathBuf,
 
-    /// Command that starts one instance, split like a shell would; placeholders {port},
-    /// {instance_id}, {data_dir} (the instance's directory) and {build_dir}. A relative program
-    /// path containing a slash is taken relative to --build-dir.
-    #[arg(
-        long,
-        env = "EXILE_SPAWNER_BUILD_COMMAND",
-        default_value = "exile-demo-game --port {port}"
-    )]
-    pub build_command: String,
+    /// Command that starts one instance of the host build, split like a shell would;
+    /// placeholders {port} (the first port), {port:NAME}, {instance_id}, {data_dir} (the
+    /// instance's directory) and {build_dir}. A relative program path containing a slash is
+    /// taken relative to the build's directory. Uploaded builds whose manifest names no
+    /// command run it too, in their own directory. Without it the spawner has no host build
+    /// and runs uploaded builds only.
+    #[arg(long, env = "EXILE_SPAWNER_BUILD_COMMAND")]
+    pub build_command: Option<String>,
 
-    /// Seconds between SIGTERM and SIGKILL when stopping an instance.
+    /// Seconds between the stop signal and SIGKILL when stopping an instance (a build's
+    /// manifest may set its own).
     #[arg(
         long = "stop-grace-period",
         env = "EXILE_SPAWNER_STOP_GRACE_PERIOD",
@@ -206,6 +208,20 @@ pub struct Config {
         default_value = "leave"
     )]
     pub unhealthy_action: crate::health::UnhealthyAction,
+
+    /// Newest versions of each uploaded build name kept on disk by the clean-up, besides the
+    /// versions instances use and those the master wants held.
+    #[arg(long, env = "EXILE_SPAWNER_BUILDS_KEEP", default_value_t = 2)]
+    pub builds_keep: u32,
+
+    /// Seconds an uploaded build version must have gone unused (or, once installed, unrun)
+    /// before the clean-up may remove it.
+    #[arg(
+        long = "builds-gc-grace-secs",
+        env = "EXILE_SPAWNER_BUILDS_GC_GRACE_SECS",
+        default_value_t = 600
+    )]
+    pub builds_gc_grace_secs: u64,
 }
 
 impl Config {
@@ -362,18 +378,19 @@ impl Config {
         parse_port_range(&self.port_range)
     }
 
-    /// The build command split into words, placeholders still in.
-    pub fn command_template(&self) -> Result<Vec<String>> {
-        let words = shlex::split(&self.build_command).ok_or_else(|| {
-            Error::Config(format!(
-                "--build-command `{}` has unbalanced quotes",
-                self.build_command
-            ))
+    /// The build command split into words, placeholders still in; `None` when there is no
+    /// host build.
+    pub fn command_template(&self) -> Result<Option<Vec<String>>> {
+        let Some(command) = &self.build_command else {
+            return Ok(None);
+        };
+        let words = shlex::split(command).ok_or_else(|| {
+            Error::Config(format!("--build-command `{command}` has unbalanced quotes"))
         })?;
         if words.is_empty() {
             return Err(Error::Config("--build-command must not be empty".into()));
         }
-        Ok(words)
+        Ok(Some(words))
     }
 
     /// The spawner's name: --name, else the host name.
@@ -446,6 +463,8 @@ mod tests {
         assert_eq!(config.ports().unwrap(), 7800..=7999);
         assert_eq!(config.capacity, 20);
         assert!(!config.stop_instances_on_shutdown);
+        assert_eq!(config.builds_keep, 2);
+        assert_eq!(config.builds_gc_grace_secs, 600);
     }
 
     #[test]
@@ -475,14 +494,15 @@ mod tests {
     #[test]
     fn build_command_is_split_like_a_shell() {
         let mut config = Config::parse_from(["exile-spawner"]);
-        config.build_command = r#"./game -name "my server" --port {port}"#.into();
+        assert_eq!(config.command_template().unwrap(), None);
+        config.build_command = Some(r#"./game -name "my server" --port {port}"#.into());
         assert_eq!(
-            config.command_template().unwrap(),
+            config.command_template().unwrap().unwrap(),
             ["./game", "-name", "my server", "--port", "{port}"]
         );
-        config.build_command = r#"./game "unclosed"#.into();
+        config.build_command = Some(r#"./game "unclosed"#.into());
         assert!(config.validate().is_err());
-        config.build_command = "  ".into();
+        config.build_command = Some("  ".into());
         assert!(config.validate().is_err());
     }
 

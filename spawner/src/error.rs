@@ -90,6 +90,9 @@ pub enum Error {
     /// An internal task went away (the spawner is shutting down).
     #[error("the instance manager has shut down")]
     ManagerGone,
+    /// An uploaded build could not be installed.
+    #[error(transparent)]
+    Build(#[from] crate::builds::BuildError),
     /// Something failed that the operator can only read about in the logs.
     #[error("{0}")]
     Internal(String),
@@ -108,6 +111,7 @@ impl Error {
             }
             Error::InvalidArgument(_) | Error::Config(_) => CommandErrorKind::InvalidArgument,
             Error::DeadlineExceeded | Error::Cancelled => CommandErrorKind::DeadlineExceeded,
+            Error::Build(e) => e.kind(),
             Error::Io { .. }
             | Error::Launch { .. }
             | Error::Parse { .. }

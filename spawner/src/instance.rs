@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::health::{HealthCheck, UnhealthyAction};
 use crate::process::{self, CommandTemplate, LaunchSpec};
 use crate::restart::PendingRestart;
-use crate::state::{InstanceRecord, State};
+use crate::state::{HeldPort, InstanceRecord, State};
 use crate::supervisor::ExitRecord;
 
 /// How often an adopted process (not our child) is checked for exit.
@@ -60,7 +60,12 @@ impl OpContext {
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub data_dir: PathBuf,
-    pub template: CommandTemplate,
+    /// The host build's command, which records older than uploaded builds run; `None` when
+    /// the spawner has no host build.
+    pub template: Option<CommandTemplate>,
+    /// The spawner's name, for messages.
+    pub spawner_name: String,
+    /// Stop grace of records older than uploaded builds.
     pub stop_grace: Duration,
     pub supervisor_bin: PathBuf,
     pub log_max_bytes: u64,
@@ -168,11 +173,12 @@ pub enum SdkCall {
 pub(crate) enum ToManager {
     /// The record changed.
     Update(InstanceRecord),
-    /// The instance needs a port: `prefer` if it is still free, else a new one.
-    ReservePort {
+    /// The instance needs its ports: for each of `wanted`, its previous number if it is
+    /// still free, else a new one.
+    ReservePorts {
         id: String,
-        prefer: Option<u16>,
-        reply: oneshot::Sender<Result<u16>>,
+        wanted: Vec<HeldPort>,
+        reply: oneshot::Sender<Result<Vec<HeldPort>>>,
     },
     /// The instance is gone; the record is its last view.
     Removed(InstanceRecord),
@@ -600,38 +606,80 @@ impl InstanceActor {
                 self.rec.state.name()
             )));
         }
+        // First: an instance whose build cannot run needs no ports.
+        let template = self.template()?;
         let (tx, rx) = oneshot::channel();
-        let _ = self.to_manager.send(ToManager::ReservePort {
+        let _ = self.to_manager.send(ToManager::ReservePorts {
             id: self.rec.id.clone(),
-            prefer: self.rec.port,
+            wanted: self.rec.ports.clone(),
             reply: tx,
         });
-        let port = rx.await.map_err(|_| Error::ManagerGone)??;
-        self.rec.port = Some(port);
-        self.launch(port).await
+        let ports = rx.await.map_err(|_| Error::ManagerGone)??;
+        self.rec.ports = ports;
+        self.launch(&template).await
     }
 
-    fn launch_spec(&self, port: u16, dir: &std::path::Path) -> LaunchSpec {
-        let (program, args) =
-            self.settings
-                .template
-                .expand(port, &self.rec.id, dir, &self.rec.args);
+    /// The command the instance runs: its build's, or for a record older than uploaded builds
+    /// the host build's.
+    fn template(&self) -> Result<CommandTemplate> {
+        match &self.rec.build {
+            Some(build) => Ok(CommandTemplate::new(
+                build.command.clone(),
+                build.dir.clone(),
+            )),
+            None => self.settings.template.clone().ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "spawner {} has no host build (--build-command); name an uploaded build",
+                    self.settings.spawner_name
+                ))
+            }),
+        }
+    }
+
+    /// The signal that asks the game to stop, from its build.
+    fn stop_signal(&self) -> Signal {
+        self.rec
+            .build
+            .as_ref()
+            .and_then(|b| Signal::try_from(b.stop_signal).ok())
+            .unwrap_or(Signal::SIGTERM)
+    }
+
+    /// The grace of a stop that names none: its build's, else the spawner's.
+    fn stop_grace(&self) -> Duration {
+        self.rec
+            .build
+            .as_ref()
+            .map_or(self.settings.stop_grace, |b| b.stop_grace)
+    }
+
+    fn launch_spec(&self, template: &CommandTemplate, dir: &std::path::Path) -> LaunchSpec {
+        let ports = &self.rec.ports;
+        let (program, args) = template.expand(ports, &self.rec.id, dir, &self.rec.args);
         let mut env = vec![
             ("EXILE_INSTANCE_ID".to_owned(), self.rec.id.clone()),
-            ("EXILE_PORT".to_owned(), port.to_string()),
+            (
+                "EXILE_PORT".to_owned(),
+                self.rec.port().unwrap_or(0).to_string(),
+            ),
             (
                 "EXILE_DATA_DIR".to_owned(),
                 dir.to_string_lossy().into_owned(),
             ),
         ];
-        // The SDK variables come last and spawn env cannot name them: the secret is the
-        // spawner's to hand out.
+        env.extend(ports.iter().map(|p| (p.env_name(), p.port.to_string())));
+        // The build's environment, then the spawn's over it. The SDK variables come last and
+        // neither can name them: the secret is the spawner's to hand out.
+        let build_env = self
+            .rec
+            .build
+            .as_ref()
+            .map(|b| b.env.clone())
+            .unwrap_or_default();
         env.extend(
-            self.rec
-                .env
-                .iter()
-                .filter(|(k, _)| !k.starts_with("EXILE_SDK_"))
-                .map(|(k, v)| (k.clone(), v.clone())),
+            crate::manifest::merged_env(&build_env, &self.rec.env)
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with("EXILE_SDK_")),
         );
         if !self.rec.sdk_token.is_empty() {
             let served: Vec<(String, String)> = [
@@ -657,7 +705,7 @@ impl InstanceActor {
         }
     }
 
-    async fn launch(&mut self, port: u16) -> Result<()> {
+    async fn launch(&mut self, template: &CommandTemplate) -> Result<()> {
         // After an automatic restart the exit that caused it stays on record.
         if self.rec.pending_restart.is_none() {
             self.rec.exit_code = None;
@@ -669,12 +717,12 @@ impl InstanceActor {
         self.set_state(State::Starting, "starting");
         let dir = self.settings.instance_dir(&self.rec.id);
         let result = match std::fs::create_dir_all(&dir) {
-            Ok(()) => process::launch(&self.launch_spec(port, &dir)).await,
+            Ok(()) => process::launch(&self.launch_spec(template, &dir)).await,
             Err(e) => Err(Error::io("could not create", &dir, e)),
         };
         match result {
             Ok(launched) => {
-                tracing::info!(instance = %self.rec.id, pid = launched.pid, port, "instance started");
+                tracing::info!(instance = %self.rec.id, pid = launched.pid, ports = ?self.rec.ports, build = %self.rec.build_name(), version = %self.rec.build_version, "instance started");
                 self.rec.pid = Some(launched.pid);
                 self.rec.start_ticks = launched.start_ticks;
                 self.rec.supervisor_pid = Some(launched.supervisor_pid);
@@ -711,17 +759,19 @@ impl InstanceActor {
                 self.rec.state.name()
             )));
         };
-        let grace = grace.unwrap_or(self.settings.stop_grace);
+        let grace = grace.unwrap_or_else(|| self.stop_grace());
+        let signal = self.stop_signal();
         let pgid = proc.pid;
         self.set_state(State::Stopping, "stopping");
-        // The supervisor runs the SIGTERM → grace → SIGKILL sequence itself, so a stop goes
+        // The supervisor runs the signal → grace → SIGKILL sequence itself, so a stop goes
         // through even if this spawner dies meanwhile. If it does not answer, do it from here.
-        let asked = crate::supervisor::request(&proc.dir, &format!("stop {}", grace.as_millis()))
+        let request = crate::supervisor::stop_request(grace, signal);
+        let asked = crate::supervisor::request(&proc.dir, &request)
             .await
             .inspect_err(|e| tracing::warn!(instance = %self.rec.id, error = %e, "supervisor did not take the stop; signalling the group"))
             .is_ok();
         if !asked {
-            let _ = process::signal_group(pgid, Signal::SIGTERM);
+            let _ = process::signal_group(pgid, signal);
         }
         let mut exit = tokio::time::timeout(grace + STOP_SLACK, proc.wait(STOP_POLL))
             .await

@@ -6,6 +6,7 @@
 
 mod backoff;
 pub mod backup;
+pub mod builds;
 mod commands;
 pub mod config;
 pub mod enroll;
@@ -28,12 +29,13 @@ pub mod supervisor;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
 
+pub use builds::{BuildError, BuildStore, BuildsConfig, InstalledBuild};
 pub use config::Config;
 pub use enroll::Credential;
 pub use error::{Error, Result};
 pub use health::{HealthCheck, UnhealthyAction};
 pub use instance::{OpContext, SdkCall};
-pub use manager::{Manager, ManagerConfig, SpawnSpec};
+pub use manager::{BuildToRun, Manager, ManagerConfig, SpawnSpec};
 pub use state::{InstanceRecord, State};
 
 /// Runs the spawner until `shutdown` is cancelled: adopts or recovers the instances in the
@@ -81,6 +83,20 @@ async fn run_agent(
     manager_config.sdk_addr = Some(sdk_addr);
     manager_config.sdk_http_addr = Some(sdk_http_addr);
     let manager = Manager::open(manager_config).await?;
+    // The uploaded builds the instances use, which the clean-up never removes.
+    let in_use: builds::InUseFn = {
+        let manager = manager.clone();
+        std::sync::Arc::new(move || {
+            let manager = manager.clone();
+            Box::pin(async move { builds_in_use(&manager).await })
+        })
+    };
+    let builds = BuildStore::open(
+        BuildsConfig::from_config(&config),
+        in_use,
+        shutdown.child_token(),
+    )
+    .await?;
     let sdk_shutdown = shutdown.child_token();
     // Both endpoints carry this spawner's log dispatcher (see `own_log`).
     let mut sdk_tasks = tokio::task::JoinSet::new();
@@ -103,9 +119,18 @@ async fn run_agent(
     );
     let result = match enroll::obtain(&config, &endpoint, &shutdown).await {
         Ok(Some(credential)) => {
-            link::Link::new(config.clone(), endpoint, credential, manager.clone())
-                .run(shutdown)
-                .await;
+            if let Err(e) = builds.connect(&endpoint, &credential) {
+                tracing::error!(error = %e, "builds cannot be fetched from the master");
+            }
+            link::Link::new(
+                config.clone(),
+                endpoint,
+                credential,
+                manager.clone(),
+                builds,
+            )
+            .run(shutdown)
+            .await;
             Ok(())
         }
         Ok(None) => Ok(()),
@@ -126,4 +151,20 @@ async fn run_agent(
     manager.shutdown(stop).await?;
     tracing::info!("spawner stopped");
     result
+}
+
+/// The (name, version) pairs of the uploaded builds this spawner's instances run, in any
+/// state (a stopped instance is started again with its own build).
+pub async fn builds_in_use(manager: &Manager) -> std::collections::HashSet<(String, String)> {
+    match manager.list().await {
+        Ok(records) => records
+            .into_iter()
+            .filter_map(|r| {
+                let name = r.build.as_ref().map(|b| b.name.clone())?;
+                (!name.is_empty()).then_some((name, r.build_version))
+            })
+            .collect(),
+        // The manager is gone (shutting down): claim nothing is free rather than everything.
+        Err(_) => std::collections::HashSet::new(),
+    }
 }

@@ -14,6 +14,7 @@ use tonic::transport::Endpoint;
 use tracing::instrument::WithSubscriber;
 
 use crate::backoff::Backoff;
+use crate::builds::BuildStore;
 use crate::commands;
 use crate::config::{Config, host_name};
 use crate::enroll::Credential;
@@ -50,6 +51,7 @@ pub struct Link {
     endpoint: Endpoint,
     credential: Credential,
     manager: Manager,
+    builds: BuildStore,
     sampler: Sampler,
     heartbeat: Duration,
 }
@@ -79,6 +81,7 @@ impl Link {
         endpoint: Endpoint,
         credential: Credential,
         manager: Manager,
+        builds: BuildStore,
     ) -> Self {
         let sampler = Sampler::new(&config.data_dir);
         Self {
@@ -86,6 +89,7 @@ impl Link {
             endpoint,
             credential,
             manager,
+            builds,
             sampler,
             heartbeat: DEFAULT_HEARTBEAT,
         }
@@ -144,7 +148,7 @@ impl Link {
             active_build: self.config.build_version.clone(),
             instances: instances.iter().map(|r| r.to_status()).collect(),
             name: self.config.spawner_name(),
-            builds: Vec::new(),
+            builds: held_with_counts(self.builds.held(), &instances),
         })
     }
 
@@ -158,6 +162,8 @@ impl Link {
         };
         // Subscribe before the snapshot so no change falls between the two.
         let mut events = self.manager.subscribe();
+        let mut held = self.builds.subscribe();
+        held.mark_unchanged();
         let hello = match self.hello().await {
             Ok(hello) => hello,
             Err(e) => return failed(false, format!("could not build the hello: {e}")),
@@ -236,6 +242,16 @@ impl Link {
                         break failed(true, "the instance manager stopped");
                     }
                 },
+                // The store outlives the link, so `changed` never fails here.
+                Ok(()) = held.changed() => {
+                    let instances = self.manager.list().await.unwrap_or_default();
+                    let builds = v1::BuildsHeld {
+                        builds: held_with_counts(self.builds.held(), &instances),
+                    };
+                    if tx.send(msg(spawner_message::Kind::BuildsHeld(builds))).await.is_err() {
+                        break failed(true, "the outgoing stream closed");
+                    }
+                }
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
                         if let Some(new) = self.on_master_message(message, &tx, &mut running, &mut tasks) {
@@ -281,8 +297,13 @@ impl Link {
                     spawner_id: self.credential.spawner_id.clone(),
                     dir: self.config.own_log_dir(),
                 };
+                let context = commands::Context {
+                    manager: self.manager.clone(),
+                    builds: self.builds.clone(),
+                    own_log,
+                };
                 tasks.spawn(
-                    commands::execute(self.manager.clone(), own_log, command, cancel, tx.clone())
+                    commands::execute(context, command, cancel, tx.clone())
                         .with_current_subscriber(),
                 );
                 None
@@ -295,6 +316,9 @@ impl Link {
             }
             master_message::Kind::Config(push) => {
                 tracing::info!(drained = push.drained, "configuration pushed by the master");
+                if let Some(wanted) = push.wanted_builds {
+                    self.builds.set_wanted(wanted.builds);
+                }
                 if push.heartbeat_interval_ms == 0 {
                     return None;
                 }
@@ -342,4 +366,21 @@ fn status_end(welcomed: bool, status: &tonic::Status) -> End {
         unauthenticated: status.code() == tonic::Code::Unauthenticated,
         reason: format!("{:?}: {}", status.code(), status.message()),
     }
+}
+
+/// The held builds with how many of this spawner's instances run each.
+fn held_with_counts(
+    mut held: Vec<v1::HeldBuild>,
+    instances: &[crate::state::InstanceRecord],
+) -> Vec<v1::HeldBuild> {
+    for h in &mut held {
+        let n = instances
+            .iter()
+            .filter(|r| {
+                r.build_version == h.version && r.build.as_ref().is_some_and(|b| b.name == h.name)
+            })
+            .count();
+        h.instance_count = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+    held
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use exile_api::build::Manifest;
 use exile_api::v1;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -38,11 +39,16 @@ pub struct ManagerConfig {
     pub capacity: u32,
     /// Ports handed to instances.
     pub ports: RangeInclusive<u16>,
-    /// Build command template.
-    pub template: CommandTemplate,
-    /// Build version of the configured build.
+    /// The host build's command (`--build-command`) in its directory (`--build-dir`); `None`
+    /// when the spawner has no host build and runs uploaded builds only. Uploaded builds whose
+    /// manifest names no command run these words in their own directory.
+    pub template: Option<CommandTemplate>,
+    /// The host build's manifest (`exile-build.toml` in `--build-dir`; every default when it
+    /// has none).
+    pub host_manifest: Manifest,
+    /// Build version of the host build.
     pub build_version: String,
-    /// Default time between SIGTERM and SIGKILL.
+    /// Default time between the stop signal and SIGKILL (a build's manifest may set its own).
     pub stop_grace: Duration,
     /// The `exile-supervisor` binary.
     pub supervisor_bin: PathBuf,
@@ -50,9 +56,11 @@ pub struct ManagerConfig {
     pub log_max_bytes: u64,
     /// Rotated log files kept per instance.
     pub log_files: u32,
-    /// Restart policy of spawns that name none (the build manifest over the flags).
+    /// The spawner's restart policy (its flags); a build's manifest goes over it, and a
+    /// spawn's own policy over that.
     pub restart_default: crate::restart::RestartPolicy,
-    /// Health check of spawns that name none (the build manifest over the flags).
+    /// The spawner's health check (its flags); a build's manifest goes over it, and a spawn's
+    /// own check over that.
     pub health: crate::health::HealthCheck,
     /// Address of the SDK endpoint handed to games; `None` serves no SDK.
     pub sdk_addr: Option<std::net::SocketAddr>,
@@ -61,17 +69,22 @@ pub struct ManagerConfig {
 }
 
 impl ManagerConfig {
-    /// Derives the manager's settings from the spawner configuration and the build's
-    /// `exile-build.toml`, if it has one.
+    /// Derives the manager's settings from the spawner configuration and, when it has a host
+    /// build, that build's `exile-build.toml`.
     pub fn from_config(config: &Config) -> Result<Self> {
         config.validate()?;
         let build_dir = std::path::absolute(&config.build_dir)
             .map_err(|e| Error::io("could not resolve", &config.build_dir, e))?;
-        let (restart_default, health) = crate::manifest::build_defaults(
-            &build_dir,
-            &config.restart_default()?,
-            &config.health()?,
-        )?;
+        let restart_default = config.restart_default()?;
+        let health = config.health()?;
+        let command = config.command_template()?;
+        let host_manifest = if command.is_some() {
+            let manifest = crate::manifest::load(&build_dir)?;
+            crate::manifest::check_host(&build_dir, &manifest, &restart_default, &health)?;
+            manifest
+        } else {
+            Manifest::default()
+        };
         let data_dir = std::path::absolute(&config.data_dir)
             .map_err(|e| Error::io("could not resolve", &config.data_dir, e))?;
         Ok(Self {
@@ -79,7 +92,8 @@ impl ManagerConfig {
             data_dir,
             capacity: config.capacity,
             ports: config.ports()?,
-            template: CommandTemplate::new(config.command_template()?, build_dir),
+            template: command.map(|words| CommandTemplate::new(words, build_dir)),
+            host_manifest,
             build_version: config.build_version.clone(),
             stop_grace: Duration::from_secs(config.stop_grace_period_secs),
             supervisor_bin: config.supervisor_bin()?,
@@ -93,13 +107,28 @@ impl ManagerConfig {
     }
 }
 
+/// An uploaded build installed on this host, as a spawn runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildToRun {
+    /// Build name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// The directory it is unpacked in (immutable: `<data-dir>/builds/<name>/<version>/`).
+    pub dir: PathBuf,
+    /// Its parsed manifest.
+    pub manifest: Manifest,
+}
+
 /// Parameters of a new instance.
 #[derive(Debug, Clone, Default)]
 pub struct SpawnSpec {
     /// Instance id (chosen by the master); also the directory name.
     pub id: String,
-    /// Build version; empty means the configured one.
+    /// Build version; empty means the host build's (or the uploaded build's, with `build`).
     pub build_version: String,
+    /// The uploaded build to run; `None` runs the host build (`--build-command`).
+    pub build: Option<BuildToRun>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// Extra environment variables.
@@ -114,7 +143,8 @@ pub struct SpawnSpec {
 
 enum Request {
     Spawn {
-        spec: SpawnSpec,
+        // Boxed: a spec with its build's manifest dwarfs every other request.
+        spec: Box<SpawnSpec>,
         ctx: OpContext,
         reply: oneshot::Sender<Result<InstanceRecord>>,
     },
@@ -278,16 +308,21 @@ impl Manager {
         std::fs::create_dir_all(&instances_dir)
             .map_err(|e| Error::io("could not create", &instances_dir, e))?;
         let saved = StateFile::load(&config.data_dir)?;
+        // Records older than per-spawn health checks take the host build's default, as they
+        // did before.
+        let host_health = crate::manifest::health_default(&config.host_manifest, &config.health)
+            .unwrap_or(config.health);
         let settings = Arc::new(Settings {
             data_dir: config.data_dir.clone(),
             template: config.template.clone(),
+            spawner_name: config.name.clone(),
             stop_grace: config.stop_grace,
             supervisor_bin: config.supervisor_bin.clone(),
             log_max_bytes: config.log_max_bytes,
             log_files: config.log_files,
             sdk_addr: config.sdk_addr,
             sdk_http_addr: config.sdk_http_addr,
-            health: config.health,
+            health: host_health,
         });
         let (to_manager, from_actors) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
@@ -301,7 +336,7 @@ impl Manager {
             persist: None,
         };
         for mut rec in saved.instances {
-            rec.health.get_or_insert(task.config.health);
+            rec.health.get_or_insert(host_health);
             let adopt = rec.state.has_process() && supervisor_alive(&rec);
             let pending = rec.pid.is_none() && rec.pending_restart.is_some();
             if adopt {
@@ -355,7 +390,11 @@ impl Manager {
     /// Creates an instance and starts its process.
     pub async fn spawn(&self, spec: SpawnSpec, ctx: OpContext) -> Result<InstanceRecord> {
         let (reply, rx) = oneshot::channel();
-        self.send(Request::Spawn { spec, ctx, reply })?;
+        self.send(Request::Spawn {
+            spec: Box::new(spec),
+            ctx,
+            reply,
+        })?;
         rx.await.map_err(|_| Error::ManagerGone)?
     }
 
@@ -369,7 +408,8 @@ impl Manager {
         .await
     }
 
-    /// Stops a running instance: SIGTERM to its group, `grace` (or the default), SIGKILL.
+    /// Stops a running instance: its build's stop signal to its group, `grace` (or its
+    /// build's, or the spawner's default), SIGKILL.
     pub async fn stop(
         &self,
         id: &str,

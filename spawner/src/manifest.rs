@@ -1,307 +1,325 @@
-//! The build manifest `exile-build.toml`: the restart and health defaults a build carries for
-//! its own instances. A spawn's own settings win over it, and it wins over the spawner's flags,
-//! field by field. A build without the file changes nothing.
+//! How a build's manifest (`exile-build.toml`, schema and checks in
+//! [`exile_api::build::manifest`]) becomes what one instance runs: its command, ports,
+//! environment, stop signal and grace, restart policy and health check. A spawn's own settings
+//! win over the manifest, and the manifest wins over the spawner's flags, field by field.
 //!
-//! ```toml
-//! [restart]
-//! policy = "on-failure"   # never | on-failure | always
-//! max_restarts = 5
-//! window_secs = 300
-//! backoff_ms = 1000
-//! backoff_max_ms = 60000
-//! [health]
-//! period_secs = 5
-//! failure_threshold = 3
-//! initial_delay_secs = 10
-//! action = "restart"      # restart | leave
-//! ```
+//! The host build (`--build-command` in `--build-dir`) reads its manifest from `--build-dir`
+//! at start, where a malformed one stops the spawner; an uploaded build arrives with its
+//! manifest already parsed.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use exile_api::build::Manifest;
 
 use crate::error::{Error, Result};
-use crate::health::{self, HealthCheck, UnhealthyAction};
-use crate::restart::{RestartMode, RestartPolicy};
+use crate::health::HealthCheck;
+use crate::restart::RestartPolicy;
+use crate::state::{BuildRun, HeldPort};
 
-/// Name of the manifest in a build directory.
-pub const FILE_NAME: &str = "exile-build.toml";
+pub use exile_api::build::MANIFEST_FILE as FILE_NAME;
 
-/// Most restarts a manifest may allow within its window.
-const MAX_RESTARTS: u32 = 1000;
-/// Longest crash-loop window a manifest may set: a week.
-const MAX_WINDOW_SECS: u64 = 7 * 86_400;
-
-/// Contents of `exile-build.toml`; every field is optional.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BuildManifest {
-    /// Restart policy defaults.
-    #[serde(default)]
-    pub restart: RestartDefaults,
-    /// Health check defaults.
-    #[serde(default)]
-    pub health: HealthDefaults,
+/// Reads `exile-build.toml` from `build_dir`; an empty manifest (every default) when there is
+/// none. A manifest that cannot be used is an [`Error::Manifest`] naming the file and the line.
+pub fn load(build_dir: &Path) -> Result<Manifest> {
+    let path = build_dir.join(FILE_NAME);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
+        Err(e) => return Err(Error::io("could not read the build manifest", path, e)),
+    };
+    Manifest::parse(&text).map_err(|e| Error::Manifest {
+        path,
+        problem: e.to_string(),
+    })
 }
 
-/// The `[restart]` table.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RestartDefaults {
-    /// When to restart.
-    pub policy: Option<PolicyName>,
-    /// Crash-loop limit: restarts allowed within the window.
-    pub max_restarts: Option<u32>,
-    /// Window of the crash-loop limit, seconds.
-    pub window_secs: Option<u64>,
-    /// Delay before the first restart, milliseconds.
-    pub backoff_ms: Option<u64>,
-    /// Largest delay between restarts, milliseconds.
-    pub backoff_max_ms: Option<u64>,
-}
-
-/// The `[health]` table.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthDefaults {
-    /// Seconds between expected SDK health pings.
-    pub period_secs: Option<f64>,
-    /// Missed periods before Unhealthy.
-    pub failure_threshold: Option<u32>,
-    /// Seconds after a start during which missing pings do not count.
-    pub initial_delay_secs: Option<f64>,
-    /// What follows Unhealthy.
-    pub action: Option<ActionName>,
-}
-
-/// A restart mode as the manifest spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PolicyName {
-    /// Never restart.
-    Never,
-    /// After a failure.
-    OnFailure,
-    /// After any exit.
-    Always,
-}
-
-/// An unhealthy action as the manifest spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ActionName {
-    /// Leave it for inspection.
-    Leave,
-    /// Restart it.
-    Restart,
-}
-
-impl BuildManifest {
-    /// Reads `exile-build.toml` from `build_dir`; `None` when there is none.
-    pub fn load(build_dir: &Path) -> Result<Option<Self>> {
-        let path = build_dir.join(FILE_NAME);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Self::parse(&text, &path).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("could not read the build manifest", path, e)),
-        }
-    }
-
-    /// Parses a manifest's text; `path` only names it in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        toml::from_str(text).map_err(|e| {
-            let at = e
-                .span()
-                .map(|span| {
-                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                    format!("line {line}: ")
-                })
-                .unwrap_or_default();
-            malformed(path, format!("{at}{}", e.message().trim_end()))
-        })
-    }
-
-    /// The restart policy of spawns that name none: the manifest's fields over `flags`.
-    pub fn restart_policy(&self, flags: &RestartPolicy, path: &Path) -> Result<RestartPolicy> {
-        let r = &self.restart;
-        let policy = RestartPolicy {
-            mode: r.policy.map_or(flags.mode, |p| match p {
-                PolicyName::Never => RestartMode::Never,
-                PolicyName::OnFailure => RestartMode::OnFailure,
-                PolicyName::Always => RestartMode::Always,
-            }),
-            max_restarts: r.max_restarts.unwrap_or(flags.max_restarts),
-            window: r.window_secs.map_or(flags.window, Duration::from_secs),
-            backoff_base: r
-                .backoff_ms
-                .map_or(flags.backoff_base, Duration::from_millis),
-            backoff_max: r
-                .backoff_max_ms
-                .map_or(flags.backoff_max, Duration::from_millis),
+/// The restart policy of spawns that name none: the manifest's fields over `flags`. The
+/// error is a sentence naming the manifest's fields.
+pub fn restart_default(
+    manifest: &Manifest,
+    flags: &RestartPolicy,
+) -> std::result::Result<RestartPolicy, String> {
+    RestartPolicy::resolve(Some(&manifest.restart), flags).map_err(|_| {
+        let r = &manifest.restart;
+        let base = if r.backoff_base_ms == 0 {
+            flags.backoff_base
+        } else {
+            Duration::from_millis(u64::from(r.backoff_base_ms))
         };
-        if r.max_restarts.is_some_and(|m| m > MAX_RESTARTS) {
-            return Err(malformed(
-                path,
-                format!("restart.max_restarts must be at most {MAX_RESTARTS}"),
-            ));
-        }
-        if r.window_secs.is_some_and(|w| w == 0 || w > MAX_WINDOW_SECS) {
-            return Err(malformed(
-                path,
-                format!("restart.window_secs must be 1 to {MAX_WINDOW_SECS} (a week)"),
-            ));
-        }
-        if policy.backoff_base > policy.backoff_max {
-            return Err(malformed(
-                path,
-                format!(
-                    "restart.backoff_ms ({} ms) must not exceed restart.backoff_max_ms ({} ms, counting the spawner's default)",
-                    policy.backoff_base.as_millis(),
-                    policy.backoff_max.as_millis()
-                ),
-            ));
-        }
-        Ok(policy)
-    }
-
-    /// The health check of spawns that name none: the manifest's fields over `flags`.
-    pub fn health_check(&self, flags: &HealthCheck, path: &Path) -> Result<HealthCheck> {
-        let h = &self.health;
-        let secs = |field: &str, v: Option<f64>, default: Duration, max: Duration| match v {
-            None => Ok(default),
-            Some(v) => Duration::try_from_secs_f64(v)
-                .ok()
-                .filter(|d| *d <= max)
-                .ok_or_else(|| {
-                    malformed(
-                        path,
-                        format!(
-                            "health.{field} must be 0 to {} seconds, not {v}",
-                            max.as_secs()
-                        ),
-                    )
-                }),
+        let max = if r.backoff_max_ms == 0 {
+            flags.backoff_max
+        } else {
+            Duration::from_millis(u64::from(r.backoff_max_ms))
         };
-        let period = secs(
-            "period_secs",
-            h.period_secs,
-            flags.period,
-            health::MAX_PERIOD,
-        )?;
-        if h.period_secs.is_some() && period < health::MIN_PERIOD {
-            return Err(malformed(
-                path,
-                format!(
-                    "health.period_secs must be at least {} seconds",
-                    health::MIN_PERIOD.as_secs_f64()
-                ),
-            ));
-        }
-        let failure_threshold = h.failure_threshold.unwrap_or(flags.failure_threshold);
-        if h.failure_threshold.is_some()
-            && !(1..=health::MAX_FAILURE_THRESHOLD).contains(&failure_threshold)
-        {
-            return Err(malformed(
-                path,
-                format!(
-                    "health.failure_threshold must be 1 to {}",
-                    health::MAX_FAILURE_THRESHOLD
-                ),
-            ));
-        }
-        Ok(HealthCheck {
-            period,
-            failure_threshold,
-            initial_delay: secs(
-                "initial_delay_secs",
-                h.initial_delay_secs,
-                flags.initial_delay,
-                health::MAX_INITIAL_DELAY,
-            )?,
-            action: h.action.map_or(flags.action, |a| match a {
-                ActionName::Leave => UnhealthyAction::Leave,
-                ActionName::Restart => UnhealthyAction::Restart,
-            }),
-        })
-    }
+        format!(
+            "restart.backoff_ms ({} ms) must not exceed restart.backoff_max_ms ({} ms, counting the spawner's default)",
+            base.as_millis(),
+            max.as_millis()
+        )
+    })
 }
 
-/// The defaults of spawns that name none: the manifest in `build_dir` (if any) over the
-/// spawner's flags.
-pub fn build_defaults(
+/// The health check of spawns that name none: the manifest's fields over `flags`.
+pub fn health_default(
+    manifest: &Manifest,
+    flags: &HealthCheck,
+) -> std::result::Result<HealthCheck, String> {
+    HealthCheck::resolve(Some(&manifest.health), flags)
+        .map_err(|e| e.to_string().replace("health_check.", "health."))
+}
+
+/// Checks that the host manifest's defaults combine with the flags, so a bad combination stops
+/// the spawner at start rather than failing every spawn.
+pub fn check_host(
     build_dir: &Path,
+    manifest: &Manifest,
     restart_flags: &RestartPolicy,
     health_flags: &HealthCheck,
-) -> Result<(RestartPolicy, HealthCheck)> {
-    let Some(manifest) = BuildManifest::load(build_dir)? else {
-        return Ok((*restart_flags, *health_flags));
+) -> Result<()> {
+    let malformed = |problem| Error::Manifest {
+        path: build_dir.join(FILE_NAME),
+        problem,
     };
-    let path = build_dir.join(FILE_NAME);
-    let restart = manifest.restart_policy(restart_flags, &path)?;
-    let health = manifest.health_check(health_flags, &path)?;
-    tracing::info!(manifest = %path.display(), ?restart, ?health, "build defaults from the build manifest");
-    Ok((restart, health))
+    let restart = restart_default(manifest, restart_flags).map_err(malformed)?;
+    let health = health_default(manifest, health_flags).map_err(malformed)?;
+    if *manifest != Manifest::default() {
+        tracing::info!(manifest = %build_dir.join(FILE_NAME).display(), ?restart, ?health, "host build defaults from its build manifest");
+    }
+    Ok(())
 }
 
-fn malformed(path: &Path, problem: String) -> Error {
-    Error::Manifest {
-        path: PathBuf::from(path),
-        problem,
-    }
+/// A build as an instance is spawned from it: where it is, its manifest, and the spawner's
+/// own command as the fallback when the manifest names none.
+pub(crate) struct BuildSource<'a> {
+    /// Name of the uploaded build; empty for the host build.
+    pub name: &'a str,
+    /// Version, for messages.
+    pub version: &'a str,
+    /// Its directory.
+    pub dir: &'a Path,
+    /// Its manifest.
+    pub manifest: &'a Manifest,
+    /// The spawner's `--build-command` words, if it has them.
+    pub fallback_command: Option<&'a [String]>,
+}
+
+/// Everything an instance takes from its build, resolved once at its spawn.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    /// What it runs.
+    pub run: BuildRun,
+    /// Its ports, numbers not yet chosen.
+    pub ports: Vec<HeldPort>,
+    /// Its restart policy.
+    pub restart: RestartPolicy,
+    /// Its health check.
+    pub health: HealthCheck,
+}
+
+/// Resolves what an instance of `build` runs: the manifest's command (else the spawner's),
+/// ports, environment and stop settings, and the spawn's restart policy and health check over
+/// the manifest's over the spawner's flags.
+pub(crate) fn resolve(
+    build: &BuildSource<'_>,
+    spawner: &str,
+    requested_restart: Option<&exile_api::v1::RestartPolicy>,
+    requested_health: Option<&exile_api::v1::HealthCheck>,
+    flags: (&RestartPolicy, &HealthCheck),
+    default_grace: Duration,
+) -> Result<Resolved> {
+    let m = build.manifest;
+    let what = if build.name.is_empty() {
+        format!("the host build of spawner {spawner}")
+    } else {
+        format!("build {}@{}", build.name, build.version)
+    };
+    let command = match (&m.command, build.fallback_command) {
+        (Some(words), _) => words.clone(),
+        (None, Some(words)) => words.to_vec(),
+        (None, None) => {
+            return Err(Error::FailedPrecondition(format!(
+                "{what} has no run.command in its {FILE_NAME} and spawner {spawner} has no --build-command to run it with"
+            )));
+        }
+    };
+    let bad_manifest =
+        |problem: String| Error::FailedPrecondition(format!("the manifest of {what}: {problem}"));
+    let restart = restart_default(m, flags.0).map_err(bad_manifest)?;
+    let health = health_default(m, flags.1).map_err(bad_manifest)?;
+    let restart = RestartPolicy::resolve(requested_restart, &restart)?;
+    let health = HealthCheck::resolve(requested_health, &health)?;
+    let ports = m
+        .ports
+        .iter()
+        .map(|p| HeldPort {
+            name: p.name.clone(),
+            protocol: p.protocol.into(),
+            port: 0,
+        })
+        .collect::<Vec<_>>();
+    let ports = if ports.is_empty() {
+        vec![HeldPort::game(0)]
+    } else {
+        ports
+    };
+    Ok(Resolved {
+        run: BuildRun {
+            name: build.name.to_owned(),
+            dir: PathBuf::from(build.dir),
+            command,
+            env: m.env.clone(),
+            stop_signal: m.stop_signal.number(),
+            stop_grace: m
+                .stop_grace_secs
+                .map_or(default_grace, |s| Duration::from_secs(u64::from(s))),
+        },
+        ports,
+        restart,
+        health,
+    })
+}
+
+/// The environment an instance gets from its build's manifest, then its spawn (whose
+/// variables win).
+pub(crate) fn merged_env(
+    build: &BTreeMap<String, String>,
+    spawn: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut env = build.clone();
+    env.extend(spawn.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.into_iter().collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::restart::RestartMode;
 
-    fn path() -> PathBuf {
-        PathBuf::from("/builds/game/exile-build.toml")
+    fn source<'a>(manifest: &'a Manifest, fallback: Option<&'a [String]>) -> BuildSource<'a> {
+        BuildSource {
+            name: "arena",
+            version: "1.2",
+            dir: Path::new("/data/builds/arena/1.2"),
+            manifest,
+            fallback_command: fallback,
+        }
+    }
+
+    fn resolve_plain(source: &BuildSource<'_>) -> Result<Resolved> {
+        resolve(
+            source,
+            "s1",
+            None,
+            None,
+            (&RestartPolicy::default(), &HealthCheck::default()),
+            Duration::from_secs(10),
+        )
     }
 
     #[test]
-    fn the_documented_example_parses_and_layers_over_the_flags() {
-        let text = r#"
+    fn a_full_manifest_gives_the_instance_its_command_ports_env_and_stop() {
+        let m = Manifest::parse(
+            r#"
+[run]
+command = "./srv --port {port:game} --query {port:query}"
+[env]
+MODE = "ctf"
+[[ports]]
+name = "game"
+protocol = "udp"
+[[ports]]
+name = "query"
+protocol = "tcp"
+[stop]
+signal = "SIGINT"
+grace_secs = 20
 [restart]
-policy = "on-failure"   # never | on-failure | always
-max_restarts = 5
-window_secs = 300
-backoff_ms = 1000
-backoff_max_ms = 60000
-[health]
-period_secs = 5
-failure_threshold = 3
-initial_delay_secs = 10
-action = "restart"      # restart | leave
-"#;
-        let m = BuildManifest::parse(text, &path()).unwrap();
-        let restart = m
-            .restart_policy(&RestartPolicy::default(), &path())
-            .unwrap();
-        assert_eq!(restart.mode, RestartMode::OnFailure);
-        assert_eq!(restart.max_restarts, 5);
-        let health = m.health_check(&HealthCheck::default(), &path()).unwrap();
-        assert_eq!(health.initial_delay, Duration::from_secs(10));
-        assert_eq!(health.action, UnhealthyAction::Restart);
+policy = "always"
+"#,
+        )
+        .unwrap();
+        let fallback = vec!["host-game".to_owned()];
+        let r = resolve_plain(&source(&m, Some(&fallback))).unwrap();
+        assert_eq!(r.run.command[0], "./srv");
+        assert_eq!(r.run.dir, Path::new("/data/builds/arena/1.2"));
+        assert_eq!(r.run.env["MODE"], "ctf");
+        assert_eq!(r.run.stop_signal, 2);
+        assert_eq!(r.run.stop_grace, Duration::from_secs(20));
+        assert_eq!(r.ports.len(), 2);
+        assert_eq!(r.ports[0].protocol, crate::ports::Protocol::Udp);
+        assert_eq!(r.ports[1].name, "query");
+        assert_eq!(r.restart.mode, RestartMode::Always);
     }
 
     #[test]
-    fn missing_fields_keep_the_flags() {
-        let m = BuildManifest::parse("[health]\nperiod_secs = 0.5\n", &path()).unwrap();
-        let flags = HealthCheck {
-            failure_threshold: 7,
+    fn without_run_command_the_spawner_command_runs_and_without_either_it_is_refused() {
+        let m = Manifest::default();
+        let fallback = vec!["game".to_owned(), "{build_dir}".to_owned()];
+        let r = resolve_plain(&source(&m, Some(&fallback))).unwrap();
+        assert_eq!(r.run.command, fallback);
+        assert_eq!(r.run.stop_signal, 15);
+        assert_eq!(r.run.stop_grace, Duration::from_secs(10));
+        assert_eq!(r.ports, [HeldPort::game(0)]);
+        let err = resolve_plain(&source(&m, None)).unwrap_err().to_string();
+        assert!(
+            err.contains("build arena@1.2 has no run.command") && err.contains("--build-command"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_spawn_wins_over_the_manifest_which_wins_over_the_flags() {
+        let m = Manifest::parse("[restart]\npolicy = \"on-failure\"\nmax_restarts = 3\n").unwrap();
+        let asked = exile_api::v1::RestartPolicy {
+            max_restarts: 7,
             ..Default::default()
         };
-        let h = m.health_check(&flags, &path()).unwrap();
-        assert_eq!(h.period, Duration::from_millis(500));
-        assert_eq!(h.failure_threshold, 7);
-        let empty = BuildManifest::parse("", &path()).unwrap();
-        let flags = RestartPolicy::default();
-        assert_eq!(empty.restart_policy(&flags, &path()).unwrap(), flags);
+        let flags = RestartPolicy {
+            backoff_base: Duration::from_millis(5),
+            ..Default::default()
+        };
+        let r = resolve(
+            &source(&m, Some(&["g".to_owned()])),
+            "s1",
+            Some(&asked),
+            None,
+            (&flags, &HealthCheck::default()),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(r.restart.mode, RestartMode::OnFailure);
+        assert_eq!(r.restart.max_restarts, 7);
+        assert_eq!(r.restart.backoff_base, Duration::from_millis(5));
     }
 
     #[test]
-    fn mistakes_are_one_sentence_naming_the_file_and_the_line() {
+    fn a_manifest_backoff_over_the_flags_maximum_is_named() {
+        let m = Manifest::parse("[restart]\nbackoff_ms = 90000\n").unwrap();
+        let err = restart_default(&m, &RestartPolicy::default()).unwrap_err();
+        assert!(
+            err.contains("restart.backoff_ms (90000 ms)") && err.contains("60000 ms"),
+            "{err}"
+        );
+        let err = check_host(
+            Path::new("/b"),
+            &m,
+            &RestartPolicy::default(),
+            &HealthCheck::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("the build manifest /b/exile-build.toml is malformed: restart."),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_file_is_one_sentence_naming_the_file_and_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()).unwrap(), Manifest::default());
         for (text, expect) in [
             ("[restart]\ncolour = 1\n", "line 2: unknown field `colour`"),
             (
@@ -311,33 +329,39 @@ action = "restart"      # restart | leave
             ("[health]\nperiod_secs = \"5\"\n", "line 2: invalid type"),
             ("[helth]\n", "line 1: unknown field `helth`"),
             ("[restart\n", "line 1"),
+            ("[health]\nperiod_secs = 0\n", "health.period_ms"),
+            ("[restart]\nwindow_secs = 0\n", "restart.window_secs"),
         ] {
-            let err = BuildManifest::parse(text, &path()).unwrap_err().to_string();
-            assert!(
-                err.starts_with("the build manifest /builds/game/exile-build.toml is malformed: "),
-                "{err}"
+            std::fs::write(dir.path().join(FILE_NAME), text).unwrap();
+            let err = load(dir.path()).unwrap_err().to_string();
+            let head = format!(
+                "the build manifest {} is malformed: ",
+                dir.path().join(FILE_NAME).display()
             );
+            assert!(err.starts_with(&head), "{err}");
             assert!(err.contains(expect), "{text:?}: {err}");
             assert!(!err.trim_end().contains('\n'), "not one line: {err}");
         }
-        for (text, expect) in [
-            ("[health]\nperiod_secs = 0\n", "health.period_secs"),
-            ("[health]\nperiod_secs = -1\n", "health.period_secs"),
-            (
-                "[health]\nfailure_threshold = 0\n",
-                "health.failure_threshold",
-            ),
-            ("[restart]\nbackoff_ms = 90000\n", "restart.backoff_ms"),
-            ("[restart]\nwindow_secs = 0\n", "restart.window_secs"),
-        ] {
-            let m = BuildManifest::parse(text, &path()).unwrap();
-            let err = m
-                .health_check(&HealthCheck::default(), &path())
-                .and_then(|_| m.restart_policy(&RestartPolicy::default(), &path()))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(expect), "{text:?}: {err}");
-            assert!(err.contains("exile-build.toml"), "{err}");
-        }
+    }
+
+    #[test]
+    fn the_example_in_deploy_is_a_valid_manifest() {
+        let m = Manifest::parse(include_str!("../../deploy/config/exile-build.toml")).unwrap();
+        assert!(m.command.is_some());
+        assert_eq!(m.ports.len(), 2);
+        let fallback = vec!["unused".to_owned()];
+        let mut s = source(&m, Some(&fallback));
+        s.name = "";
+        resolve_plain(&s).unwrap();
+    }
+
+    #[test]
+    fn the_spawn_env_goes_over_the_build_env() {
+        let build = BTreeMap::from([("A".into(), "1".into()), ("B".into(), "1".into())]);
+        let spawn = BTreeMap::from([("B".into(), "2".into())]);
+        assert_eq!(
+            merged_env(&build, &spawn),
+            [("A".into(), "1".into()), ("B".into(), "2".into())]
+        );
     }
 }

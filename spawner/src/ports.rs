@@ -1,9 +1,57 @@
 //! Port allocation over the configured range: never a port an instance holds, never one
-//! another process has bound (checked for both TCP and UDP).
+//! another process has bound (checked for the protocols the port is for).
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::ops::RangeInclusive;
+
+use exile_api::v1;
+use serde::{Deserialize, Serialize};
+
+/// Protocols a port is reserved for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// TCP only.
+    Tcp,
+    /// UDP only.
+    Udp,
+    /// The same number for TCP and UDP.
+    #[default]
+    TcpUdp,
+}
+
+impl Protocol {
+    /// Lower-case name used in messages: `tcp`, `udp` or `tcp+udp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::TcpUdp => "tcp+udp",
+        }
+    }
+}
+
+impl From<v1::Protocol> for Protocol {
+    fn from(p: v1::Protocol) -> Self {
+        match p {
+            v1::Protocol::Tcp => Protocol::Tcp,
+            v1::Protocol::Udp => Protocol::Udp,
+            // Unspecified is never sent on purpose: reserve both, the safe reading.
+            v1::Protocol::TcpUdp | v1::Protocol::Unspecified => Protocol::TcpUdp,
+        }
+    }
+}
+
+impl From<Protocol> for v1::Protocol {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Tcp => v1::Protocol::Tcp,
+            Protocol::Udp => v1::Protocol::Udp,
+            Protocol::TcpUdp => v1::Protocol::TcpUdp,
+        }
+    }
+}
 
 /// Hands out ports from a range, round-robin so a port just freed is not reused at once.
 #[derive(Debug)]
@@ -24,9 +72,10 @@ impl PortAllocator {
         &self.range
     }
 
-    /// A port outside `held` that is free on the host, or `None` when every port is taken.
-    pub fn allocate(&mut self, held: &HashSet<u16>) -> Option<u16> {
-        self.allocate_with(held, is_port_free)
+    /// A port outside `held` that is free on the host for `protocol`, or `None` when every
+    /// port is taken.
+    pub fn allocate(&mut self, held: &HashSet<u16>, protocol: Protocol) -> Option<u16> {
+        self.allocate_with(held, |p| is_free(p, protocol))
     }
 
     /// Like [`allocate`](Self::allocate) with a custom free-port probe (for tests).
@@ -56,8 +105,19 @@ impl PortAllocator {
 
 /// Whether `port` can be bound on all interfaces for both TCP and UDP right now.
 pub fn is_port_free(port: u16) -> bool {
+    is_free(port, Protocol::TcpUdp)
+}
+
+/// Whether `port` can be bound on all interfaces for `protocol` right now.
+pub fn is_free(port: u16, protocol: Protocol) -> bool {
     let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
-    TcpListener::bind(addr).is_ok() && UdpSocket::bind(addr).is_ok()
+    let tcp = || TcpListener::bind(addr).is_ok();
+    let udp = || UdpSocket::bind(addr).is_ok();
+    match protocol {
+        Protocol::Tcp => tcp(),
+        Protocol::Udp => udp(),
+        Protocol::TcpUdp => tcp() && udp(),
+    }
 }
 
 #[cfg(test)]
@@ -119,12 +179,20 @@ mod tests {
         let tcp = TcpListener::bind(("0.0.0.0", port)).unwrap();
         assert!(!is_port_free(port));
         let mut alloc = PortAllocator::new(port..=port);
-        assert_eq!(alloc.allocate(&HashSet::new()), None);
+        assert_eq!(alloc.allocate(&HashSet::new(), Protocol::TcpUdp), None);
+        assert_eq!(alloc.allocate(&HashSet::new(), Protocol::Tcp), None);
+        // A UDP-only port does not care about the TCP listener.
+        assert_eq!(alloc.allocate(&HashSet::new(), Protocol::Udp), Some(port));
         drop(tcp);
         let udp = UdpSocket::bind(("0.0.0.0", port)).unwrap();
         assert!(!is_port_free(port));
+        assert_eq!(alloc.allocate(&HashSet::new(), Protocol::Udp), None);
+        assert_eq!(alloc.allocate(&HashSet::new(), Protocol::Tcp), Some(port));
         drop(udp);
         assert!(is_port_free(port));
-        assert_eq!(alloc.allocate(&HashSet::new()), Some(port));
+        assert_eq!(
+            alloc.allocate(&HashSet::new(), Protocol::TcpUdp),
+            Some(port)
+        );
     }
 }

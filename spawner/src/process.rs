@@ -9,6 +9,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use crate::error::{Error, Result};
+use crate::state::HeldPort;
 
 /// The build command split into words, with placeholders still in.
 #[derive(Debug, Clone)]
@@ -23,22 +24,43 @@ impl CommandTemplate {
         Self { words, build_dir }
     }
 
-    /// Program and arguments for one instance, with placeholders filled in and `extra`
-    /// appended. A relative program path with a slash is resolved against the build dir,
-    /// because the process runs in the instance directory.
+    /// The words, placeholders still in.
+    pub fn words(&self) -> &[String] {
+        &self.words
+    }
+
+    /// The build directory `{build_dir}` stands for.
+    pub fn build_dir(&self) -> &Path {
+        &self.build_dir
+    }
+
+    /// Program and arguments for one instance, with placeholders filled in (`{port}` is the
+    /// first of `ports`, `{port:NAME}` the one named so) and `extra` appended. A relative
+    /// program path with a slash is resolved against the build dir, because the process runs
+    /// in the instance directory.
     pub fn expand(
         &self,
-        port: u16,
+        ports: &[HeldPort],
         instance_id: &str,
         instance_dir: &Path,
         extra: &[String],
     ) -> (String, Vec<String>) {
-        let port = port.to_string();
+        let first = ports
+            .first()
+            .map(|p| p.port.to_string())
+            .unwrap_or_default();
+        let named: Vec<(String, String)> = ports
+            .iter()
+            .map(|p| (format!("{{port:{}}}", p.name), p.port.to_string()))
+            .collect();
         let data_dir = instance_dir.to_string_lossy();
         let build_dir = self.build_dir.to_string_lossy();
         let fill = |word: &str| {
-            word.replace("{port}", &port)
-                .replace("{instance_id}", instance_id)
+            let mut word = word.replace("{port}", &first);
+            for (placeholder, port) in &named {
+                word = word.replace(placeholder, port);
+            }
+            word.replace("{instance_id}", instance_id)
                 .replace("{data_dir}", &data_dir)
                 .replace("{build_dir}", &build_dir)
         };
@@ -251,7 +273,7 @@ mod tests {
             PathBuf::from("/builds/v1"),
         );
         let (program, args) = template.expand(
-            7801,
+            &[HeldPort::game(7801)],
             "i-1",
             Path::new("/data/instances/i-1"),
             &["-x".into()],
@@ -270,7 +292,31 @@ mod tests {
             ]
         );
         let plain = CommandTemplate::new(vec!["game".into()], PathBuf::from("/b"));
-        assert_eq!(plain.expand(1, "x", Path::new("/d"), &[]).0, "game");
+        assert_eq!(plain.expand(&[], "x", Path::new("/d"), &[]).0, "game");
+    }
+
+    #[test]
+    fn named_ports_fill_their_placeholders() {
+        let template = CommandTemplate::new(
+            vec![
+                "srv".into(),
+                "+port={port}".into(),
+                "--game={port:game}".into(),
+                "--query".into(),
+                "{port:query}".into(),
+            ],
+            PathBuf::from("/b"),
+        );
+        let ports = [
+            HeldPort::game(9000),
+            HeldPort {
+                name: "query".into(),
+                protocol: crate::ports::Protocol::Tcp,
+                port: 9001,
+            },
+        ];
+        let (_, args) = template.expand(&ports, "x", Path::new("/d"), &[]);
+        assert_eq!(args, ["+port=9000", "--game=9000", "--query", "9001"]);
     }
 
     #[test]

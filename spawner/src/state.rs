@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use exile_api::v1;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::ports::Protocol;
 
 /// Lifecycle state of an instance as the spawner tracks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,15 +37,7 @@ pub enum State {
 impl State {
     /// Whether a process is (or may be) alive in this state.
     pub fn has_process(self) -> bool {
-        matches!(
-            self,
-            State::Starting
-                | State::Running
-                | State::Ready
-                | State::Allocated
-                | State::Unhealthy
-                | State::Stopping
-        )
+        v1::InstanceState::from(self).has_process()
     }
 
     /// Lower-case name used in messages.
@@ -76,6 +70,56 @@ impl From<State> for v1::InstanceState {
     }
 }
 
+/// One named port an instance holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldPort {
+    /// Name the build gives it, e.g. `game` or `query`.
+    pub name: String,
+    /// Protocols it is reserved for.
+    pub protocol: Protocol,
+    /// The number; 0 while none is held (the next start picks one).
+    pub port: u16,
+}
+
+impl HeldPort {
+    /// The one port of a build that names none: `game`, TCP and UDP.
+    pub fn game(port: u16) -> Self {
+        Self {
+            name: "game".into(),
+            protocol: Protocol::TcpUdp,
+            port,
+        }
+    }
+
+    /// The environment variable that carries it: `EXILE_PORT_<NAME>` in upper case, `-` as `_`.
+    pub fn env_name(&self) -> String {
+        format!(
+            "EXILE_PORT_{}",
+            self.name.to_ascii_uppercase().replace('-', "_")
+        )
+    }
+}
+
+/// What an instance runs, resolved once at spawn from its build (manifest over the spawner's
+/// flags) and kept for the instance's life: a restart of the game, a restart of the spawner
+/// and a re-adoption use exactly this, never whatever build is current by then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildRun {
+    /// Name of the uploaded build; empty for the spawner's host build.
+    pub name: String,
+    /// The build's directory (`{build_dir}`); the game runs in its instance directory.
+    pub dir: PathBuf,
+    /// Command words, placeholders still in; the first is the program.
+    pub command: Vec<String>,
+    /// Environment from the build's manifest (the spawn's own goes on top of it).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Number of the signal that asks the game to stop.
+    pub stop_signal: i32,
+    /// Time between the stop signal and SIGKILL when a stop names none.
+    pub stop_grace: Duration,
+}
+
 /// Everything the spawner remembers about one instance across restarts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceRecord {
@@ -83,8 +127,16 @@ pub struct InstanceRecord {
     pub id: String,
     /// Build version it runs.
     pub build_version: String,
-    /// Game port (TCP and UDP), `None` once released.
-    pub port: Option<u16>,
+    /// The build it runs; `None` in records older than uploaded builds, which run the
+    /// spawner's host build as configured now.
+    #[serde(default)]
+    pub build: Option<BuildRun>,
+    /// Ports it holds, in the build's order (the first is `{port}` and `EXILE_PORT`).
+    #[serde(default)]
+    pub ports: Vec<HeldPort>,
+    /// The one game port of records older than named ports; read once, folded into `ports`.
+    #[serde(default, rename = "port", skip_serializing)]
+    pub(crate) legacy_port: Option<u16>,
     /// Process id while a process runs.
     pub pid: Option<u32>,
     /// Start time of the process in clock ticks since boot (`/proc/<pid>/stat` field 22),
@@ -144,21 +196,50 @@ pub struct InstanceRecord {
 }
 
 impl InstanceRecord {
+    /// The first port (`{port}`, `EXILE_PORT`), when one is held.
+    pub fn port(&self) -> Option<u16> {
+        self.ports.first().map(|p| p.port).filter(|p| *p != 0)
+    }
+
+    /// The port named `name`, when held.
+    pub fn port_named(&self, name: &str) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.port)
+            .filter(|p| *p != 0)
+    }
+
+    /// Name of the uploaded build it runs; empty for the host build.
+    pub fn build_name(&self) -> &str {
+        self.build.as_ref().map_or("", |b| b.name.as_str())
+    }
+
+    /// Brings a record written by an older spawner to the current shape: its one `port`
+    /// becomes the `game` port.
+    fn upgrade(&mut self) {
+        if self.ports.is_empty() {
+            self.ports = vec![HeldPort::game(self.legacy_port.unwrap_or(0))];
+        }
+        self.legacy_port = None;
+    }
+
     /// The record as the link reports it.
     pub fn to_status(&self) -> v1::InstanceStatus {
         v1::InstanceStatus {
             id: self.id.clone(),
             state: v1::InstanceState::from(self.state).into(),
             build_version: self.build_version.clone(),
-            build_name: String::new(),
+            build_name: self.build_name().to_owned(),
             ports: self
-                .port
-                .map(|port| v1::Port {
-                    name: "game".into(),
-                    port: u32::from(port),
-                    protocol: v1::Protocol::TcpUdp.into(),
+                .ports
+                .iter()
+                .filter(|p| p.port != 0)
+                .map(|p| v1::Port {
+                    name: p.name.clone(),
+                    port: u32::from(p.port),
+                    protocol: v1::Protocol::from(p.protocol).into(),
                 })
-                .into_iter()
                 .collect(),
             pid: self.pid.unwrap_or(0),
             restart_count: self.restart_count,
@@ -193,12 +274,16 @@ impl StateFile {
         data_dir.join("state.json")
     }
 
-    /// Reads the state file; a missing file is an empty state.
+    /// Reads the state file; a missing file is an empty state. Records written by older
+    /// spawners are brought to the current shape.
     pub fn load(data_dir: &Path) -> Result<Self> {
         let path = Self::path(data_dir);
         match std::fs::read(&path) {
             Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| Error::Parse { path, source })
+                let mut state: Self = serde_json::from_slice(&bytes)
+                    .map_err(|source| Error::Parse { path, source })?;
+                state.instances.iter_mut().for_each(InstanceRecord::upgrade);
+                Ok(state)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(Error::io("could not read", path, e)),
@@ -254,7 +339,23 @@ mod tests {
         InstanceRecord {
             id: id.into(),
             build_version: "v1".into(),
-            port: Some(7800),
+            build: Some(BuildRun {
+                name: "arena".into(),
+                dir: PathBuf::from("/data/builds/arena/v1"),
+                command: vec!["./server".into(), "{port:query}".into()],
+                env: BTreeMap::from([("MODE".into(), "ctf".into())]),
+                stop_signal: 2,
+                stop_grace: Duration::from_secs(20),
+            }),
+            ports: vec![
+                HeldPort::game(7800),
+                HeldPort {
+                    name: "query".into(),
+                    protocol: Protocol::Tcp,
+                    port: 7801,
+                },
+            ],
+            legacy_port: None,
             pid: Some(42),
             start_ticks: Some(1234),
             supervisor_pid: Some(41),
@@ -308,6 +409,16 @@ mod tests {
     }
 
     #[test]
+    fn port_env_names_are_upper_case_with_underscores() {
+        let p = HeldPort {
+            name: "rcon-tcp_2".into(),
+            protocol: Protocol::Tcp,
+            port: 1,
+        };
+        assert_eq!(p.env_name(), "EXILE_PORT_RCON_TCP_2");
+    }
+
+    #[test]
     fn write_atomic_sets_the_mode() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
@@ -321,7 +432,13 @@ mod tests {
     fn status_reports_ports_and_hides_start_time_without_process() {
         let mut rec = record("a");
         let status = rec.to_status();
+        assert_eq!(status.ports.len(), 2);
         assert_eq!(status.ports[0].port, 7800);
+        assert_eq!(status.ports[1].name, "query");
+        assert_eq!(status.ports[1].port, 7801);
+        assert_eq!(status.ports[1].protocol, v1::Protocol::Tcp as i32);
+        assert_eq!(status.build_name, "arena");
+        assert_eq!(status.build_version, "v1");
         assert_eq!(status.pid, 42);
         assert_eq!(status.started_at_unix_ms, 2);
         rec.pid = None;

@@ -15,8 +15,9 @@
 //!   signal in `exit.json` (atomic write) before exiting, so a game that ends while the
 //!   spawner is down still has its exit status known;
 //! - answers requests on a Unix socket in the instance directory (`supervisor.sock`, guarded by
-//!   the directory's permissions): a console line, or a stop (SIGTERM to the game's group, a
-//!   grace period, SIGKILL to the group) that it carries out even if the spawner dies meanwhile.
+//!   the directory's permissions): a console line, or a stop (the build's stop signal to the
+//!   game's group, a grace period, SIGKILL to the group) that it carries out even if the
+//!   spawner dies meanwhile.
 //!
 //! The spawner records the supervisor's pid and start time next to the game's; on restart it
 //! re-adopts an instance whose supervisor is still alive (pid + `/proc` start time match) and
@@ -24,7 +25,8 @@
 //! and a socket thread: a few hundred KiB of RSS per instance, no runtime.
 //!
 //! Protocol: one request line per connection, one answer line (`ok[ detail]` or
-//! `err <message>`): `console <line>`, `stop <grace_ms>`, `ping`.
+//! `err <message>`): `console <line>`, `stop <grace_ms> [<signal number>]` (SIGTERM when no
+//! signal is given, the form supervisors started by older spawners understand), `ping`.
 
 pub mod logfile;
 
@@ -312,20 +314,53 @@ fn handle(line: &str, shared: &Arc<Shared>) -> String {
             }
         }
         "stop" => {
-            let Ok(grace_ms) = rest.trim().parse::<u64>() else {
-                return "err stop needs a grace period in ms".into();
+            let (grace_ms, signal) = match parse_stop(rest) {
+                Ok(stop) => stop,
+                Err(e) => return format!("err {e}"),
             };
             shared.stop_requested.store(true, Ordering::SeqCst);
             let s = shared.clone();
-            std::thread::spawn(move || stop(&s, Duration::from_millis(grace_ms)));
+            std::thread::spawn(move || stop(&s, Duration::from_millis(grace_ms), signal));
             "ok".into()
         }
         other => format!("err unknown request `{other}`"),
     }
 }
 
-fn stop(shared: &Shared, grace: Duration) {
-    let _ = signal_group(shared.game_pid, Signal::SIGTERM);
+/// Reads the arguments of a stop request: `<grace_ms>` and an optional signal number.
+fn parse_stop(args: &str) -> Result<(u64, Signal), String> {
+    let mut words = args.split_whitespace();
+    let grace_ms = words
+        .next()
+        .and_then(|w| w.parse::<u64>().ok())
+        .ok_or("stop needs a grace period in ms")?;
+    let signal = match words.next() {
+        None => Signal::SIGTERM,
+        Some(w) => w
+            .parse::<i32>()
+            .ok()
+            .and_then(|n| Signal::try_from(n).ok())
+            .filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP))
+            .ok_or_else(|| format!("stop: `{w}` is not a signal number a game can handle"))?,
+    };
+    if words.next().is_some() {
+        return Err("stop takes a grace period in ms and a signal number".into());
+    }
+    Ok((grace_ms, signal))
+}
+
+/// The request that stops a game with `signal`, then SIGKILL after `grace`. SIGTERM goes in
+/// the short form, which supervisors started before stop signals existed also take.
+pub fn stop_request(grace: Duration, signal: Signal) -> String {
+    if signal == Signal::SIGTERM {
+        format!("stop {}", grace.as_millis())
+    } else {
+        format!("stop {} {}", grace.as_millis(), signal as i32)
+    }
+}
+
+fn stop(shared: &Shared, grace: Duration, signal: Signal) {
+    let _ = signal_group(shared.game_pid, signal);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if shared.exited.load(Ordering::SeqCst) {
@@ -374,6 +409,31 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         SupervisorArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn stop_requests_carry_the_signal_and_the_old_form_still_means_sigterm() {
+        assert_eq!(parse_stop("5000"), Ok((5000, Signal::SIGTERM)));
+        assert_eq!(parse_stop(" 0 "), Ok((0, Signal::SIGTERM)));
+        assert_eq!(parse_stop("250 2"), Ok((250, Signal::SIGINT)));
+        assert_eq!(parse_stop("250 10"), Ok((250, Signal::SIGUSR1)));
+        for bad in ["", "x", "5 9", "5 19", "5 999", "5 -1", "5 2 3", "5 INT"] {
+            assert!(parse_stop(bad).is_err(), "{bad:?} accepted");
+        }
+        for signal in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGQUIT,
+            Signal::SIGHUP,
+        ] {
+            let line = stop_request(Duration::from_millis(1500), signal);
+            let args = line.strip_prefix("stop ").unwrap();
+            assert_eq!(parse_stop(args), Ok((1500, signal)), "{line}");
+        }
+        assert_eq!(
+            stop_request(Duration::from_secs(2), Signal::SIGTERM),
+            "stop 2000"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 
 use exile_api::v1 as pb;
 use exile_api::v1::auth_service_client::AuthServiceClient;
+use exile_api::v1::build_service_client::BuildServiceClient;
 use exile_api::v1::event_service_client::EventServiceClient;
 use exile_api::v1::instance_service_client::InstanceServiceClient;
 use exile_api::v1::spawner_service_client::SpawnerServiceClient;
@@ -120,6 +121,8 @@ pub struct Clients {
     pub events: EventServiceClient<Authed>,
     /// SystemService.
     pub system: SystemServiceClient<Authed>,
+    /// BuildService.
+    pub builds: BuildServiceClient<Authed>,
 }
 
 /// Logs to the test output once per process (RUST_LOG, default warnings only).
@@ -201,6 +204,7 @@ pub fn clients(channel: Channel, token: &str) -> Result<Clients> {
         instances: InstanceServiceClient::new(svc()),
         events: EventServiceClient::new(svc()),
         system: SystemServiceClient::new(svc()),
+        builds: BuildServiceClient::new(svc()),
     })
 }
 

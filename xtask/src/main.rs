@@ -1,5 +1,8 @@
-//! Build chores and the local dev runner: `cargo xtask run` starts a master, an enrolled
-//! local spawner and the demo game build, all on embedded SQLite under `.exile-dev/`.
+//! Build chores and the local dev runner: `cargo xtask run` starts a master and an enrolled
+//! local spawner, and pushes the demo game to it as an uploaded build, all on embedded SQLite
+//! under `.exile-dev/`.
+
+mod demo_build;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
@@ -140,6 +143,8 @@ fn dev_run(listen: &str, dir: &Path, release: bool) -> Result<()> {
             p
         }
     };
+    // Packed before anything starts, so a failure to pack leaves nothing running.
+    let demo = demo_build::pack(&bin.join("exile-demo-game"), &dir.join("builds"))?;
     let token_file = dir.join("enrollment.token");
     let _ = std::fs::remove_file(&token_file);
     let mut children = Children(Vec::new());
@@ -175,20 +180,27 @@ fn dev_run(listen: &str, dir: &Path, release: bool) -> Result<()> {
         .arg("--region=local")
         .arg("--capacity=20")
         .arg("--port-range=7800-7999")
-        .arg("--build-version=demo-1")
-        .arg(format!("--build-dir={}", bin.display()))
-        .arg(format!(
-            "--build-command={} --port {{port}}",
-            bin.join("exile-demo-game").display()
-        ))
+        // No --build-command: the spawner runs the builds pushed to the master.
         .arg("--stop-instances-on-shutdown")
         .spawn()
         .context("start exile-spawner")?;
     children.0.push(("spawner".into(), spawner));
     let ctl = bin.join("exilectl");
+    demo_build::push_and_activate(
+        &ctl,
+        &dir.join("exilectl/config.toml"),
+        &format!("http://{listen}"),
+        &password,
+        &demo,
+    )?;
     println!();
     println!(
         "Exile is running: master at http://{listen} with one local spawner (demo game build)."
+    );
+    println!(
+        "  Demo build: {} pushed and active ({})",
+        demo.reference(),
+        demo.archive.display()
     );
     println!(
         "  Dashboard:  http://{listen}/   (user admin, password in {})",
@@ -204,6 +216,12 @@ fn dev_run(listen: &str, dir: &Path, release: bool) -> Result<()> {
         ctl.display(),
         ctl.display(),
         ctl.display()
+    );
+    println!(
+        "  Builds:     {} build list   |   {} build get {}",
+        ctl.display(),
+        ctl.display(),
+        demo.reference()
     );
     println!("Press Ctrl-C to stop.");
     println!();
@@ -232,22 +250,54 @@ fn cargo(args: &[&str]) -> Result<()> {
 /// Static files shipped beside the generated code (index.html, style.css, favicon).
 const DASHBOARD_STATIC: &str = "dashboard/static";
 
+/// The wasm target the dashboard is compiled for.
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// Makes sure the toolchain has the wasm32 standard library. rust-toolchain.toml lists the
+/// target, but a rustup that does not install missing targets on its own (or a toolchain
+/// installed some other way) leaves it out, and cargo then fails with a bare
+/// "can't find crate for `core`".
+fn ensure_wasm_target() -> Result<()> {
+    let sysroot = Command::new("rustc")
+        .current_dir(workspace_root())
+        .args(["--print", "sysroot"])
+        .output()
+        .context("run rustc --print sysroot")?;
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_owned();
+    if Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(WASM_TARGET)
+        .is_dir()
+    {
+        return Ok(());
+    }
+    eprintln!("the {WASM_TARGET} target is missing from {sysroot}; adding it with rustup");
+    let added = Command::new("rustup")
+        .current_dir(workspace_root())
+        .args(["target", "add", WASM_TARGET])
+        .status();
+    match added {
+        Ok(status) if status.success() => Ok(()),
+        _ => bail!(
+            "the dashboard needs the {WASM_TARGET} target and it could not be added; run \
+             `rustup target add {WASM_TARGET}` (or install that target's standard library for \
+             the toolchain at {sysroot})"
+        ),
+    }
+}
+
 /// Builds the dashboard for wasm32, runs wasm-bindgen on it and writes `dist/`.
 fn dashboard(release: bool) -> Result<()> {
+    ensure_wasm_target()?;
     let root = workspace_root();
-    let mut args = vec![
-        "build",
-        "-p",
-        "exile-dashboard",
-        "--target",
-        "wasm32-unknown-unknown",
-    ];
+    let mut args = vec!["build", "-p", "exile-dashboard", "--target", WASM_TARGET];
     if release {
         args.push("--release");
     }
     cargo(&args)?;
     let wasm = root
-        .join("target/wasm32-unknown-unknown")
+        .join("target")
+        .join(WASM_TARGET)
         .join(if release { "release" } else { "debug" })
         .join("exile-dashboard.wasm");
     let dist = root.join("dist");

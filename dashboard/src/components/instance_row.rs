@@ -39,11 +39,19 @@ pub fn InstanceRow(p: &InstanceRowProps) -> Html {
         .first()
         .map(|x| x.port.to_string())
         .unwrap_or_else(|| "—".into());
-    let actions: Vec<InstanceAction> = if live {
-        vec![InstanceAction::Restart, InstanceAction::Stop]
-    } else {
-        vec![InstanceAction::Start, InstanceAction::Remove]
-    };
+    // What the state allows, by the rules every client shares (exile_api::state): a game
+    // that still runs (Unhealthy included) is stopped or restarted, never started or removed.
+    let state = pb::InstanceState::from_wire(i.state);
+    let mut actions: Vec<InstanceAction> = Vec::new();
+    if state.can_stop() {
+        actions.extend([InstanceAction::Restart, InstanceAction::Stop]);
+    }
+    if state.can_start() {
+        actions.push(InstanceAction::Start);
+    }
+    if state.can_remove() {
+        actions.push(InstanceAction::Remove);
+    }
     let items = actions
         .into_iter()
         .map(|a| {

@@ -14,7 +14,7 @@ use crate::components::log_viewer::LogViewer;
 use crate::components::players_chart::PlayersChart;
 use crate::components::resource_history_chart::ResourceHistoryChart;
 use crate::components::terminal::Terminal;
-use crate::state::{instance_is_live, instance_state_label, instance_uptime, state_tone};
+use crate::state::{instance_state_label, instance_uptime, state_tone};
 
 /// How often the charts are refreshed.
 const METRICS_EVERY_MS: u32 = 10_000;
@@ -135,7 +135,7 @@ pub fn InstancePage(p: &InstancePageProps) -> Html {
         };
     };
     let label = instance_state_label(i.state);
-    let running = instance_is_live(i.state);
+    let running = pb::InstanceState::from_wire(i.state).accepts_console();
     let spawner_name = ctx
         .live
         .fleet

@@ -11,7 +11,7 @@ use super::Ctx;
 use crate::cli::{InstanceCommand, SpawnArgs};
 use crate::client::RpcResult;
 use crate::output::{self, emit, fields, print_line};
-use crate::view::{InstanceView, PortView, instance_state};
+use crate::view::{InstanceView, PortView, instance_build, instance_state};
 
 pub async fn run(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
     let mut client = ctx.session.instances();
@@ -19,7 +19,7 @@ pub async fn run(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
     match cmd {
         InstanceCommand::Spawn(args) => {
             let r = client
-                .spawn_instance(spawn_request(args))
+                .spawn_instance(spawn_request(*args))
                 .await
                 .or_explain(s)?;
             one(ctx, r.instance, "Spawned")
@@ -96,8 +96,8 @@ fn spawn_request(a: SpawnArgs) -> SpawnInstanceRequest {
         spawner_id: a.spawner.unwrap_or_default(),
         region: a.region.unwrap_or_default(),
         spawner_selector: a.selectors.into_iter().collect(),
-        build_version: a.build.unwrap_or_default(),
-        build: String::new(),
+        build_version: a.host_build_version.unwrap_or_default(),
+        build: a.build.unwrap_or_default(),
         labels: a.labels.into_iter().collect(),
         env: a.env.into_iter().collect(),
         args: a.args,
@@ -192,7 +192,7 @@ pub fn instance_table(instances: &[pb::Instance]) -> String {
             i.id.clone(),
             i.spawner_id.clone(),
             output::title(&instance_state(i.state)),
-            output::or_dash(&i.build_version),
+            output::or_dash(&output::clean(&instance_build(i))),
             output::or_dash(&i.address),
             ports(i),
             players(i),
@@ -225,7 +225,7 @@ fn instance_fields(i: &pb::Instance) -> String {
         ("State", output::title(&instance_state(i.state))),
         ("Since", output::ago(i.state_changed_at_unix_ms, now)),
         ("Message", output::or_dash(&i.message)),
-        ("Build", output::or_dash(&i.build_version)),
+        ("Build", output::or_dash(&output::clean(&instance_build(i)))),
         ("Address", output::or_dash(&i.address)),
         ("Ports", ports(i)),
         (
@@ -264,7 +264,8 @@ mod tests {
             selectors: vec![("gpu".into(), "yes".into())],
             labels: vec![("mode".into(), "ctf".into())],
             env: vec![("A".into(), "1".into())],
-            build: Some("1.2".into()),
+            build: Some("openarena@0.8.9".into()),
+            host_build_version: None,
             strategy: Some(StrategyArg::Packed),
             restart: Some(RestartArg::OnFailure),
             max_restarts: Some(3),
@@ -280,7 +281,8 @@ mod tests {
         assert_eq!(req.spawner_selector["gpu"], "yes");
         assert_eq!(req.labels["mode"], "ctf");
         assert_eq!(req.env["A"], "1");
-        assert_eq!(req.build_version, "1.2");
+        assert_eq!(req.build, "openarena@0.8.9");
+        assert_eq!(req.build_version, "");
         assert_eq!(req.strategy, PlacementStrategy::Packed as i32);
         assert_eq!(req.args, ["-x"]);
         let policy = req.restart_policy.unwrap();
@@ -315,5 +317,25 @@ mod tests {
         assert!(out.contains("7801/udp"), "{out}");
         assert!(out.contains("3/16"), "{out}");
         assert!(!out.contains("INSTANCE_STATE"), "{out}");
+    }
+
+    #[test]
+    fn table_shows_the_build_as_name_at_version() {
+        let uploaded = pb::Instance {
+            id: "inst-1".into(),
+            build_name: "openarena".into(),
+            build_version: "0.8.9".into(),
+            ..Default::default()
+        };
+        let host = pb::Instance {
+            id: "inst-2".into(),
+            build_version: "demo-1".into(),
+            ..Default::default()
+        };
+        let out = instance_table(&[uploaded, host]);
+        let row = |id: &str| out.lines().find(|l| l.starts_with(id)).unwrap().to_owned();
+        assert!(row("inst-1").contains(" openarena@0.8.9 "), "{out}");
+        assert!(row("inst-2").contains(" demo-1 "), "{out}");
+        assert!(!row("inst-2").contains('@'), "{out}");
     }
 }

@@ -39,6 +39,10 @@ pub async fn run(ctx: &Ctx, cmd: SpawnerCommand) -> Result<()> {
             emit(ctx.format, &view, |_| {
                 let mut out = r.spawner.as_ref().map(spawner_fields).unwrap_or_default();
                 out.push_str("\n\n");
+                out.push_str(&held_builds(
+                    r.spawner.as_ref().map_or(&[][..], |s| s.builds.as_slice()),
+                ));
+                out.push_str("\n\n");
                 if r.instances.is_empty() {
                     out.push_str("No instances.");
                 } else {
@@ -166,6 +170,33 @@ async fn enrollment(ctx: &Ctx, cmd: EnrollmentTokenCommand) -> Result<()> {
     }
 }
 
+/// The builds a spawner holds on disk, for `spawner get`.
+pub fn held_builds(builds: &[pb::HeldBuild]) -> String {
+    if builds.is_empty() {
+        return "No uploaded builds on disk.".into();
+    }
+    let now = exile_api::now_unix_ms();
+    let mut t = output::table(&[
+        "BUILD",
+        "SHA256",
+        "ON DISK",
+        "INSTANCES",
+        "FETCHED",
+        "INSTALLED",
+    ]);
+    for b in builds {
+        t.add_row([
+            format!("{}@{}", b.name, b.version),
+            b.sha256.chars().take(12).collect(),
+            output::bytes(b.disk_bytes),
+            b.instance_count.to_string(),
+            output::bytes(b.fetched_bytes),
+            output::ago(b.installed_at_unix_ms, now),
+        ]);
+    }
+    output::render(&t)
+}
+
 /// The `spawner list` table.
 pub fn spawner_table(spawners: &[pb::Spawner]) -> String {
     if spawners.is_empty() {
@@ -247,4 +278,28 @@ fn spawner_fields(s: &pb::Spawner) -> String {
         ("Last seen", output::ago(s.last_seen_unix_ms, now)),
         ("Enrolled", output::ago(s.enrolled_at_unix_ms, now)),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spawner_get_lists_the_builds_it_holds() {
+        let out = held_builds(&[pb::HeldBuild {
+            name: "openarena".into(),
+            version: "0.8.9".into(),
+            sha256: "0123456789abcdef".repeat(4),
+            disk_bytes: 9 << 20,
+            instance_count: 2,
+            fetched_bytes: 1536,
+            installed_at_unix_ms: 0,
+        }]);
+        let row = out.lines().nth(1).unwrap();
+        assert!(row.starts_with("openarena@0.8.9 "), "{out}");
+        for want in [" 0123456789ab ", " 9.0 MiB ", " 2 ", " 1.5 KiB "] {
+            assert!(row.contains(want), "{want:?} missing in:\n{out}");
+        }
+        assert_eq!(held_builds(&[]), "No uploaded builds on disk.");
+    }
 }

@@ -7,7 +7,9 @@ use super::Ctx;
 use crate::cli::WatchArgs;
 use crate::client::RpcResult;
 use crate::output::{self, Format, print_line};
-use crate::view::{WatchEventView, instance_state, rfc3339_secs, spawner_state};
+use crate::view::{
+    WatchEventView, instance_state, rfc3339_secs, rollout_finished, rollout_state, spawner_state,
+};
 
 pub async fn run(ctx: &Ctx, args: WatchArgs) -> Result<()> {
     let mut stream = ctx
@@ -74,11 +76,23 @@ pub fn line(e: &pb::WatchEvent) -> String {
                     )
                 })
                 .count();
-            format!(
+            let mut l = format!(
                 "snapshot: {} spawners ({online} online), {} instances ({running} running)",
                 s.spawners.len(),
                 s.instances.len()
-            )
+            );
+            if !s.builds.is_empty() {
+                l.push_str(&format!(", {} builds", s.builds.len()));
+            }
+            let rolling = s
+                .rollouts
+                .iter()
+                .filter(|r| !rollout_finished(r.state))
+                .count();
+            if rolling > 0 {
+                l.push_str(&format!(", {rolling} rollouts running"));
+            }
+            l
         }
         Some(Kind::SpawnerUpdated(s)) => format!(
             "spawner {} state {}{} instances {}/{}",
@@ -135,25 +149,35 @@ pub fn line(e: &pb::WatchEvent) -> String {
             b.name, b.version, b.id, b.instance_count, b.spawner_count
         ),
         Some(Kind::BuildRemoved(id)) => format!("build {id} removed"),
-        Some(Kind::RolloutUpdated(r)) => format!(
-            "rollout {} of {}@{} {} replaced {}/{} failed {}{}",
-            r.id,
-            r.build_name,
-            r.to_version,
-            crate::view::rollout_state(r.state).to_ascii_uppercase(),
-            r.replaced,
-            r.total,
-            r.failed,
-            if r.message.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", r.message)
-            }
-        ),
+        Some(Kind::RolloutUpdated(r)) => rollout_line(r),
         Some(Kind::Lagged(n)) => format!("lagged: {n} events lost, a new snapshot follows"),
         None => "unknown event (is exilectl older than the master?)".into(),
     };
     format!("{at} {what}")
+}
+
+/// A rollout's progress on one line, as `watch` and `build rollout status --watch` print it.
+pub fn rollout_line(r: &pb::Rollout) -> String {
+    let mut l = format!(
+        "rollout {} of {}@{} {} replaced {}/{}",
+        r.id,
+        r.build_name,
+        r.to_version,
+        rollout_state(r.state).to_ascii_uppercase(),
+        r.replaced,
+        r.total
+    );
+    if r.in_progress > 0 {
+        l.push_str(&format!(" in progress {}", r.in_progress));
+    }
+    if r.waiting_allocated > 0 {
+        l.push_str(&format!(" held back {}", r.waiting_allocated));
+    }
+    l.push_str(&format!(" failed {}", r.failed));
+    if !r.message.is_empty() {
+        l.push_str(&format!(" ({})", output::clean(&r.message)));
+    }
+    l
 }
 
 #[cfg(test)]
@@ -200,6 +224,30 @@ mod tests {
         assert_eq!(
             line(&e),
             "2023-11-14T22:13:20Z instance inst-x state READY on spw-y players 7/16 (the game is ready)"
+        );
+    }
+
+    #[test]
+    fn rollout_line_shows_progress_and_why() {
+        let e = pb::WatchEvent {
+            sequence: 3,
+            at_unix_ms: 1_700_000_000_000,
+            kind: Some(Kind::RolloutUpdated(pb::Rollout {
+                id: "rol-1".into(),
+                build_name: "openarena".into(),
+                to_version: "0.8.9".into(),
+                state: pb::RolloutState::Running as i32,
+                total: 6,
+                replaced: 2,
+                in_progress: 2,
+                waiting_allocated: 1,
+                message: "waiting for the canary".into(),
+                ..Default::default()
+            })),
+        };
+        assert_eq!(
+            line(&e),
+            "2023-11-14T22:13:20Z rollout rol-1 of openarena@0.8.9 RUNNING replaced 2/6 in progress 2 held back 1 failed 0 (waiting for the canary)"
         );
     }
 

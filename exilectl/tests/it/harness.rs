@@ -114,6 +114,26 @@ impl Ctl {
             .to_owned()
     }
 
+    /// Polls `instance get` until the state is one of `states` (20 s at most).
+    pub async fn wait_state(&self, id: &str, states: &[&str]) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let inst = self
+                .run(&["instance", "get", id, "-o", "json"])
+                .await
+                .success()
+                .json();
+            if states.iter().any(|s| inst["state"] == *s) {
+                return inst;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} never reached {states:?}: {inst:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn shutdown(self) {
         self.sb.shutdown().await;
     }

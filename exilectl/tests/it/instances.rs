@@ -84,7 +84,7 @@ async fn spawners_enrollment_and_instance_lifecycle() {
         .json();
     let inst = find(&listed, &id);
     assert_eq!(inst["spawner_id"], ids[0].as_str());
-    let up = wait_state(&ctl, &id, &["running", "ready"]).await;
+    let up = ctl.wait_state(&id, &["running", "ready"]).await;
     assert!(up["pid"].as_u64().unwrap() > 0, "{up:#?}");
     let by_state = ctl
         .run(&[
@@ -115,7 +115,7 @@ async fn spawners_enrollment_and_instance_lifecycle() {
     ctl.run(&["instance", "stop", &id, "--grace", "5"])
         .await
         .success();
-    wait_state(&ctl, &id, &["stopped"]).await;
+    ctl.wait_state(&id, &["stopped"]).await;
     let removed = ctl.run(&["instance", "rm", &id]).await.success();
     assert_eq!(removed.stdout.trim(), format!("Removed instance {id}."));
     let listed = ctl
@@ -207,26 +207,6 @@ fn find<'a>(list: &'a Value, id: &str) -> &'a Value {
     list.as_array()
         .and_then(|l| l.iter().find(|x| x["id"] == id))
         .unwrap_or_else(|| panic!("no {id} in {list:#?}"))
-}
-
-/// Polls `instance get` until the state is one of `states` (20 s at most).
-async fn wait_state(ctl: &Ctl, id: &str, states: &[&str]) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let inst = ctl
-            .run(&["instance", "get", id, "-o", "json"])
-            .await
-            .success()
-            .json();
-        if states.iter().any(|s| inst["state"] == *s) {
-            return inst;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{id} never reached {states:?}: {inst:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

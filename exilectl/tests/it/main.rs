@@ -4,6 +4,7 @@
 
 mod auth;
 mod backups;
+mod builds;
 mod console;
 mod harness;
 mod instances;

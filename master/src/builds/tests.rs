@@ -629,6 +629,7 @@ async fn spawners_are_told_the_builds_to_hold_and_report_what_they_hold() {
         state: pb::InstanceState::Starting,
         build_version: String::new(),
         build_name: String::new(),
+        spawn: Default::default(),
         ports: vec![],
         pid: 0,
         restart_count: 0,
@@ -681,6 +682,7 @@ async fn an_instance_keeps_its_build_name_across_a_restart() {
         state: pb::InstanceState::Running,
         build_version: "1".into(),
         build_name: "oa".into(),
+        spawn: Default::default(),
         ports: vec![],
         pid: 1,
         restart_count: 0,
@@ -726,4 +728,54 @@ async fn idle_upload_sessions_are_dropped_with_their_files() {
         sessions.get(&id, "alice").await,
         Err(Error::NotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn instance_count_changes_are_announced_once_per_build_not_per_change() {
+    let f = fixture().await;
+    let data = noise(11, 1000);
+    let b = send(&f.builds, metadata("oa", "1", &data), &data)
+        .await
+        .unwrap()
+        .build
+        .unwrap();
+    let (_, mut rx) = f.registry.subscribe();
+    let status = |id: &str, state: pb::InstanceState| pb::InstanceStatus {
+        id: id.into(),
+        state: state as i32,
+        build_version: "1".into(),
+        build_name: "oa".into(),
+        ..Default::default()
+    };
+    for i in 0..5 {
+        f.registry.apply_status(
+            "spw-1",
+            status(&format!("inst-{i}"), pb::InstanceState::Starting),
+        );
+        f.registry.apply_status(
+            "spw-1",
+            status(&format!("inst-{i}"), pb::InstanceState::Running),
+        );
+    }
+    f.registry.flush_build_updates();
+    f.registry.flush_build_updates();
+    let mut updates = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        if let Some(pb::watch_event::Kind::BuildUpdated(u)) = ev.kind {
+            updates.push(u);
+        }
+    }
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    assert_eq!(
+        (updates[0].id.as_str(), updates[0].instance_count),
+        (b.id.as_str(), 5)
+    );
+    // A status change of an instance does not touch its build.
+    f.registry
+        .apply_status("spw-1", status("inst-0", pb::InstanceState::Ready));
+    f.registry.flush_build_updates();
+    assert!(
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .all(|ev| !matches!(ev.kind, Some(pb::watch_event::Kind::BuildUpdated(_))))
+    );
 }

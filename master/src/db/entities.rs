@@ -108,6 +108,7 @@ pub mod instance {
         pub state: String,
         pub build_version: String,
         pub build_name: String,
+        pub spawn_settings: String,
         pub ports: String,
         pub pid: i64,
         pub restart_count: i64,

@@ -8,7 +8,12 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(MetricSamples), Box::new(Builds)]
+        vec![
+            Box::new(Initial),
+            Box::new(MetricSamples),
+            Box::new(Builds),
+            Box::new(SpawnSettings),
+        ]
     }
 }
 
@@ -254,6 +259,29 @@ impl MigrationTrait for Builds {
         ] {
             db.execute_unprepared(sql).await?;
         }
+        Ok(())
+    }
+}
+
+struct SpawnSettings;
+
+impl MigrationName for SpawnSettings {
+    fn name(&self) -> &str {
+        "m0004_spawn_settings"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SpawnSettings {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // What each spawn asked for (env, args, restart, health), so a rollout can spawn the
+        // same instance on another version.
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "ALTER TABLE instances ADD COLUMN spawn_settings TEXT NOT NULL DEFAULT ''",
+            )
+            .await?;
         Ok(())
     }
 }

@@ -15,6 +15,23 @@ use exile_api::v1::build_service_server::BuildService;
 /// Handlers of BuildService.
 pub struct BuildApi(pub SharedRef);
 
+/// Checks a `build` field (`name@version` or an id) before it reaches the audit log: set and
+/// no longer than the longest `name@version`.
+fn check_build_field(build: &str) -> Result<()> {
+    const LONGEST: usize = 2 * exile_api::build::MAX_NAME_LEN + 1;
+    if build.is_empty() {
+        return Err(Error::InvalidArgument(
+            "build: required (name@version)".into(),
+        ));
+    }
+    if build.len() > LONGEST {
+        return Err(Error::InvalidArgument(format!(
+            "build: longer than {LONGEST} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// Names an upload in the audit log before its checks run, cut to a sane length.
 fn audit_upload(c: &CallCtx, m: &pb::UploadBuildMetadata) {
     let short = |s: &str| s.chars().take(64).collect::<String>();
@@ -188,7 +205,7 @@ impl BuildService for BuildApi {
         req: Request<pb::GetBuildRequest>,
     ) -> Result<Response<pb::GetBuildResponse>, Status> {
         let r = req.into_inner();
-        check_id("build", &r.build)?;
+        check_build_field(&r.build)?;
         Ok(Response::new(pb::GetBuildResponse {
             build: Some(self.0.registry.get_build(&r.build)?),
         }))
@@ -200,7 +217,7 @@ impl BuildService for BuildApi {
     ) -> Result<Response<pb::ActivateBuildResponse>, Status> {
         let c = ctx(&req)?;
         let r = req.into_inner();
-        check_id("build", &r.build)?;
+        check_build_field(&r.build)?;
         c.set_target(r.build.clone());
         let selector = check_labels("spawner_selector", &r.spawner_selector)?;
         c.set_detail(format!("for {}", selector_text(&selector)));
@@ -220,7 +237,7 @@ impl BuildService for BuildApi {
     ) -> Result<Response<pb::DeleteBuildResponse>, Status> {
         let c = ctx(&req)?;
         let r = req.into_inner();
-        check_id("build", &r.build)?;
+        check_build_field(&r.build)?;
         c.set_target(r.build.clone());
         let d = self.0.builds.delete(&r.build).await?;
         c.set_detail(format!(

@@ -4,13 +4,13 @@ use std::collections::HashMap;
 
 use tonic::{Request, Response, Status};
 
-use super::SharedRef;
+use super::{Shared, SharedRef};
 use crate::access::ctx;
 use crate::auth::new_id;
 use crate::builds::BuildChoice;
 use crate::convert::{check_id, check_labels};
 use crate::error::{Error, Result};
-use crate::model::InstanceRecord;
+use crate::model::{InstanceRecord, Labels, SpawnSettings};
 use crate::registry::{LogEvent, Placement, map_command_error};
 use exile_api::v1 as pb;
 use exile_api::v1::instance_service_server::InstanceService;
@@ -103,6 +103,116 @@ impl InstanceApi {
             self.0.registry.apply_status(&spawner_id, status);
         }
         self.0.registry.get_instance(id)
+    }
+}
+
+/// Everything a spawn decides, validated.
+pub struct SpawnPlan {
+    /// Where.
+    pub placement: Placement,
+    /// Which build.
+    pub choice: BuildChoice,
+    /// Version of the host build, when `choice` is the host build.
+    pub host_version: String,
+    /// Instance labels.
+    pub labels: Labels,
+    /// Env, args, restart and health asked for.
+    pub settings: SpawnSettings,
+}
+
+/// Places, installs (an uploaded build) and starts one instance. `named` hears its id as soon
+/// as it has one and `detail` where it went, for the audit log. Used by SpawnInstance and by
+/// rollouts.
+pub async fn spawn(
+    shared: &Shared,
+    plan: SpawnPlan,
+    named: impl FnOnce(&str),
+    detail: impl FnOnce(String),
+) -> Result<pb::Instance> {
+    let SpawnPlan {
+        placement,
+        choice,
+        host_version,
+        labels,
+        settings,
+    } = plan;
+    let id = new_id("inst");
+    named(&id);
+    let rec = InstanceRecord {
+        id: id.clone(),
+        spawner_id: String::new(),
+        state: pb::InstanceState::Starting,
+        build_version: host_version,
+        build_name: String::new(),
+        spawn: settings.clone(),
+        ports: vec![],
+        pid: 0,
+        restart_count: 0,
+        labels: labels.clone(),
+        players: 0,
+        max_players: 0,
+        resources: pb::Resources::default(),
+        created_at: 0,
+        started_at: 0,
+        state_changed_at: 0,
+        exit_code: None,
+        message: String::new(),
+        revision: 0,
+    };
+    let (rec, link, build) = shared.registry.reserve(&placement, &choice, rec)?;
+    detail(match &build {
+        Some(b) => format!(
+            "on spawner {} with build {}@{}",
+            rec.spawner_id, b.name, b.version
+        ),
+        None => format!("on spawner {}", rec.spawner_id),
+    });
+    if let Some(b) = &build {
+        // Fetching and unpacking a large build takes far longer than a command.
+        let install = pb::command::Action::InstallBuild(pb::InstallBuildCommand {
+            build: Some(b.clone()),
+        });
+        let installed = match link.request(install, shared.build_install_timeout).await {
+            Ok(res) => map_command_error(res),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = installed {
+            // Nothing was started: release the reserved slot.
+            shared.registry.forget_instance(&id);
+            return Err(e.prefixed(&format!(
+                "installing {}@{} on spawner {}",
+                b.name, b.version, rec.spawner_id
+            )));
+        }
+    }
+    let action = pb::command::Action::Spawn(pb::SpawnCommand {
+        instance_id: id.clone(),
+        build_version: rec.build_version.clone(),
+        labels: labels.into_iter().collect(),
+        env: settings.env.into_iter().collect(),
+        args: settings.args,
+        restart_policy: settings.restart_policy,
+        health_check: settings.health_check,
+        build,
+    });
+    let outcome = match link.request(action, shared.command_timeout).await {
+        Ok(res) => map_command_error(res),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(res) => {
+            if let Some(status) = res.instance {
+                shared.registry.apply_status(&rec.spawner_id, status);
+            }
+            shared.registry.get_instance(&id)
+        }
+        Err(e) => {
+            // Unless the spawner may still be starting it, release the reserved slot.
+            if !matches!(e, Error::DeadlineExceeded(_)) {
+                shared.registry.forget_instance(&id);
+            }
+            Err(e)
+        }
     }
 }
 
@@ -208,93 +318,33 @@ impl InstanceService for InstanceApi {
         let packed = pb::PlacementStrategy::try_from(r.strategy)
             .map_err(|_| Error::InvalidArgument("strategy: unknown value".into()))?
             == pb::PlacementStrategy::Packed;
-        let placement = Placement {
-            spawner_id: r.spawner_id,
-            region: r.region,
-            selector,
-            packed,
+        let plan = SpawnPlan {
+            placement: Placement {
+                spawner_id: r.spawner_id,
+                region: r.region,
+                selector,
+                packed,
+            },
+            choice,
+            host_version: r.build_version,
+            labels,
+            settings: SpawnSettings {
+                env: r.env.into_iter().collect(),
+                args: r.args,
+                restart_policy: r.restart_policy,
+                health_check: r.health_check,
+            },
         };
-        let id = new_id("inst");
-        c.set_target(id.clone());
-        let rec = InstanceRecord {
-            id: id.clone(),
-            spawner_id: String::new(),
-            state: pb::InstanceState::Starting,
-            build_version: r.build_version,
-            build_name: String::new(),
-            ports: vec![],
-            pid: 0,
-            restart_count: 0,
-            labels: labels.clone(),
-            players: 0,
-            max_players: 0,
-            resources: pb::Resources::default(),
-            created_at: 0,
-            started_at: 0,
-            state_changed_at: 0,
-            exit_code: None,
-            message: String::new(),
-            revision: 0,
-        };
-        let (rec, link, build) = self.0.registry.reserve(&placement, &choice, rec)?;
-        c.set_detail(match &build {
-            Some(b) => format!(
-                "on spawner {} with build {}@{}",
-                rec.spawner_id, b.name, b.version
-            ),
-            None => format!("on spawner {}", rec.spawner_id),
-        });
-        if let Some(b) = &build {
-            // Fetching and unpacking a large build takes far longer than a command.
-            let install = pb::command::Action::InstallBuild(pb::InstallBuildCommand {
-                build: Some(b.clone()),
-            });
-            let installed = match link.request(install, self.0.build_install_timeout).await {
-                Ok(res) => map_command_error(res),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = installed {
-                // Nothing was started: release the reserved slot.
-                self.0.registry.forget_instance(&id);
-                return Err(e
-                    .prefixed(&format!(
-                        "installing {}@{} on spawner {}",
-                        b.name, b.version, rec.spawner_id
-                    ))
-                    .into());
-            }
-        }
-        let action = pb::command::Action::Spawn(pb::SpawnCommand {
-            instance_id: id.clone(),
-            build_version: rec.build_version.clone(),
-            labels: labels.into_iter().collect(),
-            env: r.env,
-            args: r.args,
-            restart_policy: r.restart_policy,
-            health_check: r.health_check,
-            build,
-        });
-        let outcome = match link.request(action, self.0.command_timeout).await {
-            Ok(res) => map_command_error(res),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(res) => {
-                if let Some(status) = res.instance {
-                    self.0.registry.apply_status(&rec.spawner_id, status);
-                }
-                Ok(Response::new(pb::SpawnInstanceResponse {
-                    instance: Some(self.0.registry.get_instance(&id)?),
-                }))
-            }
-            Err(e) => {
-                // Unless the spawner may still be starting it, release the reserved slot.
-                if !matches!(e, Error::DeadlineExceeded(_)) {
-                    self.0.registry.forget_instance(&id);
-                }
-                Err(e.into())
-            }
-        }
+        let instance = spawn(
+            &self.0,
+            plan,
+            |id| c.set_target(id.to_owned()),
+            |d| c.set_detail(d),
+        )
+        .await?;
+        Ok(Response::new(pb::SpawnInstanceResponse {
+            instance: Some(instance),
+        }))
     }
 
     async fn list_instances(

@@ -11,11 +11,13 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::{ManagerConfig, Request, STATE_VERSION, SpawnSpec};
+use super::{BuildToRun, ManagerConfig, Request, STATE_VERSION, SpawnSpec};
 use crate::error::{Error, Result};
 use crate::instance::{InstanceActor, Op, OpContext, Settings, ToManager};
-use crate::ports::{PortAllocator, is_port_free};
-use crate::state::{InstanceRecord, State, StateFile};
+use crate::manifest::{BuildSource, Resolved};
+use crate::ports::{PortAllocator, is_free};
+use crate::process::CommandTemplate;
+use crate::state::{HeldPort, InstanceRecord, State, StateFile};
 
 pub(super) struct Entry {
     record: InstanceRecord,
@@ -66,7 +68,7 @@ impl ManagerTask {
     fn on_request(&mut self, request: Request) {
         match request {
             Request::Spawn { spec, ctx, reply } => {
-                if let Err(e) = self.spawn(spec, ctx, reply) {
+                if let Err(e) = self.spawn(*spec, ctx, reply) {
                     tracing::debug!(error = %e, "spawn refused");
                 }
             }
@@ -94,18 +96,7 @@ impl ManagerTask {
         reply: oneshot::Sender<Result<InstanceRecord>>,
     ) -> Result<()> {
         let checked = ctx.check().and_then(|()| self.check_spawn(&spec));
-        let checked = checked.and_then(|(build, port)| {
-            let policy = crate::restart::RestartPolicy::resolve(
-                spec.restart_policy.as_ref(),
-                &self.config.restart_default,
-            )?;
-            let health = crate::health::HealthCheck::resolve(
-                spec.health_check.as_ref(),
-                &self.config.health,
-            )?;
-            Ok((build, port, policy, health))
-        });
-        let (build_version, port, restart_policy, health) = match checked {
+        let (build_version, resolved, ports) = match checked {
             Ok(ok) => ok,
             Err(e) => {
                 let text = e.to_string();
@@ -116,7 +107,9 @@ impl ManagerTask {
         let rec = InstanceRecord {
             id: spec.id.clone(),
             build_version,
-            port: Some(port),
+            build: Some(resolved.run),
+            ports,
+            legacy_port: None,
             pid: None,
             start_ticks: None,
             supervisor_pid: None,
@@ -131,11 +124,11 @@ impl ManagerTask {
             exit_code: None,
             message: "starting".into(),
             revision: 0,
-            restart_policy,
+            restart_policy: resolved.restart,
             sdk_token: new_sdk_token(),
             players: 0,
             max_players: 0,
-            health: Some(health),
+            health: Some(resolved.health),
             restarts: Default::default(),
             pending_restart: None,
         };
@@ -154,7 +147,9 @@ impl ManagerTask {
         Ok(())
     }
 
-    fn check_spawn(&mut self, spec: &SpawnSpec) -> Result<(String, u16)> {
+    /// Checks a spawn and resolves, once, everything the instance takes from its build; then
+    /// chooses its ports.
+    fn check_spawn(&mut self, spec: &SpawnSpec) -> Result<(String, Resolved, Vec<HeldPort>)> {
         validate_id(&spec.id)?;
         let name = &self.config.name;
         if self.instances.contains_key(&spec.id) {
@@ -170,31 +165,88 @@ impl ManagerTask {
                 "spawner {name} is at capacity ({count}/{capacity} instances)"
             )));
         }
-        let build_version = if spec.build_version.is_empty() {
-            self.config.build_version.clone()
-        } else if spec.build_version == self.config.build_version {
-            spec.build_version.clone()
-        } else {
-            return Err(Error::FailedPrecondition(format!(
-                "build {} is not installed on spawner {name} (it has {})",
-                spec.build_version, self.config.build_version
-            )));
+        let fallback = self.config.template.as_ref().map(CommandTemplate::words);
+        let flags = (&self.config.restart_default, &self.config.health);
+        let grace = self.config.stop_grace;
+        let (version, source) = match &spec.build {
+            Some(build) => (
+                build.version.clone(),
+                uploaded_source(name, spec, build, fallback)?,
+            ),
+            None => {
+                let Some(template) = &self.config.template else {
+                    return Err(Error::FailedPrecondition(format!(
+                        "spawner {name} has no host build (--build-command); name an uploaded build"
+                    )));
+                };
+                let version = if spec.build_version.is_empty()
+                    || spec.build_version == self.config.build_version
+                {
+                    self.config.build_version.clone()
+                } else {
+                    return Err(Error::FailedPrecondition(format!(
+                        "build {} is not installed on spawner {name} (its host build is {})",
+                        spec.build_version, self.config.build_version
+                    )));
+                };
+                let source = BuildSource {
+                    name: "",
+                    version: &self.config.build_version,
+                    dir: template.build_dir(),
+                    manifest: &self.config.host_manifest,
+                    fallback_command: fallback,
+                };
+                (version, source)
+            }
         };
-        let held = self.held_ports(None);
-        let port = self
-            .ports
-            .allocate(&held)
-            .ok_or_else(|| self.no_port_error())?;
-        Ok((build_version, port))
+        let resolved = crate::manifest::resolve(
+            &source,
+            name,
+            spec.restart_policy.as_ref(),
+            spec.health_check.as_ref(),
+            flags,
+            grace,
+        )?;
+        let wanted = resolved.ports.clone();
+        let ports = self.assign_ports(&spec.id, &wanted)?;
+        Ok((version, resolved, ports))
     }
 
-    fn no_port_error(&self) -> Error {
+    /// A number for each port of `wanted`, never one another instance holds: its previous
+    /// number while that is still free, else a new one.
+    fn assign_ports(&mut self, id: &str, wanted: &[HeldPort]) -> Result<Vec<HeldPort>> {
+        let mut held = self.held_ports(Some(id));
+        let mut chosen = Vec::with_capacity(wanted.len());
+        for p in wanted {
+            let previous = Some(p.port).filter(|n| {
+                *n != 0
+                    && self.ports.range().contains(n)
+                    && !held.contains(n)
+                    && is_free(*n, p.protocol)
+            });
+            let Some(port) = previous.or_else(|| self.ports.allocate(&held, p.protocol)) else {
+                return Err(self.no_port_error(id, p, wanted.len(), chosen.len()));
+            };
+            held.insert(port);
+            chosen.push(HeldPort { port, ..p.clone() });
+        }
+        Ok(chosen)
+    }
+
+    fn no_port_error(&self, id: &str, missing: &HeldPort, needed: usize, found: usize) -> Error {
         let range = self.ports.range();
+        let of = match (needed, found) {
+            (1, _) => String::new(),
+            (_, 1) => format!(" (it needs {needed} ports and only 1 is free)"),
+            _ => format!(" (it needs {needed} ports and only {found} are free)"),
+        };
         Error::FailedPrecondition(format!(
-            "spawner {} has no free port left in {}-{}",
+            "spawner {} has no free port left in {}-{} for port `{}` ({}) of instance {id}{of}",
             self.config.name,
             range.start(),
-            range.end()
+            range.end(),
+            missing.name,
+            missing.protocol.name(),
         ))
     }
 
@@ -203,7 +255,8 @@ impl ManagerTask {
         self.instances
             .values()
             .filter(|e| Some(e.record.id.as_str()) != except)
-            .filter_map(|e| e.record.port)
+            .flat_map(|e| e.record.ports.iter().map(|p| p.port))
+            .filter(|p| *p != 0)
             .collect()
     }
 
@@ -220,21 +273,11 @@ impl ManagerTask {
                     removed: false,
                 });
             }
-            ToManager::ReservePort { id, prefer, reply } => {
-                let held = self.held_ports(Some(&id));
-                let port = prefer
-                    .filter(|p| self.ports.range().contains(p) && !held.contains(p))
-                    .filter(|p| is_port_free(*p))
-                    .or_else(|| self.ports.allocate(&held));
-                let result = match port {
-                    Some(port) => {
-                        if let Some(entry) = self.instances.get_mut(&id) {
-                            entry.record.port = Some(port);
-                        }
-                        Ok(port)
-                    }
-                    None => Err(self.no_port_error()),
-                };
+            ToManager::ReservePorts { id, wanted, reply } => {
+                let result = self.assign_ports(&id, &wanted);
+                if let (Ok(ports), Some(entry)) = (&result, self.instances.get_mut(&id)) {
+                    entry.record.ports.clone_from(ports);
+                }
                 let _ = reply.send(result);
             }
             ToManager::Respond { reply, result } => {
@@ -322,6 +365,39 @@ pub(super) async fn persist_loop(data_dir: PathBuf, mut rx: watch::Receiver<Arc<
             return;
         }
     }
+}
+
+/// Checks an uploaded build a spawn names, as the build it is spawned from.
+fn uploaded_source<'a>(
+    spawner: &str,
+    spec: &SpawnSpec,
+    build: &'a BuildToRun,
+    fallback_command: Option<&'a [String]>,
+) -> Result<BuildSource<'a>> {
+    exile_api::build::check_name(&build.name).map_err(Error::InvalidArgument)?;
+    exile_api::build::check_version(&build.version).map_err(Error::InvalidArgument)?;
+    if !spec.build_version.is_empty() && spec.build_version != build.version {
+        return Err(Error::InvalidArgument(format!(
+            "the spawn names build version {} but build {}@{}",
+            spec.build_version, build.name, build.version
+        )));
+    }
+    // The game runs in its instance directory: a relative build path would point elsewhere.
+    if !build.dir.is_absolute() || !build.dir.is_dir() {
+        return Err(Error::FailedPrecondition(format!(
+            "build {}@{} is not installed on spawner {spawner} (no directory {})",
+            build.name,
+            build.version,
+            build.dir.display()
+        )));
+    }
+    Ok(BuildSource {
+        name: &build.name,
+        version: &build.version,
+        dir: &build.dir,
+        manifest: &build.manifest,
+        fallback_command,
+    })
 }
 
 /// A fresh per-instance SDK secret: 32 random bytes, hex.

@@ -36,7 +36,7 @@ async fn spawns_three_on_distinct_ports_and_stops_one() {
         reaper.watch(&rec);
         assert_eq!(rec.state, State::Running);
         assert_eq!(rec.build_version, "v1");
-        let port = rec.port.unwrap();
+        let port = rec.port().unwrap();
         assert!(ports.insert(port), "port {port} handed out twice");
         // The game really listens on its port and sees its instance id.
         assert_eq!(udp_status(port)["instance"], id);
@@ -44,7 +44,7 @@ async fn spawns_three_on_distinct_ports_and_stops_one() {
     let a = manager.get("a").await.unwrap();
     let log = dir.path().join("instances/a/logs/output.log");
     eventually("the game logs its port", || {
-        read(&log).contains(&format!("listening on port {}", a.port.unwrap()))
+        read(&log).contains(&format!("listening on port {}", a.port().unwrap()))
     })
     .await;
 
@@ -115,7 +115,7 @@ async fn kill_9_is_reported_as_a_crash() {
     let again = manager.start("x", ctx()).await.unwrap();
     reaper.watch(&again);
     assert_eq!(again.state, State::Running);
-    assert_eq!(again.port, rec.port);
+    assert_eq!(again.port(), rec.port());
     manager.shutdown(true).await.unwrap();
 }
 
@@ -157,7 +157,7 @@ async fn ports_run_out_and_busy_ports_are_skipped() {
     for id in ["a", "b"] {
         let rec = manager.spawn(spec(id), ctx()).await.unwrap();
         reaper.watch(&rec);
-        got.push(rec.port.unwrap());
+        got.push(rec.port().unwrap());
     }
     assert!(!got.contains(range.start()), "{got:?} includes a busy port");
     let err = manager.spawn(spec("c"), ctx()).await.unwrap_err();
@@ -283,8 +283,12 @@ async fn start_restart_remove_and_state_errors() {
     assert_eq!(err.kind(), CommandErrorKind::FailedPrecondition);
     let started = manager.start("r", ctx()).await.unwrap();
     reaper.watch(&started);
-    assert_eq!(started.port, first.port, "the old port is reused when free");
-    assert_eq!(udp_status(started.port.unwrap())["instance"], "r");
+    assert_eq!(
+        started.port(),
+        first.port(),
+        "the old port is reused when free"
+    );
+    assert_eq!(udp_status(started.port().unwrap())["instance"], "r");
 
     let instance_dir = dir.path().join("instances/r");
     assert!(instance_dir.exists());
@@ -308,10 +312,10 @@ async fn start_restart_remove_and_state_errors() {
 async fn a_spawn_that_cannot_launch_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), 5, free_port_range(2));
-    cfg.template = exile_spawner::process::CommandTemplate::new(
+    cfg.template = Some(exile_spawner::process::CommandTemplate::new(
         vec!["/nonexistent/game".into()],
         dir.path().to_owned(),
-    );
+    ));
     let manager = Manager::open(cfg).await.unwrap();
     let err = manager.spawn(spec("ghost"), ctx()).await.unwrap_err();
     assert!(matches!(err, Error::Launch { .. }), "{err:?}");

@@ -1,9 +1,11 @@
 //! The whole agent (`exile_spawner::run`) against a fake master: enrollment, hello, welcome,
 //! commands and results, heartbeats, reconnects, rejected tokens and revoked credentials.
-//! The fake master is shared with the other tests of the whole agent.
+//! The fake master is shared with the other tests of the whole agent; it also serves uploaded
+//! builds (see [`FakeBuilds`]).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use exile_api::v1::spawner_link_server::{SpawnerLink, SpawnerLinkServer};
@@ -17,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::support::*;
 
 pub(crate) const TOKEN: &str = "enroll-me";
-const CREDENTIAL: &str = "the-credential";
+pub(crate) const CREDENTIAL: &str = "the-credential";
 
 /// One accepted link, handed to the test.
 pub(crate) struct Session {
@@ -58,6 +60,129 @@ impl Session {
 struct FakeMaster {
     sessions: mpsc::UnboundedSender<Session>,
     rejected_links: Arc<AtomicUsize>,
+    builds: Arc<FakeBuilds>,
+}
+
+/// Builds the fake master serves: archives split into fixed-size chunks. It counts what it
+/// sends and can be told to misbehave.
+#[derive(Default)]
+pub(crate) struct FakeBuilds {
+    state: Mutex<BuildsState>,
+    served_bytes: AtomicU64,
+    fetch_calls: AtomicUsize,
+}
+
+#[derive(Default)]
+struct BuildsState {
+    builds: HashMap<String, (v1::BuildRef, Vec<v1::ChunkRef>, String)>,
+    chunks: HashMap<String, Vec<u8>>,
+    /// The next FetchChunks stream fails after this many chunks.
+    cut_after: Option<usize>,
+    /// Chunks served with a flipped byte, and how many more times.
+    corrupt: HashMap<String, u32>,
+}
+
+/// Lowercase hex SHA-256.
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+impl FakeBuilds {
+    /// Stores `archive` as build `id` (`name@version`), cut into `chunk_size` pieces, with a
+    /// manifest text; returns the reference a master would send.
+    pub(crate) fn register(
+        &self,
+        id: &str,
+        name: &str,
+        version: &str,
+        archive: &[u8],
+        chunk_size: usize,
+        manifest: &str,
+    ) -> v1::BuildRef {
+        let build = v1::BuildRef {
+            id: id.into(),
+            name: name.into(),
+            version: version.into(),
+            sha256: sha256_hex(archive),
+            size: archive.len() as u64,
+        };
+        let mut state = self.state.lock().unwrap();
+        let mut refs = Vec::new();
+        for piece in archive.chunks(chunk_size) {
+            let sha = sha256_hex(piece);
+            refs.push(v1::ChunkRef {
+                sha256: sha.clone(),
+                size: u32::try_from(piece.len()).unwrap(),
+            });
+            state.chunks.insert(sha, piece.to_vec());
+        }
+        state
+            .builds
+            .insert(id.into(), (build.clone(), refs, manifest.into()));
+        build
+    }
+
+    /// The chunks of build `id`, in order.
+    pub(crate) fn chunks_of(&self, id: &str) -> Vec<v1::ChunkRef> {
+        self.state.lock().unwrap().builds[id].1.clone()
+    }
+
+    /// Makes the next FetchChunks stream fail after `n` chunks.
+    pub(crate) fn cut_next_stream_after(&self, n: usize) {
+        self.state.lock().unwrap().cut_after = Some(n);
+    }
+
+    /// Serves chunk `sha` corrupted the next `times` times it is asked for.
+    pub(crate) fn corrupt(&self, sha: &str, times: u32) {
+        self.state.lock().unwrap().corrupt.insert(sha.into(), times);
+    }
+
+    /// Chunk bytes sent so far.
+    pub(crate) fn served(&self) -> u64 {
+        self.served_bytes.load(Ordering::SeqCst)
+    }
+
+    /// FetchChunks calls so far.
+    pub(crate) fn fetch_calls(&self) -> usize {
+        self.fetch_calls.load(Ordering::SeqCst)
+    }
+
+    /// The next message of a FetchChunks stream for `sha`, after `sent` chunks.
+    fn next_chunk(&self, sha: &str, sent: usize) -> Result<v1::ChunkData, Status> {
+        let mut state = self.state.lock().unwrap();
+        if state.cut_after == Some(sent) {
+            state.cut_after = None;
+            return Err(Status::unavailable("the fake master cut the stream"));
+        }
+        let Some(data) = state.chunks.get(sha).cloned() else {
+            return Err(Status::not_found(format!("no chunk {sha}")));
+        };
+        let mut data = data;
+        if let Some(times) = state.corrupt.get_mut(sha)
+            && *times > 0
+        {
+            *times -= 1;
+            data[0] ^= 0xff;
+        }
+        self.served_bytes
+            .fetch_add(data.len() as u64, Ordering::SeqCst);
+        Ok(v1::ChunkData {
+            sha256: sha.into(),
+            data,
+        })
+    }
+}
+
+fn check_credential<T>(request: &Request<T>) -> Result<(), Status> {
+    let auth = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    if auth != Some(&format!("Bearer {CREDENTIAL}")) {
+        return Err(Status::unauthenticated("credential revoked"));
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -85,14 +210,9 @@ impl SpawnerLink for FakeMaster {
         &self,
         request: Request<Streaming<v1::SpawnerMessage>>,
     ) -> Result<Response<Self::LinkStream>, Status> {
-        let auth = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if auth.as_deref() != Some(&format!("Bearer {CREDENTIAL}")) {
+        if let Err(status) = check_credential(&request) {
             self.rejected_links.fetch_add(1, Ordering::SeqCst);
-            return Err(Status::unauthenticated("credential revoked"));
+            return Err(status);
         }
         let (outbound, rx) = mpsc::channel(64);
         let _ = self.sessions.send(Session {
@@ -104,18 +224,48 @@ impl SpawnerLink for FakeMaster {
 
     async fn get_build_chunks(
         &self,
-        _request: Request<v1::GetBuildChunksRequest>,
+        request: Request<v1::GetBuildChunksRequest>,
     ) -> Result<Response<v1::GetBuildChunksResponse>, Status> {
-        Err(Status::unimplemented("the fake master holds no builds"))
+        check_credential(&request)?;
+        let id = request.into_inner().build_id;
+        let state = self.builds.state.lock().unwrap();
+        let Some((build, chunks, manifest)) = state.builds.get(&id) else {
+            return Err(Status::not_found(format!("build {id} does not exist")));
+        };
+        Ok(Response::new(v1::GetBuildChunksResponse {
+            build: Some(build.clone()),
+            chunks: chunks.clone(),
+            format: v1::ArchiveFormat::Unspecified.into(),
+            manifest: manifest.clone(),
+        }))
     }
 
     type FetchChunksStream = ReceiverStream<Result<v1::ChunkData, Status>>;
 
     async fn fetch_chunks(
         &self,
-        _request: Request<v1::FetchChunksRequest>,
+        request: Request<v1::FetchChunksRequest>,
     ) -> Result<Response<Self::FetchChunksStream>, Status> {
-        Err(Status::unimplemented("the fake master holds no builds"))
+        check_credential(&request)?;
+        let hashes = request.into_inner().sha256;
+        assert!(
+            hashes.len() <= 4096,
+            "{} chunks asked at once",
+            hashes.len()
+        );
+        self.builds.fetch_calls.fetch_add(1, Ordering::SeqCst);
+        let builds = self.builds.clone();
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            for (sent, sha) in hashes.iter().enumerate() {
+                let next = builds.next_chunk(sha, sent);
+                let end = next.is_err();
+                if tx.send(next).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
@@ -123,6 +273,7 @@ pub(crate) struct Harness {
     pub(crate) url: String,
     sessions: mpsc::UnboundedReceiver<Session>,
     rejected_links: Arc<AtomicUsize>,
+    pub(crate) builds: Arc<FakeBuilds>,
     pub(crate) server: tokio::task::JoinHandle<()>,
 }
 
@@ -131,9 +282,11 @@ pub(crate) async fn fake_master() -> Harness {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, sessions) = mpsc::unbounded_channel();
     let rejected_links = Arc::new(AtomicUsize::new(0));
+    let builds = Arc::new(FakeBuilds::default());
     let service = SpawnerLinkServer::new(FakeMaster {
         sessions: tx,
         rejected_links: rejected_links.clone(),
+        builds: builds.clone(),
     });
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
@@ -145,6 +298,7 @@ pub(crate) async fn fake_master() -> Harness {
         url,
         sessions,
         rejected_links,
+        builds,
         server,
     }
 }
@@ -161,7 +315,10 @@ impl Harness {
 pub(crate) fn spawner_config(url: &str, data_dir: &std::path::Path) -> Config {
     let mut config = Config::with_defaults(url, data_dir);
     let game = demo_game().to_string_lossy().into_owned();
-    config.build_command = format!("{} --port {{port}}", shlex::try_quote(&game).unwrap());
+    config.build_command = Some(format!(
+        "{} --port {{port}}",
+        shlex::try_quote(&game).unwrap()
+    ));
     let ports = free_port_range(4);
     config.port_range = format!("{}-{}", ports.start(), ports.end());
     config.name = Some("it-spawner".into());
@@ -368,7 +525,10 @@ async fn a_game_ready_over_http_reaches_the_master_and_open_watches_do_not_hold_
     let mut config = spawner_config(&master.url, dir.path());
     config.enrollment_token = Some(TOKEN.into());
     config.stop_instances_on_shutdown = true;
-    config.build_command = format!("/bin/sh -c {}", shlex::try_quote(SDK_GAME).unwrap());
+    config.build_command = Some(format!(
+        "/bin/sh -c {}",
+        shlex::try_quote(SDK_GAME).unwrap()
+    ));
     let shutdown = CancellationToken::new();
     let agent = tokio::spawn(exile_spawner::run(config, shutdown.clone()));
     let mut reaper = Reaper::default();

@@ -53,14 +53,14 @@ async fn running_instances_are_adopted_after_a_restart_and_never_duplicated() {
         assert_eq!(new.id, old.id);
         assert_eq!(new.state, State::Running);
         assert_eq!(new.pid, old.pid, "not the same process");
-        assert_eq!(new.port, old.port);
+        assert_eq!(new.port(), old.port());
         assert_eq!(new.args, old.args);
     }
     // Still one game per instance: nothing was launched again.
     for id in ["a", "b"] {
         assert_eq!(listening_lines(dir.path(), id), 1);
     }
-    assert_eq!(udp_status(a.port.unwrap())["max_players"], 4);
+    assert_eq!(udp_status(a.port().unwrap())["max_players"], 4);
 
     // An adopted process that dies is noticed, with the status its supervisor recorded.
     kill9(a.pid.unwrap());
@@ -79,8 +79,8 @@ async fn running_instances_are_adopted_after_a_restart_and_never_duplicated() {
     // A new port allocation never hands out the ports the records hold.
     let c = second.spawn(spec("c"), OpContext::default()).await.unwrap();
     reaper.watch(&c);
-    assert_ne!(c.port, a.port);
-    assert_ne!(c.port, b.port);
+    assert_ne!(c.port(), a.port());
+    assert_ne!(c.port(), b.port());
     second.shutdown(true).await.unwrap();
     let saved = StateFile::load(dir.path()).unwrap();
     let states: Vec<_> = saved
@@ -161,7 +161,7 @@ async fn a_process_that_died_while_down_is_marked_crashed() {
     // It can be started again, on its old port.
     let again = second.start("x", OpContext::default()).await.unwrap();
     reaper.watch(&again);
-    assert_eq!(again.port, rec.port);
+    assert_eq!(again.port(), rec.port());
     second.shutdown(true).await.unwrap();
 }
 

@@ -144,7 +144,7 @@ fn from_build_dir(
     let ports = free_port_range(4);
     let mut config = exile_spawner::Config::with_defaults("http://127.0.0.1:1", data);
     config.build_dir = build.to_owned();
-    config.build_command = r#"/bin/sh -c "exit 3""#.into();
+    config.build_command = Some(r#"/bin/sh -c "exit 3""#.into());
     config.port_range = format!("{}-{}", ports.start(), ports.end());
     config.supervisor_bin = Some(supervisor_bin());
     exile_spawner::ManagerConfig::from_config(&config)
@@ -232,6 +232,7 @@ async fn a_malformed_build_manifest_stops_the_spawner_with_a_sentence_naming_it(
         .arg("--master=http://127.0.0.1:1")
         .arg(format!("--data-dir={}", data_dir.display()))
         .arg(format!("--build-dir={}", build.path().display()))
+        .arg("--build-command=./game --port {port}")
         .arg(format!("--supervisor-bin={}", supervisor_bin().display()))
         .output()
         .unwrap();

@@ -38,7 +38,7 @@ async fn ready_players_and_labels_over_http_reach_the_instance_and_the_master() 
     assert_eq!(got.json["instance"]["state"], "INSTANCE_STATE_RUNNING");
     assert_eq!(
         got.json["instance"]["ports"][0]["port"],
-        h.manager.get("g1").await.unwrap().port.unwrap()
+        h.manager.get("g1").await.unwrap().port().unwrap()
     );
 
     // What the link forwards to the master: the events of the manager.
@@ -318,10 +318,10 @@ async fn the_curl_example_game_gets_ready_and_keeps_pinging() {
         .canonicalize()
         .unwrap();
     let h = harness_with(|c| {
-        c.template = exile_spawner::process::CommandTemplate::new(
+        c.template = Some(exile_spawner::process::CommandTemplate::new(
             vec!["/bin/sh".into(), script.to_string_lossy().into_owned()],
             script.parent().unwrap().to_owned(),
-        );
+        ));
         c.health = exile_spawner::HealthCheck {
             period: Duration::from_millis(500),
             failure_threshold: 4,

@@ -89,14 +89,15 @@ pub fn config(
         data_dir: data_dir.to_owned(),
         capacity,
         ports,
-        template: CommandTemplate::new(
+        template: Some(CommandTemplate::new(
             vec![
                 demo_game().to_string_lossy().into_owned(),
                 "--port".into(),
                 "{port}".into(),
             ],
             data_dir.to_owned(),
-        ),
+        )),
+        host_manifest: Default::default(),
         build_version: "v1".into(),
         stop_grace: Duration::from_secs(5),
         supervisor_bin: supervisor_bin(),
@@ -112,10 +113,10 @@ pub fn config(
 /// Same settings with a `/bin/sh -c` script as the build command.
 pub fn script_config(data_dir: &Path, script: &str) -> ManagerConfig {
     let mut config = config(data_dir, 10, free_port_range(4));
-    config.template = CommandTemplate::new(
+    config.template = Some(CommandTemplate::new(
         vec!["/bin/sh".into(), "-c".into(), script.into()],
         data_dir.to_owned(),
-    );
+    ));
     config.stop_grace = Duration::from_secs(1);
     config
 }

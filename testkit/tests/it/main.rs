@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod access;
+mod builds;
 mod interfaces;
 mod lifecycle;
 mod metrics;

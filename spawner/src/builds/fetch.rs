@@ -1,0 +1,317 @@
+//! The master's side of an install: a build's chunk list and the chunks it lacks, asked for
+//! with the spawner's credential like the link. A cut stream is resumed by asking again for
+//! what is still missing; every chunk is checked against its SHA-256 before it enters the
+//! cache.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use exile_api::v1::{self, spawner_link_client::SpawnerLinkClient};
+use sha2::{Digest, Sha256};
+use tonic::Code;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use super::error::BuildError;
+use super::layout::{ChunkMeta, Layout, sync_dir, write_file_atomic};
+use crate::backoff::Backoff;
+use crate::enroll::Credential;
+
+/// Most chunks one FetchChunks request may name (link.proto).
+pub const MAX_FETCH_CHUNKS: usize = 4096;
+/// Largest chunk the master sends (link.proto); bigger ones in a chunk list are refused.
+pub const MAX_CHUNK_BYTES: u64 = 2 << 20;
+/// Consecutive attempts that bring nothing new before an install gives up on the master.
+const MAX_IDLE_ATTEMPTS: u32 = 6;
+/// How long a FetchChunks stream may stay silent before it counts as cut.
+const STALL: Duration = Duration::from_secs(60);
+
+/// A client of the master's build RPCs.
+#[derive(Clone)]
+pub struct Master {
+    client: SpawnerLinkClient<Channel>,
+    bearer: AsciiMetadataValue,
+}
+
+impl Master {
+    /// A client over `endpoint` (connected on first use, reconnected as needed).
+    pub fn new(endpoint: &Endpoint, credential: &Credential) -> Result<Self, BuildError> {
+        let bearer =
+            MetadataValue::try_from(format!("Bearer {}", credential.credential)).map_err(|_| {
+                BuildError::Unavailable(
+                    "the stored credential holds characters not allowed in metadata".into(),
+                )
+            })?;
+        Ok(Self {
+            client: SpawnerLinkClient::new(endpoint.connect_lazy()),
+            bearer,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", self.bearer.clone());
+        request
+    }
+
+    /// The chunk list of build `id`, retrying while the master is unreachable.
+    pub async fn chunk_list(
+        &self,
+        id: &str,
+        spec: &str,
+    ) -> Result<v1::GetBuildChunksResponse, BuildError> {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut attempt = 1;
+        loop {
+            let request = self.request(v1::GetBuildChunksRequest {
+                build_id: id.to_owned(),
+            });
+            let status = match self.client.clone().get_build_chunks(request).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => status,
+            };
+            match status.code() {
+                Code::NotFound => {
+                    return Err(BuildError::NotFound(format!(
+                        "the master does not hold build {spec} (id {id}): {}",
+                        status.message()
+                    )));
+                }
+                code if is_transient(code) && attempt < MAX_IDLE_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                _ => {
+                    return Err(BuildError::Unavailable(format!(
+                        "could not get the chunk list of build {spec} from the master ({:?}: {})",
+                        status.code(),
+                        status.message()
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn fetch_chunks(
+        &self,
+        hashes: Vec<String>,
+    ) -> Result<tonic::Streaming<v1::ChunkData>, tonic::Status> {
+        let request = self.request(v1::FetchChunksRequest { sha256: hashes });
+        Ok(self
+            .client
+            .clone()
+            .fetch_chunks(request)
+            .await?
+            .into_inner())
+    }
+}
+
+/// Codes worth another attempt: the master or the network, not the request.
+fn is_transient(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::Internal
+            | Code::Unknown
+            | Code::ResourceExhausted
+            | Code::Cancelled
+    )
+}
+
+/// How one FetchChunks stream ended.
+enum Attempt {
+    /// Every chunk asked for arrived (some perhaps corrupted).
+    Complete,
+    /// The stream broke off; worth asking again for the rest.
+    Cut(String),
+    /// Asking again cannot help.
+    Fatal(BuildError),
+}
+
+/// Fetches the chunks of one install, counting the bytes the master sent.
+pub struct Fetcher<'a> {
+    master: &'a Master,
+    layout: &'a Layout,
+    spec: &'a str,
+    total: &'a AtomicU64,
+    /// Bytes received in this install.
+    pub fetched: u64,
+    mismatches: HashMap<String, u32>,
+}
+
+impl<'a> Fetcher<'a> {
+    /// A fetcher for build `spec`, adding every byte received to `total` too.
+    pub fn new(
+        master: &'a Master,
+        layout: &'a Layout,
+        spec: &'a str,
+        total: &'a AtomicU64,
+    ) -> Self {
+        Self {
+            master,
+            layout,
+            spec,
+            total,
+            fetched: 0,
+            mismatches: HashMap::new(),
+        }
+    }
+
+    /// Brings every chunk of `missing` into the cache, in batches, resuming cut streams with
+    /// backoff; gives up after [`MAX_IDLE_ATTEMPTS`] attempts in a row that brought nothing,
+    /// or when a chunk arrives corrupted a second time.
+    pub async fn fetch(&mut self, missing: &[ChunkMeta]) -> Result<(), BuildError> {
+        let mut seen = HashSet::new();
+        let mut pending: Vec<ChunkMeta> = missing
+            .iter()
+            .filter(|c| seen.insert(c.sha256.clone()))
+            .cloned()
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut idle = 0;
+        while !pending.is_empty() {
+            let end = pending.len().min(MAX_FETCH_CHUNKS);
+            let (stored, outcome) = self.attempt(&pending[..end]).await;
+            pending.retain(|c| !stored.contains(&c.sha256));
+            if stored.is_empty() {
+                idle += 1;
+            } else {
+                idle = 0;
+                backoff.reset();
+            }
+            match outcome {
+                Attempt::Complete => {}
+                Attempt::Fatal(e) => return Err(e),
+                Attempt::Cut(reason) => {
+                    if idle >= MAX_IDLE_ATTEMPTS {
+                        return Err(BuildError::Unavailable(format!(
+                            "could not fetch build {} from the master: {reason} ({idle} attempts in a row brought nothing; {} chunks still missing)",
+                            self.spec,
+                            pending.len()
+                        )));
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::info!(build = %self.spec, %reason, ?delay, missing = pending.len(), "chunk stream cut, resuming");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        let dir = self.layout.chunks();
+        tokio::task::spawn_blocking(move || sync_dir(&dir))
+            .await
+            .map_err(|e| BuildError::Internal(format!("the chunk writer failed: {e}")))?
+    }
+
+    /// One FetchChunks stream for `batch`; returns the chunks it stored.
+    async fn attempt(&mut self, batch: &[ChunkMeta]) -> (HashSet<String>, Attempt) {
+        let mut stored = HashSet::new();
+        let mut received = HashSet::new();
+        let sizes: HashMap<&str, u64> = batch.iter().map(|c| (c.sha256.as_str(), c.size)).collect();
+        let hashes = batch.iter().map(|c| c.sha256.clone()).collect();
+        let mut stream = match self.master.fetch_chunks(hashes).await {
+            Ok(stream) => stream,
+            Err(status) => return (stored, self.classify(&status)),
+        };
+        loop {
+            let next = match tokio::time::timeout(STALL, stream.message()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    return (
+                        stored,
+                        Attempt::Cut(format!("no chunk arrived for {} s", STALL.as_secs())),
+                    );
+                }
+            };
+            let chunk = match next {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) if received.len() == batch.len() => return (stored, Attempt::Complete),
+                Ok(None) => {
+                    return (
+                        stored,
+                        Attempt::Cut(format!(
+                            "the master ended the stream after {} of {} chunks",
+                            received.len(),
+                            batch.len()
+                        )),
+                    );
+                }
+                Err(status) => return (stored, self.classify(&status)),
+            };
+            let len = chunk.data.len() as u64;
+            self.fetched += len;
+            self.total.fetch_add(len, Ordering::Relaxed);
+            let Some(&size) = sizes.get(chunk.sha256.as_str()) else {
+                tracing::warn!(build = %self.spec, chunk = %chunk.sha256, "the master sent a chunk that was not asked for; ignored");
+                continue;
+            };
+            if !received.insert(chunk.sha256.clone()) {
+                continue;
+            }
+            let sha = chunk.sha256.clone();
+            match self.store(chunk, size).await {
+                Ok(true) => {
+                    stored.insert(sha);
+                }
+                Ok(false) => {
+                    let count = self.mismatches.entry(sha.clone()).or_default();
+                    *count += 1;
+                    if *count >= 2 {
+                        return (
+                            stored,
+                            Attempt::Fatal(BuildError::Corrupt(format!(
+                                "chunk {sha} of build {} arrived corrupted twice (its bytes do not match its SHA-256 or size)",
+                                self.spec
+                            ))),
+                        );
+                    }
+                    tracing::warn!(build = %self.spec, chunk = %sha, "a chunk arrived corrupted; asking for it again");
+                }
+                Err(e) => return (stored, Attempt::Fatal(e)),
+            }
+        }
+    }
+
+    fn classify(&self, status: &tonic::Status) -> Attempt {
+        let spec = self.spec;
+        match status.code() {
+            Code::NotFound => Attempt::Fatal(BuildError::NotFound(format!(
+                "the master no longer holds every chunk of build {spec}: {}",
+                status.message()
+            ))),
+            code if is_transient(code) => Attempt::Cut(format!("{code:?}: {}", status.message())),
+            code => Attempt::Fatal(BuildError::Unavailable(format!(
+                "the master refused to send the chunks of build {spec} ({code:?}: {})",
+                status.message()
+            ))),
+        }
+    }
+
+    /// Checks a chunk against its hash and size and moves it into the cache; false when it
+    /// does not match.
+    async fn store(&self, chunk: v1::ChunkData, size: u64) -> Result<bool, BuildError> {
+        let path = self.layout.chunk(&chunk.sha256);
+        let tmp = self.layout.tmp_path("chunk");
+        tokio::task::spawn_blocking(move || {
+            if chunk.data.len() as u64 != size || sha256_hex(&chunk.data) != chunk.sha256 {
+                return Ok(false);
+            }
+            write_file_atomic(&tmp, &path, &chunk.data)?;
+            Ok(true)
+        })
+        .await
+        .map_err(|e| BuildError::Internal(format!("the chunk writer failed: {e}")))?
+    }
+}
+
+/// Lowercase hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}

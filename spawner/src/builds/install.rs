@@ -1,0 +1,352 @@
+//! One install up to the point of committing it: chunk list, missing chunks, the archive
+//! assembled and checked, free space checked, unpacked into the scratch directory. Nothing
+//! here touches `<name>/<version>/`; every scratch file is removed when dropped.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use exile_api::v1;
+use sha2::{Digest, Sha256};
+
+use super::blocking;
+use super::error::{BuildError, check_space};
+use super::fetch::{Fetcher, MAX_CHUNK_BYTES, Master, sha256_hex};
+use super::layout::{ChunkMeta, Layout, Scratch, free_bytes};
+
+/// Assembly rounds (each may find damaged cached chunks and fetch them again).
+const MAX_ROUNDS: u32 = 3;
+
+/// A build unpacked in the scratch directory, ready to be moved into place.
+#[derive(Debug)]
+pub struct Unpacked {
+    /// Its record (installed_at still to be set).
+    pub meta: super::layout::BuildMeta,
+    /// The unpacked tree.
+    pub dir: Scratch,
+}
+
+/// Fetches what is missing of `build`, assembles and checks its archive, and unpacks it.
+pub async fn prepare(
+    layout: &Arc<Layout>,
+    master: &Master,
+    total: &AtomicU64,
+    build: &v1::BuildRef,
+    spec: &str,
+) -> Result<Unpacked, BuildError> {
+    let listing = master.chunk_list(&build.id, spec).await?;
+    let size = check_listing(build, &listing, spec)?;
+    let chunks: Vec<ChunkMeta> = listing
+        .chunks
+        .iter()
+        .map(|c| ChunkMeta {
+            sha256: c.sha256.clone(),
+            size: u64::from(c.size),
+        })
+        .collect();
+    let mut fetcher = Fetcher::new(master, layout, spec, total);
+    let mut round = 0;
+    let archive = loop {
+        round += 1;
+        let missing = missing_chunks(layout, &chunks);
+        let missing_bytes = missing.iter().map(|c| c.size).sum();
+        space(layout, missing_bytes, || {
+            format!("fetch the missing chunks of {spec}")
+        })?;
+        fetcher.fetch(&missing).await?;
+        space(layout, size, || format!("assemble the archive of {spec}"))?;
+        let (l, c, sha, s) = (
+            layout.clone(),
+            chunks.clone(),
+            build.sha256.clone(),
+            spec.to_owned(),
+        );
+        let assembled = blocking(move || assemble(&l, &c, size, &sha, &s)).await?;
+        match assembled {
+            Assembled::Done(archive) => break archive,
+            Assembled::Damaged(damaged) if round < MAX_ROUNDS => {
+                tracing::warn!(build = %spec, chunks = ?damaged, "cached chunks failed their check; fetching them again");
+            }
+            Assembled::Damaged(damaged) => {
+                return Err(BuildError::Corrupt(format!(
+                    "cached chunks of build {spec} failed their check {MAX_ROUNDS} times in a row ({}); the disk under {} may be failing",
+                    damaged.join(", "),
+                    layout.root().display()
+                )));
+            }
+        }
+    };
+    let (l, s) = (layout.clone(), spec.to_owned());
+    let (dir, summary) = blocking(move || unpack(&l, archive, &s)).await?;
+    let manifest = (!listing.manifest.is_empty()).then(|| listing.manifest.clone());
+    Ok(Unpacked {
+        meta: super::layout::BuildMeta {
+            id: build.id.clone(),
+            name: build.name.clone(),
+            version: build.version.clone(),
+            sha256: build.sha256.clone(),
+            size,
+            installed_at_unix_ms: 0,
+            chunks,
+            disk_bytes: summary.unpacked_bytes,
+            fetched_bytes: fetcher.fetched,
+            manifest,
+        },
+        dir,
+    })
+}
+
+/// Checks the master's chunk list against the reference; returns the archive size.
+fn check_listing(
+    build: &v1::BuildRef,
+    listing: &v1::GetBuildChunksResponse,
+    spec: &str,
+) -> Result<u64, BuildError> {
+    if let Some(theirs) = &listing.build {
+        if theirs.name != build.name || theirs.version != build.version {
+            return Err(BuildError::Conflict(format!(
+                "build id {} is {}@{} on the master, not {spec}",
+                build.id, theirs.name, theirs.version
+            )));
+        }
+        if theirs.sha256 != build.sha256 {
+            return Err(BuildError::Conflict(format!(
+                "the master's build {spec} has the archive SHA-256 {}, but the install asked for {}; nothing was installed",
+                theirs.sha256, build.sha256
+            )));
+        }
+    }
+    let mut total: u64 = 0;
+    for chunk in &listing.chunks {
+        if !exile_api::build::is_sha256_hex(&chunk.sha256) {
+            return Err(BuildError::Corrupt(format!(
+                "the master's chunk list of build {spec} names a malformed chunk hash {:?}",
+                chunk.sha256
+            )));
+        }
+        if chunk.size == 0 || u64::from(chunk.size) > MAX_CHUNK_BYTES {
+            return Err(BuildError::Corrupt(format!(
+                "the master's chunk list of build {spec} gives chunk {} a size of {} bytes (1 to {MAX_CHUNK_BYTES} expected)",
+                chunk.sha256, chunk.size
+            )));
+        }
+        total += u64::from(chunk.size);
+    }
+    let expected = match (&listing.build, build.size) {
+        (_, size) if size > 0 => size,
+        (Some(theirs), _) => theirs.size,
+        (None, _) => total,
+    };
+    if total != expected || total == 0 {
+        return Err(BuildError::Conflict(format!(
+            "the chunks of build {spec} add up to {total} bytes, but the archive is {expected} bytes; nothing was installed"
+        )));
+    }
+    Ok(total)
+}
+
+/// Chunks of the list not in the cache, each once.
+fn missing_chunks(layout: &Layout, chunks: &[ChunkMeta]) -> Vec<ChunkMeta> {
+    let mut seen = std::collections::HashSet::new();
+    chunks
+        .iter()
+        .filter(|c| seen.insert(c.sha256.as_str()) && !layout.chunk(&c.sha256).is_file())
+        .cloned()
+        .collect()
+}
+
+fn space(layout: &Layout, needed: u64, what: impl FnOnce() -> String) -> Result<(), BuildError> {
+    if needed == 0 {
+        return Ok(());
+    }
+    check_space(what, needed, free_bytes(layout.root())?, layout.root())
+}
+
+enum Assembled {
+    Done(Scratch),
+    /// Cached chunks that were missing or failed their check (the damaged ones are deleted).
+    Damaged(Vec<String>),
+}
+
+/// Concatenates the cached chunks into a scratch file, checking each chunk and then the
+/// whole archive.
+fn assemble(
+    layout: &Layout,
+    chunks: &[ChunkMeta],
+    size: u64,
+    sha256: &str,
+    spec: &str,
+) -> Result<Assembled, BuildError> {
+    let archive = Scratch::new(layout.tmp_path("archive"));
+    let path = archive.path().to_owned();
+    let io = |e: std::io::Error| BuildError::io("could not write", &path, &e);
+    let mut out =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).map_err(io)?);
+    let mut whole = Sha256::new();
+    let mut damaged: Vec<String> = Vec::new();
+    let mut buf = Vec::new();
+    for chunk in chunks {
+        let cached = layout.chunk(&chunk.sha256);
+        buf.clear();
+        let read =
+            std::fs::File::open(&cached).and_then(|f| f.take(chunk.size + 1).read_to_end(&mut buf));
+        match read {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                damaged.push(chunk.sha256.clone());
+                continue;
+            }
+            Err(e) => return Err(BuildError::io("could not read", &cached, &e)),
+        }
+        if buf.len() as u64 != chunk.size || sha256_hex(&buf) != chunk.sha256 {
+            super::layout::remove_file(&cached)?;
+            damaged.push(chunk.sha256.clone());
+            continue;
+        }
+        if damaged.is_empty() {
+            out.write_all(&buf).map_err(io)?;
+            whole.update(&buf);
+        }
+    }
+    if !damaged.is_empty() {
+        damaged.dedup();
+        return Ok(Assembled::Damaged(damaged));
+    }
+    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    let got = hex::encode(whole.finalize());
+    if got != sha256 {
+        return Err(BuildError::Corrupt(format!(
+            "the archive of build {spec} assembled from its {} chunks ({size} bytes) has the SHA-256 {got}, not {sha256}; the master's chunk list does not match the build",
+            chunks.len()
+        )));
+    }
+    Ok(Assembled::Done(archive))
+}
+
+/// Checks the archive, the room it needs, and unpacks it into a scratch directory; the
+/// assembled archive is deleted either way.
+fn unpack(
+    layout: &Layout,
+    archive: Scratch,
+    spec: &str,
+) -> Result<(Scratch, exile_archive::Summary), BuildError> {
+    let options = exile_archive::Options {
+        strip_single_top_dir: true,
+        ..Default::default()
+    };
+    let refused = |e: exile_archive::Error| match e {
+        exile_archive::Error::Io { .. } => {
+            BuildError::Io(format!("could not unpack build {spec}: {e}"))
+        }
+        other => BuildError::Archive(format!(
+            "the archive of build {spec} cannot be unpacked: {other}"
+        )),
+    };
+    let summary = exile_archive::inspect(archive.path(), &options).map_err(refused)?;
+    space(layout, summary.unpacked_bytes, || {
+        format!("unpack build {spec}")
+    })?;
+    let dir = Scratch::new(layout.tmp_path("unpack"));
+    exile_archive::extract(archive.path(), dir.path(), &options).map_err(refused)?;
+    drop(archive);
+    // The record written next makes the build installed: its files must be on disk first.
+    // One syncfs beats an fsync per file of a large tree.
+    std::fs::File::open(dir.path())
+        .and_then(|d| nix::unistd::syncfs(&d).map_err(std::io::Error::from))
+        .map_err(|e| BuildError::io("could not flush", dir.path(), &e))?;
+    Ok((dir, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(sizes: &[u32]) -> v1::GetBuildChunksResponse {
+        v1::GetBuildChunksResponse {
+            build: Some(reference()),
+            chunks: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, size)| v1::ChunkRef {
+                    sha256: format!("{i:064x}"),
+                    size: *size,
+                })
+                .collect(),
+            format: 0,
+            manifest: String::new(),
+        }
+    }
+
+    fn reference() -> v1::BuildRef {
+        v1::BuildRef {
+            id: "bld-1".into(),
+            name: "game".into(),
+            version: "1".into(),
+            sha256: "a".repeat(64),
+            size: 30,
+        }
+    }
+
+    #[test]
+    fn chunk_lists_are_checked_against_the_reference() {
+        assert_eq!(
+            check_listing(&reference(), &listing(&[10, 20]), "game@1").unwrap(),
+            30
+        );
+        let short = check_listing(&reference(), &listing(&[10, 10]), "game@1").unwrap_err();
+        assert!(short.to_string().contains("20 bytes"), "{short}");
+        let mut other = reference();
+        other.sha256 = "b".repeat(64);
+        let err = check_listing(&other, &listing(&[10, 20]), "game@1").unwrap_err();
+        assert!(matches!(err, BuildError::Conflict(_)), "{err}");
+        assert!(err.to_string().contains(&"b".repeat(64)), "{err}");
+        let mut bad = listing(&[10, 20]);
+        bad.chunks[0].sha256 = "../../etc/passwd".into();
+        assert!(check_listing(&reference(), &bad, "game@1").is_err());
+        let huge = listing(&[10, (MAX_CHUNK_BYTES + 1) as u32]);
+        assert!(check_listing(&reference(), &huge, "game@1").is_err());
+    }
+
+    #[test]
+    fn assembly_deletes_a_damaged_cached_chunk_and_checks_the_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.prepare().unwrap();
+        let parts: [&[u8]; 2] = [b"hello ", b"world"];
+        let chunks: Vec<ChunkMeta> = parts
+            .iter()
+            .map(|p| ChunkMeta {
+                sha256: sha256_hex(p),
+                size: p.len() as u64,
+            })
+            .collect();
+        let whole = sha256_hex(b"hello world");
+        std::fs::write(layout.chunk(&chunks[0].sha256), parts[0]).unwrap();
+        std::fs::write(layout.chunk(&chunks[1].sha256), b"w0rld").unwrap();
+        let Assembled::Damaged(damaged) = assemble(&layout, &chunks, 11, &whole, "g@1").unwrap()
+        else {
+            panic!("a damaged chunk went unnoticed");
+        };
+        assert_eq!(damaged, [chunks[1].sha256.clone()]);
+        assert!(!layout.chunk(&chunks[1].sha256).exists());
+        assert!(layout.chunk(&chunks[0].sha256).exists());
+
+        std::fs::write(layout.chunk(&chunks[1].sha256), parts[1]).unwrap();
+        let Assembled::Done(archive) = assemble(&layout, &chunks, 11, &whole, "g@1").unwrap()
+        else {
+            panic!("sound chunks were refused");
+        };
+        assert_eq!(std::fs::read(archive.path()).unwrap(), b"hello world");
+        let path = archive.path().to_owned();
+        drop(archive);
+        assert!(!path.exists(), "the scratch archive outlived its guard");
+
+        let err = match assemble(&layout, &chunks, 11, &"c".repeat(64), "g@1") {
+            Err(e) => e,
+            Ok(_) => panic!("a wrong whole hash was accepted"),
+        };
+        assert!(matches!(err, BuildError::Corrupt(_)), "{err}");
+        assert_eq!(std::fs::read_dir(layout.tmp()).unwrap().count(), 0);
+    }
+}
