@@ -395,8 +395,14 @@ pub enum Phase {
 /// A failed call of an upload, as the upload handles it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallError {
-    /// The master holds a different number of bytes than the part assumed: go on from there.
-    Offset(u64),
+    /// The master holds a different number of bytes (`at`) than the part assumed: go on
+    /// from there. `message` is the master's sentence, shown if the offset is of no use.
+    Offset {
+        /// Bytes the master holds.
+        at: u64,
+        /// What the master said.
+        message: String,
+    },
     /// The call may go through if made again (connection cut, master restarting).
     Transient(String),
     /// The master no longer has the upload (it expired or a write failed): begin again.
@@ -411,7 +417,10 @@ pub fn classify(code: tonic::Code, message: &str) -> CallError {
     use tonic::Code;
     match code {
         Code::FailedPrecondition => match reported_offset(message) {
-            Some(n) => CallError::Offset(n),
+            Some(at) => CallError::Offset {
+                at,
+                message: message.to_owned(),
+            },
             None => CallError::Fatal(message.to_owned()),
         },
         Code::NotFound => CallError::Gone(message.to_owned()),
@@ -554,10 +563,10 @@ impl Upload {
         }
         if self.phase == Phase::Hashing {
             // The hash pass reads the local file; a failed read cannot be retried usefully.
-            let m = match e {
-                CallError::Offset(n) => format!("unexpected offset {n}"),
-                CallError::Transient(m) | CallError::Gone(m) | CallError::Fatal(m) => m,
-            };
+            let (CallError::Offset { message: m, .. }
+            | CallError::Transient(m)
+            | CallError::Gone(m)
+            | CallError::Fatal(m)) = e;
             self.fail(m);
             return Retry::No;
         }
@@ -566,14 +575,20 @@ impl Upload {
                 self.fail(m.clone());
                 return Retry::No;
             }
-            CallError::Offset(n) if self.phase != Phase::Sending || *n > self.size => {
+            CallError::Offset { message, .. } if self.phase != Phase::Sending => {
+                self.fail(message.clone());
+                return Retry::No;
+            }
+            CallError::Offset { at, .. } if *at > self.size => {
                 self.fail(format!(
-                    "the master expects offset {n}, which this {}-byte file does not have; upload it again",
+                    "the master expects offset {at}, which this {}-byte file does not have; upload it again",
                     self.size
                 ));
                 return Retry::No;
             }
-            CallError::Offset(n) => format!("the master holds {n} bytes; going on from there"),
+            CallError::Offset { at, .. } => {
+                format!("the master holds {at} bytes; going on from there")
+            }
             CallError::Transient(m) | CallError::Gone(m) => m.clone(),
         };
         if self.retries >= MAX_RETRIES {
@@ -583,9 +598,9 @@ impl Upload {
         self.retries += 1;
         self.retrying = Some(message);
         match e {
-            CallError::Offset(n) => {
-                self.sent = n;
-                if n == self.size {
+            CallError::Offset { at, .. } => {
+                self.sent = at;
+                if at == self.size {
                     self.phase = Phase::Finishing;
                 }
                 Retry::After(0)
@@ -1109,7 +1124,7 @@ mod tests {
             2 * PART_BYTES
         );
         let e = classify(tonic::Code::FailedPrecondition, &msg);
-        assert_eq!(e, CallError::Offset(2 * PART_BYTES));
+        assert!(matches!(e, CallError::Offset { at, .. } if at == 2 * PART_BYTES));
         assert_eq!(u.failed(e), Retry::After(0));
         assert_eq!(u.next_part(), Some(2 * PART_BYTES..3 * PART_BYTES));
         assert!(u.retrying.is_some());
@@ -1120,12 +1135,21 @@ mod tests {
 
     #[test]
     fn an_offset_at_the_end_goes_straight_to_finishing_and_a_wild_one_fails() {
+        let offset = |at: u64| CallError::Offset {
+            at,
+            message: format!("send the part at offset {at}"),
+        };
         let mut u = begun(PART_BYTES);
-        assert_eq!(u.failed(CallError::Offset(PART_BYTES)), Retry::After(0));
+        assert_eq!(u.failed(offset(PART_BYTES)), Retry::After(0));
         assert_eq!(u.phase, Phase::Finishing);
         let mut u = begun(PART_BYTES);
-        assert_eq!(u.failed(CallError::Offset(PART_BYTES + 1)), Retry::No);
-        assert!(matches!(u.phase, Phase::Failed(ref m) if m.contains("offset")));
+        assert_eq!(u.failed(offset(PART_BYTES + 1)), Retry::No);
+        assert!(matches!(u.phase, Phase::Failed(ref m) if m.contains("does not have")));
+        // Outside the parts an offset means nothing here: the master's sentence is shown.
+        let mut u = begun(PART_BYTES);
+        u.part_sent(0, PART_BYTES);
+        assert_eq!(u.failed(offset(3)), Retry::No);
+        assert_eq!(u.phase, Phase::Failed("send the part at offset 3".into()));
     }
 
     #[test]

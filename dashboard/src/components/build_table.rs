@@ -55,7 +55,7 @@ pub fn BuildTable(p: &BuildTableProps) -> Html {
         };
     }
     let acts = p.can_operate || p.can_delete;
-    let columns = if acts { 9 } else { 8 };
+    let columns = if acts { 8 } else { 7 };
     let rows = p.groups.iter().map(|g| {
         let head = (!g.name.is_empty()).then(|| {
             let n = g.builds.len();
@@ -99,18 +99,17 @@ pub fn BuildTable(p: &BuildTableProps) -> Html {
             html! {
                 <tr data-testid="build-row" data-build={reference.clone()} data-build-id={b.id.clone()}
                     data-sha256={b.sha256.clone()}>
-                    <td title={b.id.clone()}>
+                    <td title={build_title(b)}>
                         <span class="strong" data-testid="build-name">{ b.name.clone() }</span>
                         <span class="muted">{ "@" }</span>
                         <span class="strong" data-testid="build-version">{ b.version.clone() }</span>
                         if busy { <span class="spinner" data-testid="build-busy"></span> }
-                        if !b.command.is_empty() {
-                            <div class="muted mono cmd" title={b.command.clone()}>{ b.command.clone() }</div>
-                        }
                     </td>
                     <td><span class="mono" data-testid="build-sha" title={b.sha256.clone()}>{ format!("{}…", short_sha(&b.sha256)) }</span></td>
-                    <td data-testid="build-size">{ format_bytes(b.size) }</td>
-                    <td class="hide-sm">{ contents_summary(b) }</td>
+                    <td>
+                        <div data-testid="build-size">{ format_bytes(b.size) }</div>
+                        <div class="muted small" title="Files in the archive and the bytes they unpack to">{ contents_summary(b) }</div>
+                    </td>
                     <td class="hide-sm">
                         <div>{ b.created_by.clone() }</div>
                         <div class="muted" title={iso_time(b.created_at_unix_ms)}>{ format_age(p.now_ms, b.created_at_unix_ms) }</div>
@@ -140,7 +139,7 @@ pub fn BuildTable(p: &BuildTableProps) -> Html {
         <div class="table-wrap card">
             <table class="table" data-testid="build-table">
                 <thead><tr>
-                    <th>{ "Build" }</th><th>{ "SHA-256" }</th><th>{ "Size" }</th><th class="hide-sm">{ "Contents" }</th>
+                    <th>{ "Build" }</th><th>{ "SHA-256" }</th><th>{ "Size" }</th>
                     <th class="hide-sm">{ "Uploaded" }</th><th>{ "Active on" }</th>
                     <th title="Running / all instances of this version">{ "Instances" }</th>
                     <th title="Spawners holding it on disk">{ "Spawners" }</th>
@@ -149,6 +148,15 @@ pub fn BuildTable(p: &BuildTableProps) -> Html {
                 <tbody>{ for rows }</tbody>
             </table>
         </div>
+    }
+}
+
+/// Tooltip of a build's name: its id and, when its manifest has one, its start command.
+fn build_title(b: &exile_api::v1::Build) -> String {
+    if b.command.is_empty() {
+        b.id.clone()
+    } else {
+        format!("{}\nstarts: {}", b.id, b.command)
     }
 }
 

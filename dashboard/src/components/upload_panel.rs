@@ -106,14 +106,6 @@ pub fn UploadPanel() -> Html {
             }
         })
     };
-    let browse = {
-        let input_ref = input_ref.clone();
-        Callback::from(move |_: MouseEvent| {
-            if let Some(i) = input_ref.cast::<HtmlInputElement>() {
-                i.click();
-            }
-        })
-    };
     let text_input = |s: &UseStateHandle<String>| {
         let s = s.clone();
         Callback::from(move |e: InputEvent| {
@@ -129,7 +121,7 @@ pub fn UploadPanel() -> Html {
             errors.clone(),
             upload.clone(),
         );
-        let manifest_ref = manifest_ref.clone();
+        let (manifest_ref, input_ref) = (manifest_ref.clone(), input_ref.clone());
         let cancel_flag = cancel_flag.clone();
         let (api, on_error) = (ctx.api.clone(), ctx.on_error.clone());
         Callback::from(move |e: SubmitEvent| {
@@ -162,12 +154,15 @@ pub fn UploadPanel() -> Html {
             };
             let publish = {
                 let upload = upload.clone();
-                let (file, version) = (file.clone(), version.clone());
+                let (file, version, input_ref) = (file.clone(), version.clone(), input_ref.clone());
                 Callback::from(move |u: Upload| {
                     if matches!(u.phase, Phase::Done(_)) {
-                        // Ready for the next version of the same name.
+                        // Ready for the next version of the same name, even from the same file.
                         file.set(None);
                         version.set(String::new());
+                        if let Some(i) = input_ref.cast::<HtmlInputElement>() {
+                            i.set_value("");
+                        }
                     }
                     upload.set(Some(u));
                 })
@@ -244,10 +239,7 @@ pub fn UploadPanel() -> Html {
                 data-testid="upload-drop" ondragenter={on_drag_over.clone()} ondragover={on_drag_over}
                 ondragleave={on_drag_leave} ondrop={on_drop}>
                 { for chosen }
-                <div class="muted">
-                    { "Drop a .zip, .tar.gz, .tar.zst or .tar here, or " }
-                    <button type="button" class="linkish" onclick={browse} disabled={active}>{ "choose a file" }</button>
-                </div>
+                <div class="muted">{ "Drop a .zip, .tar.gz, .tar.zst or .tar here, or choose one:" }</div>
                 <input ref={input_ref} class="file-input" type="file" data-testid="upload-file" disabled={active}
                     accept=".zip,.tar.gz,.tgz,.tar.zst,.tzst,.tar,application/zip,application/gzip,application/x-tar"
                     onchange={on_file} />

@@ -55,10 +55,9 @@ pub fn BuildsPage() -> Html {
     let dialog = use_state(|| None::<Dialog>);
     let dialog_error = use_state(|| None::<String>);
     let selector_ref = use_node_ref();
-    let max_unavailable_ref = use_node_ref();
-    let canary_ref = use_node_ref();
-    let threshold_ref = use_node_ref();
-    let activate_ref = use_node_ref();
+    // Controlled, so the page's once-a-second redraw never puts back a default over a value
+    // being typed.
+    let rollout_form = use_state(RolloutForm::default);
     let now = use_state(now_ms);
     {
         let now = now.clone();
@@ -125,8 +124,10 @@ pub fn BuildsPage() -> Html {
 
     let on_action = {
         let (dialog, dialog_error) = (dialog.clone(), dialog_error.clone());
+        let rollout_form = rollout_form.clone();
         Callback::from(move |(a, build): (BuildAction, String)| {
             dialog_error.set(None);
+            rollout_form.set(RolloutForm::default());
             dialog.set(Some(match a {
                 BuildAction::Activate => Dialog::Activate(build),
                 BuildAction::Rollout => Dialog::Rollout(build),
@@ -211,22 +212,8 @@ pub fn BuildsPage() -> Html {
                     dialog.clone(),
                     dialog_error.clone(),
                 );
-                let refs = (
-                    max_unavailable_ref.clone(),
-                    canary_ref.clone(),
-                    threshold_ref.clone(),
-                    selector_ref.clone(),
-                    activate_ref.clone(),
-                );
-                let build = build.clone();
+                let (form, build) = (rollout_form.clone(), build.clone());
                 Callback::from(move |()| {
-                    let form = RolloutForm {
-                        max_unavailable: value(&refs.0),
-                        canary: value(&refs.1),
-                        failure_threshold: value(&refs.2),
-                        selector: value(&refs.3),
-                        activate: refs.4.cast::<HtmlInputElement>().is_some_and(|i| i.checked()),
-                    };
                     let req = match form.request(&build) {
                         Ok(r) => r,
                         Err(m) => return dialog_error.set(Some(m)),
@@ -247,28 +234,45 @@ pub fn BuildsPage() -> Html {
                     ));
                 })
             };
-            let d = RolloutForm::default();
+            let d = (*rollout_form).clone();
+            // One input handler per field of the form.
+            let edit = |set: fn(&mut RolloutForm, String)| {
+                let form = rollout_form.clone();
+                Callback::from(move |e: InputEvent| {
+                    let mut f = (*form).clone();
+                    set(&mut f, e.target_unchecked_into::<HtmlInputElement>().value());
+                    form.set(f);
+                })
+            };
+            let toggle = {
+                let form = rollout_form.clone();
+                Callback::from(move |e: Event| {
+                    let mut f = (*form).clone();
+                    f.activate = e.target_unchecked_into::<HtmlInputElement>().checked();
+                    form.set(f);
+                })
+            };
             html! {
                 <FormDialog title={format!("Roll out {build}?")} testid="rollout-dialog" confirm_label="Start rollout"
                     error={(*dialog_error).clone().map(AttrValue::from)} on_confirm={ok} on_cancel={close.clone()}>
                     <p>{ "Running instances of this build name are replaced by this version, a few at a time. Allocated instances wait until they are free." }</p>
                     <div class="form-grid">
                         <label class="field">{ "Max unavailable" }
-                            <input ref={max_unavailable_ref.clone()} value={d.max_unavailable} inputmode="numeric" data-testid="rollout-max-unavailable" />
+                            <input value={d.max_unavailable} oninput={edit(|f, v| f.max_unavailable = v)} inputmode="numeric" data-testid="rollout-max-unavailable" />
                         </label>
                         <label class="field">{ "Canary %" }
-                            <input ref={canary_ref.clone()} value={d.canary} inputmode="numeric" data-testid="rollout-canary" />
+                            <input value={d.canary} oninput={edit(|f, v| f.canary = v)} inputmode="numeric" data-testid="rollout-canary" />
                         </label>
                         <label class="field">{ "Failure threshold" }
-                            <input ref={threshold_ref.clone()} value={d.failure_threshold} inputmode="numeric" data-testid="rollout-failure-threshold" />
+                            <input value={d.failure_threshold} oninput={edit(|f, v| f.failure_threshold = v)} inputmode="numeric" data-testid="rollout-failure-threshold" />
                         </label>
                     </div>
                     <label class="field">
                         { "Spawners (k=v pairs; empty: all)" }
-                        <input ref={selector_ref.clone()} placeholder="region=eu" data-testid="rollout-selector" autocomplete="off" />
+                        <input value={d.selector} oninput={edit(|f, v| f.selector = v)} placeholder="region=eu" data-testid="rollout-selector" autocomplete="off" />
                     </label>
                     <label class="check">
-                        <input ref={activate_ref.clone()} type="checkbox" checked={d.activate} data-testid="rollout-activate" />
+                        <input type="checkbox" checked={d.activate} onchange={toggle} data-testid="rollout-activate" />
                         { "Also activate it for new instances" }
                     </label>
                 </FormDialog>
