@@ -334,6 +334,21 @@ impl Registry {
         rollouts_newest_first(&self.lock())
     }
 
+    /// Each instance's spawner, state and when the state changed: what a rollout watches,
+    /// without building the wire form of the whole fleet.
+    pub fn instance_states(&self) -> HashMap<String, (String, pb::InstanceState, i64)> {
+        self.lock()
+            .instances
+            .values()
+            .map(|r| {
+                (
+                    r.id.clone(),
+                    (r.spawner_id.clone(), r.state, r.state_changed_at),
+                )
+            })
+            .collect()
+    }
+
     /// An instance as the master keeps it (with what its spawn asked for).
     pub fn record(&self, id: &str) -> Option<InstanceRecord> {
         self.lock().instances.get(id).cloned()

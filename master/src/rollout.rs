@@ -305,16 +305,15 @@ async fn drive(
 /// The instances as the planner sees them.
 fn fleet_view(registry: &Registry) -> HashMap<String, Seen> {
     registry
-        .snapshot()
-        .instances
+        .instance_states()
         .into_iter()
-        .map(|i| {
+        .map(|(id, (spawner_id, state, state_changed_at))| {
             (
-                i.id,
+                id,
                 Seen {
-                    spawner_id: i.spawner_id,
-                    state: pb::InstanceState::from_wire(i.state),
-                    state_changed_at: i.state_changed_at_unix_ms,
+                    spawner_id,
+                    state,
+                    state_changed_at,
                 },
             )
         })
