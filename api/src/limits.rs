@@ -22,6 +22,21 @@ pub const MAX_ENV_NAME: usize = 128;
 /// Longest environment variable value, bytes.
 pub const MAX_ENV_VALUE: usize = 4096;
 
+/// Longest console line, bytes (without its newline).
+pub const MAX_CONSOLE_LINE: usize = 1024;
+
+/// Checks one console line: 1 to [`MAX_CONSOLE_LINE`] bytes, one line, no control characters
+/// but tabs (a game's console must not be fed escape sequences or extra lines).
+pub fn check_console_line(line: &str) -> Result<(), String> {
+    if line.is_empty() || line.len() > MAX_CONSOLE_LINE {
+        return Err(format!("line: give 1 to {MAX_CONSOLE_LINE} bytes"));
+    }
+    if line.chars().any(|c| c.is_control() && c != '\t') {
+        return Err("line: one line only, without newlines or control characters".into());
+    }
+    Ok(())
+}
+
 /// Checks a restart policy's fields (0 means "the default" for each number).
 pub fn check_restart_policy(p: &v1::RestartPolicy) -> Result<(), String> {
     v1::RestartMode::try_from(p.mode)
@@ -155,6 +170,16 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn console_lines_are_one_bounded_line() {
+        assert!(check_console_line("say hi\tall").is_ok());
+        assert!(check_console_line(&"x".repeat(MAX_CONSOLE_LINE)).is_ok());
+        assert!(check_console_line(&"x".repeat(MAX_CONSOLE_LINE + 1)).is_err());
+        assert!(check_console_line("").is_err());
+        assert!(check_console_line("a\nb").is_err());
+        assert!(check_console_line("a\u{1b}]0;x\u{7}").is_err());
     }
 
     #[test]

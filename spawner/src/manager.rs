@@ -466,15 +466,7 @@ impl Manager {
 
     /// Writes one line to the console (stdin) of a running instance, through its supervisor.
     pub async fn console(&self, id: &str, line: &str) -> Result<()> {
-        if line.is_empty()
-            || line.len() > crate::supervisor::MAX_CONSOLE_LINE
-            || line.contains(['\n', '\r'])
-        {
-            return Err(Error::InvalidArgument(format!(
-                "a console line holds 1 to {} bytes and no newline",
-                crate::supervisor::MAX_CONSOLE_LINE
-            )));
-        }
+        exile_api::limits::check_console_line(line).map_err(Error::InvalidArgument)?;
         let rec = self.get(id).await?;
         if !matches!(
             rec.state,

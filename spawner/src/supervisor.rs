@@ -49,8 +49,8 @@ use logfile::{LogLimits, RotatingLog};
 pub const SOCKET_NAME: &str = "supervisor.sock";
 /// Exit record in the instance directory.
 pub const EXIT_NAME: &str = "exit.json";
-/// Longest console line accepted, in bytes.
-pub const MAX_CONSOLE_LINE: usize = 4096;
+/// Longest console line accepted, in bytes: the one limit every part applies.
+pub use exile_api::limits::MAX_CONSOLE_LINE;
 
 /// How the game ended, as written to `exit.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,23 +42,11 @@ fn check_health_check(h: &pb::HealthCheck) -> Result<()> {
     exile_api::limits::check_health_check(h).map_err(Error::InvalidArgument)
 }
 
-/// Longest console line, in bytes.
-const MAX_CONSOLE_LINE: usize = 1024;
 /// Most lines a log stream may start with.
 const MAX_TAIL_LINES: u32 = 10_000;
 
 fn check_console_line(line: &str) -> Result<()> {
-    if line.is_empty() || line.len() > MAX_CONSOLE_LINE {
-        return Err(Error::InvalidArgument(format!(
-            "line: give 1 to {MAX_CONSOLE_LINE} bytes"
-        )));
-    }
-    if line.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(Error::InvalidArgument(
-            "line: one line only, without newlines or control characters".into(),
-        ));
-    }
-    Ok(())
+    exile_api::limits::check_console_line(line).map_err(Error::InvalidArgument)
 }
 
 /// Whose log a StreamLogs request reads.
@@ -280,7 +268,11 @@ impl InstanceService for InstanceApi {
         check_id("id", &r.id)?;
         c.set_target(r.id.clone());
         // Audited with the line itself: the console is how an operator changes a live game.
-        let shown: String = r.line.chars().take(MAX_CONSOLE_LINE).collect();
+        let shown: String = r
+            .line
+            .chars()
+            .take(exile_api::limits::MAX_CONSOLE_LINE)
+            .collect();
         c.set_detail(format!("console: {}", shown.escape_debug()));
         check_console_line(&r.line)?;
         let (_, link) = self.0.registry.route(&r.id)?;
