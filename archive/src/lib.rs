@@ -141,6 +141,28 @@ fn starts_with_skippable_frame(head: &[u8]) -> bool {
     matches!(head, [b, 0x2a, 0x4d, 0x18, ..] if b & 0xf0 == 0x50)
 }
 
+/// Reads the first bytes of `source` to tell its format, then rewinds it.
+fn sniff_source(source: &mut (impl Read + Seek), name: &dyn std::fmt::Display) -> Result<Format> {
+    let io = |source| Error::Io {
+        what: "could not read",
+        path: name.to_string(),
+        source,
+    };
+    let mut head = Vec::with_capacity(512);
+    source
+        .by_ref()
+        .take(512)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    let format = sniff(&head).ok_or_else(|| {
+        Error::Format(format!(
+            "{name} is not a zip, tar, tar.gz or tar.zst archive (its first bytes match none of them)"
+        ))
+    })?;
+    source.rewind().map_err(io)?;
+    Ok(format)
+}
+
 fn open(path: &Path) -> Result<(File, Format, u64)> {
     let io = |what| {
         move |source| Error::Io {
@@ -151,18 +173,7 @@ fn open(path: &Path) -> Result<(File, Format, u64)> {
     };
     let mut file = File::open(path).map_err(io("could not open"))?;
     let len = file.metadata().map_err(io("could not read"))?.len();
-    let mut head = Vec::with_capacity(512);
-    (&mut file)
-        .take(512)
-        .read_to_end(&mut head)
-        .map_err(io("could not read"))?;
-    let format = sniff(&head).ok_or_else(|| {
-        Error::Format(format!(
-            "{} is not a zip, tar, tar.gz or tar.zst archive (its first bytes match none of them)",
-            path.display()
-        ))
-    })?;
-    file.rewind().map_err(io("could not read"))?;
+    let format = sniff_source(&mut file, &path.display())?;
     Ok((file, format, len))
 }
 
@@ -171,19 +182,57 @@ pub fn detect(path: &Path) -> Result<Format> {
     open(path).map(|(_, format, _)| format)
 }
 
-fn run<S: sink::Sink>(path: &Path, options: &Options, sink: S) -> Result<Summary> {
-    let (file, format, len) = open(path)?;
+fn walk_source<S: sink::Sink>(
+    source: impl Read + Seek,
+    format: Format,
+    len: u64,
+    options: &Options,
+    sink: S,
+) -> Result<Summary> {
     let mut walker = walk::Walker::new(options, format, len, sink);
     match format {
-        Format::Zip => zip::walk(file, &mut walker)?,
-        Format::Tar => tar::walk(BufReader::new(file), &mut walker)?,
+        Format::Zip => zip::walk(source, &mut walker)?,
+        Format::Tar => tar::walk(BufReader::new(source), &mut walker)?,
         Format::TarGz => tar::walk(
-            flate2::read::MultiGzDecoder::new(BufReader::new(file)),
+            flate2::read::MultiGzDecoder::new(BufReader::new(source)),
             &mut walker,
         )?,
-        Format::TarZst => tar::walk(zstd::Decoder::new(BufReader::new(file)), &mut walker)?,
+        Format::TarZst => tar::walk(zstd::Decoder::new(BufReader::new(source)), &mut walker)?,
     }
     walker.finish()
+}
+
+fn run<S: sink::Sink>(path: &Path, options: &Options, sink: S) -> Result<Summary> {
+    let (file, format, len) = open(path)?;
+    walk_source(file, format, len, options, sink)
+}
+
+/// An archive that is not one file on disk: any readable, seekable source of `len` bytes
+/// (a build assembled from its cached chunks, for one), named `name` in errors.
+pub struct Source<R> {
+    /// The bytes.
+    pub reader: R,
+    /// Their length.
+    pub len: u64,
+    /// What errors call it.
+    pub name: String,
+}
+
+/// [`inspect`] for an archive read from `source`.
+pub fn inspect_source<R: Read + Seek>(mut source: Source<R>, options: &Options) -> Result<Summary> {
+    let format = sniff_source(&mut source.reader, &source.name)?;
+    walk_source(source.reader, format, source.len, options, sink::Discard)
+}
+
+/// [`extract`] for an archive read from `source`.
+pub fn extract_source<R: Read + Seek>(
+    mut source: Source<R>,
+    target: &Path,
+    options: &Options,
+) -> Result<Summary> {
+    let disk = sink::Disk::prepare(target)?;
+    let format = sniff_source(&mut source.reader, &source.name)?;
+    walk_source(source.reader, format, source.len, options, disk)
 }
 
 /// Checks every entry of the archive against the rules without writing anything. Reads

@@ -1,7 +1,6 @@
 //! Reading zip archives (stored and deflated entries), in central-directory order.
 
-use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek};
 
 use crate::sink::Sink;
 use crate::walk::{Entry, Walker, unsafe_entry};
@@ -21,8 +20,8 @@ fn format_error(e: impl std::fmt::Display) -> Error {
 }
 
 /// Walks every entry of a zip archive.
-pub(crate) fn walk<S: Sink>(file: File, walker: &mut Walker<'_, S>) -> Result<()> {
-    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(format_error)?;
+pub(crate) fn walk<S: Sink>(source: impl Read + Seek, walker: &mut Walker<'_, S>) -> Result<()> {
+    let mut zip = zip::ZipArchive::new(BufReader::new(source)).map_err(format_error)?;
     let max_entries = walker.options().max_entries;
     if zip.len() as u64 > max_entries {
         return Err(Error::Limit(format!(
