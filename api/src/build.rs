@@ -17,6 +17,14 @@ pub const DEFAULT_MAX_ARCHIVE_BYTES: u64 = 4 << 30;
 /// Largest piece of an upload one message carries: 1 MiB.
 pub const MAX_UPLOAD_PART: usize = 1 << 20;
 
+/// Largest chunk of a stored build, bytes: the master never cuts a bigger one, and a
+/// spawner refuses a chunk list that names one (link.proto). 2 MiB keeps one `ChunkData`
+/// message (chunk + framing) under tonic's 4 MiB default message limit.
+pub const MAX_CHUNK_BYTES: usize = 2 << 20;
+
+/// Most chunks one FetchChunks request may name (link.proto).
+pub const MAX_FETCH_CHUNKS: usize = 4096;
+
 /// Checks a build name: 1 to 64 of `[A-Za-z0-9._-]`, starting with a letter or digit.
 pub fn check_name(name: &str) -> Result<(), String> {
     check_word("build name", name, |c| {

@@ -25,8 +25,7 @@ use crate::model::Labels;
 use crate::registry::Registry;
 use crate::store::Store;
 
-/// Most chunks one FetchChunks call may ask for.
-pub const MAX_FETCH_CHUNKS: usize = 4096;
+pub use exile_api::build::MAX_FETCH_CHUNKS;
 
 /// Checks an archive without unpacking it. The archive module in production; tests of the
 /// upload path may stand in a checker of their own.

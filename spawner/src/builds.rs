@@ -4,6 +4,7 @@
 //! [`BuildStore`] is the only path that changes `<data-dir>/builds/` (its layout is described
 //! in `builds/layout.rs`).
 
+mod chunked;
 mod error;
 mod fetch;
 mod gc;
@@ -123,6 +124,8 @@ struct Inner {
     /// Bumped whenever the set of installed versions changes.
     held: watch::Sender<u64>,
     fetched_total: AtomicU64,
+    /// Cached chunks already checked against their hash.
+    checked: Arc<install::Checked>,
     shutdown: CancellationToken,
 }
 
@@ -181,9 +184,18 @@ impl BuildStore {
                 wanted: watch::Sender::new(Vec::new()),
                 held: watch::Sender::new(0),
                 fetched_total: AtomicU64::new(0),
+                checked: Arc::default(),
                 shutdown,
             }),
         };
+        let unflushed: Vec<BuildMeta> = lock(&store.inner.index)
+            .values()
+            .filter(|e| e.meta.unflushed_boot.is_some())
+            .map(|e| e.meta.clone())
+            .collect();
+        for meta in &unflushed {
+            store.flush_later(meta);
+        }
         tokio::spawn(store.clone().fetch_wanted().with_current_subscriber());
         tokio::spawn(
             store
@@ -467,18 +479,26 @@ impl BuildStore {
         let unpacked = install::prepare(
             &self.inner.layout,
             &master,
+            &self.inner.checked,
             &self.inner.fetched_total,
             build,
             &spec,
         )
         .await?;
+        let phases = unpacked.phases;
         let store = self.clone();
         let meta = blocking(move || store.commit(unpacked)).await?;
+        if meta.unflushed_boot.is_some() {
+            self.flush_later(&meta);
+        }
         tracing::info!(
             build = %spec,
             fetched_bytes = meta.fetched_bytes,
             disk_bytes = meta.disk_bytes,
             elapsed = ?started.elapsed(),
+            fetch = ?phases.fetch,
+            verify = ?phases.verify,
+            unpack = ?phases.unpack,
             "build installed"
         );
         Ok(self.describe(&meta))
@@ -486,7 +506,7 @@ impl BuildStore {
 
     /// Moves an unpacked build into place and records it; from here on it is installed.
     fn commit(&self, unpacked: install::Unpacked) -> Result<BuildMeta, BuildError> {
-        let install::Unpacked { mut meta, dir } = unpacked;
+        let install::Unpacked { mut meta, dir, .. } = unpacked;
         let layout = &self.inner.layout;
         let (name, version) = (meta.name.clone(), meta.version.clone());
         let name_dir = layout.name_dir(&name);
@@ -494,6 +514,12 @@ impl BuildStore {
             .map_err(|e| BuildError::io("could not create", &name_dir, &e))?;
         let target = layout.version_dir(&name, &version);
         meta.installed_at_unix_ms = exile_api::now_unix_ms();
+        // The files are flushed after the instance that waits for them has started (see
+        // `BuildMeta::unflushed_boot`); where the host's boot cannot be told, now.
+        meta.unflushed_boot = layout::boot_id();
+        if meta.unflushed_boot.is_none() {
+            layout::flush_fs(dir.path())?;
+        }
         let mut index = lock(&self.inner.index);
         // Another archive of this version (not in use, checked before fetching), or what an
         // interrupted install left: neither is reported installed any more.
@@ -524,6 +550,39 @@ impl BuildStore {
         }
         // Any old tree is deleted here, outside the lock.
         result.map(|_old| meta)
+    }
+
+    /// Flushes an installed version's files in the background and then marks its record
+    /// durable, unless the version was removed or replaced meanwhile.
+    fn flush_later(&self, meta: &BuildMeta) {
+        let store = self.clone();
+        let key = (meta.name.clone(), meta.version.clone());
+        let installed_at = meta.installed_at_unix_ms;
+        let dir = self.inner.layout.version_dir(&meta.name, &meta.version);
+        let flush = move || {
+            layout::flush_fs(&dir)?;
+            let mut index = lock(&store.inner.index);
+            let Some(entry) = index
+                .get_mut(&key)
+                .filter(|e| e.meta.installed_at_unix_ms == installed_at)
+            else {
+                return Ok(());
+            };
+            let mut meta = entry.meta.clone();
+            meta.unflushed_boot = None;
+            store.inner.layout.write_meta(&meta)?;
+            entry.meta = meta;
+            Ok(())
+        };
+        let spec = spec(&meta.name, &meta.version);
+        tokio::spawn(
+            async move {
+                if let Err(e) = blocking(flush).await {
+                    tracing::warn!(build = %spec, error = %e, "could not flush the build to disk; a host crash would make this spawner fetch it again");
+                }
+            }
+            .with_current_subscriber(),
+        );
     }
 
     /// Fetches the wanted builds the store lacks, one at a time, retrying with backoff.

@@ -2,12 +2,13 @@
 //! `<data-dir>/blobs/<first 2 hex>/<sha256>`, and the chunking that splits an archive into
 //! those chunks.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 #[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use exile_api::build::is_sha256_hex;
 use sha2::{Digest, Sha256};
@@ -19,14 +20,14 @@ use sha2::{Digest, Sha256};
 /// - changing one file inside a zip shifts every later offset, yet only the chunks around
 ///   that file's bytes (and the central directory at the end) change, where fixed-size
 ///   chunks would all change after the edit;
-/// - 1 MiB on average keeps the chunk list of a 4 GiB build at ~4,000 rows, and the 2 MiB
-///   maximum keeps one `ChunkData` message (chunk + framing) under tonic's 4 MiB default
-///   message limit on the spawner's side; the 256 KiB minimum avoids runs of tiny chunks.
+/// - 1 MiB on average keeps the chunk list of a 4 GiB build at ~4,000 rows, and the maximum
+///   is [`exile_api::build::MAX_CHUNK_BYTES`] (2 MiB, what a spawner accepts); the 256 KiB
+///   minimum avoids runs of tiny chunks.
 pub const MIN_CHUNK: usize = 256 * 1024;
 /// Average chunk size, bytes (see [`MIN_CHUNK`]).
 pub const AVG_CHUNK: usize = 1024 * 1024;
 /// Largest chunk, bytes (see [`MIN_CHUNK`]).
-pub const MAX_CHUNK: usize = 2 * 1024 * 1024;
+pub const MAX_CHUNK: usize = exile_api::build::MAX_CHUNK_BYTES;
 
 /// One piece of an archive.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,10 +52,18 @@ pub struct Chunked {
 /// Prefix of files being written; never a valid blob name, swept at start.
 const TEMP_PREFIX: &str = ".tmp-";
 
+/// Blobs whose bytes this process has checked against their hash, kept so that a build
+/// delivered to many spawners is hashed once here rather than once per spawner (each
+/// spawner checks every chunk it receives anyway). Cleared when it grows past this many.
+const MAX_VERIFIED: usize = 200_000;
+
 /// The blob directory.
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     root: PathBuf,
+    /// Blobs checked since start (see [`MAX_VERIFIED`]). A std mutex: short sections, never
+    /// held across an await.
+    verified: Arc<Mutex<HashSet<String>>>,
 }
 
 fn private_dir(path: &Path) -> io::Result<()> {
@@ -81,7 +90,10 @@ impl BlobStore {
     /// Opens (creating it, mode 0700) the store at `root`.
     pub fn open(root: PathBuf) -> io::Result<Self> {
         private_dir(&root)?;
-        Ok(BlobStore { root })
+        Ok(BlobStore {
+            root,
+            verified: Arc::default(),
+        })
     }
 
     /// Where a blob lives. Only ever called with a checked hash, so the path cannot leave
@@ -140,7 +152,14 @@ impl BlobStore {
         Ok(())
     }
 
-    /// A blob's bytes, checked against its hash (a damaged blob is an error, never served).
+    fn verified(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A blob's bytes, checked against its hash the first time this process reads it (a
+    /// damaged blob is an error, never served).
     pub fn read(&self, sha256: &str) -> io::Result<Vec<u8>> {
         let path = self.path_of(sha256)?;
         let mut f = File::open(&path)?;
@@ -153,18 +172,27 @@ impl BlobStore {
         }
         let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         f.read_to_end(&mut data)?;
+        if self.verified().contains(sha256) {
+            return Ok(data);
+        }
         if sha256_hex(&data) != sha256 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("blob {sha256} does not match its hash (damaged on disk)"),
             ));
         }
+        let mut verified = self.verified();
+        if verified.len() >= MAX_VERIFIED {
+            verified.clear();
+        }
+        verified.insert(sha256.to_owned());
         Ok(data)
     }
 
     /// Removes a blob; returns its size, or None when it was not there.
     pub fn remove(&self, sha256: &str) -> io::Result<Option<u64>> {
         let path = self.path_of(sha256)?;
+        self.verified().remove(sha256);
         let len = match std::fs::metadata(&path) {
             Ok(m) => m.len(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

@@ -198,17 +198,22 @@ impl SpawnerLink for LinkApi {
     ) -> Result<Response<Self::FetchChunksStream>, Status> {
         let hashes = req.into_inner().sha256;
         self.0.builds.check_fetch(&hashes).await?;
-        // One chunk read at a time, only when the client is ready for it: memory stays at a
-        // chunk or two per stream whatever the build's size. A failed read ends the stream.
+        // Chunks are read ahead of the client by at most READ_AHEAD, only as it takes them:
+        // memory stays at a few chunks per stream whatever the build's size, and the next
+        // chunk is off the disk by the time the last one is sent. A failed read ends the
+        // stream.
+        const READ_AHEAD: usize = 2;
         let builds = self.0.builds.clone();
-        let chunks =
-            futures::stream::unfold(Some((builds, hashes.into_iter())), |state| async move {
-                let (builds, mut rest) = state?;
-                let sha256 = rest.next()?;
-                match builds.read_chunk(sha256).await {
-                    Ok(chunk) => Some((Ok(chunk), Some((builds, rest)))),
-                    Err(e) => Some((Err(Status::from(e)), None)),
-                }
+        let chunks = futures::stream::iter(hashes)
+            .map(move |sha256| {
+                let builds = builds.clone();
+                async move { builds.read_chunk(sha256).await.map_err(Status::from) }
+            })
+            .buffered(READ_AHEAD)
+            .scan(false, |failed, chunk| {
+                let out = (!*failed).then_some(chunk);
+                *failed = matches!(out, Some(Err(_)));
+                futures::future::ready(out)
             });
         Ok(Response::new(Box::pin(chunks)))
     }

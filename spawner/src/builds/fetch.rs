@@ -1,31 +1,39 @@
 //! The master's side of an install: a build's chunk list and the chunks it lacks, asked for
 //! with the spawner's credential like the link. A cut stream is resumed by asking again for
 //! what is still missing; every chunk is checked against its SHA-256 before it enters the
-//! cache.
+//! cache. Checking and writing run beside the stream (a few chunks at a time), so the
+//! connection keeps moving while a chunk is hashed.
+//!
+//! Cached chunks are not flushed one by one: a chunk torn by a host crash fails its check
+//! when an install next reads it, and is fetched again.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use exile_api::v1::{self, spawner_link_client::SpawnerLinkClient};
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tonic::Code;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use super::error::BuildError;
-use super::layout::{ChunkMeta, Layout, sync_dir, write_file_atomic};
+use super::layout::{ChunkMeta, Layout, write_file};
 use crate::backoff::Backoff;
 use crate::enroll::Credential;
+use exile_api::build::MAX_FETCH_CHUNKS;
 
-/// Most chunks one FetchChunks request may name (link.proto).
-pub const MAX_FETCH_CHUNKS: usize = 4096;
 /// Largest chunk the master sends (link.proto); bigger ones in a chunk list are refused.
-pub const MAX_CHUNK_BYTES: u64 = 2 << 20;
+pub const MAX_CHUNK_BYTES: u64 = exile_api::build::MAX_CHUNK_BYTES as u64;
 /// Consecutive attempts that bring nothing new before an install gives up on the master.
 const MAX_IDLE_ATTEMPTS: u32 = 6;
 /// How long a FetchChunks stream may stay silent before it counts as cut.
 const STALL: Duration = Duration::from_secs(60);
+/// Chunks being checked and written while the stream goes on (memory: this many chunks plus
+/// the one being received).
+const STORES_IN_FLIGHT: usize = 3;
 
 /// A client of the master's build RPCs.
 #[derive(Clone)]
@@ -142,6 +150,9 @@ pub struct Fetcher<'a> {
     /// Bytes received in this install.
     pub fetched: u64,
     mismatches: HashMap<String, u32>,
+    /// Chunks checked against their hash as they arrived and stored since the last
+    /// [`Fetcher::take_fresh`].
+    fresh: HashSet<String>,
 }
 
 impl<'a> Fetcher<'a> {
@@ -159,7 +170,13 @@ impl<'a> Fetcher<'a> {
             total,
             fetched: 0,
             mismatches: HashMap::new(),
+            fresh: HashSet::new(),
         }
+    }
+
+    /// The chunks stored (and checked) since the last call.
+    pub fn take_fresh(&mut self) -> HashSet<String> {
+        std::mem::take(&mut self.fresh)
     }
 
     /// Brings every chunk of `missing` into the cache, in batches, resuming cut streams with
@@ -187,6 +204,7 @@ impl<'a> Fetcher<'a> {
                 idle = 0;
                 backoff.reset();
             }
+            self.fresh.extend(stored);
             match outcome {
                 Attempt::Complete => {}
                 Attempt::Fatal(e) => return Err(e),
@@ -204,46 +222,64 @@ impl<'a> Fetcher<'a> {
                 }
             }
         }
-        let dir = self.layout.chunks();
-        tokio::task::spawn_blocking(move || sync_dir(&dir))
-            .await
-            .map_err(|e| BuildError::Internal(format!("the chunk writer failed: {e}")))?
+        Ok(())
     }
 
     /// One FetchChunks stream for `batch`; returns the chunks it stored.
     async fn attempt(&mut self, batch: &[ChunkMeta]) -> (HashSet<String>, Attempt) {
         let mut stored = HashSet::new();
+        let mut stores = Stores::default();
+        let outcome = self.receive(batch, &mut stored, &mut stores).await;
+        // Chunks already received are kept whatever ended the stream.
+        while let Some(done) = stores.next().await {
+            if let Err(fatal) = self.stored(done, &mut stored)
+                && matches!(outcome, Attempt::Complete | Attempt::Cut(_))
+            {
+                return (stored, fatal);
+            }
+        }
+        (stored, outcome)
+    }
+
+    /// Reads the stream, handing each chunk to a store task.
+    async fn receive(
+        &mut self,
+        batch: &[ChunkMeta],
+        stored: &mut HashSet<String>,
+        stores: &mut Stores,
+    ) -> Attempt {
         let mut received = HashSet::new();
         let sizes: HashMap<&str, u64> = batch.iter().map(|c| (c.sha256.as_str(), c.size)).collect();
         let hashes = batch.iter().map(|c| c.sha256.clone()).collect();
         let mut stream = match self.master.fetch_chunks(hashes).await {
             Ok(stream) => stream,
-            Err(status) => return (stored, self.classify(&status)),
+            Err(status) => return self.classify(&status),
         };
         loop {
+            while stores.len() >= STORES_IN_FLIGHT {
+                if let Some(done) = stores.next().await
+                    && let Err(fatal) = self.stored(done, stored)
+                {
+                    return fatal;
+                }
+            }
             let next = match tokio::time::timeout(STALL, stream.message()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    return (
-                        stored,
-                        Attempt::Cut(format!("no chunk arrived for {} s", STALL.as_secs())),
-                    );
+                    return Attempt::Cut(format!("no chunk arrived for {} s", STALL.as_secs()));
                 }
             };
             let chunk = match next {
                 Ok(Some(chunk)) => chunk,
-                Ok(None) if received.len() == batch.len() => return (stored, Attempt::Complete),
+                Ok(None) if received.len() == batch.len() => return Attempt::Complete,
                 Ok(None) => {
-                    return (
-                        stored,
-                        Attempt::Cut(format!(
-                            "the master ended the stream after {} of {} chunks",
-                            received.len(),
-                            batch.len()
-                        )),
-                    );
+                    return Attempt::Cut(format!(
+                        "the master ended the stream after {} of {} chunks",
+                        received.len(),
+                        batch.len()
+                    ));
                 }
-                Err(status) => return (stored, self.classify(&status)),
+                Err(status) => return self.classify(&status),
             };
             let len = chunk.data.len() as u64;
             self.fetched += len;
@@ -255,27 +291,44 @@ impl<'a> Fetcher<'a> {
             if !received.insert(chunk.sha256.clone()) {
                 continue;
             }
-            let sha = chunk.sha256.clone();
-            match self.store(chunk, size).await {
-                Ok(true) => {
-                    stored.insert(sha);
-                }
-                Ok(false) => {
-                    let count = self.mismatches.entry(sha.clone()).or_default();
-                    *count += 1;
-                    if *count >= 2 {
-                        return (
-                            stored,
-                            Attempt::Fatal(BuildError::Corrupt(format!(
-                                "chunk {sha} of build {} arrived corrupted twice (its bytes do not match its SHA-256 or size)",
-                                self.spec
-                            ))),
-                        );
-                    }
-                    tracing::warn!(build = %self.spec, chunk = %sha, "a chunk arrived corrupted; asking for it again");
-                }
-                Err(e) => return (stored, Attempt::Fatal(e)),
+            let path = self.layout.chunk(&chunk.sha256);
+            let tmp = self.layout.tmp_path("chunk");
+            stores.push(tokio::task::spawn_blocking(move || {
+                let sound = store(&chunk, size, &tmp, &path);
+                (chunk.sha256, sound)
+            }));
+        }
+    }
+
+    /// Takes in the outcome of one store task; an error is the attempt's fatal end.
+    fn stored(
+        &mut self,
+        done: Result<(String, Result<bool, BuildError>), tokio::task::JoinError>,
+        stored: &mut HashSet<String>,
+    ) -> Result<(), Attempt> {
+        let (sha, sound) = done.map_err(|e| {
+            Attempt::Fatal(BuildError::Internal(format!(
+                "the chunk writer failed: {e}"
+            )))
+        })?;
+        match sound {
+            Ok(true) => {
+                stored.insert(sha);
+                Ok(())
             }
+            Ok(false) => {
+                let count = self.mismatches.entry(sha.clone()).or_default();
+                *count += 1;
+                if *count >= 2 {
+                    return Err(Attempt::Fatal(BuildError::Corrupt(format!(
+                        "chunk {sha} of build {} arrived corrupted twice (its bytes do not match its SHA-256 or size)",
+                        self.spec
+                    ))));
+                }
+                tracing::warn!(build = %self.spec, chunk = %sha, "a chunk arrived corrupted; asking for it again");
+                Ok(())
+            }
+            Err(e) => Err(Attempt::Fatal(e)),
         }
     }
 
@@ -293,22 +346,20 @@ impl<'a> Fetcher<'a> {
             ))),
         }
     }
+}
 
-    /// Checks a chunk against its hash and size and moves it into the cache; false when it
-    /// does not match.
-    async fn store(&self, chunk: v1::ChunkData, size: u64) -> Result<bool, BuildError> {
-        let path = self.layout.chunk(&chunk.sha256);
-        let tmp = self.layout.tmp_path("chunk");
-        tokio::task::spawn_blocking(move || {
-            if chunk.data.len() as u64 != size || sha256_hex(&chunk.data) != chunk.sha256 {
-                return Ok(false);
-            }
-            write_file_atomic(&tmp, &path, &chunk.data)?;
-            Ok(true)
-        })
-        .await
-        .map_err(|e| BuildError::Internal(format!("the chunk writer failed: {e}")))?
+/// Store tasks in flight, in completion order.
+type Stores =
+    futures::stream::FuturesUnordered<tokio::task::JoinHandle<(String, Result<bool, BuildError>)>>;
+
+/// Checks a chunk against its hash and size and moves it into the cache; false when it does
+/// not match. Not flushed (see the module's note).
+fn store(chunk: &v1::ChunkData, size: u64, tmp: &Path, path: &Path) -> Result<bool, BuildError> {
+    if chunk.data.len() as u64 != size || sha256_hex(&chunk.data) != chunk.sha256 {
+        return Ok(false);
     }
+    write_file(tmp, path, &chunk.data)?;
+    Ok(true)
 }
 
 /// Lowercase hex SHA-256 of `data`.

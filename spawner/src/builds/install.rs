@@ -1,8 +1,10 @@
 //! One install up to the point of committing it: chunk list, missing chunks, the archive
-//! assembled and checked, free space checked, unpacked into the scratch directory. Nothing
-//! here touches `<name>/<version>/`; every scratch file is removed when dropped.
+//! checked (every chunk against its hash, the whole against the build's SHA-256), free space
+//! checked, unpacked from the cached chunks into the scratch directory. Nothing here touches
+//! `<name>/<version>/`; every scratch file is removed when dropped.
 
-use std::io::{Read, Write};
+use std::collections::HashSet;
+use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -10,12 +12,47 @@ use exile_api::v1;
 use sha2::{Digest, Sha256};
 
 use super::blocking;
+use super::chunked::ChunkedArchive;
 use super::error::{BuildError, check_space};
 use super::fetch::{Fetcher, MAX_CHUNK_BYTES, Master, sha256_hex};
 use super::layout::{ChunkMeta, Layout, Scratch, free_bytes};
 
 /// Assembly rounds (each may find damaged cached chunks and fetch them again).
 const MAX_ROUNDS: u32 = 3;
+/// Most chunk hashes [`Checked`] remembers before it starts afresh.
+const MAX_CHECKED: usize = 200_000;
+
+/// Cached chunks this process has checked against their hash (on arrival or in an earlier
+/// install), so a redeploy hashes the whole archive once rather than every chunk again. A
+/// chunk damaged since is still caught: the whole archive's hash then fails, and every chunk
+/// is checked again (see [`verify`]).
+#[derive(Debug, Default)]
+pub struct Checked(std::sync::Mutex<HashSet<String>>);
+
+impl Checked {
+    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // Short sections, never across an await; a poisoned set is still a valid set.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn contains(&self, sha256: &str) -> bool {
+        self.set().contains(sha256)
+    }
+
+    fn insert(&self, sha256: impl IntoIterator<Item = String>) {
+        let mut set = self.set();
+        if set.len() >= MAX_CHECKED {
+            set.clear();
+        }
+        set.extend(sha256);
+    }
+
+    fn remove(&self, sha256: &str) {
+        self.set().remove(sha256);
+    }
+}
 
 /// A build unpacked in the scratch directory, ready to be moved into place.
 #[derive(Debug)]
@@ -24,12 +61,26 @@ pub struct Unpacked {
     pub meta: super::layout::BuildMeta,
     /// The unpacked tree.
     pub dir: Scratch,
+    /// Time spent fetching, checking and unpacking (for the install's log line).
+    pub phases: Phases,
+}
+
+/// Where an install's time went.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Phases {
+    /// Fetching missing chunks (each checked as it arrives).
+    pub fetch: std::time::Duration,
+    /// Checking the cached chunks and the whole archive.
+    pub verify: std::time::Duration,
+    /// Inspecting and unpacking.
+    pub unpack: std::time::Duration,
 }
 
 /// Fetches what is missing of `build`, assembles and checks its archive, and unpacks it.
 pub async fn prepare(
     layout: &Arc<Layout>,
     master: &Master,
+    checked: &Arc<Checked>,
     total: &AtomicU64,
     build: &v1::BuildRef,
     spec: &str,
@@ -45,29 +96,35 @@ pub async fn prepare(
         })
         .collect();
     let mut fetcher = Fetcher::new(master, layout, spec, total);
+    let mut phases = Phases::default();
     let mut round = 0;
-    let archive = loop {
+    loop {
         round += 1;
         let missing = missing_chunks(layout, &chunks);
         let missing_bytes = missing.iter().map(|c| c.size).sum();
         space(layout, missing_bytes, || {
             format!("fetch the missing chunks of {spec}")
         })?;
+        let t = std::time::Instant::now();
         fetcher.fetch(&missing).await?;
-        space(layout, size, || format!("assemble the archive of {spec}"))?;
+        phases.fetch += t.elapsed();
         let (l, c, sha, s) = (
             layout.clone(),
             chunks.clone(),
             build.sha256.clone(),
             spec.to_owned(),
         );
-        let assembled = blocking(move || assemble(&l, &c, size, &sha, &s)).await?;
-        match assembled {
-            Assembled::Done(archive) => break archive,
-            Assembled::Damaged(damaged) if round < MAX_ROUNDS => {
+        checked.insert(fetcher.take_fresh());
+        let k = checked.clone();
+        let t = std::time::Instant::now();
+        let verified = blocking(move || verify(&l, &c, Some(&k), &sha, &s)).await?;
+        phases.verify += t.elapsed();
+        match verified {
+            Verified::Sound => break,
+            Verified::Damaged(damaged) if round < MAX_ROUNDS => {
                 tracing::warn!(build = %spec, chunks = ?damaged, "cached chunks failed their check; fetching them again");
             }
-            Assembled::Damaged(damaged) => {
+            Verified::Damaged(damaged) => {
                 return Err(BuildError::Corrupt(format!(
                     "cached chunks of build {spec} failed their check {MAX_ROUNDS} times in a row ({}); the disk under {} may be failing",
                     damaged.join(", "),
@@ -75,9 +132,11 @@ pub async fn prepare(
                 )));
             }
         }
-    };
-    let (l, s) = (layout.clone(), spec.to_owned());
-    let (dir, summary) = blocking(move || unpack(&l, archive, &s)).await?;
+    }
+    let (l, c, s) = (layout.clone(), chunks.clone(), spec.to_owned());
+    let t = std::time::Instant::now();
+    let (dir, summary) = blocking(move || unpack(&l, &c, &s)).await?;
+    phases.unpack = t.elapsed();
     let manifest = (!listing.manifest.is_empty()).then(|| listing.manifest.clone());
     Ok(Unpacked {
         meta: super::layout::BuildMeta {
@@ -91,8 +150,10 @@ pub async fn prepare(
             disk_bytes: summary.unpacked_bytes,
             fetched_bytes: fetcher.fetched,
             manifest,
+            unflushed_boot: None,
         },
         dir,
+        phases,
     })
 }
 
@@ -162,28 +223,26 @@ fn space(layout: &Layout, needed: u64, what: impl FnOnce() -> String) -> Result<
     check_space(what, needed, free_bytes(layout.root())?, layout.root())
 }
 
-enum Assembled {
-    Done(Scratch),
+enum Verified {
+    /// Every chunk is in the cache, matches its hash, and together they make the archive.
+    Sound,
     /// Cached chunks that were missing or failed their check (the damaged ones are deleted).
     Damaged(Vec<String>),
 }
 
-/// Concatenates the cached chunks into a scratch file, checking each chunk and then the
-/// whole archive.
-fn assemble(
+/// Reads the cached chunks in archive order, checking each against its hash (except those
+/// `checked` already holds) and the whole against the build's SHA-256. Nothing is written:
+/// the unpack reads the same chunk files.
+fn verify(
     layout: &Layout,
     chunks: &[ChunkMeta],
-    size: u64,
+    checked: Option<&Checked>,
     sha256: &str,
     spec: &str,
-) -> Result<Assembled, BuildError> {
-    let archive = Scratch::new(layout.tmp_path("archive"));
-    let path = archive.path().to_owned();
-    let io = |e: std::io::Error| BuildError::io("could not write", &path, &e);
-    let mut out =
-        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).map_err(io)?);
+) -> Result<Verified, BuildError> {
     let mut whole = Sha256::new();
     let mut damaged: Vec<String> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     let mut buf = Vec::new();
     for chunk in chunks {
         let cached = layout.chunk(&chunk.sha256);
@@ -198,37 +257,76 @@ fn assemble(
             }
             Err(e) => return Err(BuildError::io("could not read", &cached, &e)),
         }
-        if buf.len() as u64 != chunk.size || sha256_hex(&buf) != chunk.sha256 {
+        let trusted = seen.contains(chunk.sha256.as_str())
+            || checked.is_some_and(|k| k.contains(&chunk.sha256));
+        if buf.len() as u64 != chunk.size || (!trusted && sha256_hex(&buf) != chunk.sha256) {
             super::layout::remove_file(&cached)?;
+            if let Some(k) = checked {
+                k.remove(&chunk.sha256);
+            }
             damaged.push(chunk.sha256.clone());
             continue;
         }
+        seen.insert(&chunk.sha256);
         if damaged.is_empty() {
-            out.write_all(&buf).map_err(io)?;
             whole.update(&buf);
         }
     }
     if !damaged.is_empty() {
         damaged.dedup();
-        return Ok(Assembled::Damaged(damaged));
+        return Ok(Verified::Damaged(damaged));
     }
-    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
     let got = hex::encode(whole.finalize());
+    if got != sha256
+        && let Some(k) = checked
+    {
+        // A chunk checked earlier may have changed on disk since: check them all.
+        let verified = verify(layout, chunks, None, sha256, spec);
+        match &verified {
+            Ok(Verified::Sound) => k.insert(chunks.iter().map(|c| c.sha256.clone())),
+            Ok(Verified::Damaged(damaged)) => damaged.iter().for_each(|d| k.remove(d)),
+            Err(_) => {}
+        }
+        return verified;
+    }
+    if got == sha256
+        && let Some(k) = checked
+    {
+        k.insert(chunks.iter().map(|c| c.sha256.clone()));
+    }
     if got != sha256 {
+        let size: u64 = chunks.iter().map(|c| c.size).sum();
         return Err(BuildError::Corrupt(format!(
             "the archive of build {spec} assembled from its {} chunks ({size} bytes) has the SHA-256 {got}, not {sha256}; the master's chunk list does not match the build",
             chunks.len()
         )));
     }
-    Ok(Assembled::Done(archive))
+    Ok(Verified::Sound)
 }
 
-/// Checks the archive, the room it needs, and unpacks it into a scratch directory; the
-/// assembled archive is deleted either way.
+/// The archive as the cached chunks hold it.
+fn archive(
+    layout: &Layout,
+    chunks: &[ChunkMeta],
+    spec: &str,
+) -> exile_archive::Source<ChunkedArchive> {
+    let reader = ChunkedArchive::new(chunks.iter().map(|c| (layout.chunk(&c.sha256), c.size)));
+    exile_archive::Source {
+        len: reader.len(),
+        reader,
+        name: format!("the archive of build {spec}"),
+    }
+}
+
+/// Checks the archive (verified by [`verify`]) and the room it needs, and unpacks it from
+/// its cached chunks into a scratch directory.
+///
+/// The unpacked files are not flushed here: the build store records the version as not yet
+/// durable and flushes it in the background (see `BuildStore::commit`), so an instance can
+/// start from the page cache at once instead of waiting for a gigabyte to reach the disk.
 fn unpack(
     layout: &Layout,
-    archive: Scratch,
+    chunks: &[ChunkMeta],
     spec: &str,
 ) -> Result<(Scratch, exile_archive::Summary), BuildError> {
     let options = exile_archive::Options {
@@ -243,18 +341,14 @@ fn unpack(
             "the archive of build {spec} cannot be unpacked: {other}"
         )),
     };
-    let summary = exile_archive::inspect(archive.path(), &options).map_err(refused)?;
+    let summary =
+        exile_archive::inspect_source(archive(layout, chunks, spec), &options).map_err(refused)?;
     space(layout, summary.unpacked_bytes, || {
         format!("unpack build {spec}")
     })?;
     let dir = Scratch::new(layout.tmp_path("unpack"));
-    exile_archive::extract(archive.path(), dir.path(), &options).map_err(refused)?;
-    drop(archive);
-    // The record written next makes the build installed: its files must be on disk first.
-    // One syncfs beats an fsync per file of a large tree.
-    std::fs::File::open(dir.path())
-        .and_then(|d| nix::unistd::syncfs(&d).map_err(std::io::Error::from))
-        .map_err(|e| BuildError::io("could not flush", dir.path(), &e))?;
+    exile_archive::extract_source(archive(layout, chunks, spec), dir.path(), &options)
+        .map_err(refused)?;
     Ok((dir, summary))
 }
 
@@ -309,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn assembly_deletes_a_damaged_cached_chunk_and_checks_the_whole() {
+    fn verification_deletes_a_damaged_cached_chunk_and_checks_the_whole() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
         layout.prepare().unwrap();
@@ -324,7 +418,7 @@ mod tests {
         let whole = sha256_hex(b"hello world");
         std::fs::write(layout.chunk(&chunks[0].sha256), parts[0]).unwrap();
         std::fs::write(layout.chunk(&chunks[1].sha256), b"w0rld").unwrap();
-        let Assembled::Damaged(damaged) = assemble(&layout, &chunks, 11, &whole, "g@1").unwrap()
+        let Verified::Damaged(damaged) = verify(&layout, &chunks, None, &whole, "g@1").unwrap()
         else {
             panic!("a damaged chunk went unnoticed");
         };
@@ -333,20 +427,42 @@ mod tests {
         assert!(layout.chunk(&chunks[0].sha256).exists());
 
         std::fs::write(layout.chunk(&chunks[1].sha256), parts[1]).unwrap();
-        let Assembled::Done(archive) = assemble(&layout, &chunks, 11, &whole, "g@1").unwrap()
-        else {
-            panic!("sound chunks were refused");
-        };
-        assert_eq!(std::fs::read(archive.path()).unwrap(), b"hello world");
-        let path = archive.path().to_owned();
-        drop(archive);
-        assert!(!path.exists(), "the scratch archive outlived its guard");
+        assert!(matches!(
+            verify(&layout, &chunks, None, &whole, "g@1").unwrap(),
+            Verified::Sound
+        ));
+        let mut read = Vec::new();
+        archive(&layout, &chunks, "g@1")
+            .reader
+            .read_to_end(&mut read)
+            .unwrap();
+        assert_eq!(read, b"hello world");
 
-        let err = match assemble(&layout, &chunks, 11, &"c".repeat(64), "g@1") {
+        let err = match verify(&layout, &chunks, None, &"c".repeat(64), "g@1") {
             Err(e) => e,
             Ok(_) => panic!("a wrong whole hash was accepted"),
         };
         assert!(matches!(err, BuildError::Corrupt(_)), "{err}");
+
+        // A chunk checked before is not hashed again, but the whole still is: a chunk file
+        // changed since is found and deleted, not passed as the build.
+        let checked = Checked::default();
+        checked.insert([chunks[1].sha256.clone()]);
+        std::fs::write(layout.chunk(&chunks[1].sha256), b"w0rld").unwrap();
+        let Verified::Damaged(damaged) =
+            verify(&layout, &chunks, Some(&checked), &whole, "g@1").unwrap()
+        else {
+            panic!("a changed chunk passed as the build");
+        };
+        assert_eq!(damaged, [chunks[1].sha256.clone()]);
+        assert!(!checked.contains(&chunks[1].sha256));
+        // Once sound, both are remembered.
+        std::fs::write(layout.chunk(&chunks[1].sha256), parts[1]).unwrap();
+        assert!(matches!(
+            verify(&layout, &chunks, Some(&checked), &whole, "g@1").unwrap(),
+            Verified::Sound
+        ));
+        assert!(chunks.iter().all(|c| checked.contains(&c.sha256)));
         assert_eq!(std::fs::read_dir(layout.tmp()).unwrap().count(), 0);
     }
 }

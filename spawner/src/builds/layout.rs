@@ -50,6 +50,12 @@ pub struct BuildMeta {
     /// The `exile-build.toml` text the master gave with it.
     #[serde(default)]
     pub manifest: Option<String>,
+    /// While the unpacked files may still sit only in the page cache: the host's boot id at
+    /// install. Cleared once they are flushed. A record still carrying another boot's id
+    /// after a restart means the host went down before the flush, so the tree may be torn:
+    /// it is dropped and the version fetched again when needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unflushed_boot: Option<String>,
 }
 
 impl BuildMeta {
@@ -200,6 +206,12 @@ impl Layout {
             .chunks
             .iter()
             .all(|c| exile_api::build::is_sha256_hex(&c.sha256));
+        if let Some(boot) = &meta.unflushed_boot
+            && boot_id().as_ref() != Some(boot)
+        {
+            tracing::warn!(build = %format!("{name}@{version}"), "the host restarted before this build reached the disk");
+            return None;
+        }
         (meta.name == name && meta.version == version && chunks_ok).then_some(meta)
     }
 
@@ -278,12 +290,12 @@ impl Drop for Scratch {
     }
 }
 
-/// Writes `data` as a new file at `tmp`, fsyncs it and renames it to `path`.
-pub fn write_file_atomic(tmp: &Path, path: &Path, data: &[u8]) -> Result<(), BuildError> {
+/// Writes `data` as a new file at `tmp` and renames it to `path`, so `path` never holds a
+/// partly written file while the host stays up. Not flushed: callers check what they read back.
+pub fn write_file(tmp: &Path, path: &Path, data: &[u8]) -> Result<(), BuildError> {
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(tmp)?;
         file.write_all(data)?;
-        file.sync_all()?;
         drop(file);
         std::fs::rename(tmp, path)
     };
@@ -291,6 +303,21 @@ pub fn write_file_atomic(tmp: &Path, path: &Path, data: &[u8]) -> Result<(), Bui
         let _ = std::fs::remove_file(tmp);
         BuildError::io("could not write", path, &e)
     })
+}
+
+/// This boot of the host (Linux's random boot id), or None where the kernel does not say.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// Flushes the file system holding `dir` (one syncfs beats an fsync per file of a large
+/// tree).
+pub fn flush_fs(dir: &Path) -> Result<(), BuildError> {
+    std::fs::File::open(dir)
+        .and_then(|d| nix::unistd::syncfs(&d).map_err(std::io::Error::from))
+        .map_err(|e| BuildError::io("could not flush", dir, &e))
 }
 
 /// Fsyncs a directory, so renames into it survive a crash.
@@ -356,6 +383,7 @@ mod tests {
             disk_bytes: 9,
             fetched_bytes: 3,
             manifest: Some("[run]".into()),
+            unflushed_boot: None,
         }
     }
 
@@ -378,10 +406,23 @@ mod tests {
         std::fs::write(layout.meta("game", "4"), wrong).unwrap();
         // Scratch left by a crash.
         std::fs::write(layout.tmp().join("junk"), b"x").unwrap();
+        // Installed but not flushed before the host went down (another boot's id).
+        std::fs::create_dir_all(layout.version_dir("game", "5")).unwrap();
+        let mut torn = meta("game", "5");
+        torn.unflushed_boot = Some("another-boot".into());
+        layout.write_meta(&torn).unwrap();
+        // Installed in this boot and not flushed yet: still good.
+        std::fs::create_dir_all(layout.version_dir("game", "6")).unwrap();
+        let mut pending = meta("game", "6");
+        pending.unflushed_boot = boot_id();
+        layout.write_meta(&pending).unwrap();
 
         layout.prepare().unwrap();
-        let found = layout.scan().unwrap();
-        assert_eq!(found, vec![meta("game", "1")]);
+        let mut found = layout.scan().unwrap();
+        found.sort_by(|a, b| a.version.cmp(&b.version));
+        assert_eq!(found, vec![meta("game", "1"), pending]);
+        assert!(!layout.version_dir("game", "5").exists());
+        assert!(!layout.meta("game", "5").exists());
         assert!(layout.version_dir("game", "1").is_dir());
         assert!(!layout.version_dir("game", "2").exists());
         assert!(!layout.meta("game", "3").exists());
