@@ -1,5 +1,6 @@
-//! Limits and validators of spawn settings that the master, the spawner and the build
-//! manifest all apply. Each returns a sentence naming the field, for people to act on.
+//! Limits and validators that the master, the spawner and the build manifest all apply:
+//! ids, labels, spawn settings (args, env, restart and health), console lines. Each returns
+//! a sentence naming the field, for people to act on.
 
 use std::ops::RangeInclusive;
 
@@ -21,6 +22,102 @@ pub const MAX_ENV_VARS: usize = 128;
 pub const MAX_ENV_NAME: usize = 128;
 /// Longest environment variable value, bytes.
 pub const MAX_ENV_VALUE: usize = 4096;
+
+/// Longest id of anything (instances, spawners, users, builds, uploads), bytes.
+pub const MAX_ID: usize = 128;
+/// Most labels an instance or a spawner may carry.
+pub const MAX_LABELS: usize = 64;
+/// Longest label key, bytes.
+pub const MAX_LABEL_KEY: usize = 63;
+/// Longest label value, bytes.
+pub const MAX_LABEL_VALUE: usize = 256;
+/// Most command-line arguments a spawn may add.
+pub const MAX_ARGS: usize = 64;
+/// Longest such argument, bytes.
+pub const MAX_ARG: usize = 4096;
+
+/// Checks an id given in a request: present and at most [`MAX_ID`] bytes.
+pub fn check_id(field: &str, id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err(format!("{field}: required"));
+    }
+    if id.len() > MAX_ID {
+        return Err(format!("{field}: longer than {MAX_ID} bytes"));
+    }
+    Ok(())
+}
+
+/// Checks an instance id, which a spawner turns into a directory name: 1 to [`MAX_ID`] of
+/// letters, digits, '-', '_' or '.', and never `.` or `..`.
+pub fn check_instance_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "instance id {id:?} is invalid: use 1 to {MAX_ID} letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+/// Checks one label: a key of 1 to [`MAX_LABEL_KEY`] letters, digits, '.', '_', '-' or '/',
+/// and a value of at most [`MAX_LABEL_VALUE`] bytes.
+pub fn check_label(field: &str, key: &str, value: &str) -> Result<(), String> {
+    let key_ok = !key.is_empty()
+        && key.len() <= MAX_LABEL_KEY
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+    if !key_ok {
+        return Err(format!(
+            "{field}: key {key:?} must be 1 to {MAX_LABEL_KEY} characters of letters, digits, '.', '_', '-' or '/'"
+        ));
+    }
+    if value.len() > MAX_LABEL_VALUE {
+        return Err(format!(
+            "{field}: value of {key} is longer than {MAX_LABEL_VALUE} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a whole label set: at most [`MAX_LABELS`], each as [`check_label`] says.
+pub fn check_labels<'a>(
+    field: &str,
+    labels: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), String> {
+    if labels.len() > MAX_LABELS {
+        return Err(format!("{field}: at most {MAX_LABELS} entries"));
+    }
+    for (k, v) in labels {
+        check_label(field, k, v)?;
+    }
+    Ok(())
+}
+
+/// Checks the arguments a spawn adds: at most [`MAX_ARGS`], each at most [`MAX_ARG`] bytes
+/// with no NUL (which no argv can carry).
+pub fn check_args(args: &[String]) -> Result<(), String> {
+    if args.len() > MAX_ARGS {
+        return Err(format!("args: at most {MAX_ARGS} arguments"));
+    }
+    if let Some(i) = args
+        .iter()
+        .position(|a| a.len() > MAX_ARG || a.contains('\0'))
+    {
+        return Err(format!(
+            "args: argument {} is longer than {MAX_ARG} bytes or has a NUL byte",
+            i + 1
+        ));
+    }
+    Ok(())
+}
 
 /// Longest console line, bytes (without its newline).
 pub const MAX_CONSOLE_LINE: usize = 1024;
@@ -180,6 +277,38 @@ mod tests {
         assert!(check_console_line("").is_err());
         assert!(check_console_line("a\nb").is_err());
         assert!(check_console_line("a\u{1b}]0;x\u{7}").is_err());
+    }
+
+    #[test]
+    fn ids_labels_and_args_are_bounded() {
+        assert!(check_id("id", "spw-1").is_ok());
+        assert_eq!(check_id("id", "").unwrap_err(), "id: required");
+        assert!(check_id("id", &"x".repeat(MAX_ID + 1)).is_err());
+        for ok in ["i-1", "a.b_c", &"x".repeat(MAX_ID)] {
+            assert!(check_instance_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(MAX_ID + 1)] {
+            assert!(check_instance_id(bad).is_err(), "{bad}");
+        }
+        assert!(check_label("labels", "mode", "ctf").is_ok());
+        assert!(check_label("labels", "agones.dev/sdk-x", "").is_ok());
+        assert!(check_label("labels", "", "x").is_err());
+        assert!(check_label("labels", "a b", "x").is_err());
+        assert!(check_label("labels", &"k".repeat(MAX_LABEL_KEY + 1), "x").is_err());
+        let e = check_label("labels", "k", &"v".repeat(MAX_LABEL_VALUE + 1)).unwrap_err();
+        assert!(e.starts_with("labels: value of k"), "{e}");
+        let many: std::collections::HashMap<String, String> = (0..=MAX_LABELS)
+            .map(|i| (format!("k{i}"), String::new()))
+            .collect();
+        assert!(check_labels("labels", many.iter()).is_err());
+        assert!(check_labels("labels", many.iter().take(MAX_LABELS)).is_ok());
+        assert!(check_args(&["-x".into(), "y".into()]).is_ok());
+        assert!(check_args(&vec![String::new(); MAX_ARGS + 1]).is_err());
+        assert!(
+            check_args(&["a\0b".into()])
+                .unwrap_err()
+                .contains("argument 1")
+        );
     }
 
     #[test]

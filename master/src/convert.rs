@@ -134,49 +134,19 @@ pub fn spawner_state_word(s: pb::SpawnerState) -> &'static str {
     }
 }
 
-/// Checks a label map from a request: bounded sizes, sane keys.
+/// Checks a label map from a request (the rule is `exile_api::limits::check_labels`).
 pub fn check_labels(
     field: &str,
     labels: &std::collections::HashMap<String, String>,
 ) -> crate::error::Result<crate::model::Labels> {
-    use crate::error::Error;
-    if labels.len() > 64 {
-        return Err(Error::InvalidArgument(format!(
-            "{field}: at most 64 entries"
-        )));
-    }
-    for (k, v) in labels {
-        let key_ok = !k.is_empty()
-            && k.len() <= 63
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
-        if !key_ok {
-            return Err(Error::InvalidArgument(format!(
-                "{field}: key {k:?} must be 1 to 63 characters of letters, digits, '.', '_', '-' or '/'"
-            )));
-        }
-        if v.len() > 256 {
-            return Err(Error::InvalidArgument(format!(
-                "{field}: value of {k} is longer than 256 bytes"
-            )));
-        }
-    }
+    exile_api::limits::check_labels(field, labels.iter())
+        .map_err(crate::error::Error::InvalidArgument)?;
     Ok(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
-/// Checks an id field: non-empty and short.
+/// Checks an id field: present and short (`exile_api::limits::check_id`).
 pub fn check_id(field: &str, id: &str) -> crate::error::Result<()> {
-    if id.is_empty() {
-        return Err(crate::error::Error::InvalidArgument(format!(
-            "{field}: required"
-        )));
-    }
-    if id.len() > 128 {
-        return Err(crate::error::Error::InvalidArgument(format!(
-            "{field}: longer than 128 bytes"
-        )));
-    }
-    Ok(())
+    exile_api::limits::check_id(field, id).map_err(crate::error::Error::InvalidArgument)
 }
 
 #[cfg(test)]

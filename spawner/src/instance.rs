@@ -560,10 +560,15 @@ impl InstanceActor {
                 }
             }
             SdkCall::Label { key, value } => {
-                validate_label_key(&key)?;
-                if value.len() > 256 {
+                exile_api::limits::check_label("label", &key, &value)
+                    .map_err(Error::InvalidArgument)?;
+                if !value.is_empty()
+                    && !self.rec.labels.contains_key(&key)
+                    && self.rec.labels.len() >= exile_api::limits::MAX_LABELS
+                {
                     return Err(Error::InvalidArgument(format!(
-                        "label {key}: a value holds at most 256 bytes"
+                        "label {key}: the instance has {} labels already, the most it may carry",
+                        exile_api::limits::MAX_LABELS
                     )));
                 }
                 let changed = if value.is_empty() {
@@ -907,21 +912,5 @@ impl InstanceActor {
         // Dropping a tokio Child neither kills nor waits on it: the game keeps running and the
         // next spawner adopts it.
         self.proc = None;
-    }
-}
-
-/// Label keys a game may set: plain, short, and never empty.
-fn validate_label_key(key: &str) -> Result<()> {
-    let ok = !key.is_empty()
-        && key.len() <= 63
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "label key `{key}` is invalid: use 1 to 63 letters, digits, '-', '_', '.' or '/'"
-        )))
     }
 }

@@ -23,15 +23,7 @@ fn check_env(env: &HashMap<String, String>) -> Result<()> {
 }
 
 fn check_args(args: &[String]) -> Result<()> {
-    if args.len() > 64 {
-        return Err(Error::InvalidArgument("args: at most 64 arguments".into()));
-    }
-    if args.iter().any(|a| a.len() > 4096 || a.contains('\0')) {
-        return Err(Error::InvalidArgument(
-            "args: an argument is too long or has a NUL byte".into(),
-        ));
-    }
-    Ok(())
+    exile_api::limits::check_args(args).map_err(Error::InvalidArgument)
 }
 
 fn check_restart_policy(p: &pb::RestartPolicy) -> Result<()> {

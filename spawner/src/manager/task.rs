@@ -151,6 +151,9 @@ impl ManagerTask {
     /// chooses its ports.
     fn check_spawn(&mut self, spec: &SpawnSpec) -> Result<(String, Resolved, Vec<HeldPort>)> {
         validate_id(&spec.id)?;
+        exile_api::limits::check_args(&spec.args).map_err(Error::InvalidArgument)?;
+        exile_api::limits::check_labels("labels", spec.labels.iter())
+            .map_err(Error::InvalidArgument)?;
         let name = &self.config.name;
         if self.instances.contains_key(&spec.id) {
             return Err(Error::FailedPrecondition(format!(
@@ -408,22 +411,9 @@ fn new_sdk_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Instance ids become directory names: keep them plain.
+/// Instance ids become directory names: keep them plain (the rule lives in exile-api).
 pub(crate) fn validate_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id != "."
-        && id != ".."
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "instance id `{id}` is invalid: use 1 to 128 letters, digits, '-', '_' or '.'"
-        )))
-    }
+    exile_api::limits::check_instance_id(id).map_err(Error::InvalidArgument)
 }
 
 #[cfg(test)]

@@ -203,6 +203,43 @@ async fn ready_and_players_reach_the_instance_and_its_watchers() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
 
+    // A game cannot grow its labels past what the master accepts from anyone else.
+    let room = exile_api::limits::MAX_LABELS - rec.labels.len();
+    for i in 0..room {
+        sdk.set_label(v1::SdkSetLabelRequest {
+            key: format!("k{i}"),
+            value: "v".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let err = sdk
+        .set_label(v1::SdkSetLabelRequest {
+            key: "one-too-many".into(),
+            value: "v".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("labels already"), "{err}");
+    // Changing or clearing one it has is still fine.
+    for value in ["w", ""] {
+        sdk.set_label(v1::SdkSetLabelRequest {
+            key: "k0".into(),
+            value: value.into(),
+        })
+        .await
+        .unwrap();
+    }
+    let err = sdk
+        .set_label(v1::SdkSetLabelRequest {
+            key: "map".into(),
+            value: "x".repeat(exile_api::limits::MAX_LABEL_VALUE + 1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+
     h.stop.cancel();
     h.manager.shutdown(true).await.unwrap();
 }
