@@ -7,6 +7,8 @@ pub mod v1 {
 }
 
 pub mod build;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fs;
 pub mod limits;
 pub mod state;
 

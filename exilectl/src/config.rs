@@ -1,6 +1,5 @@
 //! Stored contexts (name, master URL, token) in `<config dir>/exile/config.toml`, written 0600.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -56,32 +55,9 @@ impl Config {
     /// Writes the file atomically with mode 0600, since it holds tokens.
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = toml::to_string(self).context("cannot encode the config")?;
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-        if let Some(dir) = dir {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let tmp = path.with_extension("toml.tmp");
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let write = |tmp: &Path| -> std::io::Result<()> {
-            let mut f = opts.open(tmp)?;
-            // The mode above only applies to new files; an old tmp file keeps its mode.
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            }
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(tmp, path)
-        };
-        write(&tmp).with_context(|| format!("cannot write config file {}", path.display()))
+        // A missing config directory is created 0700.
+        exile_api::fs::write_private(path, text.as_bytes())
+            .with_context(|| format!("cannot write config file {}", path.display()))
     }
 
     /// The context with this name.

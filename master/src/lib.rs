@@ -240,21 +240,7 @@ pub async fn start(
     })
 }
 
-/// Writes a file readable by its owner only.
+/// Writes a file readable by its owner only, atomically (`exile_api::fs::write_private`).
 pub fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts.open(&tmp)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
+    exile_api::fs::write_private(path, contents.as_bytes())
 }

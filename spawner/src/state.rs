@@ -2,7 +2,6 @@
 //! file write every durable file goes through.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -302,33 +301,11 @@ impl StateFile {
     }
 }
 
-/// Writes `bytes` to `path` so readers see the old or the new contents, never a mix:
-/// temp file in the same directory, fsync, rename, fsync of the directory.
+/// Writes `bytes` to `path` so readers see the old or the new contents, never a mix
+/// (`exile_api::fs::write_atomic`).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        // A leftover temp file would keep its old mode; start from scratch.
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
-        // The rename is durable only once the directory entry is.
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| Error::io("could not write", path, e))
+    exile_api::fs::write_atomic(path, bytes, mode)
+        .map_err(|e| Error::io("could not write", path, e))
 }
 
 #[cfg(test)]

@@ -358,14 +358,6 @@ fn random_password() -> Result<String> {
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents.as_bytes())?;
-    Ok(())
+    exile_api::fs::write_private(path, contents.as_bytes())
+        .with_context(|| format!("could not write {}", path.display()))
 }

@@ -162,6 +162,11 @@ impl Layout {
             let mut records = std::collections::HashSet::new();
             for entry in &entries {
                 let file = entry.file_name().to_string_lossy().into_owned();
+                if file.starts_with('.') && file.ends_with(".tmp") {
+                    // A record being written when the spawner stopped.
+                    remove_file(&entry.path())?;
+                    continue;
+                }
                 let Some(version) = file.strip_suffix(".json") else {
                     continue;
                 };
@@ -215,29 +220,14 @@ impl Layout {
         (meta.name == name && meta.version == version && chunks_ok).then_some(meta)
     }
 
-    /// Writes a version's record atomically (through the scratch directory), readable by
-    /// the owner only.
+    /// Writes a version's record atomically, readable by the owner only.
     pub fn write_meta(&self, meta: &BuildMeta) -> Result<(), BuildError> {
-        use std::os::unix::fs::OpenOptionsExt;
         let path = self.meta(&meta.name, &meta.version);
         let bytes = serde_json::to_vec_pretty(meta).map_err(|e| {
             BuildError::Internal(format!("could not encode {}: {e}", path.display()))
         })?;
-        let tmp = Scratch::new(self.tmp_path("record"));
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(tmp.path())?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            drop(file);
-            std::fs::rename(tmp.path(), &path)
-        };
-        write().map_err(|e| BuildError::io("could not write", &path, &e))?;
-        tmp.keep();
-        sync_dir(&self.name_dir(&meta.name))
+        exile_api::fs::write_private(&path, &bytes)
+            .map_err(|e| BuildError::io("could not write", &path, &e))
     }
 
     /// Moves a directory into the scratch directory, so it vanishes from its place at once
@@ -318,13 +308,6 @@ pub fn flush_fs(dir: &Path) -> Result<(), BuildError> {
     std::fs::File::open(dir)
         .and_then(|d| nix::unistd::syncfs(&d).map_err(std::io::Error::from))
         .map_err(|e| BuildError::io("could not flush", dir, &e))
-}
-
-/// Fsyncs a directory, so renames into it survive a crash.
-pub fn sync_dir(dir: &Path) -> Result<(), BuildError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| BuildError::io("could not sync", dir, &e))
 }
 
 /// Removes a file; a missing one is fine.
