@@ -11,7 +11,7 @@ use exile_api::build::{MAX_MANIFEST_BYTES, MAX_UPLOAD_PART, Manifest, check_name
 use exile_api::v1 as pb;
 use sha2::{Digest, Sha256};
 
-use crate::state::{Fleet, backoff_ms, format_bytes, format_duration, instance_is_live, percent};
+use crate::state::{Fleet, backoff_ms, format_bytes, instance_is_live, percent};
 
 /// Bytes read from the file at a time while hashing: large enough that the browser's per-read
 /// cost does not dominate, small enough to keep memory flat for a file of several GiB.
@@ -150,12 +150,12 @@ pub fn contents_summary(b: &pb::Build) -> String {
 
 /// How long ago `at_ms` was at `now_ms`: "5m 12s ago", "just now" within a second.
 pub fn format_age(now_ms: i64, at_ms: i64) -> String {
-    let secs = (now_ms - at_ms).max(0) / 1000;
-    if secs == 0 {
-        "just now".into()
-    } else {
-        format!("{} ago", format_duration(u64::try_from(secs).unwrap_or(0)))
+    // The browser's clock may run behind the master's: what the master just did is "just
+    // now", never "in 3s".
+    if at_ms > now_ms {
+        return "just now".into();
     }
+    exile_api::format::ago(at_ms, now_ms)
 }
 
 /// Who uses a version right now, from the live fleet.

@@ -179,51 +179,11 @@ pub fn state_tone(label: &str) -> &'static str {
     }
 }
 
-/// Percentage `used / total`, clamped to 0..=100; 0 when the total is unknown.
-pub fn percent(used: f64, total: f64) -> f64 {
-    if total <= 0.0 || !used.is_finite() {
-        0.0
-    } else {
-        (used / total * 100.0).clamp(0.0, 100.0)
-    }
-}
-
-/// Host CPU use as a share of the whole machine: spawners report 100 % per core, so a busy
-/// 2-core host says 200.
-pub fn host_cpu_percent(r: &pb::Resources) -> f64 {
-    let cores = f64::from(r.cpu_count.max(1));
-    (r.cpu_percent / cores).clamp(0.0, 100.0)
-}
-
-/// Bytes in binary units with one decimal ("1.5 GiB").
-pub fn format_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// A duration as its two largest units ("3d 4h", "5m 12s", "42s").
-pub fn format_duration(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m {s}s")
-    } else {
-        format!("{s}s")
-    }
-}
+// Figures read the same here as in exilectl: one home for how they are written.
+pub use exile_api::format::{
+    bytes as format_bytes, cpu_share as host_cpu_percent, duration as format_duration,
+    percent_of as percent,
+};
 
 /// Uptime of an instance at `now_ms`, or "—" when it has no live process.
 pub fn instance_uptime(i: &pb::Instance, now_ms: i64) -> String {

@@ -79,66 +79,7 @@ pub fn fields(rows: &[(&str, String)]) -> String {
         .join("\n")
 }
 
-/// `12.5%`.
-pub fn percent(p: f64) -> String {
-    format!("{p:.1}%")
-}
-
-/// `1.2 GiB`, `512 B`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    #[allow(clippy::cast_precision_loss)] // display only
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
-/// `3m ago`, `in 2h`, `-` for an unset time (0).
-pub fn ago(at_unix_ms: i64, now_unix_ms: i64) -> String {
-    if at_unix_ms <= 0 {
-        return "-".into();
-    }
-    let delta = now_unix_ms - at_unix_ms;
-    if delta >= 0 {
-        format!("{} ago", span(delta / 1000))
-    } else {
-        // Round up so a token made for 1h reads "in 1h", not "in 59m".
-        format!("in {}", span((-delta + 999) / 1000))
-    }
-}
-
-/// `45s`, `3m`, `2h`, `5d`: the largest whole unit.
-pub fn span(secs: i64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86_400 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
-}
-
-/// `1d 2h 3m` for an uptime.
-pub fn uptime(secs: u64) -> String {
-    let (d, h, m, s) = (
-        secs / 86_400,
-        secs % 86_400 / 3600,
-        secs % 3600 / 60,
-        secs % 60,
-    );
-    match (d, h) {
-        (0, 0) if m == 0 => format!("{s}s"),
-        (0, 0) => format!("{m}m {s}s"),
-        (0, _) => format!("{h}h {m}m"),
-        _ => format!("{d}d {h}h {m}m"),
-    }
-}
+pub use exile_api::format::{ago, bytes, duration as uptime, host_cpu, percent};
 
 /// `RUNNING` → `Running`, `TCP_UDP` → `Tcp udp`… for tables.
 pub fn title(upper_snake: &str) -> String {
@@ -186,16 +127,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn human_units() {
-        assert_eq!(percent(12.49), "12.5%");
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(1_288_490_189), "1.2 GiB");
-        assert_eq!(ago(0, 10_000), "-");
-        assert_eq!(ago(1_000, 181_000), "3m ago");
-        assert_eq!(ago(7_200_000 + 1000, 1000), "in 2h");
-        assert_eq!(uptime(3 * 86_400 + 3600 + 120), "3d 1h 2m");
-        assert_eq!(uptime(59), "59s");
+    fn titles() {
         assert_eq!(title("RUNNING"), "Running");
         assert_eq!(title("TCP_UDP"), "Tcp udp");
         assert_eq!(or_dash(""), "-");

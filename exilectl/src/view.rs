@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use exile_api::v1 as pb;
 use serde::Serialize;
 
+pub use exile_api::format::{rfc3339, rfc3339_secs};
+
 pub use build::{
     BuildView, DeletedBuildView, HeldBuildView, PushView, RollbackView, RolloutView,
     archive_format, instance_build, rollout_finished,
@@ -468,95 +470,9 @@ fn sorted(m: HashMap<String, String>) -> BTreeMap<String, String> {
     m.into_iter().collect()
 }
 
-/// Unix milliseconds → `2023-11-14T22:13:20.123Z`; `None` for 0 (unset) and negative times.
-pub fn rfc3339(unix_ms: i64) -> Option<String> {
-    if unix_ms <= 0 {
-        return None;
-    }
-    let (secs, ms) = (unix_ms.div_euclid(1000), unix_ms.rem_euclid(1000));
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    Some(format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    ))
-}
-
-/// Like [`rfc3339`] but to the second, for sentences.
-pub fn rfc3339_secs(unix_ms: i64) -> Option<String> {
-    rfc3339(unix_ms - unix_ms.rem_euclid(1000)).map(|s| s.replace(".000Z", "Z"))
-}
-
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
-/// Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times() {
-        assert_eq!(rfc3339(0), None);
-        assert_eq!(rfc3339(1).as_deref(), Some("1970-01-01T00:00:00.001Z"));
-        assert_eq!(
-            rfc3339(1_700_000_000_123).as_deref(),
-            Some("2023-11-14T22:13:20.123Z")
-        );
-        // Leap day and the day after.
-        assert_eq!(
-            rfc3339(951_782_400_000).as_deref(),
-            Some("2000-02-29T00:00:00.000Z")
-        );
-        assert_eq!(
-            rfc3339(951_868_799_999).as_deref(),
-            Some("2000-02-29T23:59:59.999Z")
-        );
-        assert_eq!(
-            rfc3339(4_107_542_400_000).as_deref(),
-            Some("2100-03-01T00:00:00.000Z")
-        );
-        assert_eq!(
-            rfc3339_secs(1_700_000_000_999).as_deref(),
-            Some("2023-11-14T22:13:20Z")
-        );
-    }
-
-    #[test]
-    fn civil_matches_a_day_by_day_walk() {
-        let month_len = |y: i64, m: i64| match m {
-            2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-            2 => 28,
-            4 | 6 | 9 | 11 => 30,
-            _ => 31,
-        };
-        let (mut y, mut m, mut d) = (1970, 1, 1);
-        for days in 0..200_000 {
-            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
-            d += 1;
-            if d > month_len(y, m) {
-                d = 1;
-                m += 1;
-                if m > 12 {
-                    m = 1;
-                    y += 1;
-                }
-            }
-        }
-    }
 
     fn instance() -> pb::Instance {
         pb::Instance {

@@ -210,7 +210,7 @@ pub fn SpawnerPage(p: &SpawnerPageProps) -> Html {
                 </div>
                 <div class="card">
                     <h3>{ "Resources" }</h3>
-                    <ResourceProgressBar label="CPU" percent={host_cpu_percent(&r)} text={format!("{:.0}% · {} cores", host_cpu_percent(&r), r.cpu_count)} />
+                    <ResourceProgressBar label="CPU" percent={host_cpu_percent(&r)} text={exile_api::format::host_cpu(&r)} />
                     <ResourceProgressBar label="Mem" percent={percent(r.memory_bytes as f64, r.memory_total_bytes as f64)}
                         text={format!("{} / {}", format_bytes(r.memory_bytes), format_bytes(r.memory_total_bytes))} />
                     <ResourceProgressBar label="Disk" percent={percent(r.disk_used_bytes as f64, r.disk_total_bytes as f64)}

@@ -64,7 +64,7 @@ pub async fn run(ctx: &Ctx, args: MetricsArgs) -> Result<()> {
             return format!(
                 "No samples for {} in the last {}.",
                 args.id,
-                output::span(since / 1000)
+                output::uptime(u64::try_from(since / 1000).unwrap_or(0))
             );
         }
         let mut t = output::table(&["TIME", "CPU", "MEMORY", "DISK", "PLAYERS"]);

@@ -221,7 +221,7 @@ pub fn spawner_table(spawners: &[pb::Spawner]) -> String {
             output::or_dash(&s.region),
             output::title(&spawner_state(s.state)),
             format!("{}/{}", s.instance_count, s.capacity),
-            output::percent(r.cpu_percent),
+            output::host_cpu(&r),
             memory(&r),
             output::ago(s.last_seen_unix_ms, now),
         ]);
@@ -258,14 +258,7 @@ fn spawner_fields(s: &pb::Spawner) -> String {
         ("Labels", output::or_dash(&labels.join(","))),
         ("Agent", output::or_dash(&s.agent_version)),
         ("Active build", output::or_dash(&s.active_build)),
-        (
-            "CPU",
-            format!(
-                "{} of {} cores",
-                output::percent(r.cpu_percent),
-                r.cpu_count
-            ),
-        ),
+        ("CPU", output::host_cpu(&r)),
         ("Memory", memory(&r)),
         (
             "Disk",
