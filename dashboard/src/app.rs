@@ -219,15 +219,13 @@ fn spawn_watch(
                             if stop.get() {
                                 return;
                             }
-                            let lagged = matches!(ev.kind, Some(pb::watch_event::Kind::Lagged(_)));
+                            // A `Lagged` event is followed by a fresh snapshot on the same
+                            // stream (control.proto), which the reducer takes whole: no
+                            // reconnect needed.
                             if matches!(ev.kind, Some(pb::watch_event::Kind::Snapshot(_))) {
                                 attempt = 0;
                             }
                             live.dispatch(LiveAction::Event(Box::new(ev)));
-                            if lagged {
-                                // Missed events: start over from a fresh snapshot.
-                                break;
-                            }
                         }
                         Ok(None) => break,
                         Err(s) => {

@@ -181,7 +181,7 @@ pub fn create(
     };
     std::fs::rename(&tmp, &archive).map_err(io_err("could not rename", &tmp))?;
     let json = serde_json::to_vec_pretty(&rec)
-        .map_err(|e| Error::Config(format!("backup record: {e}")))?;
+        .map_err(|e| Error::Internal(format!("could not encode the backup record: {e}")))?;
     crate::state::write_atomic(&backups_dir.join(format!("{id}.json")), &json, 0o600)?;
     Ok(rec)
 }
@@ -335,7 +335,7 @@ pub async fn create_for(
         )
     })
     .await
-    .map_err(|e| Error::Config(format!("backup task: {e}")))?
+    .map_err(|e| Error::Internal(format!("the backup task failed: {e}")))?
 }
 
 /// Lists an instance's backups (the instance may be gone: its backups stay until deleted).
@@ -371,7 +371,7 @@ pub async fn restore_for(
         )
     })
     .await
-    .map_err(|e| Error::Config(format!("restore task: {e}")))?
+    .map_err(|e| Error::Internal(format!("the restore task failed: {e}")))?
 }
 
 /// Deletes a backup.

@@ -2,7 +2,8 @@
 //! `join` and `leave` over UDP datagrams and line-based TCP, reads console commands on stdin,
 //! and exits 0 on SIGTERM/SIGINT. Under an Exile spawner it uses the SDK: Ready once its
 //! sockets are bound, a health loop, and the player count on every join and leave; started by
-//! hand it runs the same without.
+//! hand it runs the same without. Console commands: `say`, `players`, `allocate`, `ready`,
+//! `health on|off` (stop pinging, as a hung server would) and `quit`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -143,14 +144,27 @@ async fn start_sdk(
     if let Err(e) = sdk.set_players(0, max_players).await {
         eprintln!("{e}");
     }
-    sdk.spawn_health_loop(health_period);
-    // What an operator asks for at the console: a match starting (allocate) or ending (ready).
+    let mut health = Some(sdk.spawn_health_loop(health_period));
+    // What an operator asks for at the console: a match starting (allocate) or ending (ready),
+    // or the game going silent (health off) as a hung server would, and back.
     let asker = sdk.clone();
     tokio::spawn(async move {
         while let Some(ask) = asks.recv().await {
             let outcome = match ask {
                 Ask::Allocate => asker.allocate().await.map(|_| "allocated"),
                 Ask::Ready => asker.ready().await.map(|_| "ready again"),
+                Ask::Health(false) => {
+                    if let Some(h) = health.take() {
+                        h.abort();
+                    }
+                    Ok("health pings stopped")
+                }
+                Ask::Health(true) => {
+                    if health.is_none() {
+                        health = Some(asker.spawn_health_loop(health_period));
+                    }
+                    Ok("health pings resumed")
+                }
             };
             match outcome {
                 Ok(what) => println!("[sdk] {what}"),
@@ -211,6 +225,8 @@ enum Ask {
     Allocate,
     /// The match is over: the game takes players again.
     Ready,
+    /// Health pings on (true) or off (false).
+    Health(bool),
 }
 
 /// Console commands on stdin. EOF is not a reason to stop: the game keeps running when the
@@ -238,12 +254,15 @@ async fn console(
             "ready" => {
                 let _ = asks.send(Ask::Ready).await;
             }
+            "health" if matches!(rest, "on" | "off") => {
+                let _ = asks.send(Ask::Health(rest == "on")).await;
+            }
             "quit" => {
                 let _ = quit.send(()).await;
                 return;
             }
             other => println!(
-                "unknown console command `{other}` (try say, players, allocate, ready, quit)"
+                "unknown console command `{other}` (try say, players, allocate, ready, health on|off, quit)"
             ),
         }
     }

@@ -333,6 +333,7 @@ async fn scenario(sb: &mut Sandbox, c: &Client) -> Result<()> {
     let row = format!("[data-testid=instance-row][data-instance-id={id:?}]");
 
     instance_page(c, &row, &id).await?;
+    unhealthy_keeps_its_controls(sb, c, &ids[0]).await?;
 
     // Stop asks first; confirming stops it.
     click(c, &format!("{row} [data-testid=instance-actions]")).await?;
@@ -549,6 +550,107 @@ async fn instance_page(c: &Client, row: &str, id: &str) -> Result<()> {
             "return {} === 'spawner-0' && !!document.querySelector({row:?});",
             text_of("[data-testid=spawner-name]")
         ),
+    )
+    .await?;
+    Ok(())
+}
+
+/// An instance that stopped its health pings is Unhealthy but still running: its row offers
+/// Stop and Restart, never Start or Remove, and its console stays open (the states' rules in
+/// exile_api::state, which the dashboard once got wrong). Its pings back make it Ready again.
+async fn unhealthy_keeps_its_controls(sb: &Sandbox, c: &Client, spawner: &str) -> Result<()> {
+    let admin = sb.admin().await?;
+    let id = admin
+        .instances
+        .clone()
+        .spawn_instance(pb::SpawnInstanceRequest {
+            spawner_id: spawner.to_owned(),
+            health_check: Some(pb::HealthCheck {
+                // The demo game pings every second.
+                period_ms: Some(1000),
+                failure_threshold: Some(3),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .instance
+        .context("no instance in the spawn answer")?
+        .id;
+    let row = format!("[data-testid=instance-row][data-instance-id={id:?}]");
+    let state_is = |state: &str| {
+        format!("return document.querySelector({row:?})?.dataset.state === {state:?};")
+    };
+    until(c, "the new instance Ready", &state_is("Ready")).await?;
+    let console = |line: &str| {
+        let mut instances = admin.instances.clone();
+        let req = pb::SendConsoleCommandRequest {
+            id: id.clone(),
+            line: line.to_owned(),
+        };
+        async move { instances.send_console_command(req).await }
+    };
+    console("health off").await?;
+    until(c, "the silent instance Unhealthy", &state_is("Unhealthy")).await?;
+    click(c, &format!("{row} [data-testid=instance-actions]")).await?;
+    let offered = until(
+        c,
+        "the actions of an Unhealthy instance",
+        &format!(
+            "const items = [...document.querySelectorAll({:?})].map(e => e.dataset.testid);
+             return items.length > 0 && items;",
+            format!("{row} [data-testid^=action-]")
+        ),
+    )
+    .await?;
+    let offered: Vec<String> = serde_json::from_value(offered)?;
+    for verb in ["action-stop", "action-restart"] {
+        assert!(
+            offered.iter().any(|a| a == verb),
+            "{verb} missing: {offered:?}"
+        );
+    }
+    for verb in ["action-start", "action-remove"] {
+        assert!(
+            !offered.iter().any(|a| a == verb),
+            "{verb} offered: {offered:?}"
+        );
+    }
+    screenshot(c, "instance-unhealthy").await?;
+    // Close the menu (a click beside it), then the console of the running game stays usable.
+    click(c, ".dropdown-catcher").await?;
+    click(c, &format!("{row} [data-testid=instance-link]")).await?;
+    click(c, "[data-testid=tab-console]").await?;
+    until(
+        c,
+        "the console of an Unhealthy instance enabled",
+        "const i = document.querySelector('[data-testid=terminal-input]'); return !!i && !i.disabled;",
+    )
+    .await?;
+    console("health on").await?;
+    until(
+        c,
+        "the instance Ready again",
+        &format!(
+            "return {} === 'Ready';",
+            text_of("[data-testid=instance-state]")
+        ),
+    )
+    .await?;
+    admin
+        .instances
+        .clone()
+        .stop_instance(pb::StopInstanceRequest {
+            id: id.clone(),
+            ..Default::default()
+        })
+        .await?;
+    click(c, "[data-testid=instance-spawner-link]").await?;
+    until(
+        c,
+        "the spawner page again",
+        &format!("return !!document.querySelector({row:?});"),
     )
     .await?;
     Ok(())
