@@ -145,7 +145,13 @@ impl Link {
             capacity: self.config.capacity,
             labels: self.config.label_map()?.into_iter().collect(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-            active_build: self.config.build_version.clone(),
+            // The host build's version; none without a host build (uploaded builds are
+            // reported in `builds`).
+            active_build: if self.config.build_command.is_some() {
+                self.config.build_version.clone()
+            } else {
+                String::new()
+            },
             instances: instances.iter().map(|r| r.to_status()).collect(),
             name: self.config.spawner_name(),
             builds: held_with_counts(self.builds.held(), &instances),

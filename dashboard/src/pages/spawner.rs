@@ -201,7 +201,7 @@ pub fn SpawnerPage(p: &SpawnerPageProps) -> Html {
                         <dt>{ "Address" }</dt><dd class="mono">{ s.advertised_address.clone() }</dd>
                         <dt>{ "Region" }</dt><dd>{ s.region.clone() }</dd>
                         <dt>{ "Instances" }</dt><dd data-testid="spawner-load">{ format!("{}/{}", s.instance_count, s.capacity) }</dd>
-                        <dt>{ "Build" }</dt><dd>{ s.active_build.clone() }</dd>
+                        <dt>{ "Host build" }</dt><dd>{ if s.active_build.is_empty() { "—".to_owned() } else { s.active_build.clone() } }</dd>
                         <dt>{ "Agent" }</dt><dd>{ s.agent_version.clone() }</dd>
                     </dl>
                     <div class="labels">

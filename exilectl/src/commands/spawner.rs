@@ -257,7 +257,7 @@ fn spawner_fields(s: &pb::Spawner) -> String {
         ("Instances", format!("{}/{}", s.instance_count, s.capacity)),
         ("Labels", output::or_dash(&labels.join(","))),
         ("Agent", output::or_dash(&s.agent_version)),
-        ("Active build", output::or_dash(&s.active_build)),
+        ("Host build", output::or_dash(&s.active_build)),
         ("CPU", output::host_cpu(&r)),
         ("Memory", memory(&r)),
         (
