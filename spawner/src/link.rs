@@ -20,7 +20,7 @@ use crate::config::{Config, host_name};
 use crate::enroll::Credential;
 use crate::error::{Error, Result};
 use crate::manager::Manager;
-use crate::metrics::{Sampler, Target};
+use crate::metrics::Sampling;
 use crate::own_log;
 
 /// Heartbeat interval until the master's Welcome says otherwise.
@@ -52,7 +52,8 @@ pub struct Link {
     credential: Credential,
     manager: Manager,
     builds: BuildStore,
-    sampler: Sampler,
+    /// Started by [`Link::run`].
+    sampling: Option<Sampling>,
     heartbeat: Duration,
 }
 
@@ -83,20 +84,25 @@ impl Link {
         manager: Manager,
         builds: BuildStore,
     ) -> Self {
-        let sampler = Sampler::new(&config.data_dir);
         Self {
             config,
             endpoint,
             credential,
             manager,
             builds,
-            sampler,
+            sampling: None,
             heartbeat: DEFAULT_HEARTBEAT,
         }
     }
 
     /// Keeps a link up until `shutdown`; never gives up on its own.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        self.sampling = Some(Sampling::spawn(
+            &self.config.data_dir,
+            self.manager.clone(),
+            self.heartbeat,
+            shutdown.child_token(),
+        ));
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let mut auth_backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         loop {
@@ -210,6 +216,9 @@ impl Link {
                 if welcome.heartbeat_interval_ms > 0 {
                     self.heartbeat =
                         Duration::from_millis(u64::from(welcome.heartbeat_interval_ms));
+                }
+                if let Some(s) = &self.sampling {
+                    s.set_period(self.heartbeat);
                 }
                 tracing::info!(spawner_id = %welcome.spawner_id, heartbeat = ?self.heartbeat, "linked to the master");
             }
@@ -329,6 +338,9 @@ impl Link {
                     return None;
                 }
                 self.heartbeat = Duration::from_millis(u64::from(push.heartbeat_interval_ms));
+                if let Some(s) = &self.sampling {
+                    s.set_period(self.heartbeat);
+                }
                 Some(self.heartbeat)
             }
             master_message::Kind::Welcome(_) => {
@@ -338,21 +350,32 @@ impl Link {
         }
     }
 
+    /// The latest resource sample, with each instance's player count as it is now (the
+    /// master takes the heartbeat's figure as current) and only instances still held.
     async fn heartbeat_message(&mut self) -> v1::Heartbeat {
-        let instances = self.manager.list().await.unwrap_or_default();
-        let instances_dir = self.config.data_dir.join("instances");
-        let targets: Vec<Target> = instances
+        let mut heartbeat = self
+            .sampling
+            .as_ref()
+            .and_then(Sampling::latest)
+            .unwrap_or_default();
+        let players: HashMap<String, u32> = self
+            .manager
+            .list()
+            .await
+            .unwrap_or_default()
             .into_iter()
-            .filter_map(|r| {
-                r.pid.map(|pid| Target {
-                    dir: instances_dir.join(&r.id),
-                    id: r.id,
-                    pid,
-                    players: r.players,
-                })
-            })
+            .map(|r| (r.id, r.players))
             .collect();
-        self.sampler.sample(&targets)
+        heartbeat
+            .instances
+            .retain_mut(|m| match players.get(&m.id) {
+                Some(&p) => {
+                    m.players = p;
+                    true
+                }
+                None => false,
+            });
+        heartbeat
     }
 }
 

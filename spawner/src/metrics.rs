@@ -1,10 +1,21 @@
 //! Host and per-instance resource figures for heartbeats, via sysinfo, refreshing only what
-//! is reported (the instances' own processes, not the whole process table).
+//! is reported (the instances' own processes, not the whole process table). [`Sampling`]
+//! runs the sampler in a task of its own on a blocking thread, so commands and cancels on the
+//! link never wait behind a refresh or a walk of a large instance directory; the link sends
+//! the latest sample.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use exile_api::v1;
 use sysinfo::{DiskRefreshKind, Disks, Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How long an instance directory's size is reused before it is walked again: the walk reads
+/// every file's metadata, and disk use changes slowly next to CPU and memory.
+const DIR_SIZE_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// One running instance to measure.
 #[derive(Debug, Clone)]
@@ -25,6 +36,8 @@ pub struct Sampler {
     system: Option<System>,
     disks: Option<Disks>,
     data_dir: PathBuf,
+    /// Instance directory sizes and when they were walked.
+    dir_sizes: HashMap<PathBuf, (Instant, u64)>,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -57,23 +70,39 @@ impl Sampler {
             system,
             disks,
             data_dir,
+            dir_sizes: HashMap::new(),
+        }
+    }
+
+    /// The size of an instance directory, walked again once [`DIR_SIZE_MAX_AGE`] old.
+    fn dir_size(&mut self, dir: &Path, now: Instant) -> u64 {
+        match self.dir_sizes.get(dir) {
+            Some((at, size)) if now.duration_since(*at) < DIR_SIZE_MAX_AGE => *size,
+            _ => {
+                let size = dir_size(dir);
+                self.dir_sizes.insert(dir.to_owned(), (now, size));
+                size
+            }
         }
     }
 
     /// Host figures and one entry per target.
     pub fn sample(&mut self, targets: &[Target]) -> v1::Heartbeat {
         let mut host = v1::Resources::default();
-        let mut instances: Vec<v1::InstanceMetrics> = targets
-            .iter()
-            .map(|t| v1::InstanceMetrics {
+        let now = Instant::now();
+        self.dir_sizes
+            .retain(|dir, _| targets.iter().any(|t| &t.dir == dir));
+        let mut instances: Vec<v1::InstanceMetrics> = Vec::with_capacity(targets.len());
+        for t in targets {
+            instances.push(v1::InstanceMetrics {
                 id: t.id.clone(),
                 resources: Some(v1::Resources {
-                    disk_used_bytes: dir_size(&t.dir),
+                    disk_used_bytes: self.dir_size(&t.dir, now),
                     ..Default::default()
                 }),
                 players: t.players,
-            })
-            .collect();
+            });
+        }
         if let Some(system) = &mut self.system {
             system.refresh_cpu_usage();
             system.refresh_memory();
@@ -121,6 +150,87 @@ impl Sampler {
             instances,
         }
     }
+}
+
+/// The sampler running on its own: samples every period (the heartbeat interval) and keeps
+/// the latest result for the link.
+pub struct Sampling {
+    latest: watch::Receiver<Option<v1::Heartbeat>>,
+    period: watch::Sender<Duration>,
+}
+
+impl Sampling {
+    /// Starts sampling the instances `manager` holds every `period`, first at once, until
+    /// `shutdown`.
+    pub fn spawn(
+        data_dir: &Path,
+        manager: crate::manager::Manager,
+        period: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (latest_tx, latest) = watch::channel(None);
+        let (period_tx, mut period_rx) = watch::channel(period);
+        let data_dir = data_dir.to_owned();
+        tokio::spawn(async move {
+            let instances_dir = data_dir.join("instances");
+            let mut sampler = Some(Sampler::new(&data_dir));
+            loop {
+                let targets = targets(&manager, &instances_dir).await;
+                let Some(mut s) = sampler.take() else { return };
+                let Ok((s, heartbeat)) = tokio::task::spawn_blocking(move || {
+                    let heartbeat = s.sample(&targets);
+                    (s, heartbeat)
+                })
+                .await
+                else {
+                    tracing::error!("the resource sampler failed; heartbeats carry no figures");
+                    return;
+                };
+                sampler = Some(s);
+                latest_tx.send_replace(Some(heartbeat));
+                let period = (*period_rx.borrow_and_update()).max(Duration::from_millis(100));
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(period) => {}
+                    // A new period starts a new wait.
+                    Ok(()) = period_rx.changed() => {}
+                }
+            }
+        });
+        Self {
+            latest,
+            period: period_tx,
+        }
+    }
+
+    /// Samples every `period` from now on.
+    pub fn set_period(&self, period: Duration) {
+        self.period
+            .send_if_modified(|p| std::mem::replace(p, period) != period);
+    }
+
+    /// The latest sample, if one was taken yet.
+    pub fn latest(&self) -> Option<v1::Heartbeat> {
+        self.latest.borrow().clone()
+    }
+}
+
+/// The instances with a process, to be measured.
+async fn targets(manager: &crate::manager::Manager, instances_dir: &Path) -> Vec<Target> {
+    manager
+        .list()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| {
+            r.pid.map(|pid| Target {
+                dir: instances_dir.join(&r.id),
+                id: r.id,
+                pid,
+                players: r.players,
+            })
+        })
+        .collect()
 }
 
 fn storage() -> DiskRefreshKind {
@@ -181,5 +291,17 @@ mod tests {
         let me = hb.instances[0].resources.unwrap();
         assert!(me.memory_bytes > 0);
         assert_eq!(me.disk_used_bytes, 10);
+
+        // The directory is not walked again on every sample.
+        std::fs::write(dir.path().join("g"), [0u8; 5]).unwrap();
+        let hb = sampler.sample(std::slice::from_ref(&target));
+        assert_eq!(hb.instances[0].resources.unwrap().disk_used_bytes, 10);
+        let at = sampler.dir_sizes.get_mut(dir.path()).unwrap();
+        at.0 -= DIR_SIZE_MAX_AGE;
+        let hb = sampler.sample(std::slice::from_ref(&target));
+        assert_eq!(hb.instances[0].resources.unwrap().disk_used_bytes, 15);
+        // An instance no longer measured is forgotten.
+        sampler.sample(&[]);
+        assert!(sampler.dir_sizes.is_empty());
     }
 }
