@@ -770,7 +770,7 @@ impl InstanceActor {
         self.set_state(State::Stopping, "stopping");
         // The supervisor runs the signal → grace → SIGKILL sequence itself, so a stop goes
         // through even if this spawner dies meanwhile. If it does not answer, do it from here.
-        let request = crate::supervisor::stop_request(grace, signal);
+        let request = crate::supervisor::Request::Stop { grace, signal };
         let asked = crate::supervisor::request(&proc.dir, &request)
             .await
             .inspect_err(|e| tracing::warn!(instance = %self.rec.id, error = %e, "supervisor did not take the stop; signalling the group"))

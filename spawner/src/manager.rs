@@ -262,11 +262,16 @@ fn restart_after_exit_while_down(
 /// recorded. Its supervisor still answers on the instance's socket: stop that game, so the
 /// restart about to be made is the only process of the instance.
 async fn end_unrecorded_launch(dir: &std::path::Path) {
-    let Ok(answer) = crate::supervisor::request(dir, "ping").await else {
+    use crate::supervisor::Request;
+    let Ok(answer) = crate::supervisor::request(dir, &Request::Ping).await else {
         return;
     };
     tracing::warn!(dir = %dir.display(), "a game launched as the spawner went down was never recorded; stopping it");
-    let _ = crate::supervisor::request(dir, "stop 0").await;
+    let stop = Request::Stop {
+        grace: Duration::ZERO,
+        signal: nix::sys::signal::Signal::SIGTERM,
+    };
+    let _ = crate::supervisor::request(dir, &stop).await;
     let Ok(pid) = answer.trim().parse::<u32>() else {
         return;
     };
@@ -481,7 +486,8 @@ impl Manager {
             )));
         }
         let dir = self.data_dir.join("instances").join(id);
-        crate::supervisor::request(&dir, &format!("console {line}")).await?;
+        let request = crate::supervisor::Request::Console(line.to_owned());
+        crate::supervisor::request(&dir, &request).await?;
         Ok(())
     }
 

@@ -29,6 +29,7 @@
 //! signal is given, the form supervisors started by older spawners understand), `ping`.
 
 pub mod logfile;
+pub mod protocol;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -44,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::process::signal_group;
 use logfile::{LogLimits, RotatingLog};
+pub use protocol::{Answer, Request};
 
 /// Socket file in the instance directory.
 pub const SOCKET_NAME: &str = "supervisor.sock";
@@ -272,10 +274,13 @@ fn serve(listener: UnixListener, shared: &Arc<Shared>) {
             let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
             let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
             let answer = match read_request(&conn) {
-                Ok(line) => handle(&line, &shared),
-                Err(e) => format!("err {e}"),
+                Ok(line) => match Request::parse(&line) {
+                    Ok(request) => handle(request, &shared),
+                    Err(e) => Answer::Err(e),
+                },
+                Err(e) => Answer::Err(e.to_string()),
             };
-            let _ = conn.write_all(format!("{answer}\n").as_bytes());
+            let _ = conn.write_all(format!("{}\n", answer.to_line()).as_bytes());
         });
     }
 }
@@ -294,68 +299,30 @@ fn read_request(conn: &UnixStream) -> std::io::Result<String> {
     String::from_utf8(line).map_err(|_| std::io::Error::other("request is not UTF-8"))
 }
 
-fn handle(line: &str, shared: &Arc<Shared>) -> String {
-    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
-    match verb {
-        "ping" => format!("ok {}", shared.game_pid),
-        "console" => {
+fn handle(request: Request, shared: &Arc<Shared>) -> Answer {
+    match request {
+        Request::Ping => Answer::Ok(shared.game_pid.to_string()),
+        Request::Console(line) => {
             if shared.exited.load(Ordering::SeqCst) {
-                return "err the game server has exited".into();
+                return Answer::Err("the game server has exited".into());
             }
             let Ok(mut stdin) = shared.stdin.lock() else {
-                return "err stdin is unavailable".into();
+                return Answer::Err("stdin is unavailable".into());
             };
             match stdin.as_mut() {
-                Some(pipe) => match pipe.write_all(format!("{rest}\n").as_bytes()) {
-                    Ok(()) => "ok".into(),
-                    Err(e) => format!("err could not write to the game's stdin: {e}"),
+                Some(pipe) => match pipe.write_all(format!("{line}\n").as_bytes()) {
+                    Ok(()) => Answer::Ok(String::new()),
+                    Err(e) => Answer::Err(format!("could not write to the game's stdin: {e}")),
                 },
-                None => "err the game's stdin is closed".into(),
+                None => Answer::Err("the game's stdin is closed".into()),
             }
         }
-        "stop" => {
-            let (grace_ms, signal) = match parse_stop(rest) {
-                Ok(stop) => stop,
-                Err(e) => return format!("err {e}"),
-            };
+        Request::Stop { grace, signal } => {
             shared.stop_requested.store(true, Ordering::SeqCst);
             let s = shared.clone();
-            std::thread::spawn(move || stop(&s, Duration::from_millis(grace_ms), signal));
-            "ok".into()
+            std::thread::spawn(move || stop(&s, grace, signal));
+            Answer::Ok(String::new())
         }
-        other => format!("err unknown request `{other}`"),
-    }
-}
-
-/// Reads the arguments of a stop request: `<grace_ms>` and an optional signal number.
-fn parse_stop(args: &str) -> Result<(u64, Signal), String> {
-    let mut words = args.split_whitespace();
-    let grace_ms = words
-        .next()
-        .and_then(|w| w.parse::<u64>().ok())
-        .ok_or("stop needs a grace period in ms")?;
-    let signal = match words.next() {
-        None => Signal::SIGTERM,
-        Some(w) => w
-            .parse::<i32>()
-            .ok()
-            .and_then(|n| Signal::try_from(n).ok())
-            .filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP))
-            .ok_or_else(|| format!("stop: `{w}` is not a signal number a game can handle"))?,
-    };
-    if words.next().is_some() {
-        return Err("stop takes a grace period in ms and a signal number".into());
-    }
-    Ok((grace_ms, signal))
-}
-
-/// The request that stops a game with `signal`, then SIGKILL after `grace`. SIGTERM goes in
-/// the short form, which supervisors started before stop signals existed also take.
-pub fn stop_request(grace: Duration, signal: Signal) -> String {
-    if signal == Signal::SIGTERM {
-        format!("stop {}", grace.as_millis())
-    } else {
-        format!("stop {} {}", grace.as_millis(), signal as i32)
     }
 }
 
@@ -373,12 +340,14 @@ fn stop(shared: &Shared, grace: Duration, signal: Signal) {
 
 /// Sends one request to the supervisor of the instance in `instance_dir` and returns the text
 /// after `ok`.
-pub async fn request(instance_dir: &Path, line: &str) -> crate::Result<String> {
+pub async fn request(instance_dir: &Path, request: &Request) -> crate::Result<String> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let path = instance_dir.join(SOCKET_NAME);
     let talk = async {
         let mut stream = tokio::net::UnixStream::connect(&path).await?;
-        stream.write_all(format!("{line}\n").as_bytes()).await?;
+        stream
+            .write_all(format!("{}\n", request.to_line()).as_bytes())
+            .await?;
         let mut answer = String::new();
         tokio::io::BufReader::new(stream.take(4096))
             .read_line(&mut answer)
@@ -389,15 +358,13 @@ pub async fn request(instance_dir: &Path, line: &str) -> crate::Result<String> {
         .await
         .map_err(|_| crate::Error::Internal("the instance supervisor did not answer".into()))?
         .map_err(|e| crate::Error::io("could not talk to the supervisor at", &path, e))?;
-    let answer = answer.trim_end();
-    if let Some(rest) = answer.strip_prefix("ok") {
-        Ok(rest.trim_start().to_owned())
-    } else if let Some(msg) = answer.strip_prefix("err ") {
-        Err(crate::Error::FailedPrecondition(msg.to_owned()))
-    } else {
-        Err(crate::Error::Internal(format!(
-            "unexpected supervisor answer `{answer}`"
-        )))
+    match Answer::parse(&answer) {
+        Some(Answer::Ok(value)) => Ok(value),
+        Some(Answer::Err(msg)) => Err(crate::Error::FailedPrecondition(msg)),
+        None => Err(crate::Error::Internal(format!(
+            "unexpected supervisor answer `{}`",
+            answer.trim_end()
+        ))),
     }
 }
 
@@ -409,31 +376,6 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         SupervisorArgs::command().debug_assert();
-    }
-
-    #[test]
-    fn stop_requests_carry_the_signal_and_the_old_form_still_means_sigterm() {
-        assert_eq!(parse_stop("5000"), Ok((5000, Signal::SIGTERM)));
-        assert_eq!(parse_stop(" 0 "), Ok((0, Signal::SIGTERM)));
-        assert_eq!(parse_stop("250 2"), Ok((250, Signal::SIGINT)));
-        assert_eq!(parse_stop("250 10"), Ok((250, Signal::SIGUSR1)));
-        for bad in ["", "x", "5 9", "5 19", "5 999", "5 -1", "5 2 3", "5 INT"] {
-            assert!(parse_stop(bad).is_err(), "{bad:?} accepted");
-        }
-        for signal in [
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGQUIT,
-            Signal::SIGHUP,
-        ] {
-            let line = stop_request(Duration::from_millis(1500), signal);
-            let args = line.strip_prefix("stop ").unwrap();
-            assert_eq!(parse_stop(args), Ok((1500, signal)), "{line}");
-        }
-        assert_eq!(
-            stop_request(Duration::from_secs(2), Signal::SIGTERM),
-            "stop 2000"
-        );
     }
 
     #[test]

@@ -281,7 +281,8 @@ async fn a_launch_the_spawner_never_recorded_is_not_left_beside_its_pending_rest
 /// Sends `line` to a game through its supervisor alone (no spawner running) and waits until
 /// the supervisor has recorded the game's exit.
 async fn exit_through_console(instance_dir: &std::path::Path, line: &str) {
-    exile_spawner::supervisor::request(instance_dir, &format!("console {line}"))
+    let request = exile_spawner::supervisor::Request::Console(line.to_owned());
+    exile_spawner::supervisor::request(instance_dir, &request)
         .await
         .expect("the supervisor takes the console line");
     eventually("the exit is recorded", || {
