@@ -89,12 +89,44 @@ pub enum Command {
     /// Backups of instance data: create, list, restore, delete.
     #[command(subcommand, visible_alias = "backups")]
     Backup(BackupCommand),
+    /// Live terminal monitor: spawners, instances and builds as they change, with actions,
+    /// logs and a console (q quits, ? lists every key).
+    Top(TopArgs),
     /// Print a shell completion script.
     Completion {
         /// Shell to generate the script for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `exilectl top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// View to start in.
+    #[arg(long, value_enum)]
+    pub view: Option<TopView>,
+    /// How often ages, uptimes and history refresh without events, e.g. 1s.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub tick: Duration,
+}
+
+/// A list view of `top`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopView {
+    Spawners,
+    Instances,
+    Builds,
+}
+
+impl From<TopView> for crate::top::action::View {
+    fn from(v: TopView) -> Self {
+        match v {
+            TopView::Spawners => Self::Spawners,
+            TopView::Instances => Self::Instances,
+            TopView::Builds => Self::Builds,
+        }
+    }
 }
 
 /// `exilectl login`.

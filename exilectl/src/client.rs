@@ -100,20 +100,24 @@ impl Session {
     /// Connects to `target.master`. `timeout` bounds the connection and each unary call;
     /// `streaming` leaves calls unbounded, for `watch`.
     pub async fn connect(target: &Target, timeout: Duration, streaming: bool) -> Result<Self> {
-        let master = target.master.trim_end_matches('/').to_owned();
-        if !(master.starts_with("http://") || master.starts_with("https://")) {
-            bail!("the master URL must start with http:// or https://, got `{master}`");
-        }
-        let mut endpoint = Endpoint::from_shared(master.clone())
-            .map_err(|e| anyhow!("invalid master URL `{master}`: {e}"))?
-            .connect_timeout(timeout);
-        if !streaming {
-            endpoint = endpoint.timeout(timeout);
-        }
+        let (master, endpoint) = endpoint(target, timeout, streaming)?;
         let channel = endpoint
             .connect()
             .await
             .map_err(|e| anyhow!("cannot reach the master at {master}: {}", root_cause(&e)))?;
+        Self::with_channel(target, master, channel)
+    }
+
+    /// A session for a long-running screen (`top`): calls are unbounded (the caller bounds
+    /// each one) and the first connection is made on first use, so an unreachable master
+    /// shows as a connection state rather than ending the program.
+    pub fn connect_lazy(target: &Target, timeout: Duration) -> Result<Self> {
+        let (master, endpoint) = endpoint(target, timeout, true)?;
+        let channel = endpoint.connect_lazy();
+        Self::with_channel(target, master, channel)
+    }
+
+    fn with_channel(target: &Target, master: String, channel: Channel) -> Result<Self> {
         Ok(Self {
             auth: BearerAuth::new(target.token.as_deref())?,
             context: target.context.clone(),
@@ -158,6 +162,21 @@ impl Session {
     pub fn error(&self, status: &Status) -> anyhow::Error {
         anyhow!(describe(status, &self.master))
     }
+}
+
+/// The endpoint for `target.master`, checked; `streaming` leaves calls without a deadline.
+fn endpoint(target: &Target, timeout: Duration, streaming: bool) -> Result<(String, Endpoint)> {
+    let master = target.master.trim_end_matches('/').to_owned();
+    if !(master.starts_with("http://") || master.starts_with("https://")) {
+        bail!("the master URL must start with http:// or https://, got `{master}`");
+    }
+    let mut endpoint = Endpoint::from_shared(master.clone())
+        .map_err(|e| anyhow!("invalid master URL `{master}`: {e}"))?
+        .connect_timeout(timeout);
+    if !streaming {
+        endpoint = endpoint.timeout(timeout);
+    }
+    Ok((master, endpoint))
 }
 
 /// Unwraps a unary answer or turns its status into a readable error.

@@ -3,14 +3,14 @@
 mod auth;
 mod backup;
 mod build;
-mod instance;
+pub mod instance;
 mod logs;
 mod metrics;
 mod spawner;
 mod system;
 mod token;
 mod user;
-mod watch;
+pub mod watch;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -67,6 +67,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Watch(args) => watch::run(&Ctx::connect(&global, true).await?, args).await,
         Command::Logs(args) => logs::logs(&Ctx::connect(&global, args.follow).await?, args).await,
         Command::Console(args) => logs::console(&Ctx::connect(&global, true).await?, args).await,
+        Command::Top(args) => crate::top::run(&global, args).await,
         Command::Stats => system::stats(&connect().await?).await,
         Command::Audit(a) => system::audit(&connect().await?, a).await,
         Command::Metrics(a) => metrics::run(&connect().await?, a).await,

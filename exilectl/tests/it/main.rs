@@ -9,4 +9,6 @@ mod console;
 mod harness;
 mod instances;
 mod spawner_logs;
+mod tmux;
+mod top;
 mod watch;
