@@ -131,14 +131,25 @@ fn footer(app: &App, frame: &mut Frame, area: Rect) {
             Span::raw(output::clean(text)),
             Span::raw("█"),
         ]),
-        Mode::Console(text) => Line::from(vec![
-            key("console"),
-            Span::raw(format!(
-                " {}> {}█",
-                app.detail.as_ref().map_or("", |d| d.target.id()),
-                output::clean(text)
-            )),
-        ]),
+        Mode::Console(text) => {
+            let mut spans = vec![
+                key("console"),
+                Span::raw(format!(
+                    " {}> {}█",
+                    app.detail.as_ref().map_or("", |d| d.target.id()),
+                    output::clean(text)
+                )),
+            ];
+            // The answer to the last line stays in sight while the next one is typed.
+            if let Some(s) = &app.status {
+                spans.push(Span::raw("  "));
+                spans.push(Span::styled(
+                    output::clean(&s.text),
+                    theme::style(app, if s.error { Role::Bad } else { Role::Good }),
+                ));
+            }
+            Line::from(spans)
+        }
         Mode::Confirm(op) => Line::from(vec![
             Span::styled(output::clean(&op.question()), theme::style(app, Role::Warn)),
             Span::raw(" "),

@@ -128,3 +128,81 @@ async fn top_drives_the_fleet_from_the_screen() {
     drop(tmux);
     ctl.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_sees_refusals_and_top_suspends_and_resumes() {
+    if !Tmux::available() {
+        return;
+    }
+    let ctl = Ctl::start().await;
+    ctl.login().await;
+    let ids = ctl.sb.spawner_ids().await.unwrap();
+    let id = ctl.spawn_on(&ids[0]).await;
+    ctl.wait_state(&id, &["ready", "running"]).await;
+    let created = ctl
+        .run(&[
+            "token", "create", "watcher", "--role", "viewer", "--ttl", "1h", "-o", "json",
+        ])
+        .await
+        .success()
+        .json();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+
+    // An interactive shell with job control, so Ctrl-Z and `fg` work as for a person.
+    let shell = format!(
+        "env -u EXILE_MASTER -u NO_COLOR PS1='$ ' EXILECTL_CONFIG='{}' EXILE_TOKEN='{secret}' bash --norc --noprofile -i",
+        ctl.config_path().display()
+    );
+    let tmux = Tmux::start(ctl.dir.path(), 100, 30, &shell);
+    let t = &tmux;
+    tokio::task::block_in_place(|| {
+        t.wait("the shell prompt", |s| s.trim_start().starts_with('$'));
+        t.type_text(&format!(
+            "'{}' top; echo TOP-EXITED $?",
+            env!("CARGO_BIN_EXE_exilectl")
+        ));
+        t.key("Enter");
+        t.wait("the viewer's live list", |s| {
+            s.contains("● live") && s.contains("watcher (viewer)") && s.contains(&id)
+        });
+
+        // Changing the fleet is refused with the master's sentence, not a crash.
+        t.type_text("s");
+        t.wait_for(&format!("Stop instance {id}? [y/N]"));
+        t.type_text("y");
+        t.wait_for("permission denied");
+        assert!(row(&t.screen(), &id).contains("Ready"));
+
+        // The log needs an operator too: the pane says why it is empty.
+        t.key("Enter");
+        t.wait_for("Log (ended: permission denied");
+        t.type_text("c");
+        t.type_text("say hi");
+        t.key("Enter");
+        t.wait("the console refusal", |s| {
+            s.lines()
+                .any(|l| l.contains(&format!("console {id}>")) && l.contains("permission denied"))
+        });
+        t.key("Escape");
+        t.key("Escape");
+
+        // Ctrl-Z gives the shell back; `fg` brings the screen back whole.
+        t.key("C-z");
+        t.wait("the shell after Ctrl-Z", |s| s.contains("Stopped"));
+        assert!(!t.alternate_screen());
+        t.type_text("fg");
+        t.key("Enter");
+        t.wait("top again", |s| s.contains("● live") && s.contains(&id));
+        assert!(t.alternate_screen());
+
+        // Ctrl-C quits cleanly.
+        t.key("C-c");
+        t.wait("the shell prompt again", |s| !s.contains("● live"));
+        t.type_text("echo TOP-EXITED $?");
+        t.key("Enter");
+        t.wait_for("TOP-EXITED 0");
+        assert!(!t.alternate_screen());
+    });
+    drop(tmux);
+    ctl.shutdown().await;
+}
