@@ -462,6 +462,10 @@ pub struct LogsArgs {
     /// Number of last lines to print first (default 100, or 10 with --follow).
     #[arg(long, short = 'n')]
     pub tail: Option<u32>,
+    /// Write the output's bytes as they are, escape sequences included (for files and
+    /// pipes); by default control and escape sequences are shown, not obeyed.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// `exilectl console`.

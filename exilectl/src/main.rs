@@ -27,7 +27,8 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors quote names and messages that came from users and games.
+            eprintln!("error: {}", output::clean_text(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -255,7 +255,7 @@ fn spawner_fields(s: &pb::Spawner) -> String {
         ("Host", output::or_dash(&s.host)),
         ("Address", output::or_dash(&s.advertised_address)),
         ("Instances", format!("{}/{}", s.instance_count, s.capacity)),
-        ("Labels", output::or_dash(&labels.join(","))),
+        ("Labels", output::or_dash(&output::clean(&labels.join(",")))),
         ("Agent", output::or_dash(&s.agent_version)),
         ("Active build", output::or_dash(&s.active_build)),
         (

@@ -7,6 +7,7 @@ mod backups;
 mod builds;
 mod console;
 mod harness;
+mod hostile;
 mod instances;
 mod spawner_logs;
 mod tmux;

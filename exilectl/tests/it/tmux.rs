@@ -92,6 +92,16 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).trim() == "1"
     }
 
+    /// The title programs in the pane set (OSC 0/2).
+    pub fn pane_title(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["display-message", "-p", "-t", "t", "#{pane_title}"])
+            .output()
+            .expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// Waits (20 s at most) until the screen satisfies `ok`; returns that screen.
     #[track_caller]
     pub fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
