@@ -12,7 +12,13 @@ pub use build::BuildCommand;
 
 /// Exile command line: drive the master, its spawners and their game-server instances.
 #[derive(Debug, Parser)]
-#[command(name = "exilectl", version, about, propagate_version = true)]
+#[command(
+    name = "exilectl",
+    version,
+    about,
+    propagate_version = true,
+    after_help = crate::exit::HELP
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

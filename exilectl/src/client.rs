@@ -18,6 +18,7 @@ use tonic::{Code, Request, Status};
 
 use crate::cli::GlobalArgs;
 use crate::config::Config;
+use crate::exit::Failed;
 
 /// Adds `authorization: Bearer <token>` to every call when there is a token.
 #[derive(Clone)]
@@ -101,10 +102,12 @@ impl Session {
     /// `streaming` leaves calls unbounded, for `watch`.
     pub async fn connect(target: &Target, timeout: Duration, streaming: bool) -> Result<Self> {
         let (master, endpoint) = endpoint(target, timeout, streaming)?;
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| anyhow!("cannot reach the master at {master}: {}", root_cause(&e)))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            anyhow::Error::new(Failed {
+                code: Code::Unavailable,
+                message: format!("cannot reach the master at {master}: {}", root_cause(&e)),
+            })
+        })?;
         Self::with_channel(target, master, channel)
     }
 
@@ -160,7 +163,17 @@ impl Session {
 
     /// Turns a failed call into the sentence shown to the user.
     pub fn error(&self, status: &Status) -> anyhow::Error {
-        anyhow!(describe(status, &self.master))
+        let code = match status.code() {
+            // tonic reports its own call deadline as a cancellation.
+            Code::Cancelled if status.message().contains("Timeout expired") => {
+                Code::DeadlineExceeded
+            }
+            code => code,
+        };
+        anyhow::Error::new(Failed {
+            code,
+            message: describe(status, &self.master),
+        })
     }
 }
 

@@ -1,9 +1,11 @@
-//! exilectl: parse the command line, run it, print any error as one sentence and exit 1.
+//! exilectl: parse the command line, run it, print any error as one sentence and exit with
+//! the code `exit` documents.
 
 mod cli;
 mod client;
 mod commands;
 mod config;
+mod exit;
 mod output;
 mod top;
 mod view;
@@ -29,7 +31,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // Errors quote names and messages that came from users and games.
             eprintln!("error: {}", output::clean_text(&format!("{e:#}")));
-            ExitCode::FAILURE
+            ExitCode::from(exit::of(&e))
         }
     }
 }

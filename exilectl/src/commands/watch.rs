@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx, args: WatchArgs) -> Result<()> {
                 "the master at {} closed the event stream",
                 ctx.session.master
             ),
-            Err(status) => bail!("event stream ended: {}", ctx.session.error(&status)),
+            Err(status) => return Err(ctx.session.error(&status).context("event stream ended")),
         }
     }
 }

@@ -5,6 +5,7 @@
 mod auth;
 mod backups;
 mod builds;
+mod cli;
 mod console;
 mod harness;
 mod hostile;

@@ -201,10 +201,12 @@ async fn follow(ctx: &Ctx, target: RolloutTarget) -> Result<()> {
                 "the master closed the event stream before rollout {id} ended; follow it again \
                  with `exilectl build rollout status {id} --watch`"
             ),
-            Err(s) => bail!(
-                "the event stream ended before rollout {id} did: {}",
-                ctx.session.error(&s)
-            ),
+            Err(s) => {
+                return Err(ctx
+                    .session
+                    .error(&s)
+                    .context(format!("the event stream ended before rollout {id} did")));
+            }
         };
         let (at, now) = match event.kind {
             Some(Kind::RolloutUpdated(r)) if r.id == id => (event.at_unix_ms, r),
