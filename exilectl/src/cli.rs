@@ -404,6 +404,12 @@ pub struct SpawnArgs {
     /// Spawner to use (default: the master picks one).
     #[arg(long)]
     pub spawner: Option<String>,
+    /// Wait until the game server runs (a spinner on a terminal); fail if it ends first.
+    #[arg(long)]
+    pub wait: bool,
+    /// Longest wait with --wait, e.g. 2m.
+    #[arg(long, value_parser = parse_duration, default_value = "2m", requires = "wait")]
+    pub wait_timeout: Duration,
     /// Only spawners of this region, when the master picks.
     #[arg(long)]
     pub region: Option<String>,

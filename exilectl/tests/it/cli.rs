@@ -53,6 +53,28 @@ async fn exit_codes_tell_failures_apart() {
     ctl.run(&["--master", dead, "--timeout", "2s", "instance", "list"])
         .await
         .failure_code(5);
+    // `spawn --wait` returns once the game runs, or says why it never did.
+    let ran = ctl.spawn(&["--wait"]).await;
+    assert!(
+        ran["state"] == "running" || ran["state"] == "ready",
+        "{ran:#?}"
+    );
+    let crashed = ctl
+        .run(&[
+            "instance",
+            "spawn",
+            "--wait",
+            "--restart",
+            "never",
+            "--",
+            "--no-such-game-flag",
+        ])
+        .await
+        .failure_code(1);
+    assert!(
+        crashed.stderr.contains("is crashed before it ran"),
+        "{crashed:#?}"
+    );
     // The codes are documented where people look.
     let help = ctl.run(&["--help"]).await.success();
     assert!(help.stdout.contains("Exit codes: 0 ok"), "{help:#?}");
