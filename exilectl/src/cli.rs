@@ -396,6 +396,13 @@ pub enum InstanceCommand {
         /// Instance id.
         id: String,
     },
+    /// Give an instance a display name, shown beside its id (an empty name clears it).
+    Rename {
+        /// Instance id.
+        id: String,
+        /// New display name, e.g. "EU CTF #1" (at most 64 characters).
+        name: String,
+    },
 }
 
 /// `exilectl instance spawn`.

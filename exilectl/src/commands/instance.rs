@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use exile_api::v1::{
     self as pb, GetInstanceRequest, InstanceState, ListInstancesRequest, PlacementStrategy,
-    RemoveInstanceRequest, RestartInstanceRequest, SpawnInstanceRequest, StartInstanceRequest,
-    StopInstanceRequest,
+    RemoveInstanceRequest, RenameInstanceRequest, RestartInstanceRequest, SpawnInstanceRequest,
+    StartInstanceRequest, StopInstanceRequest,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -91,6 +91,27 @@ pub async fn run(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
                 .await
                 .or_explain(s)?;
             one(ctx, r.instance, "Restarted")
+        }
+        InstanceCommand::Rename { id, name } => {
+            let r = client
+                .rename_instance(RenameInstanceRequest {
+                    id,
+                    display_name: name,
+                })
+                .await
+                .or_explain(s)?;
+            let view = r.instance.clone().map(InstanceView::from);
+            emit(ctx.format, &view, |_| match &r.instance {
+                Some(i) if i.display_name.is_empty() => {
+                    format!("Instance {} has no display name now.", i.id)
+                }
+                Some(i) => format!(
+                    "Instance {} is now named {}.",
+                    i.id,
+                    output::clean(&i.display_name)
+                ),
+                None => "Renamed.".into(),
+            })
         }
         InstanceCommand::Remove { id } => {
             client
@@ -266,12 +287,14 @@ pub fn ports(i: &pb::Instance) -> String {
 pub fn instance_table(instances: &[pb::Instance]) -> String {
     let now = exile_api::now_unix_ms();
     let mut t = output::table(&[
-        "ID", "SPAWNER", "STATE", "BUILD", "ADDRESS", "PORTS", "PLAYERS", "CPU", "MEMORY", "AGE",
+        "ID", "NAME", "SPAWNER", "STATE", "BUILD", "ADDRESS", "PORTS", "PLAYERS", "CPU", "MEMORY",
+        "AGE",
     ]);
     for i in instances {
         let r = i.resources.unwrap_or_default();
         t.add_row([
             i.id.clone(),
+            output::or_dash(&output::clean(&i.display_name)),
             i.spawner_id.clone(),
             output::title(&instance_state(i.state)),
             output::or_dash(&output::clean(&instance_build(i))),
@@ -303,6 +326,7 @@ fn instance_fields(i: &pb::Instance) -> String {
     labels.sort();
     fields(&[
         ("ID", i.id.clone()),
+        ("Name", output::or_dash(&output::clean(&i.display_name))),
         ("Spawner", i.spawner_id.clone()),
         ("State", output::title(&instance_state(i.state))),
         ("Since", output::ago(i.state_changed_at_unix_ms, now)),

@@ -10,6 +10,7 @@ mod console;
 mod harness;
 mod hostile;
 mod instances;
+mod rename;
 mod spawner_logs;
 mod tmux;
 mod top;

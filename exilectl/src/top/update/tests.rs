@@ -179,6 +179,10 @@ fn filter_is_typed_live_matches_labels_and_clears() {
         (&app.mode, app.filter.as_str()),
         (&Mode::Normal, "mode=ctf")
     );
+    // Display names are searched too.
+    app.instances.get_mut("inst-3").unwrap().display_name = "EU CTF #1".into();
+    app.filter = "ctf #".into();
+    assert_eq!(app.row_ids(View::Instances), ["inst-3"]);
     update(&mut app, Action::Back);
     assert_eq!(app.filter, "");
     update(&mut app, Action::StartFilter);
@@ -192,16 +196,17 @@ fn sort_cycles_columns_and_reverses() {
     let mut app = fleet();
     app.instances.get_mut("inst-1").unwrap().players = 5;
     app.instances.get_mut("inst-3").unwrap().players = 9;
-    // STATE is the third instance column: crashed < ready < running.
-    update(&mut app, Action::SortNext);
-    update(&mut app, Action::SortNext);
+    // STATE is the fourth instance column: crashed < ready < running.
+    for _ in 0..3 {
+        update(&mut app, Action::SortNext);
+    }
     assert_eq!(app.row_ids(View::Instances), ["inst-3", "inst-2", "inst-1"]);
     update(&mut app, Action::SortReverse);
     assert_eq!(app.row_ids(View::Instances), ["inst-1", "inst-2", "inst-3"]);
     // PLAYERS sorts by number.
-    app.sort[View::Instances.index()] = (5, true);
+    app.sort[View::Instances.index()] = (6, true);
     assert_eq!(app.row_ids(View::Instances), ["inst-3", "inst-1", "inst-2"]);
-    for _ in 0..instances::COLUMNS.len() - 5 {
+    for _ in 0..instances::COLUMNS.len() - 6 {
         update(&mut app, Action::SortNext);
     }
     assert_eq!(app.sort[View::Instances.index()].0, 0, "wraps around");

@@ -28,6 +28,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, d: &Detail) {
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(info);
     let (title, lines) = match &d.target {
         Target::Instance(id) => match app.instances.get(id) {
+            Some(i) if !i.display_name.is_empty() => (
+                format!(" Instance {id} · {} ", output::clean(&i.display_name)),
+                instance_lines(app, i),
+            ),
             Some(i) => (format!(" Instance {id} "), instance_lines(app, i)),
             None => (format!(" Instance {id} "), vec![Line::raw("removed")]),
         },

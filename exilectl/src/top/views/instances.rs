@@ -42,6 +42,14 @@ pub const COLUMNS: &[Column<pb::Instance>] = &[
         tone: None,
     },
     Column {
+        title: "NAME",
+        width: 14,
+        priority: 4,
+        cell: |_, i| output::or_dash(&i.display_name),
+        key: |_, i| text(&i.display_name),
+        tone: None,
+    },
+    Column {
         title: "SPAWNER",
         width: 16,
         priority: 3,
