@@ -300,6 +300,9 @@ pub enum SpawnerCommand {
         /// Only spawners of this region.
         #[arg(long)]
         region: Option<String>,
+        /// After the list, print each spawner again as it changes, until Ctrl-C.
+        #[arg(long, short = 'w')]
+        watch: bool,
     },
     /// Show one spawner and its instances.
     Get {
@@ -363,6 +366,9 @@ pub enum InstanceCommand {
         /// Only instances in these states (repeat or separate with commas).
         #[arg(long, value_enum, value_delimiter = ',')]
         state: Vec<StateArg>,
+        /// After the list, print each instance again as it changes, until Ctrl-C.
+        #[arg(long, short = 'w')]
+        watch: bool,
     },
     /// Show one instance.
     Get {

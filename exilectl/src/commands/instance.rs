@@ -35,7 +35,18 @@ pub async fn run(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
                 other => one(ctx, other, "Spawned"),
             }
         }
-        InstanceCommand::List { spawner, state } => {
+        InstanceCommand::List {
+            spawner,
+            state,
+            watch: true,
+        } => {
+            let states = state
+                .into_iter()
+                .map(|st| InstanceState::from(st) as i32)
+                .collect();
+            super::list_watch::instances(ctx, spawner.unwrap_or_default(), states).await
+        }
+        InstanceCommand::List { spawner, state, .. } => {
             let r = client
                 .list_instances(ListInstancesRequest {
                     spawner_id: spawner.unwrap_or_default(),

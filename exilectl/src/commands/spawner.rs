@@ -20,7 +20,11 @@ pub async fn run(ctx: &Ctx, cmd: SpawnerCommand) -> Result<()> {
     let mut client = ctx.session.spawners();
     match cmd {
         SpawnerCommand::Token(c) => enrollment(ctx, c).await,
-        SpawnerCommand::List { region } => {
+        SpawnerCommand::List {
+            region,
+            watch: true,
+        } => super::list_watch::spawners(ctx, region.unwrap_or_default()).await,
+        SpawnerCommand::List { region, .. } => {
             let r = client
                 .list_spawners(ListSpawnersRequest {
                     region: region.unwrap_or_default(),
