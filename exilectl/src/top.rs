@@ -18,6 +18,7 @@ use anyhow::{Context as _, Result, bail};
 use crossterm::event::EventStream;
 use futures::StreamExt;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::cli::{GlobalArgs, TopArgs};
 use crate::client::{Session, Target};
@@ -27,6 +28,9 @@ use app::{App, Identity};
 
 /// Actions applied before one redraw at most, so a burst of events costs one frame.
 const BATCH: usize = 512;
+/// Shortest time between two frames: a busy fleet changes many times a second, and a
+/// screen a person reads gains nothing past ~30 frames a second while each frame costs CPU.
+const MIN_FRAME: Duration = Duration::from_millis(30);
 
 pub async fn run(global: &GlobalArgs, args: TopArgs) -> Result<()> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
@@ -69,12 +73,17 @@ async fn event_loop(
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut terminate = stop_signals()?;
+    let mut last_frame: Option<Instant> = None;
     loop {
-        if app.dirty {
+        let next_frame = last_frame.map_or_else(Instant::now, |t| t + MIN_FRAME);
+        if app.dirty && Instant::now() >= next_frame {
             app.dirty = false;
             term.draw(app).context("cannot draw")?;
+            last_frame = Some(Instant::now());
         }
         let action = tokio::select! {
+            // A change waits for the next frame rather than drawing at once.
+            () = tokio::time::sleep_until(next_frame), if app.dirty => None,
             event = input.next() => match event {
                 Some(Ok(event)) => keys::from_event(app, &event),
                 Some(Err(e)) => return Err(e).context("cannot read the terminal"),
