@@ -183,3 +183,42 @@ async fn list_watch_prints_the_list_then_each_change() {
     }
     ctl.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawner_list_watch_shows_a_spawner_going_offline() {
+    let mut ctl = Ctl::start().await;
+    ctl.login().await;
+    let ids = ctl.sb.spawner_ids().await.unwrap();
+    let mut child = ctl
+        .command(&["spawner", "list", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rows = lines_of(&mut child);
+    let line = |rx: &mpsc::Receiver<String>| {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("a line in time")
+    };
+    tokio::task::block_in_place(|| {
+        assert!(line(&rows).starts_with("ID "));
+        let listed = [line(&rows), line(&rows)];
+        assert!(
+            ids.iter()
+                .all(|id| listed.iter().any(|l| l.starts_with(id.as_str())))
+        );
+    });
+    // spawner_ids() lists in the sandbox's order: index 1 is ids[1].
+    ctl.sb.stop_spawner(1).await.unwrap();
+    tokio::task::block_in_place(|| {
+        loop {
+            let row = line(&rows);
+            if row.starts_with(ids[1].as_str()) && row.contains("Offline") {
+                break;
+            }
+        }
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ctl.shutdown().await;
+}
