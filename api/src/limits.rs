@@ -134,6 +134,26 @@ pub fn check_console_line(line: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest display name of an instance, characters.
+pub const MAX_DISPLAY_NAME: usize = 64;
+
+/// Checks an instance's display name: at most [`MAX_DISPLAY_NAME`] characters, no control
+/// characters, no spaces at either end. Empty is allowed: it clears the name.
+pub fn check_display_name(name: &str) -> Result<(), String> {
+    if name.chars().count() > MAX_DISPLAY_NAME {
+        return Err(format!(
+            "display_name: at most {MAX_DISPLAY_NAME} characters"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("display_name: no control characters or line breaks".into());
+    }
+    if name.trim() != name {
+        return Err("display_name: no spaces at the start or the end".into());
+    }
+    Ok(())
+}
+
 /// Checks a restart policy's fields (0 means "the default" for each number).
 pub fn check_restart_policy(p: &v1::RestartPolicy) -> Result<(), String> {
     v1::RestartMode::try_from(p.mode)
@@ -230,6 +250,17 @@ pub fn check_env<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_names_are_short_printable_and_trimmed() {
+        assert_eq!(check_display_name(""), Ok(()));
+        assert_eq!(check_display_name("EU CTF #1 — Ünïcode"), Ok(()));
+        assert!(check_display_name(&"x".repeat(MAX_DISPLAY_NAME)).is_ok());
+        assert!(check_display_name(&"x".repeat(MAX_DISPLAY_NAME + 1)).is_err());
+        assert!(check_display_name("a\x1b]0;t\x07").is_err());
+        assert!(check_display_name("a\nb").is_err());
+        assert!(check_display_name(" a").is_err());
+    }
 
     #[test]
     fn restart_and_health_bounds_name_the_field() {

@@ -12,7 +12,13 @@ pub use build::BuildCommand;
 
 /// Exile command line: drive the master, its spawners and their game-server instances.
 #[derive(Debug, Parser)]
-#[command(name = "exilectl", version, about, propagate_version = true)]
+#[command(
+    name = "exilectl",
+    version,
+    about,
+    propagate_version = true,
+    after_help = crate::exit::HELP
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -89,12 +95,44 @@ pub enum Command {
     /// Backups of instance data: create, list, restore, delete.
     #[command(subcommand, visible_alias = "backups")]
     Backup(BackupCommand),
+    /// Live terminal monitor: spawners, instances and builds as they change, with actions,
+    /// logs and a console (q quits, ? lists every key).
+    Top(TopArgs),
     /// Print a shell completion script.
     Completion {
         /// Shell to generate the script for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `exilectl top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// View to start in.
+    #[arg(long, value_enum)]
+    pub view: Option<TopView>,
+    /// How often ages, uptimes and history refresh without events, e.g. 1s.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub tick: Duration,
+}
+
+/// A list view of `top`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopView {
+    Spawners,
+    Instances,
+    Builds,
+}
+
+impl From<TopView> for crate::top::action::View {
+    fn from(v: TopView) -> Self {
+        match v {
+            TopView::Spawners => Self::Spawners,
+            TopView::Instances => Self::Instances,
+            TopView::Builds => Self::Builds,
+        }
+    }
 }
 
 /// `exilectl login`.
@@ -262,6 +300,9 @@ pub enum SpawnerCommand {
         /// Only spawners of this region.
         #[arg(long)]
         region: Option<String>,
+        /// After the list, print each spawner again as it changes, until Ctrl-C.
+        #[arg(long, short = 'w')]
+        watch: bool,
     },
     /// Show one spawner and its instances.
     Get {
@@ -325,6 +366,9 @@ pub enum InstanceCommand {
         /// Only instances in these states (repeat or separate with commas).
         #[arg(long, value_enum, value_delimiter = ',')]
         state: Vec<StateArg>,
+        /// After the list, print each instance again as it changes, until Ctrl-C.
+        #[arg(long, short = 'w')]
+        watch: bool,
     },
     /// Show one instance.
     Get {
@@ -358,6 +402,13 @@ pub enum InstanceCommand {
         /// Instance id.
         id: String,
     },
+    /// Give an instance a display name, shown beside its id (an empty name clears it).
+    Rename {
+        /// Instance id.
+        id: String,
+        /// New display name, e.g. "EU CTF #1" (at most 64 characters).
+        name: String,
+    },
 }
 
 /// `exilectl instance spawn`.
@@ -366,6 +417,12 @@ pub struct SpawnArgs {
     /// Spawner to use (default: the master picks one).
     #[arg(long)]
     pub spawner: Option<String>,
+    /// Wait until the game server runs (a spinner on a terminal); fail if it ends first.
+    #[arg(long)]
+    pub wait: bool,
+    /// Longest wait with --wait, e.g. 2m.
+    #[arg(long, value_parser = parse_duration, default_value = "2m", requires = "wait")]
+    pub wait_timeout: Duration,
     /// Only spawners of this region, when the master picks.
     #[arg(long)]
     pub region: Option<String>,
@@ -430,6 +487,10 @@ pub struct LogsArgs {
     /// Number of last lines to print first (default 100, or 10 with --follow).
     #[arg(long, short = 'n')]
     pub tail: Option<u32>,
+    /// Write the output's bytes as they are, escape sequences included (for files and
+    /// pipes); by default control and escape sequences are shown, not obeyed.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// `exilectl console`.

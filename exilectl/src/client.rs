@@ -18,6 +18,7 @@ use tonic::{Code, Request, Status};
 
 use crate::cli::GlobalArgs;
 use crate::config::Config;
+use crate::exit::Failed;
 
 /// Adds `authorization: Bearer <token>` to every call when there is a token.
 #[derive(Clone)]
@@ -100,20 +101,26 @@ impl Session {
     /// Connects to `target.master`. `timeout` bounds the connection and each unary call;
     /// `streaming` leaves calls unbounded, for `watch`.
     pub async fn connect(target: &Target, timeout: Duration, streaming: bool) -> Result<Self> {
-        let master = target.master.trim_end_matches('/').to_owned();
-        if !(master.starts_with("http://") || master.starts_with("https://")) {
-            bail!("the master URL must start with http:// or https://, got `{master}`");
-        }
-        let mut endpoint = Endpoint::from_shared(master.clone())
-            .map_err(|e| anyhow!("invalid master URL `{master}`: {e}"))?
-            .connect_timeout(timeout);
-        if !streaming {
-            endpoint = endpoint.timeout(timeout);
-        }
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| anyhow!("cannot reach the master at {master}: {}", root_cause(&e)))?;
+        let (master, endpoint) = endpoint(target, timeout, streaming)?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            anyhow::Error::new(Failed {
+                code: Code::Unavailable,
+                message: format!("cannot reach the master at {master}: {}", root_cause(&e)),
+            })
+        })?;
+        Self::with_channel(target, master, channel)
+    }
+
+    /// A session for a long-running screen (`top`): calls are unbounded (the caller bounds
+    /// each one) and the first connection is made on first use, so an unreachable master
+    /// shows as a connection state rather than ending the program.
+    pub fn connect_lazy(target: &Target, timeout: Duration) -> Result<Self> {
+        let (master, endpoint) = endpoint(target, timeout, true)?;
+        let channel = endpoint.connect_lazy();
+        Self::with_channel(target, master, channel)
+    }
+
+    fn with_channel(target: &Target, master: String, channel: Channel) -> Result<Self> {
         Ok(Self {
             auth: BearerAuth::new(target.token.as_deref())?,
             context: target.context.clone(),
@@ -156,8 +163,33 @@ impl Session {
 
     /// Turns a failed call into the sentence shown to the user.
     pub fn error(&self, status: &Status) -> anyhow::Error {
-        anyhow!(describe(status, &self.master))
+        let code = match status.code() {
+            // tonic reports its own call deadline as a cancellation.
+            Code::Cancelled if status.message().contains("Timeout expired") => {
+                Code::DeadlineExceeded
+            }
+            code => code,
+        };
+        anyhow::Error::new(Failed {
+            code,
+            message: describe(status, &self.master),
+        })
     }
+}
+
+/// The endpoint for `target.master`, checked; `streaming` leaves calls without a deadline.
+fn endpoint(target: &Target, timeout: Duration, streaming: bool) -> Result<(String, Endpoint)> {
+    let master = target.master.trim_end_matches('/').to_owned();
+    if !(master.starts_with("http://") || master.starts_with("https://")) {
+        bail!("the master URL must start with http:// or https://, got `{master}`");
+    }
+    let mut endpoint = Endpoint::from_shared(master.clone())
+        .map_err(|e| anyhow!("invalid master URL `{master}`: {e}"))?
+        .connect_timeout(timeout);
+    if !streaming {
+        endpoint = endpoint.timeout(timeout);
+    }
+    Ok((master, endpoint))
 }
 
 /// Unwraps a unary answer or turns its status into a readable error.

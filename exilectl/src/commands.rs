@@ -3,14 +3,15 @@
 mod auth;
 mod backup;
 mod build;
-mod instance;
+pub mod instance;
+mod list_watch;
 mod logs;
 mod metrics;
 mod spawner;
 mod system;
 mod token;
 mod user;
-mod watch;
+pub mod watch;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::cli::{Cli, Command, GlobalArgs};
+use crate::cli::{Cli, Command, GlobalArgs, InstanceCommand, SpawnerCommand};
 use crate::client::{Session, Target};
 use crate::config::Config;
 use crate::output::Format;
@@ -61,12 +62,20 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Whoami => auth::whoami(&connect().await?).await,
         Command::User(c) => user::run(&connect().await?, c).await,
         Command::Token(c) => token::run(&connect().await?, c).await,
-        Command::Spawner(c) => spawner::run(&connect().await?, c).await,
-        Command::Instance(c) => instance::run(&connect().await?, c).await,
+        // `list --watch` follows a stream: its connection has no per-call deadline.
+        Command::Spawner(c) => {
+            let streams = matches!(c, SpawnerCommand::List { watch: true, .. });
+            spawner::run(&Ctx::connect(&global, streams).await?, c).await
+        }
+        Command::Instance(c) => {
+            let streams = matches!(c, InstanceCommand::List { watch: true, .. });
+            instance::run(&Ctx::connect(&global, streams).await?, c).await
+        }
         Command::Build(c) => build::run(&global, c).await,
         Command::Watch(args) => watch::run(&Ctx::connect(&global, true).await?, args).await,
         Command::Logs(args) => logs::logs(&Ctx::connect(&global, args.follow).await?, args).await,
         Command::Console(args) => logs::console(&Ctx::connect(&global, true).await?, args).await,
+        Command::Top(args) => crate::top::run(&global, args).await,
         Command::Stats => system::stats(&connect().await?).await,
         Command::Audit(a) => system::audit(&connect().await?, a).await,
         Command::Metrics(a) => metrics::run(&connect().await?, a).await,

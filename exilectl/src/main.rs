@@ -1,10 +1,13 @@
-//! exilectl: parse the command line, run it, print any error as one sentence and exit 1.
+//! exilectl: parse the command line, run it, print any error as one sentence and exit with
+//! the code `exit` documents.
 
 mod cli;
 mod client;
 mod commands;
 mod config;
+mod exit;
 mod output;
+mod top;
 mod view;
 
 use std::process::ExitCode;
@@ -26,8 +29,9 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // Errors quote names and messages that came from users and games.
+            eprintln!("error: {}", output::clean_text(&format!("{e:#}")));
+            ExitCode::from(exit::of(&e))
         }
     }
 }

@@ -24,17 +24,55 @@ pub fn emit<T: Serialize + ?Sized>(
     value: &T,
     table: impl FnOnce(&T) -> String,
 ) -> Result<()> {
-    let text = match format {
-        Format::Table => table(value),
-        Format::Json => serde_json::to_string_pretty(value).context("cannot encode JSON")?,
-        Format::Yaml => serde_yaml::to_string(value).context("cannot encode YAML")?,
-    };
-    print_line(text.trim_end())
+    match format {
+        Format::Table => print_line(table(value).trim_end()),
+        Format::Json => print_data_line(&json(value, true)?),
+        // The YAML emitter writes any character a terminal could obey as an escape in a
+        // double-quoted scalar.
+        Format::Yaml => print_data_line(
+            serde_yaml::to_string(value)
+                .context("cannot encode YAML")?
+                .trim_end(),
+        ),
+    }
 }
 
-/// Prints one line, treating a closed pipe (`| head`) as success.
-pub fn print_line(text: &str) -> Result<()> {
+/// JSON text of `value` (pretty or one line) with no character a terminal would obey:
+/// serde_json escapes C0 controls, and this escapes what it leaves raw (DEL, C1 such as
+/// U+009B, a one-character CSI) the JSON way, which only occurs inside strings.
+pub fn json<T: Serialize + ?Sized>(value: &T, pretty: bool) -> Result<String> {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    }
+    .context("cannot encode JSON")?;
+    if !text.chars().any(|c| c.is_control() && c != '\n') {
+        return Ok(text);
+    }
+    Ok(text
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                format!("\\u{:04x}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect())
+}
+
+/// Prints one line of JSON or YAML made by [`emit`] or [`json`], which escape in their own
+/// syntax, treating a closed pipe as success.
+pub fn print_data_line(text: &str) -> Result<()> {
     print_bytes(format!("{text}\n").as_bytes())
+}
+
+/// Prints one line, treating a closed pipe (`| head`) as success. Whatever a table or a
+/// sentence carries from a game or a user, control and escape sequences are shown, not
+/// obeyed (cells are cleaned too, so columns stay aligned; this is the safety net).
+pub fn print_line(text: &str) -> Result<()> {
+    print_bytes(format!("{}\n", clean_text(text)).as_bytes())
 }
 
 /// Writes raw bytes to standard output; a closed pipe ends the program quietly.
@@ -107,6 +145,55 @@ pub fn clean_text(s: &str) -> String {
     escape_controls(s, |c| matches!(c, '\n' | '\t'))
 }
 
+/// Neutralises a byte stream of output (a followed log) chunk by chunk: like [`clean_text`],
+/// and a carriage return before a line feed stays; a UTF-8 character or a CRLF split
+/// across chunks is held until the next one.
+#[derive(Debug, Default)]
+pub struct OutputCleaner {
+    pending: Vec<u8>,
+}
+
+impl OutputCleaner {
+    /// The printable text of `bytes`, appended to whatever the last chunk left pending.
+    pub fn feed(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut hold = match std::str::from_utf8(&self.pending) {
+            Ok(_) => 0,
+            // An incomplete character at the very end waits for its other bytes.
+            Err(e) if e.error_len().is_none() => self.pending.len() - e.valid_up_to(),
+            Err(_) => 0,
+        };
+        if self.pending.len() > hold && self.pending[self.pending.len() - hold - 1] == b'\r' {
+            hold += 1;
+        }
+        let rest = self.pending.split_off(self.pending.len() - hold);
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending = rest;
+        clean_output(&text)
+    }
+
+    /// What is still held, at the end of the stream.
+    pub fn finish(&mut self) -> String {
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        clean_output(&text)
+    }
+}
+
+fn clean_output(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let crlf = c == '\r' && chars.peek() == Some(&'\n');
+        if c.is_control() && !matches!(c, '\n' | '\t') && !crlf {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn escape_controls(s: &str, keep: impl Fn(char) -> bool) -> String {
     if !s.chars().any(char::is_control) {
         return s.to_owned();
@@ -142,6 +229,29 @@ mod tests {
             "[run]\n\tx = \"\\u{7}\"\n"
         );
         assert_eq!(clean("\u{9b}31m"), "\\u{9b}31m");
+    }
+
+    #[test]
+    fn output_streams_are_neutralised_across_chunk_boundaries() {
+        let mut c = OutputCleaner::default();
+        let euro = "€".as_bytes();
+        let mut out = c.feed(b"ok\r");
+        out += &c.feed(b"\nx\x1b]0;t\x07\t");
+        out += &c.feed(&euro[..1]);
+        out += &c.feed(&euro[1..]);
+        out += &c.feed(b"\x9b\r");
+        out += &c.finish();
+        assert_eq!(out, "ok\r\nx\\u{1b}]0;t\\u{7}\t€\u{fffd}\\u{d}");
+    }
+
+    #[test]
+    fn json_escapes_what_serde_json_leaves_raw() {
+        let v = serde_json::json!({"l": "\x1b]0;t\x07\u{9b}2J\x7f"});
+        let text = json(&v, false).unwrap();
+        assert_eq!(text, r#"{"l":"\u001b]0;t\u0007\u009b2J\u007f"}"#);
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
+        assert!(json(&v, true).unwrap().contains('\n'));
     }
 
     #[test]

@@ -67,6 +67,8 @@ impl From<pb::Port> for PortView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InstanceView {
     pub id: String,
+    /// Name people gave it; empty when none.
+    pub display_name: String,
     pub spawner_id: String,
     pub state: String,
     /// Empty for the spawner's host build.
@@ -92,6 +94,7 @@ impl From<pb::Instance> for InstanceView {
         Self {
             state: instance_state(i.state),
             id: i.id,
+            display_name: i.display_name,
             spawner_id: i.spawner_id,
             build_name: i.build_name,
             build_version: i.build_version,

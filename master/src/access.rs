@@ -78,6 +78,7 @@ pub const RULES: &[(&str, Rule)] = &[
     // Reading changes nothing, so not audited.
     ("/exile.v1.InstanceService/StreamLogs",           rule(OPERATOR, false)),
     ("/exile.v1.InstanceService/SendConsoleCommand",   rule(OPERATOR, true)),
+    ("/exile.v1.InstanceService/RenameInstance",       rule(OPERATOR, true)),
     ("/exile.v1.BackupService/CreateBackup",           rule(OPERATOR, true)),
     ("/exile.v1.BackupService/ListBackups",            rule(VIEWER, false)),
     ("/exile.v1.BackupService/RestoreBackup",          rule(OPERATOR, true)),

@@ -69,6 +69,8 @@ pub fn instance_to_pb(r: &InstanceRecord, address: &str) -> pb::Instance {
         exit_code: r.exit_code,
         message: r.message.clone(),
         address: address.to_owned(),
+        // The registry adds the name people gave it.
+        display_name: String::new(),
     }
 }
 

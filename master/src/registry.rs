@@ -69,6 +69,9 @@ struct State {
     catalog: Catalog,
     /// Rollouts as published (running ones and the newest of each build name), by id.
     rollouts: std::collections::BTreeMap<String, pb::Rollout>,
+    /// Display names people gave instances, by id (only the master knows them, so they
+    /// live beside the records spawners report, not in them).
+    names: HashMap<String, String>,
 }
 
 impl State {
@@ -101,6 +104,7 @@ impl State {
     /// Removes an instance, keeping the index right.
     fn remove_instance(&mut self, id: &str) -> Option<InstanceRecord> {
         let rec = self.instances.remove(id)?;
+        self.names.remove(id);
         if let Some((name, version)) = build_of(&rec) {
             self.catalog.count_instance(&name, &version, false);
         }
@@ -139,6 +143,7 @@ enum Persist {
     Spawner(SpawnerInfo),
     Instance(Box<InstanceRecord>),
     DeleteInstance(String),
+    DisplayName { id: String, name: String },
 }
 
 /// The registry. Cheap operations under one std Mutex (never held across an await);
@@ -195,6 +200,11 @@ impl Registry {
             }
             state.insert_instance(rec);
         }
+        for (id, name) in store.instance_display_names().await? {
+            if state.instances.contains_key(&id) {
+                state.names.insert(id, name);
+            }
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(8192);
         let reg = std::sync::Arc::new(Registry {
@@ -249,7 +259,11 @@ impl Registry {
             .get(&rec.spawner_id)
             .map(|s| s.info.advertised_address.as_str())
             .unwrap_or("");
-        instance_to_pb(rec, addr)
+        let mut pb = instance_to_pb(rec, addr);
+        if let Some(name) = st.names.get(&rec.id) {
+            pb.display_name.clone_from(name);
+        }
+        pb
     }
 
     fn emit_spawner(&self, st: &State, id: &str) {
@@ -441,6 +455,26 @@ impl Registry {
         live_link(e)
     }
 
+    /// Gives an instance a display name (empty clears it), persists it and tells watchers.
+    pub fn rename_instance(&self, id: &str, name: &str) -> Result<pb::Instance> {
+        let mut st = self.lock();
+        if !st.instances.contains_key(id) {
+            return Err(not_found_instance(id));
+        }
+        if name.is_empty() {
+            st.names.remove(id);
+        } else {
+            st.names.insert(id.to_owned(), name.to_owned());
+        }
+        let _ = self.persist.send(Persist::DisplayName {
+            id: id.to_owned(),
+            name: name.to_owned(),
+        });
+        self.emit_instance(&st, id);
+        let rec = st.instances.get(id).ok_or_else(|| not_found_instance(id))?;
+        Ok(Self::instance_pb(&st, rec))
+    }
+
     /// Sets or clears the drained flag.
     pub fn set_drained(&self, id: &str, drained: bool) -> Result<pb::Spawner> {
         let mut st = self.lock();
@@ -594,6 +628,9 @@ async fn persister(store: Store, mut rx: mpsc::UnboundedReceiver<Persist>) {
                 Persist::Spawner(info) => store.update_spawner(&info).await,
                 Persist::Instance(rec) => store.upsert_instance(&rec).await,
                 Persist::DeleteInstance(id) => store.delete_instance(&id).await,
+                Persist::DisplayName { id, name } => {
+                    store.set_instance_display_name(&id, &name).await
+                }
             };
             if let Err(e) = r {
                 tracing::error!(error = ?e, "could not persist a registry change");

@@ -4,8 +4,8 @@ mod builds;
 
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use crate::db::entities::{
@@ -389,6 +389,8 @@ impl Store {
             state_changed_at: Set(r.state_changed_at),
             exit_code: Set(r.exit_code.map(i64::from)),
             message: Set(r.message.clone()),
+            // Written by RenameInstance alone; a new row starts with the column's default.
+            display_name: NotSet,
         };
         instance::Entity::insert(am)
             .on_conflict(
@@ -414,6 +416,28 @@ impl Store {
             .exec_without_returning(&self.db)
             .await?;
         Ok(())
+    }
+
+    /// Sets an instance's display name (empty: none).
+    pub async fn set_instance_display_name(&self, id: &str, name: &str) -> Result<()> {
+        instance::Entity::update_many()
+            .col_expr(
+                instance::Column::DisplayName,
+                sea_orm::sea_query::Expr::value(name.to_owned()),
+            )
+            .filter(instance::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Display names of the instances that have one, by id.
+    pub async fn instance_display_names(&self) -> Result<Vec<(String, String)>> {
+        let rows = instance::Entity::find()
+            .filter(instance::Column::DisplayName.ne(""))
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(|m| (m.id, m.display_name)).collect())
     }
 
     /// Deletes an instance.

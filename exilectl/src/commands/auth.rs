@@ -6,7 +6,7 @@ use tonic::Code;
 
 use super::{Ctx, read_password};
 use crate::cli::{ContextCommand, GlobalArgs, LoginArgs};
-use crate::client::{RpcResult, Session, Target, describe};
+use crate::client::{RpcResult, Session, Target};
 use crate::config::{Config, Context, context_name_for};
 use crate::output::{self, emit, fields, print_line};
 use crate::view::{ContextView, LoginView, WhoAmIView, rfc3339, rfc3339_secs, role};
@@ -42,8 +42,11 @@ pub async fn login(global: &GlobalArgs, args: LoginArgs) -> Result<()> {
         .await
         .map(tonic::Response::into_inner)
         .map_err(|s| match s.code() {
-            Code::Unauthenticated => anyhow!("login failed: {}", s.message()),
-            _ => anyhow!(describe(&s, &session.master)),
+            Code::Unauthenticated => anyhow::Error::new(crate::exit::Failed {
+                code: Code::Unauthenticated,
+                message: format!("login failed: {}", s.message()),
+            }),
+            _ => session.error(&s),
         })?;
 
     // Logging in again to a known master refreshes its context instead of adding another.

@@ -1,11 +1,15 @@
 //! `instance …`: spawn, list, inspect and drive game-server instances.
 
-use anyhow::Result;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
 use exile_api::v1::{
     self as pb, GetInstanceRequest, InstanceState, ListInstancesRequest, PlacementStrategy,
-    RemoveInstanceRequest, RestartInstanceRequest, SpawnInstanceRequest, StartInstanceRequest,
-    StopInstanceRequest,
+    RemoveInstanceRequest, RenameInstanceRequest, RestartInstanceRequest, SpawnInstanceRequest,
+    StartInstanceRequest, StopInstanceRequest,
 };
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Ctx;
 use crate::cli::{InstanceCommand, SpawnArgs};
@@ -18,13 +22,31 @@ pub async fn run(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
     let s = &ctx.session;
     match cmd {
         InstanceCommand::Spawn(args) => {
+            let (wait, wait_timeout) = (args.wait, args.wait_timeout);
             let r = client
                 .spawn_instance(spawn_request(*args))
                 .await
                 .or_explain(s)?;
-            one(ctx, r.instance, "Spawned")
+            match r.instance {
+                Some(i) if wait => {
+                    let running = wait_running(ctx, i, wait_timeout).await?;
+                    one(ctx, Some(running), "Spawned")
+                }
+                other => one(ctx, other, "Spawned"),
+            }
         }
-        InstanceCommand::List { spawner, state } => {
+        InstanceCommand::List {
+            spawner,
+            state,
+            watch: true,
+        } => {
+            let states = state
+                .into_iter()
+                .map(|st| InstanceState::from(st) as i32)
+                .collect();
+            super::list_watch::instances(ctx, spawner.unwrap_or_default(), states).await
+        }
+        InstanceCommand::List { spawner, state, .. } => {
             let r = client
                 .list_instances(ListInstancesRequest {
                     spawner_id: spawner.unwrap_or_default(),
@@ -81,6 +103,27 @@ pub async fn run(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
                 .or_explain(s)?;
             one(ctx, r.instance, "Restarted")
         }
+        InstanceCommand::Rename { id, name } => {
+            let r = client
+                .rename_instance(RenameInstanceRequest {
+                    id,
+                    display_name: name,
+                })
+                .await
+                .or_explain(s)?;
+            let view = r.instance.clone().map(InstanceView::from);
+            emit(ctx.format, &view, |_| match &r.instance {
+                Some(i) if i.display_name.is_empty() => {
+                    format!("Instance {} has no display name now.", i.id)
+                }
+                Some(i) => format!(
+                    "Instance {} is now named {}.",
+                    i.id,
+                    output::clean(&i.display_name)
+                ),
+                None => "Renamed.".into(),
+            })
+        }
         InstanceCommand::Remove { id } => {
             client
                 .remove_instance(RemoveInstanceRequest { id: id.clone() })
@@ -90,6 +133,77 @@ pub async fn run(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
         }
     }
 }
+
+/// Polls the instance until its game server runs, with a spinner on a terminal; an
+/// instance that ends first, or a deadline that passes, is an error naming why.
+async fn wait_running(ctx: &Ctx, first: pb::Instance, limit: Duration) -> Result<pb::Instance> {
+    let spinner = if std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+        spinner.set_style(style);
+    }
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut client = ctx.session.instances();
+    let mut i = first;
+    let result = loop {
+        spinner.set_message(format!(
+            "instance {} on {}: {}",
+            i.id,
+            i.spawner_id,
+            output::title(&instance_state(i.state))
+        ));
+        match waited(&i) {
+            Some(Ok(())) => break Ok(i),
+            Some(Err(why)) => break Err(anyhow!(why)),
+            None => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break Err(anyhow!(
+                "instance {} is still {} after {} (see --wait-timeout)",
+                i.id,
+                instance_state(i.state),
+                output::span(i64::try_from(limit.as_secs()).unwrap_or(i64::MAX))
+            ));
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+        let id = i.id.clone();
+        match client
+            .get_instance(GetInstanceRequest { id })
+            .await
+            .or_explain(&ctx.session)?
+            .instance
+        {
+            Some(next) => i = next,
+            None => break Err(anyhow!("instance {} is gone", i.id)),
+        }
+    };
+    spinner.finish_and_clear();
+    result
+}
+
+/// Whether waiting for `i` to run is over: `Some(Ok)` once it runs, `Some(Err)` with the
+/// reason when it ended first, `None` while it is still on its way.
+fn waited(i: &pb::Instance) -> Option<Result<(), String>> {
+    match InstanceState::try_from(i.state).unwrap_or(InstanceState::Unknown) {
+        InstanceState::Running | InstanceState::Ready | InstanceState::Allocated => Some(Ok(())),
+        InstanceState::Crashed | InstanceState::Stopped | InstanceState::Unhealthy => {
+            Some(Err(format!(
+                "instance {} is {} before it ran: {}",
+                i.id,
+                instance_state(i.state),
+                output::or_dash(&output::clean(&i.message))
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// How often `spawn --wait` asks for the instance's state.
+const WAIT_POLL: Duration = Duration::from_millis(200);
 
 fn spawn_request(a: SpawnArgs) -> SpawnInstanceRequest {
     SpawnInstanceRequest {
@@ -184,12 +298,14 @@ pub fn ports(i: &pb::Instance) -> String {
 pub fn instance_table(instances: &[pb::Instance]) -> String {
     let now = exile_api::now_unix_ms();
     let mut t = output::table(&[
-        "ID", "SPAWNER", "STATE", "BUILD", "ADDRESS", "PORTS", "PLAYERS", "CPU", "MEMORY", "AGE",
+        "ID", "NAME", "SPAWNER", "STATE", "BUILD", "ADDRESS", "PORTS", "PLAYERS", "CPU", "MEMORY",
+        "AGE",
     ]);
     for i in instances {
         let r = i.resources.unwrap_or_default();
         t.add_row([
             i.id.clone(),
+            output::or_dash(&output::clean(&i.display_name)),
             i.spawner_id.clone(),
             output::title(&instance_state(i.state)),
             output::or_dash(&output::clean(&instance_build(i))),
@@ -221,10 +337,11 @@ fn instance_fields(i: &pb::Instance) -> String {
     labels.sort();
     fields(&[
         ("ID", i.id.clone()),
+        ("Name", output::or_dash(&output::clean(&i.display_name))),
         ("Spawner", i.spawner_id.clone()),
         ("State", output::title(&instance_state(i.state))),
         ("Since", output::ago(i.state_changed_at_unix_ms, now)),
-        ("Message", output::or_dash(&i.message)),
+        ("Message", output::or_dash(&output::clean(&i.message))),
         ("Build", output::or_dash(&output::clean(&instance_build(i)))),
         ("Address", output::or_dash(&i.address)),
         ("Ports", ports(i)),
@@ -242,7 +359,7 @@ fn instance_fields(i: &pb::Instance) -> String {
             i.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
         ),
         ("Players", players(i)),
-        ("Labels", output::or_dash(&labels.join(","))),
+        ("Labels", output::or_dash(&output::clean(&labels.join(",")))),
         ("CPU", output::percent(r.cpu_percent)),
         ("Memory", output::bytes(r.memory_bytes)),
         ("Disk", output::bytes(r.disk_used_bytes)),
@@ -260,6 +377,8 @@ mod tests {
     fn spawn_request_carries_every_flag() {
         let req = spawn_request(SpawnArgs {
             spawner: None,
+            wait: false,
+            wait_timeout: Duration::from_secs(1),
             region: Some("eu".into()),
             selectors: vec![("gpu".into(), "yes".into())],
             labels: vec![("mode".into(), "ctf".into())],
@@ -295,6 +414,25 @@ mod tests {
         assert_eq!(health.initial_delay_ms, None);
         assert_eq!(health.action, pb::UnhealthyAction::Restart as i32);
         assert_eq!(health_check(None, None, None, None), None);
+    }
+
+    #[test]
+    fn waiting_ends_when_the_game_runs_or_ends() {
+        let at = |state: InstanceState, message: &str| pb::Instance {
+            id: "inst-1".into(),
+            state: state as i32,
+            message: message.into(),
+            ..Default::default()
+        };
+        assert_eq!(waited(&at(InstanceState::Starting, "")), None);
+        assert_eq!(waited(&at(InstanceState::Running, "")), Some(Ok(())));
+        assert_eq!(waited(&at(InstanceState::Ready, "")), Some(Ok(())));
+        assert_eq!(
+            waited(&at(InstanceState::Crashed, "exited with code 2\x1b[2J")),
+            Some(Err(
+                "instance inst-1 is crashed before it ran: exited with code 2\\u{1b}[2J".into()
+            ))
+        );
     }
 
     #[test]

@@ -12,18 +12,46 @@ use tokio::io::AsyncBufReadExt;
 use super::Ctx;
 use crate::cli::{ConsoleArgs, LogsArgs};
 use crate::client::RpcResult;
+use crate::output::OutputCleaner;
 
 /// How long `console` keeps showing output after its input ended, so the answer to the last
 /// line is seen.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// Writes a chunk to stdout as it came (raw bytes), noting skipped output on stderr.
-fn show(chunk: &pb::LogChunk) -> Result<()> {
-    if chunk.skipped_bytes > 0 {
-        eprintln!("[… {} bytes of output skipped …]", chunk.skipped_bytes);
+/// Writes chunks of output to stdout as they come, neutralised unless raw bytes were asked
+/// for; notes skipped output on stderr.
+struct Show {
+    cleaner: Option<OutputCleaner>,
+}
+
+impl Show {
+    fn new(raw: bool) -> Self {
+        Self {
+            cleaner: (!raw).then(OutputCleaner::default),
+        }
     }
+
+    fn chunk(&mut self, chunk: &pb::LogChunk) -> Result<()> {
+        if chunk.skipped_bytes > 0 {
+            eprintln!("[… {} bytes of output skipped …]", chunk.skipped_bytes);
+        }
+        match &mut self.cleaner {
+            Some(c) => write(c.feed(&chunk.data).as_bytes()),
+            None => write(&chunk.data),
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match &mut self.cleaner {
+            Some(c) => write(c.finish().as_bytes()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn write(bytes: &[u8]) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(&chunk.data)?;
+    out.write_all(bytes)?;
     out.flush()?;
     Ok(())
 }
@@ -51,11 +79,12 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<()> {
         })
         .await
         .or_explain(&ctx.session)?;
+    let mut show = Show::new(args.raw);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|s| ctx.session.error(&s))?;
-        show(&chunk)?;
+        show.chunk(&chunk)?;
     }
-    Ok(())
+    show.finish()
 }
 
 pub async fn console(ctx: &Ctx, args: ConsoleArgs) -> Result<()> {
@@ -73,13 +102,14 @@ pub async fn console(ctx: &Ctx, args: ConsoleArgs) -> Result<()> {
         .or_explain(&ctx.session)?;
     let session = ctx.session.clone();
     let output = tokio::spawn(async move {
+        let mut show = Show::new(false);
         while let Some(chunk) = stream.next().await {
             match chunk {
-                Ok(chunk) => show(&chunk)?,
+                Ok(chunk) => show.chunk(&chunk)?,
                 Err(s) => return Err(session.error(&s)),
             }
         }
-        Ok(())
+        show.finish()
     });
     let mut client = ctx.session.instances();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();

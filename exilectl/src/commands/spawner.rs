@@ -20,7 +20,11 @@ pub async fn run(ctx: &Ctx, cmd: SpawnerCommand) -> Result<()> {
     let mut client = ctx.session.spawners();
     match cmd {
         SpawnerCommand::Token(c) => enrollment(ctx, c).await,
-        SpawnerCommand::List { region } => {
+        SpawnerCommand::List {
+            region,
+            watch: true,
+        } => super::list_watch::spawners(ctx, region.unwrap_or_default()).await,
+        SpawnerCommand::List { region, .. } => {
             let r = client
                 .list_spawners(ListSpawnersRequest {
                     region: region.unwrap_or_default(),
@@ -255,7 +259,7 @@ fn spawner_fields(s: &pb::Spawner) -> String {
         ("Host", output::or_dash(&s.host)),
         ("Address", output::or_dash(&s.advertised_address)),
         ("Instances", format!("{}/{}", s.instance_count, s.capacity)),
-        ("Labels", output::or_dash(&labels.join(","))),
+        ("Labels", output::or_dash(&output::clean(&labels.join(",")))),
         ("Agent", output::or_dash(&s.agent_version)),
         ("Host build", output::or_dash(&s.active_build)),
         ("CPU", output::host_cpu(&r)),

@@ -6,7 +6,7 @@ use exile_api::v1::{self as pb, InstanceState, SpawnerState, WatchRequest, watch
 use super::Ctx;
 use crate::cli::WatchArgs;
 use crate::client::RpcResult;
-use crate::output::{self, Format, print_line};
+use crate::output::{self, Format, print_data_line, print_line};
 use crate::view::{
     WatchEventView, instance_state, rfc3339_secs, rollout_finished, rollout_state, spawner_state,
 };
@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx, args: WatchArgs) -> Result<()> {
                 "the master at {} closed the event stream",
                 ctx.session.master
             ),
-            Err(status) => bail!("event stream ended: {}", ctx.session.error(&status)),
+            Err(status) => return Err(ctx.session.error(&status).context("event stream ended")),
         }
     }
 }
@@ -41,8 +41,8 @@ pub async fn run(ctx: &Ctx, args: WatchArgs) -> Result<()> {
 fn print_event(format: Format, event: pb::WatchEvent) -> Result<()> {
     match format {
         Format::Table => print_line(&line(&event)),
-        Format::Json => print_line(&serde_json::to_string(&WatchEventView::from(event))?),
-        Format::Yaml => print_line(&format!(
+        Format::Json => print_data_line(&output::json(&WatchEventView::from(event), false)?),
+        Format::Yaml => print_data_line(&format!(
             "---\n{}",
             serde_yaml::to_string(&WatchEventView::from(event))?.trim_end()
         )),
@@ -153,7 +153,8 @@ pub fn line(e: &pb::WatchEvent) -> String {
         Some(Kind::Lagged(n)) => format!("lagged: {n} events lost, a new snapshot follows"),
         None => "unknown event (is exilectl older than the master?)".into(),
     };
-    format!("{at} {what}")
+    // Messages, regions and build names come from games and users.
+    format!("{at} {}", output::clean(&what))
 }
 
 /// A rollout's progress on one line, as `watch` and `build rollout status --watch` print it.
@@ -224,6 +225,25 @@ mod tests {
         assert_eq!(
             line(&e),
             "2023-11-14T22:13:20Z instance inst-x state READY on spw-y players 7/16 (the game is ready)"
+        );
+    }
+
+    #[test]
+    fn crash_output_in_a_message_is_shown_not_obeyed() {
+        let e = pb::WatchEvent {
+            sequence: 4,
+            at_unix_ms: 1_700_000_000_000,
+            kind: Some(Kind::InstanceUpdated(pb::Instance {
+                id: "inst-x".into(),
+                spawner_id: "spw-y".into(),
+                state: InstanceState::Crashed as i32,
+                message: "exited with code 3\nlast output:\n\x1b]0;pwned\x07".into(),
+                ..Default::default()
+            })),
+        };
+        assert_eq!(
+            line(&e),
+            "2023-11-14T22:13:20Z instance inst-x state CRASHED on spw-y (exited with code 3\\u{a}last output:\\u{a}\\u{1b}]0;pwned\\u{7})"
         );
     }
 

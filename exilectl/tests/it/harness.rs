@@ -30,11 +30,19 @@ impl Run {
         self
     }
 
-    /// Fails the test when the command succeeded; checks the exit code is 1.
+    /// Fails the test when the command succeeded; checks the exit code is a documented one
+    /// (1 to 6, see `exilectl --help`).
     #[track_caller]
     pub fn failure(self) -> Self {
         assert!(!self.ok, "exilectl should have failed: {self:#?}");
-        assert_eq!(self.code, Some(1), "{self:#?}");
+        assert!(matches!(self.code, Some(1..=6)), "{self:#?}");
+        self
+    }
+
+    /// Fails the test unless the command failed with exit code `code`.
+    #[track_caller]
+    pub fn failure_code(self, code: i32) -> Self {
+        assert_eq!(self.code, Some(code), "{self:#?}");
         self
     }
 

@@ -5,8 +5,13 @@
 mod auth;
 mod backups;
 mod builds;
+mod cli;
 mod console;
 mod harness;
+mod hostile;
 mod instances;
+mod rename;
 mod spawner_logs;
+mod tmux;
+mod top;
 mod watch;

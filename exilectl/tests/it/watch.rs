@@ -119,3 +119,106 @@ async fn watch_shows_ready_and_player_counts_move() {
     child.wait().unwrap();
     ctl.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_watch_prints_the_list_then_each_change() {
+    let ctl = Ctl::start().await;
+    ctl.login().await;
+    let ids = ctl.sb.spawner_ids().await.unwrap();
+    let first = ctl.spawn_on(&ids[0]).await;
+
+    // Table: the list with its header, then one row per change of the filtered spawner.
+    let mut table = ctl
+        .command(&["instance", "list", "--watch", "--spawner", &ids[1]])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rows = lines_of(&mut table);
+    // JSON: one object per instance, then per change.
+    let mut json = ctl
+        .command(&["instance", "list", "-w", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let objects = lines_of(&mut json);
+    let line = |rx: &mpsc::Receiver<String>| {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("a line in time")
+    };
+    tokio::task::block_in_place(|| {
+        assert_eq!(line(&rows), "No instances.");
+        let snap: Value = serde_json::from_str(&line(&objects)).unwrap();
+        assert_eq!(snap["id"], first.as_str());
+    });
+
+    let second = ctl.spawn_on(&ids[1]).await;
+    ctl.wait_state(&second, &["ready"]).await;
+    ctl.run(&["instance", "stop", &second]).await.success();
+    tokio::task::block_in_place(|| {
+        let mut states = Vec::new();
+        while !states.iter().any(|s| s == "Stopped") {
+            let row = line(&rows);
+            assert!(
+                row.starts_with(&second),
+                "only the filtered spawner's rows: {row}"
+            );
+            states.push(row.split_whitespace().nth(3).unwrap_or_default().to_owned());
+        }
+        assert!(states.iter().any(|s| s == "Ready"), "{states:?}");
+        loop {
+            let v: Value = serde_json::from_str(&line(&objects)).unwrap();
+            if v["id"] == second.as_str() && v["state"] == "stopped" {
+                break;
+            }
+        }
+    });
+    ctl.run(&["instance", "remove", &second]).await.success();
+    tokio::task::block_in_place(|| while line(&rows) != format!("{second} removed") {});
+
+    for mut child in [table, json] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    ctl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawner_list_watch_shows_a_spawner_going_offline() {
+    let mut ctl = Ctl::start().await;
+    ctl.login().await;
+    let ids = ctl.sb.spawner_ids().await.unwrap();
+    let mut child = ctl
+        .command(&["spawner", "list", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rows = lines_of(&mut child);
+    let line = |rx: &mpsc::Receiver<String>| {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("a line in time")
+    };
+    tokio::task::block_in_place(|| {
+        assert!(line(&rows).starts_with("ID "));
+        let listed = [line(&rows), line(&rows)];
+        assert!(
+            ids.iter()
+                .all(|id| listed.iter().any(|l| l.starts_with(id.as_str())))
+        );
+    });
+    // spawner_ids() lists in the sandbox's order: index 1 is ids[1].
+    ctl.sb.stop_spawner(1).await.unwrap();
+    tokio::task::block_in_place(|| {
+        loop {
+            let row = line(&rows);
+            if row.starts_with(ids[1].as_str()) && row.contains("Offline") {
+                break;
+            }
+        }
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ctl.shutdown().await;
+}

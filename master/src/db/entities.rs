@@ -120,6 +120,7 @@ pub mod instance {
         pub state_changed_at: i64,
         pub exit_code: Option<i64>,
         pub message: String,
+        pub display_name: String,
     }
     no_relations!();
 }

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(MetricSamples),
             Box::new(Builds),
             Box::new(SpawnSettings),
+            Box::new(InstanceDisplayName),
         ]
     }
 }
@@ -280,6 +281,28 @@ impl MigrationTrait for SpawnSettings {
             .get_connection()
             .execute_unprepared(
                 "ALTER TABLE instances ADD COLUMN spawn_settings TEXT NOT NULL DEFAULT ''",
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+struct InstanceDisplayName;
+
+impl MigrationName for InstanceDisplayName {
+    fn name(&self) -> &str {
+        "m0005_instance_display_name"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for InstanceDisplayName {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // A name people give an instance; the master alone knows it (spawners never report it).
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "ALTER TABLE instances ADD COLUMN display_name TEXT NOT NULL DEFAULT ''",
             )
             .await?;
         Ok(())

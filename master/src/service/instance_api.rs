@@ -276,6 +276,22 @@ impl InstanceService for InstanceApi {
         Ok(Response::new(pb::SendConsoleCommandResponse {}))
     }
 
+    async fn rename_instance(
+        &self,
+        req: Request<pb::RenameInstanceRequest>,
+    ) -> Result<Response<pb::RenameInstanceResponse>, Status> {
+        let c = ctx(&req)?;
+        let r = req.into_inner();
+        check_id("id", &r.id)?;
+        c.set_target(r.id.clone());
+        c.set_detail(format!("display name: {}", r.display_name.escape_debug()));
+        exile_api::limits::check_display_name(&r.display_name).map_err(Error::InvalidArgument)?;
+        let instance = self.0.registry.rename_instance(&r.id, &r.display_name)?;
+        Ok(Response::new(pb::RenameInstanceResponse {
+            instance: Some(instance),
+        }))
+    }
+
     async fn spawn_instance(
         &self,
         req: Request<pb::SpawnInstanceRequest>,

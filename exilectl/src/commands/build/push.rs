@@ -160,10 +160,10 @@ pub async fn run(ctx: &Ctx, args: PushArgs) -> Result<()> {
                 ),
                 _ => {}
             }
-            return Err(anyhow!(
-                "cannot push {reference}: {}",
-                ctx.session.error(&status)
-            ));
+            return Err(ctx
+                .session
+                .error(&status)
+                .context(format!("cannot push {reference}")));
         }
     };
     let build = r

@@ -13,7 +13,7 @@ use crate::cli::build::{
 };
 use crate::client::RpcResult;
 use crate::commands::watch::rollout_line;
-use crate::output::{self, Format, emit, fields, print_line};
+use crate::output::{self, Format, emit, fields, print_data_line, print_line};
 use crate::view::{RolloutView, rfc3339_secs, rollout_finished, rollout_state};
 
 pub async fn run(ctx: &Ctx, args: RolloutArgs) -> Result<()> {
@@ -201,10 +201,12 @@ async fn follow(ctx: &Ctx, target: RolloutTarget) -> Result<()> {
                 "the master closed the event stream before rollout {id} ended; follow it again \
                  with `exilectl build rollout status {id} --watch`"
             ),
-            Err(s) => bail!(
-                "the event stream ended before rollout {id} did: {}",
-                ctx.session.error(&s)
-            ),
+            Err(s) => {
+                return Err(ctx
+                    .session
+                    .error(&s)
+                    .context(format!("the event stream ended before rollout {id} did")));
+            }
         };
         let (at, now) = match event.kind {
             Some(Kind::RolloutUpdated(r)) if r.id == id => (event.at_unix_ms, r),
@@ -232,8 +234,8 @@ fn show(format: Format, at_unix_ms: i64, r: &pb::Rollout) -> Result<()> {
             rfc3339_secs(at_unix_ms).unwrap_or_else(|| "-".into()),
             rollout_line(r)
         )),
-        Format::Json => print_line(&serde_json::to_string(&view)?),
-        Format::Yaml => print_line(&format!(
+        Format::Json => print_data_line(&output::json(&view, false)?),
+        Format::Yaml => print_data_line(&format!(
             "---\n{}",
             serde_yaml::to_string(&view)?.trim_end()
         )),

@@ -1,0 +1,31 @@
+//! CPU time and memory of a process from Linux's /proc, for the load tools' figures.
+
+use anyhow::{Result, anyhow};
+
+/// CPU ticks (user + system, USER_HZ) and resident bytes of a process.
+pub fn proc_usage(pid: u32) -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, a)| a)
+        .ok_or_else(|| anyhow!("bad stat"))?;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    Ok((ticks, status_kib(pid, "VmRSS:")? * 1024))
+}
+
+/// Peak resident bytes of a process so far (`VmHWM`).
+pub fn peak_rss(pid: u32) -> Result<u64> {
+    Ok(status_kib(pid, "VmHWM:")? * 1024)
+}
+
+fn status_kib(pid: u32, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0))
+}
