@@ -166,7 +166,7 @@ async fn wait_running(ctx: &Ctx, first: pb::Instance, limit: Duration) -> Result
                 "instance {} is still {} after {} (see --wait-timeout)",
                 i.id,
                 instance_state(i.state),
-                output::span(i64::try_from(limit.as_secs()).unwrap_or(i64::MAX))
+                output::uptime(limit.as_secs())
             ));
         }
         tokio::time::sleep(WAIT_POLL).await;

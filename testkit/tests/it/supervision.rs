@@ -83,13 +83,16 @@ async fn kill_9_of_the_spawner_keeps_twenty_instances_with_logs_console_and_exit
     let quitter = &before[19];
     exile_spawner::supervisor::request(
         &instance_dir(&sb, 0, &before[0].id),
-        "console say while-down",
+        &exile_spawner::supervisor::Request::Console("say while-down".into()),
     )
     .await
     .unwrap();
-    exile_spawner::supervisor::request(&instance_dir(&sb, 0, &quitter.id), "console quit")
-        .await
-        .unwrap();
+    exile_spawner::supervisor::request(
+        &instance_dir(&sb, 0, &quitter.id),
+        &exile_spawner::supervisor::Request::Console("quit".into()),
+    )
+    .await
+    .unwrap();
     eventually(
         "the console line is logged",
         Duration::from_secs(10),

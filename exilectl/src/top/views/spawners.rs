@@ -15,19 +15,16 @@ fn text(s: impl Into<String>) -> SortKey {
     SortKey::Text(s.into())
 }
 
-/// Host CPU use as a fraction of all its cores.
+/// Host CPU use as a fraction of all its cores (`exile_api::format::cpu_share`, as every
+/// client shows it).
 pub fn cpu_fraction(r: &pb::Resources) -> f64 {
-    r.cpu_percent / 100.0 / f64::from(r.cpu_count.max(1))
+    exile_api::format::cpu_share(r) / 100.0
 }
 
 /// `used / total` as a fraction, 0 when the total is unknown.
 #[allow(clippy::cast_precision_loss)] // display only
 pub fn fraction(used: u64, total: u64) -> f64 {
-    if total == 0 {
-        0.0
-    } else {
-        used as f64 / total as f64
-    }
+    exile_api::format::percent_of(used as f64, total as f64) / 100.0
 }
 
 fn res(s: &pb::Spawner) -> pb::Resources {
