@@ -69,6 +69,8 @@ pub fn instance_to_pb(r: &InstanceRecord, address: &str) -> pb::Instance {
         exit_code: r.exit_code,
         message: r.message.clone(),
         address: address.to_owned(),
+        // Kept apart from the record, with the allocation (the registry fills it in).
+        annotations: Default::default(),
     }
 }
 

@@ -1,7 +1,9 @@
 //! The live registry of spawners and instances: in memory, event-sourced to `Watch`
 //! subscribers, persisted on change (never per heartbeat) through a writer task.
 
+mod allocation;
 mod builds;
+mod fleets;
 mod link;
 mod placement;
 
@@ -17,9 +19,11 @@ use crate::convert::{instance_to_pb, spawner_to_pb};
 use crate::error::{Error, Result};
 use crate::model::{InstanceRecord, SpawnerInfo, is_running};
 use crate::store::Store;
+pub use allocation::{AllocRequest, Allocated, Selector};
 pub use builds::{MAX_HELD_BUILDS, checked_held};
 use exile_api::now_unix_ms;
 use exile_api::v1 as pb;
+pub use fleets::{Member, SpawnerLoad};
 pub use link::{Link, LogEvent, LogStream, map_command_error};
 pub use placement::Placement;
 
@@ -69,6 +73,13 @@ struct State {
     catalog: Catalog,
     /// Rollouts as published (running ones and the newest of each build name), by id.
     rollouts: std::collections::BTreeMap<String, pb::Rollout>,
+    /// Fleets as published (spec and counts), by name.
+    fleets: std::collections::BTreeMap<String, pb::Fleet>,
+    /// What allocations set on instances (annotations, metadata, whether the spawner has
+    /// confirmed), by instance id. Apart from the instance record: only allocated ones have it.
+    allocs: HashMap<String, allocation::AllocState>,
+    /// Idempotency keys of recent allocations.
+    idempotency: allocation::Idempotency,
 }
 
 impl State {
@@ -101,6 +112,7 @@ impl State {
     /// Removes an instance, keeping the index right.
     fn remove_instance(&mut self, id: &str) -> Option<InstanceRecord> {
         let rec = self.instances.remove(id)?;
+        self.allocs.remove(id);
         if let Some((name, version)) = build_of(&rec) {
             self.catalog.count_instance(&name, &version, false);
         }
@@ -249,7 +261,15 @@ impl Registry {
             .get(&rec.spawner_id)
             .map(|s| s.info.advertised_address.as_str())
             .unwrap_or("");
-        instance_to_pb(rec, addr)
+        let mut i = instance_to_pb(rec, addr);
+        if let Some(a) = st.allocs.get(&rec.id) {
+            i.annotations = a
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+        }
+        i
     }
 
     fn emit_spawner(&self, st: &State, id: &str) {
@@ -312,6 +332,7 @@ impl Registry {
             instances,
             builds,
             rollouts,
+            fleets: st.fleets.values().cloned().collect(),
         }
     }
 

@@ -1,6 +1,9 @@
 //! Named database queries. Everything the master persists goes through here.
 
 mod builds;
+mod fleets;
+
+pub use fleets::StoredFleet;
 
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{

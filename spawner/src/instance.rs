@@ -2,6 +2,7 @@
 //! pid), carries out start/stop/restart/remove in order, watches for exits and reports every
 //! change of its record to the manager.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,6 +167,16 @@ pub enum SdkCall {
         key: String,
         /// Label value.
         value: String,
+    },
+    /// The master handed the instance to players (not the game: it learns it through
+    /// WatchInstance): Ready → Allocated with what the allocation sets.
+    Assign {
+        /// Labels merged over the instance's.
+        labels: BTreeMap<String, String>,
+        /// Annotations merged over the instance's.
+        annotations: BTreeMap<String, String>,
+        /// Blob for the game.
+        metadata: Vec<u8>,
     },
 }
 
@@ -521,6 +532,14 @@ impl InstanceActor {
                 self.rec.state.name()
             )));
         }
+        if let SdkCall::Assign {
+            labels,
+            annotations,
+            metadata,
+        } = call
+        {
+            return self.assign(labels, annotations, metadata);
+        }
         self.heard = Some(tokio::time::Instant::now());
         if self.rec.state == State::Unhealthy {
             tracing::info!(instance = %self.rec.id, "SDK pings resumed");
@@ -534,8 +553,13 @@ impl InstanceActor {
                 }
                 State::Running => self.set_state(State::Ready, "the game is ready"),
                 State::Ready => {}
-                // An allocated game that calls Ready again has sent its players away.
-                _ => self.set_state(State::Ready, "the game is ready again"),
+                // An allocated game that calls Ready again has sent its players away: what
+                // the allocation set was for that match.
+                _ => {
+                    self.rec.annotations.clear();
+                    self.rec.allocation_metadata.clear();
+                    self.set_state(State::Ready, "the game is ready again");
+                }
             },
             SdkCall::Reserve { ttl } => {
                 self.reserved_until = Some(tokio::time::Instant::now() + ttl);
@@ -559,8 +583,16 @@ impl InstanceActor {
                     self.report();
                 }
             }
+            // Handled above, before the game counts as heard from.
+            SdkCall::Assign { .. } => {}
             SdkCall::Label { key, value } => {
                 validate_label_key(&key)?;
+                if exile_api::fleet::is_reserved_label(&key) {
+                    return Err(Error::InvalidArgument(format!(
+                        "label {key}: keys under {} belong to the platform",
+                        exile_api::fleet::RESERVED_LABEL_PREFIX
+                    )));
+                }
                 if value.len() > 256 {
                     return Err(Error::InvalidArgument(format!(
                         "label {key}: a value holds at most 256 bytes"
@@ -576,6 +608,28 @@ impl InstanceActor {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// An allocation by the master: only a Ready game may be handed to players.
+    fn assign(
+        &mut self,
+        labels: BTreeMap<String, String>,
+        annotations: BTreeMap<String, String>,
+        metadata: Vec<u8>,
+    ) -> Result<()> {
+        if self.rec.state != State::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "instance {} is {}; only a Ready instance can be allocated",
+                self.rec.id,
+                self.rec.state.name()
+            )));
+        }
+        self.reserved_until = None;
+        self.rec.labels.extend(labels);
+        self.rec.annotations.extend(annotations);
+        self.rec.allocation_metadata = metadata;
+        self.set_state(State::Allocated, "allocated by the master");
         Ok(())
     }
 

@@ -193,6 +193,12 @@ pub struct InstanceRecord {
     /// A restart waiting out its backoff; made when due even if the spawner restarts meanwhile.
     #[serde(default)]
     pub pending_restart: Option<crate::restart::PendingRestart>,
+    /// Annotations set by the master's allocation; cleared when the game is Ready again.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// The allocation's blob for the game; cleared when the game is Ready again.
+    #[serde(default)]
+    pub allocation_metadata: Vec<u8>,
 }
 
 impl InstanceRecord {
@@ -255,6 +261,8 @@ impl InstanceRecord {
             exit_code: self.exit_code,
             message: self.message.clone(),
             revision: self.revision,
+            annotations: self.annotations.clone().into_iter().collect(),
+            allocation_metadata: self.allocation_metadata.clone(),
         }
     }
 }
@@ -380,6 +388,8 @@ mod tests {
                 due_unix_ms: 5,
                 reason: "exited with code 3".into(),
             }),
+            annotations: BTreeMap::from([("match".into(), "m-1".into())]),
+            allocation_metadata: b"{\"map\":\"dust\"}".to_vec(),
         }
     }
 

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(MetricSamples),
             Box::new(Builds),
             Box::new(SpawnSettings),
+            Box::new(Fleets),
         ]
     }
 }
@@ -280,6 +281,34 @@ impl MigrationTrait for SpawnSettings {
             .get_connection()
             .execute_unprepared(
                 "ALTER TABLE instances ADD COLUMN spawn_settings TEXT NOT NULL DEFAULT ''",
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+struct Fleets;
+
+impl MigrationName for Fleets {
+    fn name(&self) -> &str {
+        "m0006_fleets"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Fleets {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // A fleet's spec is the protobuf encoding of FleetSpec, in hex: one column that
+        // grows with the message instead of a migration per field.
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE TABLE fleets (
+                    name TEXT PRIMARY KEY NOT NULL,
+                    spec TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL
+                )",
             )
             .await?;
         Ok(())

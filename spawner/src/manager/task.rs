@@ -131,6 +131,8 @@ impl ManagerTask {
             health: Some(resolved.health),
             restarts: Default::default(),
             pending_restart: None,
+            annotations: BTreeMap::new(),
+            allocation_metadata: Vec::new(),
         };
         self.add_actor(rec, false);
         self.save();

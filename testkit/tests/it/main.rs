@@ -5,6 +5,7 @@
 
 mod access;
 mod builds;
+mod fleets;
 mod interfaces;
 mod lifecycle;
 mod metrics;
