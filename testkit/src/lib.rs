@@ -2,6 +2,7 @@
 //! 127.0.0.1 with OS-chosen ports. Each part can be stopped, restarted or cut off.
 
 pub mod proxy;
+pub mod sim;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

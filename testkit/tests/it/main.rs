@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod access;
+mod allocation;
 mod builds;
 mod fleets;
 mod interfaces;
