@@ -171,6 +171,9 @@ struct Memory {
     failed: Arc<Mutex<HashMap<String, (i64, String)>>>,
     /// Per fleet: when its webhook was last asked.
     webhook_at: HashMap<String, Instant>,
+    /// Per fleet: the webhook's latest answer, not applied yet. Webhooks are asked in the
+    /// background so a slow one never holds up the other fleets.
+    webhook_answers: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -231,7 +234,7 @@ async fn pass(shared: &SharedRef, memory: &mut Memory, counted_from: i64) {
         };
         let mut d = decide(&ctx, &ms);
         if let Some(a) = &spec.autoscaler
-            && let Some(to) = autoscaled(memory, &fleet, a, &d.status).await
+            && let Some(to) = autoscaled(memory, &fleet, a, &d.status)
             && to != spec.replicas
         {
             let reason = format!(
@@ -293,7 +296,7 @@ async fn pass(shared: &SharedRef, memory: &mut Memory, counted_from: i64) {
 }
 
 /// The count the fleet's autoscaler asks for now, if it has one and it is due.
-async fn autoscaled(
+fn autoscaled(
     memory: &mut Memory,
     fleet: &pb::Fleet,
     a: &pb::FleetAutoscaler,
@@ -308,20 +311,24 @@ async fn autoscaled(
                 .webhook_at
                 .get(&fleet.name)
                 .is_none_or(|at| at.elapsed() >= autoscale::sync_interval(a));
-            if !due {
-                return None;
+            if due {
+                memory.webhook_at.insert(fleet.name.clone(), Instant::now());
+                let mut with_status = fleet.clone();
+                with_status.status = Some(status.clone());
+                let (a, w, answers) = (a.clone(), w.clone(), memory.webhook_answers.clone());
+                tokio::spawn(async move {
+                    match autoscale::webhook_target(&a, &w, &with_status).await {
+                        Ok(n) => {
+                            locked(&answers).insert(with_status.name, n);
+                        }
+                        // The count stays as it is: a webhook that fails changes nothing.
+                        Err(e) => {
+                            tracing::warn!(fleet = %with_status.name, error = %e, "autoscaler webhook failed");
+                        }
+                    }
+                });
             }
-            memory.webhook_at.insert(fleet.name.clone(), Instant::now());
-            let mut with_status = fleet.clone();
-            with_status.status = Some(status.clone());
-            match autoscale::webhook_target(a, w, &with_status).await {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    // The count stays as it is: a webhook that fails changes nothing.
-                    tracing::warn!(fleet = %fleet.name, error = %e, "autoscaler webhook failed");
-                    None
-                }
-            }
+            locked(&memory.webhook_answers).remove(&fleet.name)
         }
         None => None,
     }

@@ -312,3 +312,254 @@ async fn fleet_specs_are_checked_and_persisted() {
     );
     sb.shutdown().await;
 }
+
+/// Replica counts of the fleet_scaled events seen on a Watch, in order.
+fn scale_events(c: &Clients) -> tokio::sync::mpsc::UnboundedReceiver<(u32, u32, String)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut events = c.events.clone();
+    tokio::spawn(async move {
+        let mut s = events
+            .watch(pb::WatchRequest {
+                include_metrics: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Ok(Some(ev)) = s.message().await {
+            if let Some(pb::watch_event::Kind::FleetScaled(e)) = ev.kind
+                && tx.send((e.from, e.to, e.by)).is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Scale events until one reaches `to`.
+async fn scaled_until(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(u32, u32, String)>,
+    to: u32,
+) -> Vec<(u32, u32, String)> {
+    let mut seen = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let done = ev.1 == to;
+        seen.push(ev);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_buffer_autoscaler_follows_allocations_within_its_bounds() {
+    let sb = Sandbox::start(SandboxOptions {
+        spawners: 2,
+        master_args: vec!["--fleet-tick-ms=200".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = sb.admin().await.unwrap();
+    let mut scaled = scale_events(&admin);
+    let t = Duration::from_secs(60);
+    admin
+        .fleets
+        .clone()
+        .create_fleet(pb::CreateFleetRequest {
+            name: "pool".into(),
+            spec: Some(pb::FleetSpec {
+                autoscaler: Some(pb::FleetAutoscaler {
+                    min_replicas: 10,
+                    max_replicas: 20,
+                    sync_interval_seconds: 1,
+                    policy: Some(pb::fleet_autoscaler::Policy::Buffer(pb::BufferPolicy {
+                        buffer_size: 5,
+                        buffer_percent: 0,
+                    })),
+                }),
+                ..spec(10)
+            }),
+        })
+        .await
+        .unwrap();
+    eventually("10 Ready", t, || async {
+        (count(&members(&admin, "pool").await, S::Ready) == 10).then_some(())
+    })
+    .await
+    .unwrap();
+    // People stay within the autoscaler's bounds.
+    let e = admin
+        .fleets
+        .clone()
+        .scale_fleet(pb::ScaleFleetRequest {
+            name: "pool".into(),
+            replicas: 30,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+
+    // Allocate 8: the buffer of 5 Ready above them makes 13.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let r = admin
+            .allocations
+            .clone()
+            .allocate(pb::AllocateRequest {
+                required: Some(pb::AllocationSelector {
+                    fleet: "pool".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        held.push(r.instance_id);
+    }
+    let m = eventually("13 with 5 Ready", t, || async {
+        let m = members(&admin, "pool").await;
+        (m.len() == 13 && count(&m, S::Ready) == 5 && count(&m, S::Allocated) == 8).then_some(m)
+    })
+    .await
+    .unwrap();
+    assert!(held.iter().all(|id| m.contains_key(id)));
+    // Watch saw the autoscaler grow it (step by step, as allocations came) to 13.
+    let steps = scaled_until(&mut scaled, 13).await;
+    assert_eq!(steps.first().map(|e| e.0), Some(10), "{steps:?}");
+    assert!(
+        steps.iter().all(|e| e.1 > e.0 && e.2 == "autoscaler"),
+        "{steps:?}"
+    );
+
+    // Six matches end: 2 allocated + 5 = 7 is below min, so 10; the 2 allocated stay.
+    for id in &held[..6] {
+        console(&admin, id, "ready").await;
+    }
+    let m = eventually("back to 10", t, || async {
+        let m = members(&admin, "pool").await;
+        (m.len() == 10 && count(&m, S::Allocated) == 2).then_some(m)
+    })
+    .await
+    .unwrap();
+    assert!(
+        held[6..]
+            .iter()
+            .all(|id| m.get(id).map(pb::Instance::state) == Some(S::Allocated))
+    );
+    let steps = scaled_until(&mut scaled, 10).await;
+    assert!(steps.iter().all(|e| e.1 < e.0 && e.1 >= 10), "{steps:?}");
+    // The autoscaler's changes are in the audit log.
+    let audit = admin
+        .system
+        .clone()
+        .list_audit_log(pb::ListAuditLogRequest {
+            limit: 100,
+            before_id: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let by_autoscaler: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.action == "ScaleFleet" && e.actor == "autoscaler")
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert!(
+        by_autoscaler.iter().any(|d| d.contains("-> 13"))
+            && by_autoscaler.iter().any(|d| d.contains("-> 10")),
+        "{by_autoscaler:?}"
+    );
+    // The rest end: still never below min.
+    for id in &held[6..] {
+        console(&admin, id, "ready").await;
+    }
+    eventually("10 Ready", t, || async {
+        let m = members(&admin, "pool").await;
+        (m.len() == 10 && count(&m, S::Ready) == 10).then_some(())
+    })
+    .await
+    .unwrap();
+    sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_autoscaler_is_asked_and_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The webhook: always asks for 50 replicas, and counts what it was sent.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/scale", l.local_addr().unwrap());
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = vec![0u8; 16384];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let _ = seen_tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let body = r#"{"replicas": 50}"#;
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    let sb = Sandbox::start(SandboxOptions {
+        spawners: 1,
+        master_args: vec!["--fleet-tick-ms=200".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = sb.admin().await.unwrap();
+    admin
+        .fleets
+        .clone()
+        .create_fleet(pb::CreateFleetRequest {
+            name: "hooked".into(),
+            spec: Some(pb::FleetSpec {
+                autoscaler: Some(pb::FleetAutoscaler {
+                    min_replicas: 1,
+                    max_replicas: 3,
+                    sync_interval_seconds: 1,
+                    policy: Some(pb::fleet_autoscaler::Policy::Webhook(pb::WebhookPolicy {
+                        url,
+                        timeout_ms: 500,
+                    })),
+                }),
+                ..spec(1)
+            }),
+        })
+        .await
+        .unwrap();
+    // The fleet's status went to the webhook as JSON.
+    let req = tokio::time::timeout(Duration::from_secs(30), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(req.starts_with("POST /scale"), "{req}");
+    assert!(req.contains("\"name\":\"hooked\""), "{req}");
+    // 50 asked, 3 allowed.
+    eventually("3 Ready", Duration::from_secs(60), || async {
+        let m = members(&admin, "hooked").await;
+        let f = admin
+            .fleets
+            .clone()
+            .get_fleet(pb::GetFleetRequest {
+                name: "hooked".into(),
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .fleet?;
+        (f.spec?.replicas == 3 && count(&m, S::Ready) == 3).then_some(())
+    })
+    .await
+    .unwrap();
+    sb.shutdown().await;
+}
