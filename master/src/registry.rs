@@ -147,11 +147,7 @@ fn build_of(rec: &InstanceRecord) -> Option<(String, String)> {
 }
 
 /// A write for the persister task.
-enum Persist {
-    Spawner(SpawnerInfo),
-    Instance(Box<InstanceRecord>),
-    DeleteInstance(String),
-}
+type Persist = crate::store::Write;
 
 /// The registry. Cheap operations under one std Mutex (never held across an await);
 /// events go out on a broadcast channel in the same order as the changes.
@@ -610,15 +606,9 @@ fn live_link(e: &SpawnerEntry) -> Result<Link> {
 async fn persister(store: Store, mut rx: mpsc::UnboundedReceiver<Persist>) {
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
-        for op in batch.drain(..) {
-            let r = match op {
-                Persist::Spawner(info) => store.update_spawner(&info).await,
-                Persist::Instance(rec) => store.upsert_instance(&rec).await,
-                Persist::DeleteInstance(id) => store.delete_instance(&id).await,
-            };
-            if let Err(e) = r {
-                tracing::error!(error = ?e, "could not persist a registry change");
-            }
+        for e in store.write_batch(&batch).await {
+            tracing::error!(error = ?e, "could not persist a registry change");
         }
+        batch.clear();
     }
 }

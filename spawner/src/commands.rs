@@ -283,6 +283,7 @@ async fn dispatch_instance(
                 labels: a.labels.into_iter().collect(),
                 annotations: a.annotations.into_iter().collect(),
                 metadata: a.metadata,
+                id: a.allocation_id,
             };
             manager.sdk(&a.instance_id, call).await
         }

@@ -177,6 +177,8 @@ pub enum SdkCall {
         annotations: BTreeMap<String, String>,
         /// Blob for the game.
         metadata: Vec<u8>,
+        /// The master's id of this allocation.
+        id: String,
     },
 }
 
@@ -536,9 +538,10 @@ impl InstanceActor {
             labels,
             annotations,
             metadata,
+            id,
         } = call
         {
-            return self.assign(labels, annotations, metadata);
+            return self.assign(labels, annotations, metadata, id);
         }
         self.heard = Some(tokio::time::Instant::now());
         if self.rec.state == State::Unhealthy {
@@ -617,6 +620,7 @@ impl InstanceActor {
         labels: BTreeMap<String, String>,
         annotations: BTreeMap<String, String>,
         metadata: Vec<u8>,
+        id: String,
     ) -> Result<()> {
         if self.rec.state != State::Ready {
             return Err(Error::FailedPrecondition(format!(
@@ -629,6 +633,7 @@ impl InstanceActor {
         self.rec.labels.extend(labels);
         self.rec.annotations.extend(annotations);
         self.rec.allocation_metadata = metadata;
+        self.rec.allocation_id = id;
         self.set_state(State::Allocated, "allocated by the master");
         Ok(())
     }

@@ -199,6 +199,9 @@ pub struct InstanceRecord {
     /// The allocation's blob for the game; cleared when the game is Ready again.
     #[serde(default)]
     pub allocation_metadata: Vec<u8>,
+    /// Id of the last allocation applied (kept: the master orders statuses by it).
+    #[serde(default)]
+    pub allocation_id: String,
 }
 
 impl InstanceRecord {
@@ -263,6 +266,7 @@ impl InstanceRecord {
             revision: self.revision,
             annotations: self.annotations.clone().into_iter().collect(),
             allocation_metadata: self.allocation_metadata.clone(),
+            allocation_id: self.allocation_id.clone(),
         }
     }
 }
@@ -390,6 +394,7 @@ mod tests {
             }),
             annotations: BTreeMap::from([("match".into(), "m-1".into())]),
             allocation_metadata: b"{\"map\":\"dust\"}".to_vec(),
+            allocation_id: "alc-1".into(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Test sandbox: a master on a temporary SQLite, N spawners and the demo game, all on
 //! 127.0.0.1 with OS-chosen ports. Each part can be stopped, restarted or cut off.
 
+pub mod procstat;
 pub mod proxy;
 pub mod sim;
 

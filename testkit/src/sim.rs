@@ -63,16 +63,28 @@ pub fn ready_instances(
         .collect()
 }
 
-/// Links a simulated spawner and serves it until `stop`; returns how many allocations it was
-/// told of.
+/// What a simulated spawner saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Allocations applied (the instance was Ready).
+    pub allocations: u64,
+    /// Allocations of an instance that was not Ready here: the master handed out an
+    /// instance it should not have (a conflict).
+    pub conflicts: u64,
+}
+
+/// Links a simulated spawner and serves it until `stop`. With `release_after`, every
+/// allocated instance goes back to Ready that long after (a match ending), as a game would
+/// report it.
 pub async fn run(
     ch: Channel,
     credential: String,
     name: String,
     instances: Vec<pb::InstanceStatus>,
     heartbeat: Duration,
+    release_after: Option<Duration>,
     stop: CancellationToken,
-) -> Result<u64> {
+) -> Result<Tally> {
     let mut client = SpawnerLinkClient::with_interceptor(ch, Bearer::new(&credential)?);
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::SpawnerMessage>(1024);
     let hello = pb::Hello {
@@ -96,15 +108,29 @@ pub async fn run(
         .into_inner();
     let mut held: HashMap<String, pb::InstanceStatus> =
         instances.into_iter().map(|s| (s.id.clone(), s)).collect();
-    let mut allocations = 0u64;
+    let mut tally = Tally::default();
+    let (release_tx, mut release_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut tick = tokio::time::interval(heartbeat);
     loop {
         let msg = tokio::select! {
-            () = stop.cancelled() => return Ok(allocations),
+            () = stop.cancelled() => return Ok(tally),
             m = inbound.next() => match m {
                 Some(Ok(m)) => m,
-                _ => return Ok(allocations),
+                _ => return Ok(tally),
             },
+            Some(id) = release_rx.recv() => {
+                if let Some(s) = held.get_mut(&id) {
+                    s.state = pb::InstanceState::Ready as i32;
+                    s.annotations.clear();
+                    s.allocation_metadata.clear();
+                    s.revision += 1;
+                    let ev = pb::InstanceEvent { status: Some(s.clone()), removed: false };
+                    if tx.send(pb::SpawnerMessage { kind: Some(pb::spawner_message::Kind::InstanceEvent(ev)) }).await.is_err() {
+                        return Ok(tally);
+                    }
+                }
+                continue;
+            }
             _ = tick.tick() => {
                 let hb = pb::Heartbeat {
                     host: Some(pb::Resources::default()),
@@ -114,7 +140,7 @@ pub async fn run(
                         .collect(),
                 };
                 if tx.send(pb::SpawnerMessage { kind: Some(pb::spawner_message::Kind::Heartbeat(hb)) }).await.is_err() {
-                    return Ok(allocations);
+                    return Ok(tally);
                 }
                 continue;
             }
@@ -134,11 +160,20 @@ pub async fn run(
                     s.labels.extend(a.labels);
                     s.annotations.extend(a.annotations);
                     s.allocation_metadata = a.metadata;
+                    s.allocation_id = a.allocation_id;
                     s.revision += 1;
-                    allocations += 1;
+                    tally.allocations += 1;
                     result.instance = Some(s.clone());
+                    if let Some(after) = release_after {
+                        let (tx, id) = (release_tx.clone(), s.id.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(after).await;
+                            let _ = tx.send(id);
+                        });
+                    }
                 }
                 Some(s) => {
+                    tally.conflicts += 1;
                     result.error = format!("instance {} is not Ready", s.id);
                     result.error_kind = pb::CommandErrorKind::FailedPrecondition as i32;
                 }

@@ -23,6 +23,8 @@ use exile_api::v1 as pb;
 
 /// Most instances one pass starts for one fleet (the next pass starts more).
 const MAX_SPAWNS_PER_PASS: u32 = 64;
+/// Least time between two passes started by wake-ups.
+const MIN_GAP: std::time::Duration = std::time::Duration::from_millis(20);
 /// How long a fleet waits after a failed start before placing again, ms.
 const FAILURE_BACKOFF_MS: i64 = 2000;
 
@@ -191,7 +193,11 @@ pub async fn run(shared: SharedRef) {
         tokio::select! {
             () = shared.shutdown.cancelled() => break,
             _ = tick.tick() => {}
-            () = shared.fleets.wake.notified() => {}
+            () = shared.fleets.wake.notified() => {
+                // Wake-ups come with every allocation; at thousands a second one pass per
+                // MIN_GAP sees them all (a pass reads the whole registry).
+                tokio::time::sleep(MIN_GAP).await;
+            }
         }
         pass(&shared, &mut memory, counted_from).await;
     }

@@ -3,9 +3,10 @@
 //! states in the master, so two allocations can never take the same instance: there is no
 //! optimistic retry and no conflict to count.
 //!
-//! The spawner hears of it afterwards (an `AllocateCommand` on the link). Until it confirms,
-//! the allocation is *pending*: a status still saying Ready (sent before the command reached
-//! the spawner) must not hand the instance out a second time, so it is read as Allocated.
+//! The spawner hears of it afterwards (an `AllocateCommand` on the link). Until a status
+//! carries the allocation's id, the allocation is *pending*: a status still saying Ready (sent
+//! before the command reached the spawner) must not hand the instance out a second time, so
+//! it is read as Allocated. A Ready status carrying the id is the match already over.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -26,6 +27,8 @@ pub(super) struct AllocState {
     pub pending: bool,
     /// Labels the allocation set, to keep over a status that predates them.
     pub labels: Labels,
+    /// Id of the pending allocation, which the spawner reports back once applied.
+    pub id: String,
 }
 
 /// Recent idempotency keys and the instance each allocated, expiring in order.
@@ -167,6 +170,8 @@ impl Registry {
         a.metadata.clone_from(&req.metadata);
         a.labels.clone_from(&req.labels);
         a.pending = true;
+        a.id = crate::auth::new_id("alc");
+        let allocation_id = a.id.clone();
         if !req.key.is_empty() {
             st.idempotency.by_key.insert(req.key.clone(), id.clone());
             st.idempotency.order.push_back((now, req.key.clone()));
@@ -181,6 +186,7 @@ impl Registry {
                 labels: req.labels.clone().into_iter().collect(),
                 annotations: req.annotations.clone().into_iter().collect(),
                 metadata: req.metadata.clone(),
+                allocation_id,
             },
             replayed: false,
         })
@@ -213,8 +219,9 @@ impl Registry {
         let ready = pb::InstanceState::Ready as i32;
         let allocated = pb::InstanceState::Allocated as i32;
         match st.allocs.get_mut(&status.id) {
-            Some(a) if a.pending && status.state == ready => {
-                // Sent before the spawner applied the allocation: still ours.
+            // Sent before the spawner applied the allocation (it reports the id of the last
+            // one it applied): still ours. A Ready status after it is the match ending.
+            Some(a) if a.pending && status.state == ready && status.allocation_id != a.id => {
                 status.state = allocated;
                 for (k, v) in &a.labels {
                     status.labels.insert(k.clone(), v.clone());
@@ -240,6 +247,7 @@ impl Registry {
                         metadata: status.allocation_metadata.clone(),
                         pending: false,
                         labels: Labels::new(),
+                        id: status.allocation_id.clone(),
                     },
                 );
             }
@@ -249,37 +257,166 @@ impl Registry {
 }
 
 /// The Ready instance `sel` takes: on the spawner with the most (packed) or fewest
-/// (distributed) allocated instances among those holding a match.
+/// (distributed) allocated instances among those holding a match. One pass over the
+/// instances finds the candidates and counts the allocated ones per spawner (this runs for
+/// every allocation, under the lock: no second walk, no lookup per instance).
 fn pick(st: &State, sel: &Selector, packed: bool) -> Option<String> {
     let mut candidates: Vec<(&str, &str)> = Vec::new();
+    let mut allocated: HashMap<&str, usize> = HashMap::new();
     for r in st.instances.values() {
-        if r.state == pb::InstanceState::Ready && sel.matches(r) {
-            candidates.push((r.id.as_str(), r.spawner_id.as_str()));
+        match r.state {
+            pb::InstanceState::Ready if sel.matches(r) => {
+                candidates.push((r.id.as_str(), r.spawner_id.as_str()));
+            }
+            pb::InstanceState::Allocated => {
+                *allocated.entry(r.spawner_id.as_str()).or_default() += 1;
+            }
+            _ => {}
         }
     }
-    if candidates.len() <= 1 {
-        return candidates.first().map(|(id, _)| (*id).to_owned());
+    // Loads looked up once per spawner, not once per comparison.
+    let mut loads: HashMap<&str, usize> = HashMap::new();
+    let mut best: Option<(&str, usize)> = None;
+    for (id, sp) in candidates {
+        let n = *loads
+            .entry(sp)
+            .or_insert_with(|| allocated.get(sp).copied().unwrap_or(0));
+        let better = match best {
+            None => true,
+            Some((_, b)) if packed => n > b,
+            Some((_, b)) => n < b,
+        };
+        if better {
+            best = Some((id, n));
+        }
     }
-    let mut allocated: HashMap<&str, usize> = HashMap::new();
-    for (_, sp) in &candidates {
-        allocated.entry(sp).or_insert_with(|| {
-            st.by_spawner.get(*sp).map_or(0, |ids| {
-                ids.iter()
-                    .filter_map(|i| st.instances.get(i))
-                    .filter(|r| r.state == pb::InstanceState::Allocated)
-                    .count()
-            })
+    best.map(|(id, _)| id.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SpawnerInfo;
+    use crate::store::Store;
+    use std::time::Duration;
+
+    async fn registry() -> (std::sync::Arc<Registry>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::new(crate::db::open(&url).await.unwrap());
+        let (reg, _) = Registry::load(store, Duration::from_secs(15))
+            .await
+            .unwrap();
+        reg.enrolled(SpawnerInfo {
+            id: "spw-1".into(),
+            name: "one".into(),
+            region: String::new(),
+            host: "h".into(),
+            advertised_address: "10.0.0.1".into(),
+            capacity: 10,
+            labels: Labels::new(),
+            agent_version: String::new(),
+            active_build: String::new(),
+            drained: false,
+            enrolled_at: 0,
+            last_seen_at: 0,
         });
+        (reg, dir)
     }
-    let load = |sp: &str| allocated.get(sp).copied().unwrap_or(0);
-    let best = if packed {
-        candidates
-            .iter()
-            .max_by(|a, b| load(a.1).cmp(&load(b.1)).then(b.1.cmp(a.1)))
-    } else {
-        candidates
-            .iter()
-            .min_by(|a, b| load(a.1).cmp(&load(b.1)).then(a.1.cmp(b.1)))
-    };
-    best.map(|(id, _)| (*id).to_owned())
+
+    fn status(id: &str, state: pb::InstanceState, revision: u64) -> pb::InstanceStatus {
+        pb::InstanceStatus {
+            id: id.into(),
+            state: state as i32,
+            labels: [("mode".to_owned(), "ctf".to_owned())].into(),
+            revision,
+            ..Default::default()
+        }
+    }
+
+    fn req(key: &str) -> AllocRequest {
+        AllocRequest {
+            selectors: vec![Selector {
+                labels: [("mode".to_owned(), "ctf".to_owned())].into(),
+                ..Default::default()
+            }],
+            key: key.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_ready_never_frees_an_allocation_but_the_match_end_does() {
+        let (reg, _dir) = registry().await;
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let hello = pb::Hello {
+            advertised_address: "10.0.0.1".into(),
+            capacity: 10,
+            instances: vec![status("i-1", pb::InstanceState::Ready, 1)],
+            ..Default::default()
+        };
+        reg.attach("spw-1", &hello, tx).unwrap();
+        let a = reg.allocate(&req(""), 1000).unwrap();
+        assert_eq!(a.instance.state(), pb::InstanceState::Allocated);
+        assert_eq!(a.instance.address, "10.0.0.1");
+        assert!(a.link.is_some());
+        let alloc_id = a.command.allocation_id.clone();
+        assert!(!alloc_id.is_empty());
+        // Nothing else matches.
+        let e = reg.allocate(&req(""), 1000).err().unwrap();
+        assert!(e.to_string().contains("mode=ctf"), "{e}");
+        // A status sent before the spawner applied it (a players update, say) changes nothing.
+        reg.apply_status("spw-1", status("i-1", pb::InstanceState::Ready, 2));
+        assert_eq!(
+            reg.get_instance("i-1").unwrap().state(),
+            pb::InstanceState::Allocated
+        );
+        assert!(reg.allocate(&req(""), 1000).is_err());
+        // The spawner applied it, and later the match ended: a Ready carrying its id frees it,
+        // even when the confirmation itself is overtaken (applied after, and older).
+        let mut over = status("i-1", pb::InstanceState::Ready, 4);
+        over.allocation_id.clone_from(&alloc_id);
+        reg.apply_status("spw-1", over);
+        let mut confirmed = status("i-1", pb::InstanceState::Allocated, 3);
+        confirmed.allocation_id.clone_from(&alloc_id);
+        reg.apply_status("spw-1", confirmed);
+        assert_eq!(
+            reg.get_instance("i-1").unwrap().state(),
+            pb::InstanceState::Ready
+        );
+        assert!(reg.allocate(&req(""), 2000).is_ok());
+    }
+
+    #[tokio::test]
+    async fn keys_replay_within_the_window_and_a_refused_allocation_is_undone() {
+        let (reg, _dir) = registry().await;
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let hello = pb::Hello {
+            instances: vec![
+                status("i-1", pb::InstanceState::Ready, 1),
+                status("i-2", pb::InstanceState::Ready, 1),
+            ],
+            ..Default::default()
+        };
+        reg.attach("spw-1", &hello, tx).unwrap();
+        let first = reg.allocate(&req("k"), 1000).unwrap();
+        let again = reg.allocate(&req("k"), 2000).unwrap();
+        assert_eq!(first.instance.id, again.instance.id);
+        assert!(again.replayed && again.link.is_none());
+        // Past the window the key is forgotten: the other instance.
+        let later = reg
+            .allocate(&req("k"), 1000 + IDEMPOTENCY_WINDOW_MS)
+            .unwrap();
+        assert_ne!(later.instance.id, first.instance.id);
+        // The spawner refused the second: it is Ready again and allocatable.
+        reg.allocation_failed(&later.instance.id);
+        assert_eq!(
+            reg.get_instance(&later.instance.id).unwrap().state(),
+            pb::InstanceState::Ready
+        );
+        let again = reg
+            .allocate(&req(""), 1000 + IDEMPOTENCY_WINDOW_MS)
+            .unwrap();
+        assert_eq!(again.instance.id, later.instance.id);
+    }
 }

@@ -204,7 +204,10 @@ impl AllocationService for AllocationApi {
                 }
             });
         }
-        self.0.fleets.wake.notify_one();
+        if i.labels.contains_key(FLEET_LABEL) {
+            // Its fleet's autoscaler may want more.
+            self.0.fleets.wake.notify_one();
+        }
         tracing::debug!(instance = %i.id, replayed = out.replayed, "allocated");
         Ok(Response::new(pb::AllocateResponse {
             fleet: i.labels.get(FLEET_LABEL).cloned().unwrap_or_default(),

@@ -133,6 +133,7 @@ impl ManagerTask {
             pending_restart: None,
             annotations: BTreeMap::new(),
             allocation_metadata: Vec::new(),
+            allocation_id: String::new(),
         };
         self.add_actor(rec, false);
         self.save();

@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 
 use exile_api::v1 as pb;
 use exile_api::v1::spawner_link_client::SpawnerLinkClient;
+use exile_testkit::procstat::proc_usage;
 use exile_testkit::{Bearer, clients, connect, login};
 
 /// Simulated spawners against a real master.
@@ -43,26 +44,6 @@ struct Args {
     /// The master binary (default: next to this one).
     #[arg(long)]
     master_bin: Option<PathBuf>,
-}
-
-/// CPU ticks (user + system) and resident bytes of a process.
-fn proc_usage(pid: u32) -> Result<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, a)| a)
-        .ok_or_else(|| anyhow!("bad stat"))?;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    Ok((ticks, rss_kb * 1024))
 }
 
 /// CPU use of `pid` over `d`, in percent of one core, and its RSS at the end. With `report`,

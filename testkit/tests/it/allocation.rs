@@ -55,9 +55,17 @@ async fn concurrent_allocations_never_share_an_instance() {
         let stop = stop.clone();
         sims.push(tokio::spawn(async move {
             let ch = connect(addr).await.unwrap();
-            sim::run(ch, cred, name, instances, Duration::from_millis(200), stop)
-                .await
-                .unwrap()
+            sim::run(
+                ch,
+                cred,
+                name,
+                instances,
+                Duration::from_millis(200),
+                None,
+                stop,
+            )
+            .await
+            .unwrap()
         }));
     };
     for i in 0..5 {
@@ -224,12 +232,21 @@ async fn concurrent_allocations_never_share_an_instance() {
     assert!(big.message().contains("metadata"));
 
     stop.cancel();
-    let mut told = 0;
+    let mut told = sim::Tally::default();
     for s in sims {
-        told += s.await.unwrap();
+        let t = s.await.unwrap();
+        told.allocations += t.allocations;
+        told.conflicts += t.conflicts;
     }
-    // 100 + 2 preferred + 2 keyed: each allocation reached its spawner exactly once.
-    assert_eq!(told, 104);
+    // 100 + 2 preferred + 2 keyed: each allocation reached its spawner exactly once, and
+    // never for an instance that was not Ready there.
+    assert_eq!(
+        told,
+        sim::Tally {
+            allocations: 104,
+            conflicts: 0
+        }
+    );
     sb.shutdown().await;
 }
 
