@@ -7,6 +7,7 @@ pub mod v1 {
 }
 
 pub mod build;
+pub mod fleet;
 pub mod format;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fs;

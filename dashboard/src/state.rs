@@ -68,6 +68,8 @@ impl Fleet {
             Some(Kind::RolloutUpdated(r)) => {
                 self.rollouts.insert(r.id.clone(), r);
             }
+            // The dashboard has no fleets page yet; fleet instances show as instances.
+            Some(Kind::FleetUpdated(_) | Kind::FleetRemoved(_) | Kind::FleetScaled(_)) => {}
             // The server dropped events for us; the stream is restarted by the caller, which
             // brings a fresh snapshot.
             Some(Kind::Lagged(_)) | None => {}

@@ -1,6 +1,7 @@
 //! Command-line grammar: every noun, verb and flag of exilectl (clap derive).
 
 pub mod build;
+pub mod fleet;
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use exile_api::v1::{InstanceState, PlacementStrategy, Role};
 
 use crate::output::Format;
 pub use build::BuildCommand;
+pub use fleet::{AllocateArgs, FleetCommand};
 
 /// Exile command line: drive the master, its spawners and their game-server instances.
 #[derive(Debug, Parser)]
@@ -79,6 +81,11 @@ pub enum Command {
     /// Uploaded game-server builds: push, activate, roll out, roll back, delete.
     #[command(subcommand, visible_alias = "builds")]
     Build(BuildCommand),
+    /// Fleets: a count of instances of one build the master keeps, with an autoscaler.
+    #[command(subcommand, visible_alias = "fleets")]
+    Fleet(FleetCommand),
+    /// Hand a Ready instance to players (what a matchmaker calls; allocator or operator).
+    Allocate(AllocateArgs),
     /// Follow live events: a snapshot, then one line per change.
     Watch(WatchArgs),
     /// Print an instance's output log, or with --spawner a spawner's own log (operator).
@@ -550,6 +557,8 @@ pub enum MetricsKind {
 /// A role, as typed on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RoleArg {
+    /// May only allocate instances (a matchmaker's API token).
+    Allocator,
     /// Read-only access.
     Viewer,
     /// Can drive spawners and instances.
@@ -561,6 +570,7 @@ pub enum RoleArg {
 impl From<RoleArg> for Role {
     fn from(r: RoleArg) -> Self {
         match r {
+            RoleArg::Allocator => Role::Allocator,
             RoleArg::Viewer => Role::Viewer,
             RoleArg::Operator => Role::Operator,
             RoleArg::Admin => Role::Admin,
@@ -735,7 +745,7 @@ pub fn parse_key_val(s: &str) -> Result<(String, String), String> {
 }
 
 /// `name` or `name@version`, checked as the master will.
-fn parse_build_spec(s: &str) -> Result<String, String> {
+pub(crate) fn parse_build_spec(s: &str) -> Result<String, String> {
     exile_api::build::BuildSpec::parse(s).map(|spec| spec.to_string())
 }
 

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use exile_api::v1::{
-    auth_service_client::AuthServiceClient, backup_service_client::BackupServiceClient,
-    build_service_client::BuildServiceClient, event_service_client::EventServiceClient,
+    allocation_service_client::AllocationServiceClient, auth_service_client::AuthServiceClient,
+    backup_service_client::BackupServiceClient, build_service_client::BuildServiceClient,
+    event_service_client::EventServiceClient, fleet_service_client::FleetServiceClient,
     instance_service_client::InstanceServiceClient, metrics_service_client::MetricsServiceClient,
     spawner_service_client::SpawnerServiceClient, system_service_client::SystemServiceClient,
 };
@@ -127,6 +128,14 @@ impl Session {
             master,
             channel,
         })
+    }
+
+    pub fn fleets(&self) -> FleetServiceClient<Authed> {
+        FleetServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn allocations(&self) -> AllocationServiceClient<Authed> {
+        AllocationServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 
     pub fn auth(&self) -> AuthServiceClient<Authed> {

@@ -3,6 +3,7 @@
 mod auth;
 mod backup;
 mod build;
+mod fleet;
 pub mod instance;
 mod list_watch;
 mod logs;
@@ -72,6 +73,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             instance::run(&Ctx::connect(&global, streams).await?, c).await
         }
         Command::Build(c) => build::run(&global, c).await,
+        Command::Fleet(c) => fleet::run(&connect().await?, c).await,
+        Command::Allocate(a) => fleet::allocate(&connect().await?, a).await,
         Command::Watch(args) => watch::run(&Ctx::connect(&global, true).await?, args).await,
         Command::Logs(args) => logs::logs(&Ctx::connect(&global, args.follow).await?, args).await,
         Command::Console(args) => logs::console(&Ctx::connect(&global, true).await?, args).await,

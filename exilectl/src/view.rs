@@ -4,6 +4,7 @@
 //! is not what a script wants to read, so every printed message goes through a view here.
 
 mod build;
+mod fleet;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,6 +17,7 @@ pub use build::{
     BuildView, DeletedBuildView, HeldBuildView, PushView, RollbackView, RolloutView,
     archive_format, instance_build, rollout_finished,
 };
+pub use fleet::{AllocationView, FleetScaledView, FleetView};
 
 /// Host or instance resource figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -368,6 +370,7 @@ pub enum EventView {
         instances: Vec<InstanceView>,
         builds: Vec<BuildView>,
         rollouts: Vec<RolloutView>,
+        fleets: Vec<FleetView>,
     },
     SpawnerUpdated {
         spawner: SpawnerView,
@@ -396,6 +399,15 @@ pub enum EventView {
     RolloutUpdated {
         rollout: RolloutView,
     },
+    FleetUpdated {
+        fleet: FleetView,
+    },
+    FleetRemoved {
+        name: String,
+    },
+    FleetScaled {
+        scaled: FleetScaledView,
+    },
     /// An event kind this exilectl does not know (a newer master).
     Unknown,
 }
@@ -409,6 +421,7 @@ impl From<pb::WatchEvent> for WatchEventView {
                 instances: s.instances.into_iter().map(Into::into).collect(),
                 builds: s.builds.into_iter().map(Into::into).collect(),
                 rollouts: s.rollouts.into_iter().map(Into::into).collect(),
+                fleets: s.fleets.into_iter().map(Into::into).collect(),
             },
             Some(Kind::SpawnerUpdated(s)) => EventView::SpawnerUpdated { spawner: s.into() },
             Some(Kind::SpawnerRemoved(id)) => EventView::SpawnerRemoved { id },
@@ -419,6 +432,9 @@ impl From<pb::WatchEvent> for WatchEventView {
             Some(Kind::BuildUpdated(b)) => EventView::BuildUpdated { build: b.into() },
             Some(Kind::BuildRemoved(id)) => EventView::BuildRemoved { id },
             Some(Kind::RolloutUpdated(r)) => EventView::RolloutUpdated { rollout: r.into() },
+            Some(Kind::FleetUpdated(f)) => EventView::FleetUpdated { fleet: f.into() },
+            Some(Kind::FleetRemoved(name)) => EventView::FleetRemoved { name },
+            Some(Kind::FleetScaled(e)) => EventView::FleetScaled { scaled: e.into() },
             None => EventView::Unknown,
         };
         Self {

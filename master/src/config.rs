@@ -61,6 +61,18 @@ pub struct Config {
     /// spawner can enroll by itself.
     #[arg(long, env = "EXILE_MASTER_DEV_ENROLLMENT_TOKEN_FILE")]
     pub dev_enrollment_token_file: Option<PathBuf>,
+    /// How long a fleet still counts the instances of an unreachable spawner before it
+    /// places replacements elsewhere, in milliseconds.
+    #[arg(
+        long,
+        env = "EXILE_MASTER_FLEET_UNREACHABLE_GRACE_MS",
+        default_value_t = 30_000
+    )]
+    pub fleet_unreachable_grace_ms: u64,
+    /// How often the fleet reconciler looks at every fleet (it also looks after each
+    /// change), in milliseconds.
+    #[arg(long, env = "EXILE_MASTER_FLEET_TICK_MS", default_value_t = 1000)]
+    pub fleet_tick_ms: u64,
 }
 
 impl Config {

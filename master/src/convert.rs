@@ -69,8 +69,9 @@ pub fn instance_to_pb(r: &InstanceRecord, address: &str) -> pb::Instance {
         exit_code: r.exit_code,
         message: r.message.clone(),
         address: address.to_owned(),
-        // The registry adds the name people gave it.
+        // The registry adds the name people gave it and what an allocation set.
         display_name: String::new(),
+        annotations: Default::default(),
     }
 }
 

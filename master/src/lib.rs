@@ -9,6 +9,7 @@ pub mod config;
 pub mod convert;
 pub mod db;
 pub mod error;
+pub mod fleet;
 pub mod metrics;
 pub mod model;
 pub mod registry;
@@ -111,7 +112,12 @@ pub async fn start(
         builds: builds.clone(),
         build_install_timeout: Duration::from_secs(config.build_install_timeout_secs.max(1)),
         shutdown: shutdown.clone(),
+        fleets: Arc::new(fleet::FleetCtl::new(fleet::FleetConfig {
+            unreachable_grace: Duration::from_millis(config.fleet_unreachable_grace_ms),
+            tick: Duration::from_millis(config.fleet_tick_ms.max(10)),
+        })),
     });
+    fleet::load(&shared).await?;
     if let Some(path) = &config.dev_enrollment_token_file {
         let (_, secret) = service::spawner_api::create_enrollment_token(
             &shared,
@@ -141,6 +147,7 @@ pub async fn start(
             tracing::error!(error = %e, "server stopped with an error");
         }
     });
+    tasks.spawn(fleet::reconcile::run(shared.clone()));
     let sweep_every = (config.heartbeat_ttl() / 4).max(Duration::from_millis(50));
     let sd = shutdown.clone();
     let reg = registry.clone();

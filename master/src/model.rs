@@ -9,8 +9,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 
 /// Role of a person or API token. Ordered: a higher role can do all a lower one can.
+/// `Allocator` sits below `Viewer`: it may read nothing and only allocate (see
+/// `access::Access::Allocate`), so a matchmaker's credential cannot stop servers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
+    /// May allocate instances and nothing else (API tokens only).
+    Allocator,
     /// Read-only.
     Viewer,
     /// Drives spawners and instances.
@@ -23,6 +27,7 @@ impl Role {
     /// Name stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Allocator => "allocator",
             Role::Viewer => "viewer",
             Role::Operator => "operator",
             Role::Admin => "admin",
@@ -32,6 +37,7 @@ impl Role {
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<Role> {
         match s {
+            "allocator" => Some(Role::Allocator),
             "viewer" => Some(Role::Viewer),
             "operator" => Some(Role::Operator),
             "admin" => Some(Role::Admin),
@@ -50,11 +56,12 @@ impl TryFrom<i32> for Role {
     type Error = Error;
     fn try_from(v: i32) -> Result<Self, Error> {
         match pb::Role::try_from(v) {
+            Ok(pb::Role::Allocator) => Ok(Role::Allocator),
             Ok(pb::Role::Viewer) => Ok(Role::Viewer),
             Ok(pb::Role::Operator) => Ok(Role::Operator),
             Ok(pb::Role::Admin) => Ok(Role::Admin),
             _ => Err(Error::InvalidArgument(
-                "role: must be viewer, operator or admin".into(),
+                "role: must be allocator, viewer, operator or admin".into(),
             )),
         }
     }
@@ -63,6 +70,7 @@ impl TryFrom<i32> for Role {
 impl From<Role> for pb::Role {
     fn from(r: Role) -> Self {
         match r {
+            Role::Allocator => pb::Role::Allocator,
             Role::Viewer => pb::Role::Viewer,
             Role::Operator => pb::Role::Operator,
             Role::Admin => pb::Role::Admin,

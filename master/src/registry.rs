@@ -1,7 +1,9 @@
 //! The live registry of spawners and instances: in memory, event-sourced to `Watch`
 //! subscribers, persisted on change (never per heartbeat) through a writer task.
 
+mod allocation;
 mod builds;
+mod fleets;
 mod link;
 mod placement;
 
@@ -17,9 +19,11 @@ use crate::convert::{instance_to_pb, spawner_to_pb};
 use crate::error::{Error, Result};
 use crate::model::{InstanceRecord, SpawnerInfo, is_running};
 use crate::store::Store;
+pub use allocation::{AllocRequest, Allocated, Selector};
 pub use builds::{MAX_HELD_BUILDS, checked_held};
 use exile_api::now_unix_ms;
 use exile_api::v1 as pb;
+pub use fleets::{Member, SpawnerLoad};
 pub use link::{Link, LogEvent, LogStream, map_command_error};
 pub use placement::Placement;
 
@@ -72,6 +76,13 @@ struct State {
     /// Display names people gave instances, by id (only the master knows them, so they
     /// live beside the records spawners report, not in them).
     names: HashMap<String, String>,
+    /// Fleets as published (spec and counts), by name.
+    fleets: std::collections::BTreeMap<String, pb::Fleet>,
+    /// What allocations set on instances (annotations, metadata, whether the spawner has
+    /// confirmed), by instance id. Apart from the instance record: only allocated ones have it.
+    allocs: HashMap<String, allocation::AllocState>,
+    /// Idempotency keys of recent allocations.
+    idempotency: allocation::Idempotency,
 }
 
 impl State {
@@ -105,6 +116,7 @@ impl State {
     fn remove_instance(&mut self, id: &str) -> Option<InstanceRecord> {
         let rec = self.instances.remove(id)?;
         self.names.remove(id);
+        self.allocs.remove(id);
         if let Some((name, version)) = build_of(&rec) {
             self.catalog.count_instance(&name, &version, false);
         }
@@ -139,12 +151,7 @@ fn build_of(rec: &InstanceRecord) -> Option<(String, String)> {
 }
 
 /// A write for the persister task.
-enum Persist {
-    Spawner(SpawnerInfo),
-    Instance(Box<InstanceRecord>),
-    DeleteInstance(String),
-    DisplayName { id: String, name: String },
-}
+type Persist = crate::store::Write;
 
 /// The registry. Cheap operations under one std Mutex (never held across an await);
 /// events go out on a broadcast channel in the same order as the changes.
@@ -259,11 +266,18 @@ impl Registry {
             .get(&rec.spawner_id)
             .map(|s| s.info.advertised_address.as_str())
             .unwrap_or("");
-        let mut pb = instance_to_pb(rec, addr);
+        let mut i = instance_to_pb(rec, addr);
         if let Some(name) = st.names.get(&rec.id) {
-            pb.display_name.clone_from(name);
+            i.display_name.clone_from(name);
         }
-        pb
+        if let Some(a) = st.allocs.get(&rec.id) {
+            i.annotations = a
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+        }
+        i
     }
 
     fn emit_spawner(&self, st: &State, id: &str) {
@@ -326,6 +340,7 @@ impl Registry {
             instances,
             builds,
             rollouts,
+            fleets: st.fleets.values().cloned().collect(),
         }
     }
 
@@ -623,18 +638,9 @@ fn live_link(e: &SpawnerEntry) -> Result<Link> {
 async fn persister(store: Store, mut rx: mpsc::UnboundedReceiver<Persist>) {
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
-        for op in batch.drain(..) {
-            let r = match op {
-                Persist::Spawner(info) => store.update_spawner(&info).await,
-                Persist::Instance(rec) => store.upsert_instance(&rec).await,
-                Persist::DeleteInstance(id) => store.delete_instance(&id).await,
-                Persist::DisplayName { id, name } => {
-                    store.set_instance_display_name(&id, &name).await
-                }
-            };
-            if let Err(e) = r {
-                tracing::error!(error = ?e, "could not persist a registry change");
-            }
+        for e in store.write_batch(&batch).await {
+            tracing::error!(error = ?e, "could not persist a registry change");
         }
+        batch.clear();
     }
 }

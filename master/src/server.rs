@@ -18,15 +18,18 @@ use crate::service::auth_api::AuthApi;
 use crate::service::backup_api::BackupApi;
 use crate::service::build_api::BuildApi;
 use crate::service::event_api::EventApi;
+use crate::service::fleet_api::{AllocationApi, FleetApi};
 use crate::service::instance_api::InstanceApi;
 use crate::service::link_api::LinkApi;
 use crate::service::metrics_api::MetricsApi;
 use crate::service::spawner_api::SpawnerApi;
 use crate::service::system_api::{SystemApi, stats};
+use exile_api::v1::allocation_service_server::AllocationServiceServer;
 use exile_api::v1::auth_service_server::AuthServiceServer;
 use exile_api::v1::backup_service_server::BackupServiceServer;
 use exile_api::v1::build_service_server::BuildServiceServer;
 use exile_api::v1::event_service_server::EventServiceServer;
+use exile_api::v1::fleet_service_server::FleetServiceServer;
 use exile_api::v1::instance_service_server::InstanceServiceServer;
 use exile_api::v1::metrics_service_server::MetricsServiceServer;
 use exile_api::v1::spawner_link_server::SpawnerLinkServer;
@@ -110,6 +113,14 @@ pub async fn router(
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     )
     .add(
+        FleetServiceServer::new(FleetApi(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    )
+    .add(
+        AllocationServiceServer::new(AllocationApi(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    )
+    .add(
         SpawnerLinkServer::new(LinkApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     );
@@ -134,6 +145,10 @@ pub async fn router(
         .set_serving::<BackupServiceServer<BackupApi>>()
         .await;
     reporter.set_serving::<BuildServiceServer<BuildApi>>().await;
+    reporter.set_serving::<FleetServiceServer<FleetApi>>().await;
+    reporter
+        .set_serving::<AllocationServiceServer<AllocationApi>>()
+        .await;
     let mut grpc = grpc.add(health);
 
     // The descriptor set also holds GameServerSdk, which only spawners serve: reflection lists

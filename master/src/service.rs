@@ -4,6 +4,7 @@ pub mod auth_api;
 pub mod backup_api;
 pub mod build_api;
 pub mod event_api;
+pub mod fleet_api;
 pub mod instance_api;
 pub mod link_api;
 pub mod metrics_api;
@@ -46,6 +47,8 @@ pub struct Shared {
     pub build_install_timeout: Duration,
     /// Cancelled when the master shuts down: long streams end.
     pub shutdown: CancellationToken,
+    /// Fleet operations and the reconciler's wake-up.
+    pub fleets: Arc<crate::fleet::FleetCtl>,
 }
 
 /// Handle to the shared state.

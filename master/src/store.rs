@@ -1,11 +1,14 @@
 //! Named database queries. Everything the master persists goes through here.
 
 mod builds;
+mod fleets;
+
+pub use fleets::StoredFleet;
 
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use crate::db::entities::{
@@ -315,13 +318,7 @@ impl Store {
     /// Updates a spawner's durable facts (never its credential). A spawner removed in the
     /// meantime stays removed.
     pub async fn update_spawner(&self, info: &SpawnerInfo) -> Result<()> {
-        match spawner::Entity::update(spawner_active(info))
-            .exec(&self.db)
-            .await
-        {
-            Ok(_) | Err(sea_orm::DbErr::RecordNotUpdated) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        update_spawner_on(&self.db, info).await
     }
 
     /// The spawner id a credential hash belongs to.
@@ -371,51 +368,7 @@ impl Store {
 
     /// Inserts or replaces an instance.
     pub async fn upsert_instance(&self, r: &InstanceRecord) -> Result<()> {
-        let am = instance::ActiveModel {
-            id: Set(r.id.clone()),
-            spawner_id: Set(r.spawner_id.clone()),
-            state: Set(r.state.as_str_name().to_owned()),
-            build_version: Set(r.build_version.clone()),
-            build_name: Set(r.build_name.clone()),
-            spawn_settings: Set(r.spawn.encode()),
-            ports: Set(serde_json::to_string(&r.ports).unwrap_or_else(|_| "[]".into())),
-            pid: Set(i64::from(r.pid)),
-            restart_count: Set(i64::from(r.restart_count)),
-            labels: Set(serde_json::to_string(&r.labels).unwrap_or_else(|_| "{}".into())),
-            players: Set(i64::from(r.players)),
-            max_players: Set(i64::from(r.max_players)),
-            created_at: Set(r.created_at),
-            started_at: Set(r.started_at),
-            state_changed_at: Set(r.state_changed_at),
-            exit_code: Set(r.exit_code.map(i64::from)),
-            message: Set(r.message.clone()),
-            // Written by RenameInstance alone; a new row starts with the column's default.
-            display_name: NotSet,
-        };
-        instance::Entity::insert(am)
-            .on_conflict(
-                OnConflict::column(instance::Column::Id)
-                    .update_columns([
-                        instance::Column::SpawnerId,
-                        instance::Column::State,
-                        instance::Column::BuildVersion,
-                        instance::Column::BuildName,
-                        instance::Column::Ports,
-                        instance::Column::Pid,
-                        instance::Column::RestartCount,
-                        instance::Column::Labels,
-                        instance::Column::Players,
-                        instance::Column::MaxPlayers,
-                        instance::Column::StartedAt,
-                        instance::Column::StateChangedAt,
-                        instance::Column::ExitCode,
-                        instance::Column::Message,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await?;
-        Ok(())
+        upsert_instance_on(&self.db, r).await
     }
 
     /// Sets an instance's display name (empty: none).
@@ -446,6 +399,44 @@ impl Store {
             .exec(&self.db)
             .await?;
         Ok(())
+    }
+
+    /// Writes a batch of registry changes in one transaction: one commit for the lot instead
+    /// of one per change (an allocation alone changes an instance two or three times). When
+    /// the batch fails as a whole, its writes are retried one by one so that one bad row
+    /// does not lose the others; those that still fail are returned with their errors.
+    pub async fn write_batch(&self, ops: &[Write]) -> Vec<Error> {
+        // Only the last write of each row matters: an instance allocated, confirmed and
+        // released within one batch is one upsert.
+        let mut seen = std::collections::HashSet::new();
+        let mut last: Vec<&Write> = ops
+            .iter()
+            .rev()
+            .filter(|op| seen.insert(op.key()))
+            .collect();
+        last.reverse();
+        // Names after rows: a name given to an instance whose row is written in the same
+        // batch must find the row.
+        last.sort_by_key(|op| matches!(op, Write::DisplayName { .. }));
+        let ops = last;
+        let attempt = async {
+            let tx = self.db.begin().await?;
+            for op in &ops {
+                write_on(&tx, op).await?;
+            }
+            tx.commit().await?;
+            Ok::<(), Error>(())
+        };
+        if attempt.await.is_ok() {
+            return Vec::new();
+        }
+        let mut errors = Vec::new();
+        for op in ops {
+            if let Err(e) = write_on(&self.db, op).await {
+                errors.push(e);
+            }
+        }
+        errors
     }
 
     /// All instances.
@@ -584,4 +575,114 @@ fn spawner_active(info: &SpawnerInfo) -> spawner::ActiveModel {
         enrolled_at: Set(info.enrolled_at),
         last_seen_at: Set(info.last_seen_at),
     }
+}
+
+/// Inserts or replaces an instance, on `db` (the pool or a transaction).
+async fn upsert_instance_on<C: ConnectionTrait>(db: &C, r: &InstanceRecord) -> Result<()> {
+    let am = instance::ActiveModel {
+        id: Set(r.id.clone()),
+        spawner_id: Set(r.spawner_id.clone()),
+        state: Set(r.state.as_str_name().to_owned()),
+        build_version: Set(r.build_version.clone()),
+        build_name: Set(r.build_name.clone()),
+        spawn_settings: Set(r.spawn.encode()),
+        ports: Set(serde_json::to_string(&r.ports).unwrap_or_else(|_| "[]".into())),
+        pid: Set(i64::from(r.pid)),
+        restart_count: Set(i64::from(r.restart_count)),
+        labels: Set(serde_json::to_string(&r.labels).unwrap_or_else(|_| "{}".into())),
+        players: Set(i64::from(r.players)),
+        max_players: Set(i64::from(r.max_players)),
+        created_at: Set(r.created_at),
+        started_at: Set(r.started_at),
+        state_changed_at: Set(r.state_changed_at),
+        exit_code: Set(r.exit_code.map(i64::from)),
+        message: Set(r.message.clone()),
+        // Written by RenameInstance alone; a new row starts with the column's default.
+        display_name: NotSet,
+    };
+    instance::Entity::insert(am)
+        .on_conflict(
+            OnConflict::column(instance::Column::Id)
+                .update_columns([
+                    instance::Column::SpawnerId,
+                    instance::Column::State,
+                    instance::Column::BuildVersion,
+                    instance::Column::BuildName,
+                    instance::Column::Ports,
+                    instance::Column::Pid,
+                    instance::Column::RestartCount,
+                    instance::Column::Labels,
+                    instance::Column::Players,
+                    instance::Column::MaxPlayers,
+                    instance::Column::StartedAt,
+                    instance::Column::StateChangedAt,
+                    instance::Column::ExitCode,
+                    instance::Column::Message,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Updates a spawner's durable facts on `db`; a spawner removed meanwhile stays removed.
+async fn update_spawner_on<C: ConnectionTrait>(db: &C, info: &SpawnerInfo) -> Result<()> {
+    match spawner::Entity::update(spawner_active(info)).exec(db).await {
+        Ok(_) | Err(sea_orm::DbErr::RecordNotUpdated) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn write_on<C: ConnectionTrait>(db: &C, op: &Write) -> Result<()> {
+    match op {
+        Write::Spawner(info) => update_spawner_on(db, info).await,
+        Write::Instance(r) => upsert_instance_on(db, r).await,
+        Write::DeleteInstance(id) => {
+            instance::Entity::delete_by_id(id.clone()).exec(db).await?;
+            Ok(())
+        }
+        Write::DisplayName { id, name } => {
+            instance::Entity::update_many()
+                .col_expr(
+                    instance::Column::DisplayName,
+                    sea_orm::sea_query::Expr::value(name.clone()),
+                )
+                .filter(instance::Column::Id.eq(id))
+                .exec(db)
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+impl Write {
+    /// What it writes: the table (0 spawners, 1 instance rows, 2 instance display names)
+    /// and the row.
+    fn key(&self) -> (u8, &str) {
+        match self {
+            Write::Spawner(info) => (0, info.id.as_str()),
+            Write::Instance(r) => (1, r.id.as_str()),
+            Write::DeleteInstance(id) => (1, id.as_str()),
+            Write::DisplayName { id, .. } => (2, id.as_str()),
+        }
+    }
+}
+
+/// One registry change to persist.
+#[derive(Debug)]
+pub enum Write {
+    /// A spawner's durable facts.
+    Spawner(SpawnerInfo),
+    /// An instance, inserted or replaced.
+    Instance(Box<InstanceRecord>),
+    /// An instance removed.
+    DeleteInstance(String),
+    /// The name people gave an instance (a column the instance upsert never writes).
+    DisplayName {
+        /// The instance.
+        id: String,
+        /// Its display name; empty clears it.
+        name: String,
+    },
 }

@@ -278,6 +278,15 @@ async fn dispatch_instance(
                 .await
         }
         Some(Action::Remove(target)) => manager.remove(&target.instance_id, ctx).await,
+        Some(Action::Allocate(a)) => {
+            let call = crate::instance::SdkCall::Assign {
+                labels: a.labels.into_iter().collect(),
+                annotations: a.annotations.into_iter().collect(),
+                metadata: a.metadata,
+                id: a.allocation_id,
+            };
+            manager.sdk(&a.instance_id, call).await
+        }
         Some(
             Action::Logs(_)
             | Action::Console(_)

@@ -2,6 +2,7 @@
 //! pid), carries out start/stop/restart/remove in order, watches for exits and reports every
 //! change of its record to the manager.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,6 +167,18 @@ pub enum SdkCall {
         key: String,
         /// Label value.
         value: String,
+    },
+    /// The master handed the instance to players (not the game: it learns it through
+    /// WatchInstance): Ready → Allocated with what the allocation sets.
+    Assign {
+        /// Labels merged over the instance's.
+        labels: BTreeMap<String, String>,
+        /// Annotations merged over the instance's.
+        annotations: BTreeMap<String, String>,
+        /// Blob for the game.
+        metadata: Vec<u8>,
+        /// The master's id of this allocation.
+        id: String,
     },
 }
 
@@ -521,6 +534,15 @@ impl InstanceActor {
                 self.rec.state.name()
             )));
         }
+        if let SdkCall::Assign {
+            labels,
+            annotations,
+            metadata,
+            id,
+        } = call
+        {
+            return self.assign(labels, annotations, metadata, id);
+        }
         self.heard = Some(tokio::time::Instant::now());
         if self.rec.state == State::Unhealthy {
             tracing::info!(instance = %self.rec.id, "SDK pings resumed");
@@ -534,8 +556,13 @@ impl InstanceActor {
                 }
                 State::Running => self.set_state(State::Ready, "the game is ready"),
                 State::Ready => {}
-                // An allocated game that calls Ready again has sent its players away.
-                _ => self.set_state(State::Ready, "the game is ready again"),
+                // An allocated game that calls Ready again has sent its players away: what
+                // the allocation set was for that match.
+                _ => {
+                    self.rec.annotations.clear();
+                    self.rec.allocation_metadata.clear();
+                    self.set_state(State::Ready, "the game is ready again");
+                }
             },
             SdkCall::Reserve { ttl } => {
                 self.reserved_until = Some(tokio::time::Instant::now() + ttl);
@@ -559,9 +586,17 @@ impl InstanceActor {
                     self.report();
                 }
             }
+            // Handled above, before the game counts as heard from.
+            SdkCall::Assign { .. } => {}
             SdkCall::Label { key, value } => {
                 exile_api::limits::check_label("label", &key, &value)
                     .map_err(Error::InvalidArgument)?;
+                if exile_api::fleet::is_reserved_label(&key) {
+                    return Err(Error::InvalidArgument(format!(
+                        "label {key}: keys under {} belong to the platform",
+                        exile_api::fleet::RESERVED_LABEL_PREFIX
+                    )));
+                }
                 if !value.is_empty()
                     && !self.rec.labels.contains_key(&key)
                     && self.rec.labels.len() >= exile_api::limits::MAX_LABELS
@@ -581,6 +616,30 @@ impl InstanceActor {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// An allocation by the master: only a Ready game may be handed to players.
+    fn assign(
+        &mut self,
+        labels: BTreeMap<String, String>,
+        annotations: BTreeMap<String, String>,
+        metadata: Vec<u8>,
+        id: String,
+    ) -> Result<()> {
+        if self.rec.state != State::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "instance {} is {}; only a Ready instance can be allocated",
+                self.rec.id,
+                self.rec.state.name()
+            )));
+        }
+        self.reserved_until = None;
+        self.rec.labels.extend(labels);
+        self.rec.annotations.extend(annotations);
+        self.rec.allocation_metadata = metadata;
+        self.rec.allocation_id = id;
+        self.set_state(State::Allocated, "allocated by the master");
         Ok(())
     }
 

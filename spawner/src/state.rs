@@ -192,6 +192,15 @@ pub struct InstanceRecord {
     /// A restart waiting out its backoff; made when due even if the spawner restarts meanwhile.
     #[serde(default)]
     pub pending_restart: Option<crate::restart::PendingRestart>,
+    /// Annotations set by the master's allocation; cleared when the game is Ready again.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// The allocation's blob for the game; cleared when the game is Ready again.
+    #[serde(default)]
+    pub allocation_metadata: Vec<u8>,
+    /// Id of the last allocation applied (kept: the master orders statuses by it).
+    #[serde(default)]
+    pub allocation_id: String,
 }
 
 impl InstanceRecord {
@@ -254,6 +263,9 @@ impl InstanceRecord {
             exit_code: self.exit_code,
             message: self.message.clone(),
             revision: self.revision,
+            annotations: self.annotations.clone().into_iter().collect(),
+            allocation_metadata: self.allocation_metadata.clone(),
+            allocation_id: self.allocation_id.clone(),
         }
     }
 }
@@ -357,6 +369,9 @@ mod tests {
                 due_unix_ms: 5,
                 reason: "exited with code 3".into(),
             }),
+            annotations: BTreeMap::from([("match".into(), "m-1".into())]),
+            allocation_metadata: b"{\"map\":\"dust\"}".to_vec(),
+            allocation_id: "alc-1".into(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod procstat;
 pub mod proxy;
+pub mod sim;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,9 +18,11 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use exile_api::v1 as pb;
+use exile_api::v1::allocation_service_client::AllocationServiceClient;
 use exile_api::v1::auth_service_client::AuthServiceClient;
 use exile_api::v1::build_service_client::BuildServiceClient;
 use exile_api::v1::event_service_client::EventServiceClient;
+use exile_api::v1::fleet_service_client::FleetServiceClient;
 use exile_api::v1::instance_service_client::InstanceServiceClient;
 use exile_api::v1::spawner_service_client::SpawnerServiceClient;
 use exile_api::v1::system_service_client::SystemServiceClient;
@@ -43,6 +46,8 @@ pub struct SandboxOptions {
     pub build_command: Option<String>,
     /// Static dashboard bundle the master serves (`--dashboard-dir`), if any.
     pub dashboard_dir: Option<PathBuf>,
+    /// More master flags (e.g. `--fleet-unreachable-grace-ms=2000`).
+    pub master_args: Vec<String>,
 }
 
 impl Default for SandboxOptions {
@@ -54,6 +59,7 @@ impl Default for SandboxOptions {
             heartbeat_ttl_ms: 1500,
             build_command: None,
             dashboard_dir: None,
+            master_args: Vec::new(),
         }
     }
 }
@@ -124,6 +130,10 @@ pub struct Clients {
     pub system: SystemServiceClient<Authed>,
     /// BuildService.
     pub builds: BuildServiceClient<Authed>,
+    /// FleetService.
+    pub fleets: FleetServiceClient<Authed>,
+    /// AllocationService.
+    pub allocations: AllocationServiceClient<Authed>,
 }
 
 /// Logs to the test output once per process (RUST_LOG, default warnings only).
@@ -206,6 +216,8 @@ pub fn clients(channel: Channel, token: &str) -> Result<Clients> {
         events: EventServiceClient::new(svc()),
         system: SystemServiceClient::new(svc()),
         builds: BuildServiceClient::new(svc()),
+        fleets: FleetServiceClient::new(svc()),
+        allocations: AllocationServiceClient::new(svc()),
     })
 }
 
@@ -264,6 +276,7 @@ impl Sandbox {
         if let Some(d) = &self.opts.dashboard_dir {
             args.push(format!("--dashboard-dir={}", d.display()));
         }
+        args.extend(self.opts.master_args.iter().cloned());
         exile_master::Config::parse_from(args)
     }
 

@@ -150,6 +150,23 @@ pub fn line(e: &pb::WatchEvent) -> String {
         ),
         Some(Kind::BuildRemoved(id)) => format!("build {id} removed"),
         Some(Kind::RolloutUpdated(r)) => rollout_line(r),
+        Some(Kind::FleetUpdated(f)) => {
+            let spec = f.spec.clone().unwrap_or_default();
+            let st = f.status.clone().unwrap_or_default();
+            let mut l = format!(
+                "fleet {} replicas {} current {} ready {} allocated {}",
+                f.name, spec.replicas, st.current, st.ready, st.allocated
+            );
+            if !st.message.is_empty() {
+                l.push_str(&format!(": {}", st.message));
+            }
+            crate::output::clean(&l)
+        }
+        Some(Kind::FleetRemoved(name)) => format!("fleet {} deleted", crate::output::clean(name)),
+        Some(Kind::FleetScaled(e)) => crate::output::clean(&format!(
+            "fleet {} scaled {} -> {} by {}: {}",
+            e.fleet, e.from, e.to, e.by, e.reason
+        )),
         Some(Kind::Lagged(n)) => format!("lagged: {n} events lost, a new snapshot follows"),
         None => "unknown event (is exilectl older than the master?)".into(),
     };

@@ -182,7 +182,11 @@ impl App {
             Kind::BuildRemoved(id) => {
                 self.builds.remove(&id);
             }
-            Kind::RolloutUpdated(_) => {}
+            // Top has no fleets view yet; their instances show in the instances view.
+            Kind::RolloutUpdated(_)
+            | Kind::FleetUpdated(_)
+            | Kind::FleetRemoved(_)
+            | Kind::FleetScaled(_) => {}
             Kind::Lagged(n) => {
                 self.synced = false;
                 self.status = Some(Status {

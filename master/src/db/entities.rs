@@ -228,3 +228,18 @@ pub mod build_activation_history {
     }
     no_relations!();
 }
+
+pub mod fleet {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "fleets")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        /// FleetSpec, protobuf-encoded, in hex.
+        pub spec: String,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+    no_relations!();
+}

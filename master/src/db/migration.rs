@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(Builds),
             Box::new(SpawnSettings),
             Box::new(InstanceDisplayName),
+            Box::new(Fleets),
         ]
     }
 }
@@ -303,6 +304,34 @@ impl MigrationTrait for InstanceDisplayName {
             .get_connection()
             .execute_unprepared(
                 "ALTER TABLE instances ADD COLUMN display_name TEXT NOT NULL DEFAULT ''",
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+struct Fleets;
+
+impl MigrationName for Fleets {
+    fn name(&self) -> &str {
+        "m0006_fleets"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Fleets {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // A fleet's spec is the protobuf encoding of FleetSpec, in hex: one column that
+        // grows with the message instead of a migration per field.
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE TABLE fleets (
+                    name TEXT PRIMARY KEY NOT NULL,
+                    spec TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL
+                )",
             )
             .await?;
         Ok(())

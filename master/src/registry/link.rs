@@ -461,7 +461,7 @@ impl Registry {
         self.upsert_status(&mut st, spawner_id, status);
     }
 
-    fn upsert_status(&self, st: &mut State, spawner_id: &str, status: pb::InstanceStatus) {
+    fn upsert_status(&self, st: &mut State, spawner_id: &str, mut status: pb::InstanceStatus) {
         let iid = status.id.clone();
         let created = match st.instances.get(&iid) {
             Some(r) if r.spawner_id != spawner_id => {
@@ -476,6 +476,7 @@ impl Registry {
             None => None,
         };
         let is_new = created.is_none();
+        Self::allocation_seen(st, &mut status);
         let rec = record_from_status(spawner_id, status, created.as_ref());
         if created.as_ref() == Some(&rec) {
             return;

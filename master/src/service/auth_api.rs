@@ -128,6 +128,12 @@ impl AuthService for AuthApi {
         check_password_policy(&r.password)?;
         let role = Role::try_from(r.role)?;
         c.set_detail(format!("role {role}"));
+        if role == Role::Allocator {
+            return Err(Error::InvalidArgument(
+                "role: allocator is for API tokens (a matchmaker's credential), not people".into(),
+            )
+            .into());
+        }
         let hash = blocking_hash(r.password).await?;
         let u = user::Model {
             username: r.username,

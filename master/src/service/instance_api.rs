@@ -100,15 +100,36 @@ pub struct SpawnPlan {
     pub settings: SpawnSettings,
 }
 
-/// Places, installs (an uploaded build) and starts one instance. `named` hears its id as soon
-/// as it has one and `detail` where it went, for the audit log. Used by SpawnInstance and by
-/// rollouts.
-pub async fn spawn(
-    shared: &Shared,
-    plan: SpawnPlan,
-    named: impl FnOnce(&str),
-    detail: impl FnOnce(String),
-) -> Result<pb::Instance> {
+/// An instance whose slot is taken (recorded Starting on its spawner) but not started yet.
+pub struct Reserved {
+    rec: InstanceRecord,
+    link: crate::registry::Link,
+    build: Option<pb::BuildRef>,
+    labels: Labels,
+    settings: SpawnSettings,
+}
+
+impl Reserved {
+    /// The instance's id.
+    pub fn id(&self) -> &str {
+        &self.rec.id
+    }
+
+    /// Where it went, for the audit log.
+    pub fn detail(&self) -> String {
+        match &self.build {
+            Some(b) => format!(
+                "on spawner {} with build {}@{}",
+                self.rec.spawner_id, b.name, b.version
+            ),
+            None => format!("on spawner {}", self.rec.spawner_id),
+        }
+    }
+}
+
+/// Picks a spawner and records the instance as Starting there, at once (no await), so that
+/// whoever places next sees the slot taken. `named` hears its id as soon as it has one.
+pub fn reserve(shared: &Shared, plan: SpawnPlan, named: impl FnOnce(&str)) -> Result<Reserved> {
     let SpawnPlan {
         placement,
         choice,
@@ -140,13 +161,26 @@ pub async fn spawn(
         revision: 0,
     };
     let (rec, link, build) = shared.registry.reserve(&placement, &choice, rec)?;
-    detail(match &build {
-        Some(b) => format!(
-            "on spawner {} with build {}@{}",
-            rec.spawner_id, b.name, b.version
-        ),
-        None => format!("on spawner {}", rec.spawner_id),
-    });
+    Ok(Reserved {
+        rec,
+        link,
+        build,
+        labels,
+        settings,
+    })
+}
+
+/// Installs (an uploaded build) and starts a reserved instance; its slot is released if it
+/// cannot be started.
+pub async fn launch(shared: &Shared, r: Reserved) -> Result<pb::Instance> {
+    let Reserved {
+        rec,
+        link,
+        build,
+        labels,
+        settings,
+    } = r;
+    let id = rec.id.clone();
     if let Some(b) = &build {
         // Fetching and unpacking a large build takes far longer than a command.
         let install = pb::command::Action::InstallBuild(pb::InstallBuildCommand {
@@ -194,6 +228,20 @@ pub async fn spawn(
             Err(e)
         }
     }
+}
+
+/// Places, installs (an uploaded build) and starts one instance. `named` hears its id as soon
+/// as it has one and `detail` where it went, for the audit log. Used by SpawnInstance and by
+/// rollouts.
+pub async fn spawn(
+    shared: &Shared,
+    plan: SpawnPlan,
+    named: impl FnOnce(&str),
+    detail: impl FnOnce(String),
+) -> Result<pb::Instance> {
+    let reserved = reserve(shared, plan, named)?;
+    detail(reserved.detail());
+    launch(shared, reserved).await
 }
 
 #[tonic::async_trait]
@@ -299,6 +347,16 @@ impl InstanceService for InstanceApi {
         let c = ctx(&req)?;
         let r = req.into_inner();
         let labels = check_labels("labels", &r.labels)?;
+        if let Some(k) = labels
+            .keys()
+            .find(|k| exile_api::fleet::is_reserved_label(k))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "labels: {k}: keys under {} belong to the platform (fleets set them)",
+                exile_api::fleet::RESERVED_LABEL_PREFIX
+            ))
+            .into());
+        }
         let selector = check_labels("spawner_selector", &r.spawner_selector)?;
         check_env(&r.env)?;
         check_args(&r.args)?;

@@ -131,6 +131,9 @@ impl ManagerTask {
             health: Some(resolved.health),
             restarts: Default::default(),
             pending_restart: None,
+            annotations: BTreeMap::new(),
+            allocation_metadata: Vec::new(),
+            allocation_id: String::new(),
         };
         self.add_actor(rec, false);
         self.save();

@@ -82,6 +82,32 @@ pub struct Instance {
     exit_code: Option<i32>,
     message: String,
     revision: u64,
+    /// Set by the allocation that handed the instance out.
+    annotations: BTreeMap<String, String>,
+    /// The allocation's blob, base64 as in proto3's JSON mapping of `bytes`.
+    allocation_metadata: String,
+}
+
+/// Standard base64 with padding (proto3's JSON form of `bytes`).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// `Port`.
@@ -136,6 +162,8 @@ impl From<v1::InstanceStatus> for Instance {
             exit_code: s.exit_code,
             message: s.message,
             revision: s.revision,
+            annotations: s.annotations.into_iter().collect(),
+            allocation_metadata: base64(&s.allocation_metadata),
         }
     }
 }
@@ -143,6 +171,15 @@ impl From<v1::InstanceStatus> for Instance {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"{\"map\":\"dust\"}"), "eyJtYXAiOiJkdXN0In0=");
+    }
 
     #[test]
     fn the_instance_keeps_the_proto_names() {

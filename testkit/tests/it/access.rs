@@ -148,7 +148,7 @@ async fn every_method_checks_token_and_role() {
     .unwrap();
     let admin = sb.admin().await.unwrap();
     let mut tokens = Vec::new();
-    for role in [pb::Role::Viewer, pb::Role::Operator] {
+    for role in [pb::Role::Allocator, pb::Role::Viewer, pb::Role::Operator] {
         let t = admin
             .auth
             .clone()
@@ -162,10 +162,10 @@ async fn every_method_checks_token_and_role() {
             .into_inner()
             .secret;
         tokens.push((
-            if role == pb::Role::Viewer {
-                Role::Viewer
-            } else {
-                Role::Operator
+            match role {
+                pb::Role::Allocator => Role::Allocator,
+                pb::Role::Viewer => Role::Viewer,
+                _ => Role::Operator,
             },
             t,
         ));
@@ -192,7 +192,12 @@ async fn every_method_checks_token_and_role() {
         }
         for (role, token) in &tokens {
             let got = call_raw(ch.clone(), &path, Some(token), vec![]).await;
-            let allowed = matches!(rule.access, Access::Role(need) if *role >= need);
+            let allowed = match rule.access {
+                Access::Role(need) => *role >= need,
+                // Allocation: the allocator role, and operators up.
+                Access::Allocate => matches!(role, Role::Allocator | Role::Operator),
+                _ => false,
+            };
             if allowed {
                 assert_ne!(got, tonic::Code::PermissionDenied, "{path} as {role}");
                 assert_ne!(got, tonic::Code::Unauthenticated, "{path} as {role}");

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod access;
+mod allocation;
 mod builds;
+mod fleets;
 mod interfaces;
 mod lifecycle;
 mod metrics;

@@ -1,0 +1,162 @@
+//! The reconciler's decisions, from members to actions.
+
+use std::collections::{HashMap, HashSet};
+
+use super::*;
+use pb::InstanceState as S;
+
+fn m(id: &str, spawner: &str, state: S) -> Member {
+    Member {
+        id: id.into(),
+        spawner_id: spawner.into(),
+        state,
+        unknown: false,
+        since: 0,
+        build_name: "g".into(),
+        build_version: "1".into(),
+    }
+}
+
+fn loads(v: &[(&str, u32, u32)]) -> HashMap<String, SpawnerLoad> {
+    v.iter()
+        .map(|(id, n, cap)| {
+            (
+                (*id).to_owned(),
+                SpawnerLoad {
+                    instances: *n,
+                    capacity: *cap,
+                },
+            )
+        })
+        .collect()
+}
+
+struct T {
+    removing: HashSet<String>,
+    loads: HashMap<String, SpawnerLoad>,
+}
+
+impl T {
+    fn new() -> Self {
+        T {
+            removing: HashSet::new(),
+            loads: loads(&[("a", 5, 10), ("b", 2, 10)]),
+        }
+    }
+    fn ctx(&self, replicas: u32) -> Context<'_> {
+        Context {
+            replicas,
+            pinned: None,
+            packed: false,
+            now: 100_000,
+            grace_ms: 10_000,
+            counted_from: 0,
+            removing: &self.removing,
+            rollout_running: false,
+            loads: &self.loads,
+        }
+    }
+}
+
+#[test]
+fn short_fleets_grow_and_dead_instances_are_replaced_and_removed() {
+    let t = T::new();
+    let ms = vec![
+        m("1", "a", S::Ready),
+        m("2", "a", S::Crashed),
+        m("3", "b", S::Stopping),
+    ];
+    let d = decide(&t.ctx(3), &ms);
+    assert_eq!(d.spawn, 2);
+    assert_eq!(d.remove, vec!["2".to_owned()]);
+    assert_eq!(d.status.current, 1);
+}
+
+#[test]
+fn unknown_instances_count_until_the_grace_then_are_replaced() {
+    let t = T::new();
+    let mut lost = m("1", "a", S::Ready);
+    lost.unknown = true;
+    lost.since = 95_000;
+    let ms = vec![lost.clone(), m("2", "b", S::Ready)];
+    let d = decide(&t.ctx(2), &ms);
+    assert_eq!((d.spawn, d.status.unknown), (0, 1));
+    lost.since = 80_000;
+    let d = decide(&t.ctx(2), &[lost.clone(), m("2", "b", S::Ready)]);
+    assert_eq!((d.spawn, d.status.unknown), (1, 0));
+    // Never removed while unreachable.
+    assert!(d.remove.is_empty());
+    // After a master restart the grace starts at the restart, not at the stored time.
+    let mut ctx = t.ctx(2);
+    ctx.counted_from = 99_000;
+    let d = decide(&ctx, &[lost, m("2", "b", S::Ready)]);
+    assert_eq!(d.spawn, 0);
+}
+
+#[test]
+fn surplus_goes_from_ready_never_allocated() {
+    let t = T::new();
+    let ms = vec![
+        m("1", "a", S::Allocated),
+        m("2", "a", S::Allocated),
+        m("3", "a", S::Ready),
+        m("4", "b", S::Ready),
+        m("5", "b", S::Starting),
+    ];
+    let d = decide(&t.ctx(2), &ms);
+    assert_eq!(d.spawn, 0);
+    // Not-ready first, then the Ready ones; the Allocated two stay although they are surplus.
+    assert_eq!(
+        d.remove,
+        vec!["5".to_owned(), "3".to_owned(), "4".to_owned()]
+    );
+    let d = decide(&t.ctx(0), &ms);
+    assert_eq!(d.remove.len(), 3);
+}
+
+#[test]
+fn packed_removes_from_the_least_packed_spawner_first() {
+    let t = T::new();
+    let ms = vec![m("1", "a", S::Ready), m("2", "b", S::Ready)];
+    let mut ctx = t.ctx(1);
+    ctx.packed = true;
+    assert_eq!(decide(&ctx, &ms).remove, vec!["2".to_owned()]);
+    ctx.packed = false;
+    assert_eq!(decide(&ctx, &ms).remove, vec!["1".to_owned()]);
+}
+
+#[test]
+fn removals_under_way_are_not_counted_twice() {
+    let mut t = T::new();
+    t.removing.insert("1".into());
+    let ms = vec![m("1", "a", S::Ready), m("2", "b", S::Ready)];
+    let d = decide(&t.ctx(2), &ms);
+    assert_eq!(d.spawn, 1);
+    assert!(d.remove.is_empty());
+}
+
+#[test]
+fn a_pinned_build_rolls_one_at_a_time_keeping_allocated() {
+    let t = T::new();
+    let mut ctx = t.ctx(2);
+    ctx.pinned = Some(("g", "2"));
+    let old = vec![m("1", "a", S::Ready), m("2", "b", S::Allocated)];
+    // Surge one new instance first.
+    let d = decide(&ctx, &old);
+    assert_eq!((d.spawn, d.remove.len()), (1, 0));
+    // While it starts, nothing serving is taken away.
+    let mut new = m("3", "b", S::Starting);
+    new.build_version = "2".into();
+    let mut ms = old.clone();
+    ms.push(new.clone());
+    let d = decide(&ctx, &ms);
+    assert_eq!((d.spawn, d.remove.len()), (0, 0));
+    // Once it serves, the old Ready one goes; the Allocated old one stays.
+    new.state = S::Ready;
+    let ms = vec![old[0].clone(), old[1].clone(), new];
+    let d = decide(&ctx, &ms);
+    assert_eq!(d.remove, vec!["1".to_owned()]);
+    // A running build rollout of the same name removes old instances itself.
+    ctx.rollout_running = true;
+    assert!(decide(&ctx, &ms).remove.is_empty());
+}

@@ -1,0 +1,422 @@
+//! Allocation: picking a Ready instance that matches a matchmaker's selectors and moving it
+//! to Allocated, under the registry's lock. The registry is the one writer of instance
+//! states in the master, so two allocations can never take the same instance: there is no
+//! optimistic retry and no conflict to count.
+//!
+//! The spawner hears of it afterwards (an `AllocateCommand` on the link). Until a status
+//! carries the allocation's id, the allocation is *pending*: a status still saying Ready (sent
+//! before the command reached the spawner) must not hand the instance out a second time, so
+//! it is read as Allocated. A Ready status carrying the id is the match already over.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::{Link, Registry, State, live_link};
+use crate::error::{Error, Result};
+use crate::model::Labels;
+use exile_api::fleet::{FLEET_LABEL, IDEMPOTENCY_WINDOW_MS};
+use exile_api::v1 as pb;
+
+/// What allocations set on one instance.
+#[derive(Clone, Debug, Default)]
+pub(super) struct AllocState {
+    /// Annotations (merged over earlier ones).
+    pub annotations: Labels,
+    /// The blob for the game.
+    pub metadata: Vec<u8>,
+    /// The master moved it to Allocated and the spawner has not confirmed yet.
+    pub pending: bool,
+    /// Labels the allocation set, to keep over a status that predates them.
+    pub labels: Labels,
+    /// Id of the pending allocation, which the spawner reports back once applied.
+    pub id: String,
+}
+
+/// Recent idempotency keys and the instance each allocated, expiring in order.
+#[derive(Default)]
+pub(super) struct Idempotency {
+    by_key: HashMap<String, String>,
+    order: VecDeque<(i64, String)>,
+}
+
+impl Idempotency {
+    fn prune(&mut self, now: i64) {
+        while let Some((at, _)) = self.order.front() {
+            if now - *at < IDEMPOTENCY_WINDOW_MS {
+                break;
+            }
+            if let Some((_, key)) = self.order.pop_front() {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+}
+
+/// Which instances one selector accepts.
+#[derive(Clone, Debug, Default)]
+pub struct Selector {
+    /// Fleet name; empty: any.
+    pub fleet: String,
+    /// Labels the instance must carry.
+    pub labels: Labels,
+    /// Free player slots it must have; 0: no condition.
+    pub min_free_players: u32,
+}
+
+impl Selector {
+    fn matches(&self, r: &crate::model::InstanceRecord) -> bool {
+        if !self.fleet.is_empty() && r.labels.get(FLEET_LABEL) != Some(&self.fleet) {
+            return false;
+        }
+        if self.min_free_players > 0
+            && r.max_players.saturating_sub(r.players) < self.min_free_players
+        {
+            return false;
+        }
+        self.labels.iter().all(|(k, v)| r.labels.get(k) == Some(v))
+    }
+
+    /// The selector in words, for the answer when nothing matched.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.fleet.is_empty() {
+            parts.push(format!("fleet={}", self.fleet));
+        }
+        parts.extend(self.labels.iter().map(|(k, v)| format!("{k}={v}")));
+        if self.min_free_players > 0 {
+            parts.push(format!("free players>={}", self.min_free_players));
+        }
+        if parts.is_empty() {
+            "any instance".into()
+        } else {
+            parts.join(",")
+        }
+    }
+}
+
+/// A validated allocation request.
+#[derive(Clone, Debug, Default)]
+pub struct AllocRequest {
+    /// Selectors in the order tried (preferred ones first, the required one last).
+    pub selectors: Vec<Selector>,
+    /// Prefer the spawner with the most allocated instances (else the fewest).
+    pub packed: bool,
+    /// Labels to set.
+    pub labels: Labels,
+    /// Annotations to set.
+    pub annotations: Labels,
+    /// Blob for the game.
+    pub metadata: Vec<u8>,
+    /// Idempotency key; empty: none.
+    pub key: String,
+}
+
+/// An allocation made (or replayed).
+pub struct Allocated {
+    /// The instance after the change.
+    pub instance: pb::Instance,
+    /// The link to tell its spawner on (None when replayed: it was told already).
+    pub link: Option<Link>,
+    /// What to tell the spawner.
+    pub command: pb::AllocateCommand,
+    /// True when the key had already allocated this instance.
+    pub replayed: bool,
+}
+
+impl Registry {
+    /// Allocates one Ready instance for `req`, or says which selectors found nothing.
+    pub fn allocate(&self, req: &AllocRequest, now: i64) -> Result<Allocated> {
+        let mut st = self.lock();
+        st.idempotency.prune(now);
+        if !req.key.is_empty()
+            && let Some(iid) = st.idempotency.by_key.get(&req.key)
+            && let Some(r) = st.instances.get(iid)
+        {
+            return Ok(Allocated {
+                instance: Self::instance_pb(&st, r),
+                link: None,
+                command: pb::AllocateCommand::default(),
+                replayed: true,
+            });
+        }
+        let Some(id) = req
+            .selectors
+            .iter()
+            .find_map(|sel| pick(&st, sel, req.packed))
+        else {
+            let tried: Vec<String> = req.selectors.iter().map(Selector::describe).collect();
+            return Err(Error::ResourceExhausted(format!(
+                "no Ready instance matches {}",
+                tried.join(", nor ")
+            )));
+        };
+        let link = st
+            .instances
+            .get(&id)
+            .and_then(|r| st.spawners.get(&r.spawner_id))
+            .map(live_link)
+            .transpose()?;
+        let Some(r) = st.instances.get_mut(&id) else {
+            return Err(Error::Internal("the picked instance vanished".into()));
+        };
+        r.state = pb::InstanceState::Allocated;
+        r.state_changed_at = now;
+        r.message = "allocated by the master".into();
+        for (k, v) in &req.labels {
+            r.labels.insert(k.clone(), v.clone());
+        }
+        let rec = r.clone();
+        let a = st.allocs.entry(id.clone()).or_default();
+        a.annotations.extend(req.annotations.clone());
+        a.metadata.clone_from(&req.metadata);
+        a.labels.clone_from(&req.labels);
+        a.pending = true;
+        a.id = crate::auth::new_id("alc");
+        let allocation_id = a.id.clone();
+        if !req.key.is_empty() {
+            st.idempotency.by_key.insert(req.key.clone(), id.clone());
+            st.idempotency.order.push_back((now, req.key.clone()));
+        }
+        self.save_instance(&rec);
+        self.emit_instance(&st, &id);
+        Ok(Allocated {
+            instance: Self::instance_pb(&st, &rec),
+            link,
+            command: pb::AllocateCommand {
+                instance_id: id,
+                labels: req.labels.clone().into_iter().collect(),
+                annotations: req.annotations.clone().into_iter().collect(),
+                metadata: req.metadata.clone(),
+                allocation_id,
+            },
+            replayed: false,
+        })
+    }
+
+    /// The spawner refused or never answered an allocation: unless a status came meanwhile,
+    /// the instance is Ready again (the spawner never moved it).
+    pub fn allocation_failed(&self, id: &str) {
+        let mut st = self.lock();
+        let pending = st.allocs.get(id).is_some_and(|a| a.pending);
+        if !pending {
+            return;
+        }
+        st.allocs.remove(id);
+        if let Some(r) = st.instances.get_mut(id)
+            && r.state == pb::InstanceState::Allocated
+        {
+            r.state = pb::InstanceState::Ready;
+            r.state_changed_at = exile_api::now_unix_ms();
+            r.message = "the spawner did not take the allocation".into();
+            let rec = r.clone();
+            self.save_instance(&rec);
+            self.emit_instance(&st, id);
+        }
+    }
+
+    /// Adjusts a status from the spawner for an allocation it may not have applied yet, and
+    /// keeps the allocation facts it reports. Called before the status is applied.
+    pub(super) fn allocation_seen(st: &mut State, status: &mut pb::InstanceStatus) {
+        let ready = pb::InstanceState::Ready as i32;
+        let allocated = pb::InstanceState::Allocated as i32;
+        match st.allocs.get_mut(&status.id) {
+            // Sent before the spawner applied the allocation (it reports the id of the last
+            // one it applied): still ours. A Ready status after it is the match ending.
+            Some(a) if a.pending && status.state == ready && status.allocation_id != a.id => {
+                status.state = allocated;
+                for (k, v) in &a.labels {
+                    status.labels.insert(k.clone(), v.clone());
+                }
+                status
+                    .annotations
+                    .clone_from(&a.annotations.clone().into_iter().collect());
+                status.allocation_metadata.clone_from(&a.metadata);
+            }
+            Some(a) => {
+                a.pending = false;
+                a.annotations = status.annotations.clone().into_iter().collect();
+                a.metadata.clone_from(&status.allocation_metadata);
+                if status.state != allocated && a.annotations.is_empty() && a.metadata.is_empty() {
+                    st.allocs.remove(&status.id);
+                }
+            }
+            None if !status.annotations.is_empty() || !status.allocation_metadata.is_empty() => {
+                st.allocs.insert(
+                    status.id.clone(),
+                    AllocState {
+                        annotations: status.annotations.clone().into_iter().collect(),
+                        metadata: status.allocation_metadata.clone(),
+                        pending: false,
+                        labels: Labels::new(),
+                        id: status.allocation_id.clone(),
+                    },
+                );
+            }
+            None => {}
+        }
+    }
+}
+
+/// The Ready instance `sel` takes: on the spawner with the most (packed) or fewest
+/// (distributed) allocated instances among those holding a match. One pass over the
+/// instances finds the candidates and counts the allocated ones per spawner (this runs for
+/// every allocation, under the lock: no second walk, no lookup per instance).
+fn pick(st: &State, sel: &Selector, packed: bool) -> Option<String> {
+    let mut candidates: Vec<(&str, &str)> = Vec::new();
+    let mut allocated: HashMap<&str, usize> = HashMap::new();
+    for r in st.instances.values() {
+        match r.state {
+            pb::InstanceState::Ready if sel.matches(r) => {
+                candidates.push((r.id.as_str(), r.spawner_id.as_str()));
+            }
+            pb::InstanceState::Allocated => {
+                *allocated.entry(r.spawner_id.as_str()).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    // Loads looked up once per spawner, not once per comparison.
+    let mut loads: HashMap<&str, usize> = HashMap::new();
+    let mut best: Option<(&str, usize)> = None;
+    for (id, sp) in candidates {
+        let n = *loads
+            .entry(sp)
+            .or_insert_with(|| allocated.get(sp).copied().unwrap_or(0));
+        let better = match best {
+            None => true,
+            Some((_, b)) if packed => n > b,
+            Some((_, b)) => n < b,
+        };
+        if better {
+            best = Some((id, n));
+        }
+    }
+    best.map(|(id, _)| id.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SpawnerInfo;
+    use crate::store::Store;
+    use std::time::Duration;
+
+    async fn registry() -> (std::sync::Arc<Registry>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::new(crate::db::open(&url).await.unwrap());
+        let (reg, _) = Registry::load(store, Duration::from_secs(15))
+            .await
+            .unwrap();
+        reg.enrolled(SpawnerInfo {
+            id: "spw-1".into(),
+            name: "one".into(),
+            region: String::new(),
+            host: "h".into(),
+            advertised_address: "10.0.0.1".into(),
+            capacity: 10,
+            labels: Labels::new(),
+            agent_version: String::new(),
+            active_build: String::new(),
+            drained: false,
+            enrolled_at: 0,
+            last_seen_at: 0,
+        });
+        (reg, dir)
+    }
+
+    fn status(id: &str, state: pb::InstanceState, revision: u64) -> pb::InstanceStatus {
+        pb::InstanceStatus {
+            id: id.into(),
+            state: state as i32,
+            labels: [("mode".to_owned(), "ctf".to_owned())].into(),
+            revision,
+            ..Default::default()
+        }
+    }
+
+    fn req(key: &str) -> AllocRequest {
+        AllocRequest {
+            selectors: vec![Selector {
+                labels: [("mode".to_owned(), "ctf".to_owned())].into(),
+                ..Default::default()
+            }],
+            key: key.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_ready_never_frees_an_allocation_but_the_match_end_does() {
+        let (reg, _dir) = registry().await;
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let hello = pb::Hello {
+            advertised_address: "10.0.0.1".into(),
+            capacity: 10,
+            instances: vec![status("i-1", pb::InstanceState::Ready, 1)],
+            ..Default::default()
+        };
+        reg.attach("spw-1", &hello, tx).unwrap();
+        let a = reg.allocate(&req(""), 1000).unwrap();
+        assert_eq!(a.instance.state(), pb::InstanceState::Allocated);
+        assert_eq!(a.instance.address, "10.0.0.1");
+        assert!(a.link.is_some());
+        let alloc_id = a.command.allocation_id.clone();
+        assert!(!alloc_id.is_empty());
+        // Nothing else matches.
+        let e = reg.allocate(&req(""), 1000).err().unwrap();
+        assert!(e.to_string().contains("mode=ctf"), "{e}");
+        // A status sent before the spawner applied it (a players update, say) changes nothing.
+        reg.apply_status("spw-1", status("i-1", pb::InstanceState::Ready, 2));
+        assert_eq!(
+            reg.get_instance("i-1").unwrap().state(),
+            pb::InstanceState::Allocated
+        );
+        assert!(reg.allocate(&req(""), 1000).is_err());
+        // The spawner applied it, and later the match ended: a Ready carrying its id frees it,
+        // even when the confirmation itself is overtaken (applied after, and older).
+        let mut over = status("i-1", pb::InstanceState::Ready, 4);
+        over.allocation_id.clone_from(&alloc_id);
+        reg.apply_status("spw-1", over);
+        let mut confirmed = status("i-1", pb::InstanceState::Allocated, 3);
+        confirmed.allocation_id.clone_from(&alloc_id);
+        reg.apply_status("spw-1", confirmed);
+        assert_eq!(
+            reg.get_instance("i-1").unwrap().state(),
+            pb::InstanceState::Ready
+        );
+        assert!(reg.allocate(&req(""), 2000).is_ok());
+    }
+
+    #[tokio::test]
+    async fn keys_replay_within_the_window_and_a_refused_allocation_is_undone() {
+        let (reg, _dir) = registry().await;
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let hello = pb::Hello {
+            instances: vec![
+                status("i-1", pb::InstanceState::Ready, 1),
+                status("i-2", pb::InstanceState::Ready, 1),
+            ],
+            ..Default::default()
+        };
+        reg.attach("spw-1", &hello, tx).unwrap();
+        let first = reg.allocate(&req("k"), 1000).unwrap();
+        let again = reg.allocate(&req("k"), 2000).unwrap();
+        assert_eq!(first.instance.id, again.instance.id);
+        assert!(again.replayed && again.link.is_none());
+        // Past the window the key is forgotten: the other instance.
+        let later = reg
+            .allocate(&req("k"), 1000 + IDEMPOTENCY_WINDOW_MS)
+            .unwrap();
+        assert_ne!(later.instance.id, first.instance.id);
+        // The spawner refused the second: it is Ready again and allocatable.
+        reg.allocation_failed(&later.instance.id);
+        assert_eq!(
+            reg.get_instance(&later.instance.id).unwrap().state(),
+            pb::InstanceState::Ready
+        );
+        let again = reg
+            .allocate(&req(""), 1000 + IDEMPOTENCY_WINDOW_MS)
+            .unwrap();
+        assert_eq!(again.instance.id, later.instance.id);
+    }
+}
