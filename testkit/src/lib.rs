@@ -3,7 +3,7 @@
 
 pub mod proxy;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -42,6 +42,12 @@ pub struct SandboxOptions {
     pub build_command: Option<String>,
     /// Static dashboard bundle the master serves (`--dashboard-dir`), if any.
     pub dashboard_dir: Option<PathBuf>,
+    /// Run the master as a real `exile-master` subprocess (so it can be killed with SIGKILL)
+    /// instead of in this process.
+    pub master_process: bool,
+    /// Listen on every address (0.0.0.0) instead of loopback only, so a spawner in another
+    /// network namespace can reach the master. Clients still use 127.0.0.1.
+    pub master_listen_any: bool,
 }
 
 impl Default for SandboxOptions {
@@ -53,19 +59,38 @@ impl Default for SandboxOptions {
             heartbeat_ttl_ms: 1500,
             build_command: None,
             dashboard_dir: None,
+            master_process: false,
+            master_listen_any: false,
         }
     }
 }
 
-struct RunningMaster {
-    shutdown: CancellationToken,
-    done: JoinHandle<()>,
+enum RunningMaster {
+    InProcess {
+        shutdown: CancellationToken,
+        done: JoinHandle<()>,
+    },
+    Process(std::process::Child),
+}
+
+/// How to run a spawner added with [`Sandbox::add_spawner_process`].
+#[derive(Clone, Debug, Default)]
+pub struct SpawnerProcessOptions {
+    /// Master URL the spawner dials (default: a link proxy in front of the master).
+    pub master_url: Option<String>,
+    /// Data directory (default: `<sandbox>/<name>`).
+    pub data_dir: Option<PathBuf>,
+    /// Command the spawner runs under, e.g. `ip netns exec <ns>` (default: none).
+    pub wrapper: Vec<String>,
 }
 
 struct SandboxSpawner {
     name: String,
     args: Vec<String>,
-    proxy: LinkProxy,
+    /// The link proxy (absent when the spawner dials the master another way).
+    proxy: Option<LinkProxy>,
+    /// Command the subprocess runs under (see [`SpawnerProcessOptions::wrapper`]).
+    wrapper: Vec<String>,
     running: Option<(CancellationToken, JoinHandle<()>)>,
     /// The spawner as a real `exile-spawner` subprocess, when started that way.
     process: Option<std::process::Child>,
@@ -74,7 +99,10 @@ struct SandboxSpawner {
 /// A whole Exile deployment in one process (game servers are real child processes).
 pub struct Sandbox {
     dir: tempfile::TempDir,
+    /// Where clients reach the master (always loopback).
     master_addr: SocketAddr,
+    /// Where the master listens (loopback, or every address with `master_listen_any`).
+    listen_addr: SocketAddr,
     master: Option<RunningMaster>,
     spawners: Vec<SandboxSpawner>,
     opts: SandboxOptions,
@@ -158,6 +186,11 @@ pub fn spawner_bin() -> Result<PathBuf> {
     sibling_bin("exile-spawner")
 }
 
+/// Path of the master binary, built next to the test binaries.
+pub fn master_bin() -> Result<PathBuf> {
+    sibling_bin("exile-master")
+}
+
 fn sibling_bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     for dir in exe.ancestors().skip(1).take(3) {
@@ -226,11 +259,18 @@ impl Sandbox {
     pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
         init_tracing();
         let dir = tempfile::tempdir()?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let master_addr = listener.local_addr()?;
+        let ip = if opts.master_listen_any {
+            Ipv4Addr::UNSPECIFIED
+        } else {
+            Ipv4Addr::LOCALHOST
+        };
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
+        let listen_addr = listener.local_addr()?;
+        let master_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, listen_addr.port()));
         let mut sb = Sandbox {
             dir,
             master_addr,
+            listen_addr,
             master: None,
             spawners: Vec::new(),
             opts: opts.clone(),
@@ -247,10 +287,10 @@ impl Sandbox {
         Ok(sb)
     }
 
-    fn master_config(&self) -> exile_master::Config {
+    fn master_args(&self) -> Vec<String> {
         let mut args = vec![
             "exile-master".to_owned(),
-            format!("--listen={}", self.master_addr),
+            format!("--listen={}", self.listen_addr),
             format!("--data-dir={}", self.dir.path().join("master").display()),
             format!("--admin-password={ADMIN_PASSWORD}"),
             format!(
@@ -263,18 +303,82 @@ impl Sandbox {
         if let Some(d) = &self.opts.dashboard_dir {
             args.push(format!("--dashboard-dir={}", d.display()));
         }
-        exile_master::Config::parse_from(args)
+        args
     }
 
     async fn launch_master(&self, listener: tokio::net::TcpListener) -> Result<RunningMaster> {
+        if self.opts.master_process {
+            // The subprocess binds the same address itself.
+            drop(listener);
+            return self.launch_master_process().await;
+        }
+        let config = exile_master::Config::try_parse_from(self.master_args())?;
         let shutdown = CancellationToken::new();
-        let master = exile_master::start(self.master_config(), listener, shutdown.clone()).await?;
+        let master = exile_master::start(config, listener, shutdown.clone()).await?;
         let done = tokio::spawn(master.wait());
-        Ok(RunningMaster { shutdown, done })
+        Ok(RunningMaster::InProcess { shutdown, done })
+    }
+
+    /// Starts `exile-master` on the sandbox's address and data dir and waits until it serves.
+    async fn launch_master_process(&self) -> Result<RunningMaster> {
+        let log_path = self.dir.path().join("master-process.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let args = self.master_args();
+        let mut child = std::process::Command::new(master_bin()?)
+            .args(&args[1..])
+            .env("RUST_LOG", "info,sqlx=warn,sea_orm=warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("could not start exile-master")?;
+        let addr = self.master_addr;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("exile-master exited at start ({status}):\n{log}");
+            }
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+                    .await
+            {
+                return Ok(RunningMaster::Process(child));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("exile-master did not listen on {addr} within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Enrolls and starts one more spawner named `name` (through its own link proxy).
     pub async fn add_spawner(&mut self, name: &str) -> Result<usize> {
+        let index = self
+            .enroll_spawner(name, SpawnerProcessOptions::default())
+            .await?;
+        self.start_spawner(index)?;
+        Ok(index)
+    }
+
+    /// Enrolls one more spawner named `name` and starts it as a real `exile-spawner`
+    /// subprocess as `opts` say. Returns its index and pid.
+    pub async fn add_spawner_process(
+        &mut self,
+        name: &str,
+        opts: SpawnerProcessOptions,
+    ) -> Result<(usize, u32)> {
+        let index = self.enroll_spawner(name, opts).await?;
+        let pid = self.start_spawner_process(index)?;
+        Ok((index, pid))
+    }
+
+    async fn enroll_spawner(&mut self, name: &str, opts: SpawnerProcessOptions) -> Result<usize> {
         let token = self
             .admin()
             .await?
@@ -286,7 +390,15 @@ impl Sandbox {
             .await?
             .into_inner()
             .secret;
-        let proxy = LinkProxy::start(self.master_addr).await?;
+        let (proxy, master_url) = match opts.master_url {
+            Some(url) => (None, url),
+            None => {
+                let proxy = LinkProxy::start(self.master_addr).await?;
+                let url = format!("http://{}", proxy.addr);
+                (Some(proxy), url)
+            }
+        };
+        let data_dir = opts.data_dir.unwrap_or_else(|| self.dir.path().join(name));
         let game = demo_game_bin()?;
         let index = self.spawners.len();
         // A random, wide port base so parallel sandboxes rarely meet; the allocator checks
@@ -295,8 +407,8 @@ impl Sandbox {
         let span = self.opts.capacity.max(1) * 3;
         let args = vec![
             "exile-spawner".to_owned(),
-            format!("--master=http://{}", proxy.addr),
-            format!("--data-dir={}", self.dir.path().join(name).display()),
+            format!("--master={master_url}"),
+            format!("--data-dir={}", data_dir.display()),
             format!("--enrollment-token={token}"),
             format!("--name={name}"),
             "--region=local".to_owned(),
@@ -319,10 +431,10 @@ impl Sandbox {
             name: name.to_owned(),
             args,
             proxy,
+            wrapper: opts.wrapper,
             running: None,
             process: None,
         });
-        self.start_spawner(index)?;
         Ok(index)
     }
 
@@ -380,7 +492,15 @@ impl Sandbox {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let child = std::process::Command::new(bin)
+        let mut command = match s.wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(wrapper_args).arg(bin);
+                c
+            }
+            None => std::process::Command::new(bin),
+        };
+        let child = command
             .args(&s.args[1..])
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
@@ -410,27 +530,71 @@ impl Sandbox {
 
     /// Cuts spawner `i`'s network path to the master (bytes stop; sockets stay open).
     pub fn cut_link(&self, i: usize) {
-        if let Some(s) = self.spawners.get(i) {
-            s.proxy.cut();
+        if let Some(p) = self.spawners.get(i).and_then(|s| s.proxy.as_ref()) {
+            p.cut();
         }
     }
 
     /// Restores spawner `i`'s network path.
     pub fn heal_link(&self, i: usize) {
-        if let Some(s) = self.spawners.get(i) {
-            s.proxy.heal();
+        if let Some(p) = self.spawners.get(i).and_then(|s| s.proxy.as_ref()) {
+            p.heal();
         }
     }
 
-    /// Stops the master (clean shutdown).
+    /// Stops the master (clean shutdown; SIGTERM for a subprocess).
     pub async fn stop_master(&mut self) -> Result<()> {
-        if let Some(m) = self.master.take() {
-            m.shutdown.cancel();
-            tokio::time::timeout(Duration::from_secs(20), m.done)
-                .await
-                .context("master did not stop")??;
+        match self.master.take() {
+            Some(RunningMaster::InProcess { shutdown, done }) => {
+                shutdown.cancel();
+                tokio::time::timeout(Duration::from_secs(20), done)
+                    .await
+                    .context("master did not stop")??;
+            }
+            Some(RunningMaster::Process(mut child)) => {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while child.try_wait()?.is_none() {
+                    if Instant::now() >= deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        bail!("exile-master did not stop within 20 s of SIGTERM");
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+            None => {}
         }
         Ok(())
+    }
+
+    /// Kills the master subprocess with SIGKILL (no clean-up at all) and reaps it. Needs
+    /// `master_process`.
+    pub fn kill_master(&mut self) -> Result<()> {
+        match self.master.take() {
+            Some(RunningMaster::Process(mut child)) => {
+                child.kill()?;
+                child.wait()?;
+                Ok(())
+            }
+            other => {
+                self.master = other;
+                bail!("the master is not a running subprocess (set master_process)")
+            }
+        }
+    }
+
+    /// Process id of the master subprocess, if it runs as one.
+    pub fn master_pid(&self) -> Option<u32> {
+        match &self.master {
+            Some(RunningMaster::Process(child)) => Some(child.id()),
+            _ => None,
+        }
     }
 
     /// Starts the master again on the same address and database.
@@ -438,7 +602,7 @@ impl Sandbox {
         if self.master.is_some() {
             bail!("master is running already");
         }
-        let addr = self.master_addr;
+        let addr = self.listen_addr;
         let listener = eventually(
             "the master's port to be free",
             Duration::from_secs(10),
@@ -576,8 +740,13 @@ impl Drop for Sandbox {
                 let _ = child.wait();
             }
         }
-        if let Some(m) = self.master.take() {
-            m.shutdown.cancel();
+        match self.master.take() {
+            Some(RunningMaster::InProcess { shutdown, .. }) => shutdown.cancel(),
+            Some(RunningMaster::Process(mut child)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            None => {}
         }
         self.kill_seen();
     }
