@@ -5,6 +5,7 @@
 
 mod access;
 mod builds;
+mod chaos;
 mod interfaces;
 mod lifecycle;
 mod metrics;
