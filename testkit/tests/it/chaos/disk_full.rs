@@ -94,10 +94,23 @@ async fn full_data_disk_fails_spawns_and_backups_clearly_and_harms_nothing() {
         says_disk_full(status.message()),
         "a spawn on a full disk says so: {status:?}"
     );
+    eprintln!("spawn on a full disk: {}", status.message());
     let status = backup(&mut backups, &running.id).await.unwrap_err();
+    eprintln!("backup on a full disk: {}", status.message());
     assert!(
         says_disk_full(status.message()),
         "a backup on a full disk says so: {status:?}"
+    );
+    // Nothing of the failed backup stays behind to keep the disk full: only the first one.
+    let backups_dir = disk.path().join("spawner/backups").join(&running.id);
+    let mut left: Vec<String> = std::fs::read_dir(&backups_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert!(
+        left.len() == 2 && left.iter().all(|n| !n.ends_with(".tmp")),
+        "a failed backup left files: {left:?}"
     );
 
     // The spawner keeps heartbeating (seen well after the disk filled) and stays online.
