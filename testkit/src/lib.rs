@@ -319,7 +319,8 @@ impl Sandbox {
         Ok(RunningMaster::InProcess { shutdown, done })
     }
 
-    /// Starts `exile-master` on the sandbox's address and data dir and waits until it serves.
+    /// Starts `exile-master` on the sandbox's address and data dir and waits until it serves
+    /// (a login as `admin` works).
     async fn launch_master_process(&self) -> Result<RunningMaster> {
         let log_path = self.dir.path().join("master-process.log");
         let log = std::fs::OpenOptions::new()
@@ -342,16 +343,16 @@ impl Sandbox {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 bail!("exile-master exited at start ({status}):\n{log}");
             }
-            if let Ok(Ok(_)) =
-                tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
-                    .await
-            {
+            // Serving, not just bound: the binary binds before it opens its database.
+            let served =
+                tokio::time::timeout(Duration::from_secs(5), login(addr, "admin", ADMIN_PASSWORD));
+            if let Ok(Ok(_)) = served.await {
                 return Ok(RunningMaster::Process(child));
             }
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("exile-master did not listen on {addr} within 20 s");
+                bail!("exile-master did not serve on {addr} within 20 s");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

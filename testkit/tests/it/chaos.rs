@@ -123,13 +123,13 @@ async fn master_sigkill_under_load_loses_and_duplicates_nothing() {
     sb.kill_master().unwrap();
     let acked_before_kill = acked_count(&acked);
     sb.start_master().await.unwrap();
-    let listening = Instant::now();
+    let serving = Instant::now();
     assert_ne!(sb.master_pid(), Some(old_pid));
     sb.wait_spawners_online(SPAWNERS, Duration::from_secs(30))
         .await
         .unwrap();
-    let back = listening.elapsed();
-    eprintln!("all {SPAWNERS} spawners back {back:?} after the new master listened");
+    let back = serving.elapsed();
+    eprintln!("all {SPAWNERS} spawners back {back:?} after the new master began serving");
     assert!(
         back <= Duration::from_secs(2),
         "spawners back after {back:?}"
