@@ -4,7 +4,7 @@
 mod master;
 pub mod proxy;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -47,9 +47,9 @@ pub struct SandboxOptions {
     /// Run the master as a real `exile-master` subprocess (so it can be killed with SIGKILL)
     /// instead of in this process.
     pub master_process: bool,
-    /// Listen on every address (0.0.0.0) instead of loopback only, so a spawner in another
-    /// network namespace can reach the master. Clients still use 127.0.0.1.
-    pub master_listen_any: bool,
+    /// Address the master listens on instead of 127.0.0.1, e.g. the host end of a veth pair
+    /// so a spawner in another network namespace can reach it (clients use it too).
+    pub master_ip: Option<IpAddr>,
 }
 
 impl Default for SandboxOptions {
@@ -62,7 +62,7 @@ impl Default for SandboxOptions {
             build_command: None,
             dashboard_dir: None,
             master_process: false,
-            master_listen_any: false,
+            master_ip: None,
         }
     }
 }
@@ -93,10 +93,8 @@ struct SandboxSpawner {
 /// A whole Exile deployment in one process (game servers are real child processes).
 pub struct Sandbox {
     dir: tempfile::TempDir,
-    /// Where clients reach the master (always loopback).
+    /// Where the master listens and clients reach it.
     master_addr: SocketAddr,
-    /// Where the master listens (loopback, or every address with `master_listen_any`).
-    listen_addr: SocketAddr,
     master: Option<RunningMaster>,
     spawners: Vec<SandboxSpawner>,
     opts: SandboxOptions,
@@ -253,18 +251,12 @@ impl Sandbox {
     pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
         init_tracing();
         let dir = tempfile::tempdir()?;
-        let ip = if opts.master_listen_any {
-            Ipv4Addr::UNSPECIFIED
-        } else {
-            Ipv4Addr::LOCALHOST
-        };
+        let ip = opts.master_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
-        let listen_addr = listener.local_addr()?;
-        let master_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, listen_addr.port()));
+        let master_addr = listener.local_addr()?;
         let mut sb = Sandbox {
             dir,
             master_addr,
-            listen_addr,
             master: None,
             spawners: Vec::new(),
             opts: opts.clone(),

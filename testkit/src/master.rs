@@ -23,7 +23,7 @@ impl Sandbox {
     fn master_args(&self) -> Vec<String> {
         let mut args = vec![
             "exile-master".to_owned(),
-            format!("--listen={}", self.listen_addr),
+            format!("--listen={}", self.master_addr),
             format!("--data-dir={}", self.dir.path().join("master").display()),
             format!("--admin-password={ADMIN_PASSWORD}"),
             format!(
@@ -154,7 +154,7 @@ impl Sandbox {
         if self.master.is_some() {
             bail!("master is running already");
         }
-        let addr = self.listen_addr;
+        let addr = self.master_addr;
         let listener = eventually(
             "the master's port to be free",
             Duration::from_secs(10),

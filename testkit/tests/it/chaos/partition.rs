@@ -23,17 +23,16 @@ async fn partitioned_spawner_goes_unreachable_and_reconciles_on_heal() {
     };
     let opts = SandboxOptions {
         spawners: 0,
-        // Loopback is not reachable from another namespace.
-        master_listen_any: true,
+        // Loopback is not reachable from another namespace: the host end of the pair is.
+        master_ip: Some(ns.host_ip.into()),
         ..Default::default()
     };
     let ttl = Duration::from_millis(opts.heartbeat_ttl_ms);
     let mut sb = Sandbox::start(opts).await.unwrap();
-    let port = sb.master_addr().port();
     sb.add_spawner_process(
         "netns-0",
         SpawnerProcessOptions {
-            master_url: Some(format!("http://{}:{port}", ns.host_ip)),
+            master_url: Some(sb.master_url()),
             wrapper: ns.exec_prefix(),
             ..Default::default()
         },
