@@ -138,7 +138,35 @@ pub fn create(
     std::fs::create_dir_all(backups_dir).map_err(io_err("could not create", backups_dir))?;
     let archive = backups_dir.join(format!("{id}.tar.gz"));
     let tmp = backups_dir.join(format!("{id}.tar.gz.tmp"));
-    let file = File::create(&tmp).map_err(io_err("could not create", &tmp))?;
+    let written = write(
+        instance_dir,
+        backups_dir,
+        &archive,
+        &tmp,
+        instance_id,
+        id,
+        note,
+    );
+    if written.is_err() {
+        // Nothing of a failed backup stays: on a full disk a partial archive would keep the
+        // disk full, and an archive without its record is listed nowhere.
+        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(&archive);
+    }
+    written
+}
+
+/// Writes the archive to `tmp`, renames it to `archive` and writes its record.
+fn write(
+    instance_dir: &Path,
+    backups_dir: &Path,
+    archive: &Path,
+    tmp: &Path,
+    instance_id: &str,
+    id: &str,
+    note: &str,
+) -> Result<BackupRecord> {
+    let file = File::create(tmp).map_err(io_err("could not create", tmp))?;
     let hashing = Hashing {
         inner: file,
         hash: Sha256::new(),
@@ -163,13 +191,13 @@ pub fn create(
                 .map_err(io_err("could not archive", &path))?;
         }
     }
-    let gz = tar.into_inner().map_err(io_err("could not write", &tmp))?;
-    let mut hashing = gz.finish().map_err(io_err("could not write", &tmp))?;
-    hashing.flush().map_err(io_err("could not write", &tmp))?;
+    let gz = tar.into_inner().map_err(io_err("could not write", tmp))?;
+    let mut hashing = gz.finish().map_err(io_err("could not write", tmp))?;
+    hashing.flush().map_err(io_err("could not write", tmp))?;
     hashing
         .inner
         .sync_all()
-        .map_err(io_err("could not sync", &tmp))?;
+        .map_err(io_err("could not sync", tmp))?;
     let rec = BackupRecord {
         id: id.to_owned(),
         instance_id: instance_id.to_owned(),
@@ -179,7 +207,7 @@ pub fn create(
         note: note.to_owned(),
         data_bytes,
     };
-    std::fs::rename(&tmp, &archive).map_err(io_err("could not rename", &tmp))?;
+    std::fs::rename(tmp, archive).map_err(io_err("could not rename", tmp))?;
     let json = serde_json::to_vec_pretty(&rec)
         .map_err(|e| Error::Internal(format!("could not encode the backup record: {e}")))?;
     crate::state::write_atomic(&backups_dir.join(format!("{id}.json")), &json, 0o600)?;

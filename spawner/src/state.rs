@@ -313,6 +313,33 @@ impl StateFile {
     }
 }
 
+/// Free bytes a new instance needs in the data directory: room for the state file that
+/// records it (a few KiB per instance) and the first lines of its logs.
+pub const MIN_FREE_FOR_INSTANCE: u64 = 1 << 20;
+
+/// Refuses a new instance when the data directory's disk is full. The state file that records
+/// an instance is written after it starts; on a full disk that write fails and the instance
+/// would run unrecorded, so a spawner restart would no longer know it (lost, or started twice).
+pub fn check_room_for_instance(data_dir: &Path) -> Result<()> {
+    let stat = nix::sys::statvfs::statvfs(data_dir).map_err(|e| {
+        Error::io(
+            "could not read the free space of",
+            data_dir,
+            std::io::Error::from(e),
+        )
+    })?;
+    #[allow(clippy::useless_conversion)] // the field widths differ between platforms
+    let free = u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size()));
+    if free < MIN_FREE_FOR_INSTANCE {
+        return Err(Error::FailedPrecondition(format!(
+            "no space left on the disk of the data directory {} ({free} bytes free, a new \
+             instance needs {MIN_FREE_FOR_INSTANCE}): the disk is full; free space and retry",
+            data_dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` so readers see the old or the new contents, never a mix
 /// (`exile_api::fs::write_atomic`).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {

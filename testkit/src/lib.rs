@@ -1,11 +1,12 @@
 //! Test sandbox: a master on a temporary SQLite, N spawners and the demo game, all on
 //! 127.0.0.1 with OS-chosen ports. Each part can be stopped, restarted or cut off.
 
+mod master;
 pub mod procstat;
 pub mod proxy;
 pub mod sim;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ use exile_api::v1::fleet_service_client::FleetServiceClient;
 use exile_api::v1::instance_service_client::InstanceServiceClient;
 use exile_api::v1::spawner_service_client::SpawnerServiceClient;
 use exile_api::v1::system_service_client::SystemServiceClient;
+use master::RunningMaster;
 pub use proxy::LinkProxy;
 
 /// Password of the sandbox's `admin` user.
@@ -48,6 +50,12 @@ pub struct SandboxOptions {
     pub dashboard_dir: Option<PathBuf>,
     /// More master flags (e.g. `--fleet-unreachable-grace-ms=2000`).
     pub master_args: Vec<String>,
+    /// Run the master as a real `exile-master` subprocess (so it can be killed with SIGKILL)
+    /// instead of in this process.
+    pub master_process: bool,
+    /// Address the master listens on instead of 127.0.0.1, e.g. the host end of a veth pair
+    /// so a spawner in another network namespace can reach it (clients use it too).
+    pub master_ip: Option<IpAddr>,
 }
 
 impl Default for SandboxOptions {
@@ -60,19 +68,30 @@ impl Default for SandboxOptions {
             build_command: None,
             dashboard_dir: None,
             master_args: Vec::new(),
+            master_process: false,
+            master_ip: None,
         }
     }
 }
 
-struct RunningMaster {
-    shutdown: CancellationToken,
-    done: JoinHandle<()>,
+/// How to run a spawner added with [`Sandbox::add_spawner_process`].
+#[derive(Clone, Debug, Default)]
+pub struct SpawnerProcessOptions {
+    /// Master URL the spawner dials (default: a link proxy in front of the master).
+    pub master_url: Option<String>,
+    /// Data directory (default: `<sandbox>/<name>`).
+    pub data_dir: Option<PathBuf>,
+    /// Command the spawner runs under, e.g. `ip netns exec <ns>` (default: none).
+    pub wrapper: Vec<String>,
 }
 
 struct SandboxSpawner {
     name: String,
     args: Vec<String>,
-    proxy: LinkProxy,
+    /// The link proxy (absent when the spawner dials the master another way).
+    proxy: Option<LinkProxy>,
+    /// Command the subprocess runs under (see [`SpawnerProcessOptions::wrapper`]).
+    wrapper: Vec<String>,
     running: Option<(CancellationToken, JoinHandle<()>)>,
     /// The spawner as a real `exile-spawner` subprocess, when started that way.
     process: Option<std::process::Child>,
@@ -81,6 +100,7 @@ struct SandboxSpawner {
 /// A whole Exile deployment in one process (game servers are real child processes).
 pub struct Sandbox {
     dir: tempfile::TempDir,
+    /// Where the master listens and clients reach it.
     master_addr: SocketAddr,
     master: Option<RunningMaster>,
     spawners: Vec<SandboxSpawner>,
@@ -169,6 +189,11 @@ pub fn spawner_bin() -> Result<PathBuf> {
     sibling_bin("exile-spawner")
 }
 
+/// Path of the master binary, built next to the test binaries.
+pub fn master_bin() -> Result<PathBuf> {
+    sibling_bin("exile-master")
+}
+
 fn sibling_bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     for dir in exe.ancestors().skip(1).take(3) {
@@ -239,7 +264,8 @@ impl Sandbox {
     pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
         init_tracing();
         let dir = tempfile::tempdir()?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let ip = opts.master_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
         let master_addr = listener.local_addr()?;
         let mut sb = Sandbox {
             dir,
@@ -260,35 +286,28 @@ impl Sandbox {
         Ok(sb)
     }
 
-    fn master_config(&self) -> exile_master::Config {
-        let mut args = vec![
-            "exile-master".to_owned(),
-            format!("--listen={}", self.master_addr),
-            format!("--data-dir={}", self.dir.path().join("master").display()),
-            format!("--admin-password={ADMIN_PASSWORD}"),
-            format!(
-                "--heartbeat-interval-ms={}",
-                self.opts.heartbeat_interval_ms
-            ),
-            format!("--heartbeat-ttl-ms={}", self.opts.heartbeat_ttl_ms),
-            "--command-timeout-secs=20".to_owned(),
-        ];
-        if let Some(d) = &self.opts.dashboard_dir {
-            args.push(format!("--dashboard-dir={}", d.display()));
-        }
-        args.extend(self.opts.master_args.iter().cloned());
-        exile_master::Config::parse_from(args)
-    }
-
-    async fn launch_master(&self, listener: tokio::net::TcpListener) -> Result<RunningMaster> {
-        let shutdown = CancellationToken::new();
-        let master = exile_master::start(self.master_config(), listener, shutdown.clone()).await?;
-        let done = tokio::spawn(master.wait());
-        Ok(RunningMaster { shutdown, done })
-    }
-
     /// Enrolls and starts one more spawner named `name` (through its own link proxy).
     pub async fn add_spawner(&mut self, name: &str) -> Result<usize> {
+        let index = self
+            .enroll_spawner(name, SpawnerProcessOptions::default())
+            .await?;
+        self.start_spawner(index)?;
+        Ok(index)
+    }
+
+    /// Enrolls one more spawner named `name` and starts it as a real `exile-spawner`
+    /// subprocess as `opts` say. Returns its index and pid.
+    pub async fn add_spawner_process(
+        &mut self,
+        name: &str,
+        opts: SpawnerProcessOptions,
+    ) -> Result<(usize, u32)> {
+        let index = self.enroll_spawner(name, opts).await?;
+        let pid = self.start_spawner_process(index)?;
+        Ok((index, pid))
+    }
+
+    async fn enroll_spawner(&mut self, name: &str, opts: SpawnerProcessOptions) -> Result<usize> {
         let token = self
             .admin()
             .await?
@@ -300,7 +319,15 @@ impl Sandbox {
             .await?
             .into_inner()
             .secret;
-        let proxy = LinkProxy::start(self.master_addr).await?;
+        let (proxy, master_url) = match opts.master_url {
+            Some(url) => (None, url),
+            None => {
+                let proxy = LinkProxy::start(self.master_addr).await?;
+                let url = format!("http://{}", proxy.addr);
+                (Some(proxy), url)
+            }
+        };
+        let data_dir = opts.data_dir.unwrap_or_else(|| self.dir.path().join(name));
         let game = demo_game_bin()?;
         let index = self.spawners.len();
         // A random, wide port base so parallel sandboxes rarely meet; the allocator checks
@@ -309,8 +336,8 @@ impl Sandbox {
         let span = self.opts.capacity.max(1) * 3;
         let args = vec![
             "exile-spawner".to_owned(),
-            format!("--master=http://{}", proxy.addr),
-            format!("--data-dir={}", self.dir.path().join(name).display()),
+            format!("--master={master_url}"),
+            format!("--data-dir={}", data_dir.display()),
             format!("--enrollment-token={token}"),
             format!("--name={name}"),
             "--region=local".to_owned(),
@@ -333,10 +360,10 @@ impl Sandbox {
             name: name.to_owned(),
             args,
             proxy,
+            wrapper: opts.wrapper,
             running: None,
             process: None,
         });
-        self.start_spawner(index)?;
         Ok(index)
     }
 
@@ -394,7 +421,15 @@ impl Sandbox {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let child = std::process::Command::new(bin)
+        let mut command = match s.wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(wrapper_args).arg(bin);
+                c
+            }
+            None => std::process::Command::new(bin),
+        };
+        let child = command
             .args(&s.args[1..])
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
@@ -424,43 +459,16 @@ impl Sandbox {
 
     /// Cuts spawner `i`'s network path to the master (bytes stop; sockets stay open).
     pub fn cut_link(&self, i: usize) {
-        if let Some(s) = self.spawners.get(i) {
-            s.proxy.cut();
+        if let Some(p) = self.spawners.get(i).and_then(|s| s.proxy.as_ref()) {
+            p.cut();
         }
     }
 
     /// Restores spawner `i`'s network path.
     pub fn heal_link(&self, i: usize) {
-        if let Some(s) = self.spawners.get(i) {
-            s.proxy.heal();
+        if let Some(p) = self.spawners.get(i).and_then(|s| s.proxy.as_ref()) {
+            p.heal();
         }
-    }
-
-    /// Stops the master (clean shutdown).
-    pub async fn stop_master(&mut self) -> Result<()> {
-        if let Some(m) = self.master.take() {
-            m.shutdown.cancel();
-            tokio::time::timeout(Duration::from_secs(20), m.done)
-                .await
-                .context("master did not stop")??;
-        }
-        Ok(())
-    }
-
-    /// Starts the master again on the same address and database.
-    pub async fn start_master(&mut self) -> Result<()> {
-        if self.master.is_some() {
-            bail!("master is running already");
-        }
-        let addr = self.master_addr;
-        let listener = eventually(
-            "the master's port to be free",
-            Duration::from_secs(10),
-            || async move { tokio::net::TcpListener::bind(addr).await.ok() },
-        )
-        .await?;
-        self.master = Some(self.launch_master(listener).await?);
-        Ok(())
     }
 
     /// The master's gRPC URL.
@@ -590,8 +598,13 @@ impl Drop for Sandbox {
                 let _ = child.wait();
             }
         }
-        if let Some(m) = self.master.take() {
-            m.shutdown.cancel();
+        match self.master.take() {
+            Some(RunningMaster::InProcess { shutdown, .. }) => shutdown.cancel(),
+            Some(RunningMaster::Process(mut child)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            None => {}
         }
         self.kill_seen();
     }

@@ -164,6 +164,7 @@ impl ManagerTask {
                 spec.id
             )));
         }
+        crate::state::check_room_for_instance(&self.config.data_dir)?;
         let count = self.instances.len();
         let capacity = self.config.capacity;
         if count >= usize::try_from(capacity).unwrap_or(usize::MAX) {

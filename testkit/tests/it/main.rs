@@ -6,6 +6,7 @@
 mod access;
 mod allocation;
 mod builds;
+mod chaos;
 mod fleets;
 mod interfaces;
 mod lifecycle;

@@ -129,24 +129,40 @@ pub async fn udp_status(port: u32) -> Result<String> {
 
 /// Number of live processes whose environment carries EXILE_INSTANCE_ID=<id>.
 pub fn processes_of(id: &str) -> usize {
-    let needle = format!("EXILE_INSTANCE_ID={id}");
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.filter_map(|e| e.ok())
+    instance_ids_of_processes()
+        .filter(|found| found == id)
+        .count()
+}
+
+/// Live processes per EXILE_INSTANCE_ID, in one pass over /proc (for many instances at once).
+pub fn process_census() -> HashMap<String, usize> {
+    let mut census = HashMap::new();
+    for id in instance_ids_of_processes() {
+        *census.entry(id).or_insert(0) += 1;
+    }
+    census
+}
+
+/// The EXILE_INSTANCE_ID of every live process that has one.
+fn instance_ids_of_processes() -> impl Iterator<Item = String> {
+    const KEY: &[u8] = b"EXILE_INSTANCE_ID=";
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
                 .chars()
                 .all(|c| c.is_ascii_digit())
         })
-        .filter(|e| {
+        .filter_map(|e| {
             // Zombies have no environment to read; they are not running.
-            std::fs::read(e.path().join("environ"))
-                .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-                .unwrap_or(false)
+            let env = std::fs::read(e.path().join("environ")).ok()?;
+            env.split(|b| *b == 0)
+                .find_map(|kv| kv.strip_prefix(KEY))
+                .map(|id| String::from_utf8_lossy(id).into_owned())
         })
-        .count()
 }
 
 /// Spawns an instance on `spawner` (empty: let the master pick).

@@ -1,0 +1,168 @@
+//! The sandbox's master: in this process, or as a real `exile-master` subprocess that can be
+//! killed with SIGKILL; started, stopped and restarted on the same address and database.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ADMIN_PASSWORD, Sandbox, eventually, login, master_bin};
+
+/// The master the sandbox runs now.
+pub(crate) enum RunningMaster {
+    InProcess {
+        shutdown: CancellationToken,
+        done: JoinHandle<()>,
+    },
+    Process(std::process::Child),
+}
+
+impl Sandbox {
+    fn master_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "exile-master".to_owned(),
+            format!("--listen={}", self.master_addr),
+            format!("--data-dir={}", self.dir.path().join("master").display()),
+            format!("--admin-password={ADMIN_PASSWORD}"),
+            format!(
+                "--heartbeat-interval-ms={}",
+                self.opts.heartbeat_interval_ms
+            ),
+            format!("--heartbeat-ttl-ms={}", self.opts.heartbeat_ttl_ms),
+            "--command-timeout-secs=20".to_owned(),
+        ];
+        if let Some(d) = &self.opts.dashboard_dir {
+            args.push(format!("--dashboard-dir={}", d.display()));
+        }
+        args.extend(self.opts.master_args.iter().cloned());
+        args
+    }
+
+    pub(crate) async fn launch_master(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> Result<RunningMaster> {
+        if self.opts.master_process {
+            // The subprocess binds the same address itself.
+            drop(listener);
+            return self.launch_master_process().await;
+        }
+        let config = exile_master::Config::try_parse_from(self.master_args())?;
+        let shutdown = CancellationToken::new();
+        let master = exile_master::start(config, listener, shutdown.clone()).await?;
+        let done = tokio::spawn(master.wait());
+        Ok(RunningMaster::InProcess { shutdown, done })
+    }
+
+    /// Starts `exile-master` on the sandbox's address and data dir and waits until it serves
+    /// (a login as `admin` works).
+    async fn launch_master_process(&self) -> Result<RunningMaster> {
+        let log_path = self.dir.path().join("master-process.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let args = self.master_args();
+        let mut child = std::process::Command::new(master_bin()?)
+            .args(&args[1..])
+            .env("RUST_LOG", "info,sqlx=warn,sea_orm=warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("could not start exile-master")?;
+        let addr = self.master_addr;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("exile-master exited at start ({status}):\n{log}");
+            }
+            // Serving, not just bound: the binary binds before it opens its database.
+            let served =
+                tokio::time::timeout(Duration::from_secs(5), login(addr, "admin", ADMIN_PASSWORD));
+            if let Ok(Ok(_)) = served.await {
+                return Ok(RunningMaster::Process(child));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("exile-master did not serve on {addr} within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the master (clean shutdown; SIGTERM for a subprocess).
+    pub async fn stop_master(&mut self) -> Result<()> {
+        match self.master.take() {
+            Some(RunningMaster::InProcess { shutdown, done }) => {
+                shutdown.cancel();
+                tokio::time::timeout(Duration::from_secs(20), done)
+                    .await
+                    .context("master did not stop")??;
+            }
+            Some(RunningMaster::Process(mut child)) => {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while child.try_wait()?.is_none() {
+                    if Instant::now() >= deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        bail!("exile-master did not stop within 20 s of SIGTERM");
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Kills the master subprocess with SIGKILL (no clean-up at all) and reaps it. Needs
+    /// `master_process`.
+    pub fn kill_master(&mut self) -> Result<()> {
+        match self.master.take() {
+            Some(RunningMaster::Process(mut child)) => {
+                child.kill()?;
+                child.wait()?;
+                Ok(())
+            }
+            other => {
+                self.master = other;
+                bail!("the master is not a running subprocess (set master_process)")
+            }
+        }
+    }
+
+    /// Process id of the master subprocess, if it runs as one.
+    pub fn master_pid(&self) -> Option<u32> {
+        match &self.master {
+            Some(RunningMaster::Process(child)) => Some(child.id()),
+            _ => None,
+        }
+    }
+
+    /// Starts the master again on the same address and database.
+    pub async fn start_master(&mut self) -> Result<()> {
+        if self.master.is_some() {
+            bail!("master is running already");
+        }
+        let addr = self.master_addr;
+        let listener = eventually(
+            "the master's port to be free",
+            Duration::from_secs(10),
+            || async move { tokio::net::TcpListener::bind(addr).await.ok() },
+        )
+        .await?;
+        self.master = Some(self.launch_master(listener).await?);
+        Ok(())
+    }
+}
