@@ -9,6 +9,7 @@ pub mod backup;
 pub mod builds;
 mod commands;
 pub mod config;
+mod disk;
 pub mod enroll;
 pub mod error;
 pub mod health;

@@ -321,15 +321,8 @@ pub const MIN_FREE_FOR_INSTANCE: u64 = 1 << 20;
 /// an instance is written after it starts; on a full disk that write fails and the instance
 /// would run unrecorded, so a spawner restart would no longer know it (lost, or started twice).
 pub fn check_room_for_instance(data_dir: &Path) -> Result<()> {
-    let stat = nix::sys::statvfs::statvfs(data_dir).map_err(|e| {
-        Error::io(
-            "could not read the free space of",
-            data_dir,
-            std::io::Error::from(e),
-        )
-    })?;
-    #[allow(clippy::useless_conversion)] // the field widths differ between platforms
-    let free = u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size()));
+    let free = crate::disk::free_bytes(data_dir)
+        .map_err(|e| Error::io("could not read the free space of", data_dir, e))?;
     if free < MIN_FREE_FOR_INSTANCE {
         return Err(Error::FailedPrecondition(format!(
             "no space left on the disk of the data directory {} ({free} bytes free, a new \
