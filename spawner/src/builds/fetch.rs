@@ -27,6 +27,10 @@ use exile_api::build::MAX_FETCH_CHUNKS;
 
 /// Largest chunk the master sends (link.proto); bigger ones in a chunk list are refused.
 pub const MAX_CHUNK_BYTES: u64 = exile_api::build::MAX_CHUNK_BYTES as u64;
+/// Largest HTTP/2 frame the master may send on the chunk connection (h2 allows up to 16 MiB).
+const BULK_FRAME: u32 = 1 << 20;
+/// HTTP/2 flow-control window of a chunk stream: a few chunks in flight.
+const BULK_WINDOW: u32 = 8 << 20;
 /// Consecutive attempts that bring nothing new before an install gives up on the master.
 const MAX_IDLE_ATTEMPTS: u32 = 6;
 /// How long a FetchChunks stream may stay silent before it counts as cut.
@@ -51,8 +55,15 @@ impl Master {
                     "the stored credential holds characters not allowed in metadata".into(),
                 )
             })?;
+        // A connection of its own, tuned for bulk: h2's defaults (16 KiB frames, small
+        // windows) cut a 1 MiB chunk into 64 frames and stall the sender on window updates.
+        let bulk = endpoint
+            .clone()
+            .max_frame_size(BULK_FRAME)
+            .initial_stream_window_size(BULK_WINDOW)
+            .initial_connection_window_size(BULK_WINDOW * 2);
         Ok(Self {
-            client: SpawnerLinkClient::new(endpoint.connect_lazy()),
+            client: SpawnerLinkClient::new(bulk.connect_lazy()),
             bearer,
         })
     }
