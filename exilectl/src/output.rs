@@ -119,6 +119,24 @@ pub fn fields(rows: &[(&str, String)]) -> String {
 
 pub use exile_api::format::{ago, bytes, duration as uptime, host_cpu, percent};
 
+/// A spinner with `msg` and the time elapsed, on stderr when it is a terminal (hidden
+/// otherwise, so scripts and pipes see only the result), for work that gives no progress of
+/// its own to show: waiting for a spawn, a backup, a restore.
+pub fn spinner(msg: impl Into<std::borrow::Cow<'static, str>>) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.set_message(msg);
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
 /// `RUNNING` → `Running`, `TCP_UDP` → `Tcp udp`… for tables.
 pub fn title(upper_snake: &str) -> String {
     let lower = upper_snake.to_ascii_lowercase().replace('_', " ");

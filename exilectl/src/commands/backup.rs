@@ -73,6 +73,7 @@ pub async fn run(ctx: &Ctx, cmd: BackupCommand) -> Result<()> {
             wait,
             note,
         } => {
+            let spinner = output::spinner(format!("backing up {}", output::clean(&instance)));
             let r = client
                 .create_backup(CreateBackupRequest {
                     instance_id: instance.clone(),
@@ -80,8 +81,9 @@ pub async fn run(ctx: &Ctx, cmd: BackupCommand) -> Result<()> {
                     pre_command_wait_seconds: wait,
                     note,
                 })
-                .await
-                .or_explain(&ctx.session)?;
+                .await;
+            spinner.finish_and_clear();
+            let r = r.or_explain(&ctx.session)?;
             let Some(b) = r.backup else {
                 bail!("the master returned no backup")
             };
@@ -117,13 +119,19 @@ pub async fn run(ctx: &Ctx, cmd: BackupCommand) -> Result<()> {
             {
                 bail!("not restored");
             }
-            client
+            let spinner = output::spinner(format!(
+                "restoring {} into {}",
+                output::clean(&backup),
+                output::clean(&instance)
+            ));
+            let r = client
                 .restore_backup(RestoreBackupRequest {
                     instance_id: instance.clone(),
                     backup_id: backup.clone(),
                 })
-                .await
-                .or_explain(&ctx.session)?;
+                .await;
+            spinner.finish_and_clear();
+            r.or_explain(&ctx.session)?;
             print_line(&format!("Restored backup {backup} into {instance}."))
         }
         BackupCommand::Delete { instance, backup } => {

@@ -1,6 +1,5 @@
 //! `instance …`: spawn, list, inspect and drive game-server instances.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
@@ -9,7 +8,6 @@ use exile_api::v1::{
     RemoveInstanceRequest, RenameInstanceRequest, RestartInstanceRequest, SpawnInstanceRequest,
     StartInstanceRequest, StopInstanceRequest,
 };
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Ctx;
 use crate::cli::{InstanceCommand, SpawnArgs};
@@ -137,15 +135,7 @@ pub async fn run(ctx: &Ctx, cmd: InstanceCommand) -> Result<()> {
 /// Polls the instance until its game server runs, with a spinner on a terminal; an
 /// instance that ends first, or a deadline that passes, is an error naming why.
 async fn wait_running(ctx: &Ctx, first: pb::Instance, limit: Duration) -> Result<pb::Instance> {
-    let spinner = if std::io::stderr().is_terminal() {
-        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
-        spinner.set_style(style);
-    }
-    spinner.enable_steady_tick(Duration::from_millis(100));
+    let spinner = output::spinner("");
     let deadline = tokio::time::Instant::now() + limit;
     let mut client = ctx.session.instances();
     let mut i = first;

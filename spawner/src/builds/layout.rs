@@ -407,5 +407,4 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-
 }
