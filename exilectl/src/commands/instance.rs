@@ -139,6 +139,9 @@ async fn wait_running(ctx: &Ctx, first: pb::Instance, limit: Duration) -> Result
     let deadline = tokio::time::Instant::now() + limit;
     let mut client = ctx.session.instances();
     let mut i = first;
+    // A game that dies on a bad flag is Running for a moment first: Running counts once it
+    // has lasted RUNNING_SETTLE (Ready and Allocated at once, the game said so itself).
+    let mut running_since: Option<tokio::time::Instant> = None;
     let result = loop {
         spinner.set_message(format!(
             "instance {} on {}: {}",
@@ -146,10 +149,17 @@ async fn wait_running(ctx: &Ctx, first: pb::Instance, limit: Duration) -> Result
             i.spawner_id,
             output::title(&instance_state(i.state))
         ));
+        let running = i.state == InstanceState::Running as i32;
         match waited(&i) {
-            Some(Ok(())) => break Ok(i),
+            Some(Ok(())) if !running => break Ok(i),
+            Some(Ok(())) => {
+                let since = *running_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= RUNNING_SETTLE {
+                    break Ok(i);
+                }
+            }
             Some(Err(why)) => break Err(anyhow!(why)),
-            None => {}
+            None => running_since = None,
         }
         if tokio::time::Instant::now() >= deadline {
             break Err(anyhow!(
@@ -191,6 +201,9 @@ fn waited(i: &pb::Instance) -> Option<Result<(), String>> {
         _ => None,
     }
 }
+
+/// How long `spawn --wait` sees a game Running before it counts as running.
+const RUNNING_SETTLE: Duration = Duration::from_secs(1);
 
 /// How often `spawn --wait` asks for the instance's state.
 const WAIT_POLL: Duration = Duration::from_millis(200);
