@@ -106,12 +106,7 @@ impl Fleet {
             spawners_online: self
                 .spawners
                 .values()
-                .filter(|s| {
-                    matches!(
-                        pb::SpawnerState::try_from(s.state),
-                        Ok(pb::SpawnerState::Online | pb::SpawnerState::Draining)
-                    )
-                })
+                .filter(|s| pb::SpawnerState::from_wire(s.state).is_attached())
                 .count(),
             instances_total: self.instances.len(),
             instances_running: self

@@ -498,10 +498,7 @@ impl Registry {
             .get_mut(id)
             .ok_or_else(|| not_found_spawner(id))?;
         e.info.drained = drained;
-        if matches!(
-            e.state,
-            pb::SpawnerState::Online | pb::SpawnerState::Draining
-        ) {
+        if e.state.is_attached() {
             e.state = if drained {
                 pb::SpawnerState::Draining
             } else {
@@ -551,10 +548,7 @@ impl Registry {
             ..Counts::default()
         };
         for e in st.spawners.values() {
-            if matches!(
-                e.state,
-                pb::SpawnerState::Online | pb::SpawnerState::Draining
-            ) {
+            if e.state.is_attached() {
                 c.spawners_online += 1;
             }
         }
@@ -575,10 +569,7 @@ impl Registry {
             .spawners
             .values()
             .filter(|e| {
-                matches!(
-                    e.state,
-                    pb::SpawnerState::Online | pb::SpawnerState::Draining
-                ) && now.duration_since(e.last_heartbeat) > self.heartbeat_ttl
+                e.state.is_attached() && now.duration_since(e.last_heartbeat) > self.heartbeat_ttl
             })
             .map(|e| e.info.id.clone())
             .collect();
@@ -624,8 +615,8 @@ fn not_found_instance(id: &str) -> Error {
 }
 
 fn live_link(e: &SpawnerEntry) -> Result<Link> {
-    match (&e.link, e.state) {
-        (Some(l), pb::SpawnerState::Online | pb::SpawnerState::Draining) => Ok(l.clone()),
+    match &e.link {
+        Some(l) if e.state.is_attached() => Ok(l.clone()),
         _ => Err(Error::Unavailable(format!(
             "spawner {} ({}) is {}; try again when it is online",
             e.info.name,

@@ -141,7 +141,7 @@ fn launch(shared: &SharedRef, actor: &str, l: Launch<'_>) -> Result<pb::Rollout>
         .filter(|(r, region, labels)| {
             r.build_name == target.name
                 && r.build_version != target.version
-                && (r.state.has_process() || r.state == pb::InstanceState::Allocated)
+                && r.state.has_process()
                 && exile_api::build::selector_matches(&sel, region, labels)
         })
         .map(|(r, _, _)| (r.id, r.build_version))

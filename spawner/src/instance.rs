@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use exile_api::v1;
 use nix::sys::signal::Signal;
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
@@ -310,10 +311,7 @@ impl InstanceActor {
             _ => None,
         };
         // A game that had used the SDK is checked again, its clock restarted from now.
-        let used_sdk = matches!(
-            rec.state,
-            State::Ready | State::Allocated | State::Unhealthy
-        );
+        let used_sdk = v1::InstanceState::from(rec.state).set_by_game();
         let now = tokio::time::Instant::now();
         Self {
             healthy_state: if rec.state == State::Unhealthy {
@@ -447,11 +445,7 @@ impl InstanceActor {
     /// used the SDK, not up, or already Unhealthy).
     fn health_deadline(&self) -> Option<tokio::time::Instant> {
         let heard = self.heard?;
-        let checked = self.proc.is_some()
-            && matches!(
-                self.rec.state,
-                State::Running | State::Ready | State::Allocated
-            );
+        let checked = self.proc.is_some() && v1::InstanceState::from(self.rec.state).is_serving();
         if !checked {
             return None;
         }
@@ -522,11 +516,7 @@ impl InstanceActor {
     /// Applies an SDK call; only a game whose process is up (and not being stopped) may
     /// change its instance. A call that changes nothing sends no event.
     fn sdk(&mut self, call: SdkCall) -> Result<()> {
-        let live = self.proc.is_some()
-            && matches!(
-                self.rec.state,
-                State::Running | State::Ready | State::Allocated | State::Unhealthy
-            );
+        let live = self.proc.is_some() && v1::InstanceState::from(self.rec.state).is_up();
         if !live {
             return Err(Error::FailedPrecondition(format!(
                 "instance {} is {}; the SDK only acts on a running game",

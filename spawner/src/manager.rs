@@ -347,10 +347,7 @@ impl Manager {
             if adopt {
                 tracing::info!(instance = %rec.id, pid = ?rec.pid, "adopted a running instance");
                 // A game that had said Ready (or was allocated) keeps saying so.
-                if !matches!(
-                    rec.state,
-                    State::Ready | State::Allocated | State::Unhealthy
-                ) {
+                if !v1::InstanceState::from(rec.state).set_by_game() {
                     rec.state = State::Running;
                 }
                 rec.message = "adopted after a spawner restart".into();
@@ -473,13 +470,7 @@ impl Manager {
     pub async fn console(&self, id: &str, line: &str) -> Result<()> {
         exile_api::limits::check_console_line(line).map_err(Error::InvalidArgument)?;
         let rec = self.get(id).await?;
-        if !matches!(
-            rec.state,
-            crate::State::Running
-                | crate::State::Ready
-                | crate::State::Allocated
-                | crate::State::Unhealthy
-        ) {
+        if !v1::InstanceState::from(rec.state).accepts_console() {
             return Err(Error::FailedPrecondition(format!(
                 "instance {id} is not running (it is {}); its console is closed",
                 rec.state.name()

@@ -188,8 +188,11 @@ async fn wait_running(ctx: &Ctx, first: pb::Instance, limit: Duration) -> Result
 /// Whether waiting for `i` to run is over: `Some(Ok)` once it runs, `Some(Err)` with the
 /// reason when it ended first, `None` while it is still on its way.
 fn waited(i: &pb::Instance) -> Option<Result<(), String>> {
-    match InstanceState::try_from(i.state).unwrap_or(InstanceState::Unknown) {
-        InstanceState::Running | InstanceState::Ready | InstanceState::Allocated => Some(Ok(())),
+    let state = InstanceState::try_from(i.state).unwrap_or(InstanceState::Unknown);
+    if state.is_serving() {
+        return Some(Ok(()));
+    }
+    match state {
         InstanceState::Crashed | InstanceState::Stopped | InstanceState::Unhealthy => {
             Some(Err(format!(
                 "instance {} is {} before it ran: {}",

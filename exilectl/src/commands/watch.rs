@@ -57,24 +57,12 @@ pub fn line(e: &pb::WatchEvent) -> String {
             let online = s
                 .spawners
                 .iter()
-                .filter(|s| {
-                    matches!(
-                        SpawnerState::try_from(s.state),
-                        Ok(SpawnerState::Online | SpawnerState::Draining)
-                    )
-                })
+                .filter(|s| SpawnerState::from_wire(s.state).is_attached())
                 .count();
             let running = s
                 .instances
                 .iter()
-                .filter(|i| {
-                    matches!(
-                        InstanceState::try_from(i.state),
-                        Ok(InstanceState::Running
-                            | InstanceState::Ready
-                            | InstanceState::Allocated)
-                    )
-                })
+                .filter(|i| InstanceState::from_wire(i.state).is_serving())
                 .count();
             let mut l = format!(
                 "snapshot: {} spawners ({online} online), {} instances ({running} running)",

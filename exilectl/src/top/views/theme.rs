@@ -52,7 +52,7 @@ pub fn style(app: &App, role: Role) -> Style {
 /// How an instance state reads at a glance.
 pub fn instance_role(state: i32) -> Role {
     match InstanceState::try_from(state) {
-        Ok(InstanceState::Running | InstanceState::Ready | InstanceState::Allocated) => Role::Good,
+        Ok(s) if s.is_serving() => Role::Good,
         Ok(InstanceState::Crashed | InstanceState::Unhealthy) => Role::Bad,
         Ok(InstanceState::Stopped | InstanceState::Unknown) => Role::Dim,
         _ => Role::Warn,
