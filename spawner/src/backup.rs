@@ -1,8 +1,8 @@
-//! Backups of an instance's data directory: gzip'd tar archives under
-//! `<data_dir>/backups/<instance>/`, each with a JSON record (size, SHA-256). Restores check
-//! the hash, unpack through `exile_archive` (the one audited path: no absolute paths, `..`,
-//! links out, devices, foreign hard links or size bombs) and swap the data in only once
-//! everything extracted cleanly.
+//! Backups of an instance's data directory (`instances/<id>/data/`, see [`crate::layout`]):
+//! gzip'd tar archives under `<data_dir>/backups/<instance>/`, each with a JSON record (size,
+//! SHA-256). Restores check the hash, unpack through `exile_archive` (the one audited path:
+//! no absolute paths, `..`, links out, devices, foreign hard links or size bombs) and swap
+//! the data in only once everything extracted cleanly.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -14,10 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::layout::InstanceDir;
 use exile_api::v1 as pb;
-
-/// Entries of an instance directory that belong to the supervisor, not to the game's data.
-const RUNTIME: &[&str] = &["logs", "supervisor.sock", "exit.json"];
 
 /// Limits applied while restoring.
 #[derive(Clone, Copy, Debug)]
@@ -73,7 +71,7 @@ impl BackupRecord {
 
 /// Where an instance's backups live.
 pub fn dir_of(data_dir: &Path, instance_id: &str) -> PathBuf {
-    data_dir.join("backups").join(instance_id)
+    crate::layout::Layout::new(data_dir).backups(instance_id)
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
@@ -112,23 +110,9 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-fn data_entries(instance_dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(instance_dir).map_err(io_err("could not read", instance_dir))? {
-        let e = e.map_err(io_err("could not read", instance_dir))?;
-        let name = e.file_name();
-        if RUNTIME.iter().any(|r| name == *r) {
-            continue;
-        }
-        out.push(e.path());
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Archives `instance_dir` (minus runtime files) into `backups_dir/<id>.tar.gz`. Blocking.
+/// Archives the game's files of `instance` into `backups_dir/<id>.tar.gz`. Blocking.
 pub fn create(
-    instance_dir: &Path,
+    instance: &InstanceDir,
     backups_dir: &Path,
     instance_id: &str,
     id: &str,
@@ -138,15 +122,7 @@ pub fn create(
     std::fs::create_dir_all(backups_dir).map_err(io_err("could not create", backups_dir))?;
     let archive = backups_dir.join(format!("{id}.tar.gz"));
     let tmp = backups_dir.join(format!("{id}.tar.gz.tmp"));
-    let written = write(
-        instance_dir,
-        backups_dir,
-        &archive,
-        &tmp,
-        instance_id,
-        id,
-        note,
-    );
+    let written = write(instance, backups_dir, &archive, &tmp, instance_id, id, note);
     if written.is_err() {
         // Nothing of a failed backup stays: on a full disk a partial archive would keep the
         // disk full, and an archive without its record is listed nowhere.
@@ -158,7 +134,7 @@ pub fn create(
 
 /// Writes the archive to `tmp`, renames it to `archive` and writes its record.
 fn write(
-    instance_dir: &Path,
+    instance: &InstanceDir,
     backups_dir: &Path,
     archive: &Path,
     tmp: &Path,
@@ -176,11 +152,11 @@ fn write(
     // Links are archived as links, never followed out of the directory.
     tar.follow_symlinks(false);
     let mut data_bytes = 0;
-    for path in data_entries(instance_dir)? {
-        let name = path
-            .strip_prefix(instance_dir)
-            .unwrap_or(&path)
-            .to_path_buf();
+    let (base, files) = instance
+        .game_files()
+        .map_err(io_err("could not read", instance.runtime()))?;
+    for path in files {
+        let name = path.strip_prefix(&base).unwrap_or(&path).to_path_buf();
         data_bytes += crate::metrics::dir_size(&path);
         let meta = std::fs::symlink_metadata(&path).map_err(io_err("could not read", &path))?;
         if meta.is_dir() {
@@ -283,10 +259,10 @@ pub fn unpack(archive: &Path, staging: &Path, limits: Limits) -> Result<exile_ar
     })
 }
 
-/// Restores backup `id` into `instance_dir`: checks the hash, extracts beside it, then swaps
-/// the data in (runtime files stay). On any refusal the instance's data is untouched.
+/// Restores backup `id` into `instance`, whose game is down: checks the hash, extracts beside
+/// its data, then swaps the data whole. On any refusal the instance's data is untouched.
 pub fn restore(
-    instance_dir: &Path,
+    instance: &InstanceDir,
     backups_dir: &Path,
     id: &str,
     limits: Limits,
@@ -301,31 +277,24 @@ pub fn restore(
             "backup {id} is corrupt: its SHA-256 does not match the record"
         )));
     }
-    let staging = instance_dir.with_extension("restore");
+    // The game is down: an older layout is brought over first, so the data swaps whole.
+    instance
+        .prepare()
+        .map_err(io_err("could not prepare", instance.runtime()))?;
+    let staging = instance.staging();
     let _ = std::fs::remove_dir_all(&staging);
     if let Err(e) = unpack(&archive, &staging, limits) {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
     }
-    for old in data_entries(instance_dir)? {
-        let r = if std::fs::symlink_metadata(&old)
-            .map(|m| m.is_dir())
-            .unwrap_or(false)
-        {
-            std::fs::remove_dir_all(&old)
-        } else {
-            std::fs::remove_file(&old)
-        };
-        r.map_err(io_err("could not remove", &old))?;
+    if let Err(e) = instance.swap_in_staging() {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(Error::io(
+            "could not swap in the restored data at",
+            instance.data(),
+            e,
+        ));
     }
-    for new in std::fs::read_dir(&staging)
-        .map_err(io_err("could not read", &staging))?
-        .flatten()
-    {
-        let to = instance_dir.join(new.file_name());
-        std::fs::rename(new.path(), &to).map_err(io_err("could not move", &to))?;
-    }
-    let _ = std::fs::remove_dir_all(&staging);
     Ok(rec)
 }
 
@@ -349,14 +318,13 @@ pub async fn create_for(
         };
         tokio::time::sleep(std::time::Duration::from_secs(u64::from(wait))).await;
     }
-    let data_dir = manager.data_dir().to_path_buf();
+    let layout = manager.layout().clone();
     let id = format!("b{}", exile_api::now_unix_ms());
     let instance = cmd.instance_id.clone();
     tokio::task::spawn_blocking(move || {
-        let inst_dir = data_dir.join("instances").join(&instance);
         create(
-            &inst_dir,
-            &dir_of(&data_dir, &instance),
+            &layout.instance(&instance),
+            &layout.backups(&instance),
             &instance,
             &id,
             &cmd.note,
@@ -387,13 +355,12 @@ pub async fn restore_for(
             r.instance_id
         )));
     }
-    let data_dir = manager.data_dir().to_path_buf();
+    let layout = manager.layout().clone();
     let (instance, id) = (r.instance_id.clone(), r.backup_id.clone());
     tokio::task::spawn_blocking(move || {
-        let inst_dir = data_dir.join("instances").join(&instance);
         restore(
-            &inst_dir,
-            &dir_of(&data_dir, &instance),
+            &layout.instance(&instance),
+            &layout.backups(&instance),
             &id,
             Limits::default(),
         )
@@ -420,19 +387,22 @@ mod tests {
     #[test]
     fn backup_modify_restore_gives_the_original_bytes() {
         let t = tempfile::tempdir().unwrap();
-        let inst = t.path().join("instances/i1");
-        let bdir = t.path().join("backups/i1");
+        let layout = crate::layout::Layout::new(t.path());
+        let i1 = layout.instance("i1");
+        i1.prepare().unwrap();
+        let inst = i1.data();
+        let bdir = layout.backups("i1");
         write(&inst.join("world/level.dat"), "level one");
         write(&inst.join("server.cfg"), "max=16");
         std::os::unix::fs::symlink("world/level.dat", inst.join("current")).unwrap();
-        write(&inst.join("logs/output.log"), "runtime, not data");
-        let rec = create(&inst, &bdir, "i1", "b1", "before update").unwrap();
+        write(&i1.logs().join("output.log"), "runtime, not data");
+        let rec = create(&i1, &bdir, "i1", "b1", "before update").unwrap();
         assert_eq!(rec.sha256.len(), 64);
         assert!(rec.size_bytes > 0);
         write(&inst.join("world/level.dat"), "CHANGED");
         std::fs::remove_file(inst.join("server.cfg")).unwrap();
         write(&inst.join("new.txt"), "added after");
-        restore(&inst, &bdir, "b1", Limits::default()).unwrap();
+        restore(&i1, &bdir, "b1", Limits::default()).unwrap();
         assert_eq!(
             std::fs::read_to_string(inst.join("world/level.dat")).unwrap(),
             "level one"
@@ -447,13 +417,55 @@ mod tests {
             Path::new("world/level.dat")
         );
         assert_eq!(
-            std::fs::read_to_string(inst.join("logs/output.log")).unwrap(),
+            std::fs::read_to_string(i1.logs().join("output.log")).unwrap(),
             "runtime, not data"
         );
+        // The runtime files were not archived.
+        let names = archive_names(&bdir.join("b1.tar.gz"));
+        assert!(names.iter().all(|n| !n.starts_with("logs")), "{names:?}");
         assert_eq!(list(&bdir).unwrap(), vec![rec]);
         delete(&bdir, "b1").unwrap();
         assert!(list(&bdir).unwrap().is_empty());
         assert!(matches!(delete(&bdir, "b1"), Err(Error::NotFound(_))));
+    }
+
+    fn archive_names(archive: &Path) -> Vec<String> {
+        let gz = flate2::read::GzDecoder::new(File::open(archive).unwrap());
+        tar::Archive::new(gz)
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// An instance an older spawner laid out (its game's files beside the runtime files) is
+    /// backed up as it is while its game runs, and brought to the current layout by a restore.
+    #[test]
+    fn an_instance_in_the_older_layout_is_backed_up_and_restored() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = crate::layout::Layout::new(t.path());
+        let old = layout.instance("old");
+        let dir = old.runtime();
+        write(&dir.join("save/world.dat"), "world");
+        write(&dir.join("logs/output.log"), "runtime");
+        write(&dir.join("exit.json"), "{}");
+        let bdir = layout.backups("old");
+        create(&old, &bdir, "old", "b1", "").unwrap();
+        let mut names = archive_names(&bdir.join("b1.tar.gz"));
+        names.sort();
+        assert_eq!(names, ["save/", "save/world.dat"]);
+        write(&dir.join("save/world.dat"), "CHANGED");
+        restore(&old, &bdir, "b1", Limits::default()).unwrap();
+        assert!(!old.is_legacy());
+        assert_eq!(
+            std::fs::read_to_string(old.data().join("save/world.dat")).unwrap(),
+            "world"
+        );
+        assert!(!dir.join("save").exists());
+        assert_eq!(
+            std::fs::read_to_string(old.logs().join("output.log")).unwrap(),
+            "runtime"
+        );
     }
 
     /// One raw archive entry: name, type, link target, data.
@@ -502,8 +514,11 @@ mod tests {
     #[test]
     fn hostile_archives_are_refused_and_leave_the_data_alone() {
         let t = tempfile::tempdir().unwrap();
-        let inst = t.path().join("instances/i1");
-        let bdir = t.path().join("backups/i1");
+        let layout = crate::layout::Layout::new(t.path());
+        let i1 = layout.instance("i1");
+        i1.prepare().unwrap();
+        let inst = i1.data();
+        let bdir = layout.backups("i1");
         write(&inst.join("keep.txt"), "original");
         use tar::EntryType as E;
         let cases: Vec<(&str, Vec<RawEntry<'_>>)> = vec![
@@ -523,7 +538,7 @@ mod tests {
         ];
         for (id, entries) in &cases {
             hostile(&bdir, id, entries);
-            let e = restore(&inst, &bdir, id, Limits::default()).unwrap_err();
+            let e = restore(&i1, &bdir, id, Limits::default()).unwrap_err();
             assert!(matches!(e, Error::FailedPrecondition(_)), "{id}: {e}");
             assert_eq!(
                 std::fs::read_to_string(inst.join("keep.txt")).unwrap(),
@@ -531,10 +546,7 @@ mod tests {
                 "{id}"
             );
             assert!(!t.path().join("instances/escape.txt").exists());
-            assert!(
-                !inst.with_extension("restore").exists(),
-                "{id}: staging left behind"
-            );
+            assert!(!i1.staging().exists(), "{id}: staging left behind");
         }
         // A chain of links, each inside on its own, that would climb out together:
         // a -> ., a/b -> .., then a file written through a/b/c.
@@ -547,14 +559,14 @@ mod tests {
                 ("a/b/c/escape.txt", E::Regular, "", b"x"),
             ],
         );
-        let e = restore(&inst, &bdir, "chain", Limits::default()).unwrap_err();
+        let e = restore(&i1, &bdir, "chain", Limits::default()).unwrap_err();
         assert!(matches!(e, Error::FailedPrecondition(_)), "{e}");
         assert!(e.to_string().contains("beneath \"a\""), "{e}");
         assert_eq!(
             std::fs::read_to_string(inst.join("keep.txt")).unwrap(),
             "original"
         );
-        assert!(!inst.with_extension("restore").exists());
+        assert!(!i1.staging().exists());
         let mut everything = Vec::new();
         let mut stack = vec![t.path().to_path_buf()];
         while let Some(d) = stack.pop() {
@@ -573,7 +585,7 @@ mod tests {
         // A size bomb is stopped by the limit.
         hostile(&bdir, "big", &[("big.bin", E::Regular, "", &[0u8; 4096])]);
         let e = restore(
-            &inst,
+            &i1,
             &bdir,
             "big",
             Limits {
@@ -587,20 +599,20 @@ mod tests {
             "{e}"
         );
         // A tampered archive fails its hash check.
-        create(&inst, &bdir, "i1", "ok1", "").unwrap();
+        create(&i1, &bdir, "i1", "ok1", "").unwrap();
         let arch = bdir.join("ok1.tar.gz");
         let mut bytes = std::fs::read(&arch).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&arch, bytes).unwrap();
         assert!(
-            restore(&inst, &bdir, "ok1", Limits::default())
+            restore(&i1, &bdir, "ok1", Limits::default())
                 .unwrap_err()
                 .to_string()
                 .contains("corrupt")
         );
         assert!(matches!(
-            restore(&inst, &bdir, "../x", Limits::default()),
+            restore(&i1, &bdir, "../x", Limits::default()),
             Err(Error::InvalidArgument(_))
         ));
     }

@@ -37,7 +37,7 @@ impl std::fmt::Debug for Credential {
 impl Credential {
     /// Path of the credential file in a data dir.
     pub fn path(data_dir: &Path) -> PathBuf {
-        data_dir.join("credential.json")
+        crate::layout::Layout::new(data_dir).credential_file()
     }
 
     /// The stored credential, if any.

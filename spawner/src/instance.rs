@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::health::{HealthCheck, UnhealthyAction};
+use crate::layout::InstanceDir;
 use crate::process::{self, CommandTemplate, LaunchSpec};
 use crate::restart::PendingRestart;
 use crate::state::{HeldPort, InstanceRecord, State};
@@ -61,7 +62,7 @@ impl OpContext {
 /// What every instance actor shares.
 #[derive(Debug)]
 pub(crate) struct Settings {
-    pub data_dir: PathBuf,
+    pub layout: crate::layout::Layout,
     /// The host build's command, which records older than uploaded builds run; `None` when
     /// the spawner has no host build.
     pub template: Option<CommandTemplate>,
@@ -82,8 +83,9 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// The runtime directory of instance `id` (supervisor socket, exit file, logs).
     pub fn instance_dir(&self, id: &str) -> PathBuf {
-        self.data_dir.join("instances").join(id)
+        self.layout.instance(id).runtime().to_owned()
     }
 }
 
@@ -707,7 +709,8 @@ impl InstanceActor {
             .map_or(self.settings.stop_grace, |b| b.stop_grace)
     }
 
-    fn launch_spec(&self, template: &CommandTemplate, dir: &std::path::Path) -> LaunchSpec {
+    fn launch_spec(&self, template: &CommandTemplate, inst: &InstanceDir) -> LaunchSpec {
+        let dir = &inst.data();
         let ports = &self.rec.ports;
         let (program, args) = template.expand(ports, &self.rec.id, dir, &self.rec.args);
         let mut env = vec![
@@ -752,6 +755,7 @@ impl InstanceActor {
             supervisor: self.settings.supervisor_bin.clone(),
             program,
             args,
+            dir: inst.runtime().to_owned(),
             cwd: dir.to_owned(),
             env,
             log_max_bytes: self.settings.log_max_bytes,
@@ -769,10 +773,12 @@ impl InstanceActor {
         self.heard = None;
         self.started = tokio::time::Instant::now();
         self.set_state(State::Starting, "starting");
-        let dir = self.settings.instance_dir(&self.rec.id);
-        let result = match std::fs::create_dir_all(&dir) {
-            Ok(()) => process::launch(&self.launch_spec(template, &dir)).await,
-            Err(e) => Err(Error::io("could not create", &dir, e)),
+        // The game is down: an instance directory an older spawner laid out is brought
+        // over to the current layout here.
+        let inst = self.settings.layout.instance(&self.rec.id);
+        let result = match inst.prepare() {
+            Ok(()) => process::launch(&self.launch_spec(template, &inst)).await,
+            Err(e) => Err(Error::io("could not prepare", inst.runtime(), e)),
         };
         match result {
             Ok(launched) => {
@@ -787,7 +793,7 @@ impl InstanceActor {
                     supervisor_pid: launched.supervisor_pid,
                     supervisor_ticks: launched.supervisor_ticks,
                     pid: launched.pid,
-                    dir,
+                    dir: inst.runtime().to_owned(),
                 });
                 let message = match self.rec.pending_restart.take() {
                     Some(p) => format!("restarted automatically after: {}", p.reason),
@@ -918,7 +924,7 @@ impl InstanceActor {
     /// The end of the instance's output log (at most [`CRASH_TAIL_BYTES`]), for a crash
     /// message.
     async fn last_output(&self) -> String {
-        let dir = self.settings.instance_dir(&self.rec.id).join("logs");
+        let dir = self.settings.layout.instance(&self.rec.id).logs();
         let mut out = Vec::new();
         let read = crate::logs::stream(dir, CRASH_TAIL_LINES, false, |p| {
             out.extend_from_slice(&p.data);

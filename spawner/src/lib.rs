@@ -14,6 +14,7 @@ pub mod enroll;
 pub mod error;
 pub mod health;
 mod instance;
+pub mod layout;
 mod link;
 pub mod logs;
 pub mod manager;
@@ -36,6 +37,7 @@ pub use enroll::Credential;
 pub use error::{Error, Result};
 pub use health::{HealthCheck, UnhealthyAction};
 pub use instance::{OpContext, SdkCall};
+pub use layout::{InstanceDir, Layout};
 pub use manager::{BuildToRun, Manager, ManagerConfig, SpawnSpec};
 pub use state::{InstanceRecord, State};
 

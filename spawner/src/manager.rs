@@ -296,7 +296,7 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 pub struct Manager {
     requests: mpsc::UnboundedSender<Request>,
     events: broadcast::Sender<v1::InstanceEvent>,
-    data_dir: PathBuf,
+    layout: crate::layout::Layout,
 }
 
 impl std::fmt::Debug for Manager {
@@ -309,7 +309,8 @@ impl Manager {
     /// Loads `state.json`, adopts the processes that survived (same pid and start time), marks
     /// the others crashed, and starts the manager task.
     pub async fn open(config: ManagerConfig) -> Result<Self> {
-        let instances_dir = config.data_dir.join("instances");
+        let layout = crate::layout::Layout::new(config.data_dir.clone());
+        let instances_dir = layout.instances();
         std::fs::create_dir_all(&instances_dir)
             .map_err(|e| Error::io("could not create", &instances_dir, e))?;
         let saved = StateFile::load(&config.data_dir)?;
@@ -318,7 +319,7 @@ impl Manager {
         let host_health = crate::manifest::health_default(&config.host_manifest, &config.health)
             .unwrap_or(config.health);
         let settings = Arc::new(Settings {
-            data_dir: config.data_dir.clone(),
+            layout,
             template: config.template.clone(),
             spawner_name: config.name.clone(),
             stop_grace: config.stop_grace,
@@ -375,18 +376,23 @@ impl Manager {
         task.persist = Some(persist_tx);
         task.save();
         let (requests, requests_rx) = mpsc::unbounded_channel();
-        let data_dir = task.config.data_dir.clone();
+        let layout = task.settings.layout.clone();
         crate::own_log::spawn(task.run(requests_rx, from_actors, persister));
         Ok(Self {
             requests,
             events,
-            data_dir,
+            layout,
         })
     }
 
     /// The spawner's data directory.
     pub fn data_dir(&self) -> &std::path::Path {
-        &self.data_dir
+        self.layout.root()
+    }
+
+    /// Where everything lives in the data directory.
+    pub fn layout(&self) -> &crate::layout::Layout {
+        &self.layout
     }
 
     /// Creates an instance and starts its process.
@@ -462,7 +468,7 @@ impl Manager {
         Fut: std::future::Future<Output = bool>,
     {
         self.get(id).await?;
-        let dir = self.data_dir.join("instances").join(id).join("logs");
+        let dir = self.layout.instance(id).logs();
         crate::logs::stream(dir, tail_lines, follow, send).await
     }
 
@@ -476,7 +482,7 @@ impl Manager {
                 rec.state.name()
             )));
         }
-        let dir = self.data_dir.join("instances").join(id);
+        let dir = self.layout.instance(id).runtime().to_owned();
         let request = crate::supervisor::Request::Console(line.to_owned());
         crate::supervisor::request(&dir, &request).await?;
         Ok(())

@@ -172,10 +172,10 @@ impl Sampling {
         let (period_tx, mut period_rx) = watch::channel(period);
         let data_dir = data_dir.to_owned();
         tokio::spawn(async move {
-            let instances_dir = data_dir.join("instances");
+            let layout = crate::layout::Layout::new(data_dir.clone());
             let mut sampler = Some(Sampler::new(&data_dir));
             loop {
-                let targets = targets(&manager, &instances_dir).await;
+                let targets = targets(&manager, &layout).await;
                 let Some(mut s) = sampler.take() else { return };
                 let Ok((s, heartbeat)) = tokio::task::spawn_blocking(move || {
                     let heartbeat = s.sample(&targets);
@@ -216,7 +216,7 @@ impl Sampling {
 }
 
 /// The instances with a process, to be measured.
-async fn targets(manager: &crate::manager::Manager, instances_dir: &Path) -> Vec<Target> {
+async fn targets(manager: &crate::manager::Manager, layout: &crate::layout::Layout) -> Vec<Target> {
     manager
         .list()
         .await
@@ -224,7 +224,7 @@ async fn targets(manager: &crate::manager::Manager, instances_dir: &Path) -> Vec
         .into_iter()
         .filter_map(|r| {
             r.pid.map(|pid| Target {
-                dir: instances_dir.join(&r.id),
+                dir: layout.instance(&r.id).runtime().to_owned(),
                 id: r.id,
                 pid,
                 players: r.players,

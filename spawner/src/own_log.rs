@@ -48,7 +48,7 @@ const QUEUE: usize = 4096;
 
 /// Directory of the spawner's own log in its data dir.
 pub fn log_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("logs")
+    crate::layout::Layout::new(data_dir).own_logs()
 }
 
 /// `tokio::spawn` that keeps the caller's dispatcher, so the task's events reach this

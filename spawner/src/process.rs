@@ -37,12 +37,12 @@ impl CommandTemplate {
     /// Program and arguments for one instance, with placeholders filled in (`{port}` is the
     /// first of `ports`, `{port:NAME}` the one named so) and `extra` appended. A relative
     /// program path with a slash is resolved against the build dir, because the process runs
-    /// in the instance directory.
+    /// in its data directory (`game_dir`, which is `{data_dir}`).
     pub fn expand(
         &self,
         ports: &[HeldPort],
         instance_id: &str,
-        instance_dir: &Path,
+        game_dir: &Path,
         extra: &[String],
     ) -> (String, Vec<String>) {
         let first = ports
@@ -53,7 +53,7 @@ impl CommandTemplate {
             .iter()
             .map(|p| (format!("{{port:{}}}", p.name), p.port.to_string()))
             .collect();
-        let data_dir = instance_dir.to_string_lossy();
+        let data_dir = game_dir.to_string_lossy();
         let build_dir = self.build_dir.to_string_lossy();
         let fill = |word: &str| {
             let mut word = word.replace("{port}", &first);
@@ -84,7 +84,9 @@ pub struct LaunchSpec {
     pub program: String,
     /// Its arguments.
     pub args: Vec<String>,
-    /// Working directory (the instance directory; also holds the supervisor's socket).
+    /// The instance directory, where the supervisor keeps its socket, logs and exit file.
+    pub dir: PathBuf,
+    /// The game's working directory, its data (`{data_dir}`).
     pub cwd: PathBuf,
     /// Environment added to the spawner's, for the game only.
     pub env: Vec<(String, String)>,
@@ -116,7 +118,7 @@ const SUPERVISOR_START: std::time::Duration = std::time::Duration::from_secs(10)
 /// and output; waits for its `started <pid>` line.
 pub async fn launch(spec: &LaunchSpec) -> Result<Launched> {
     use tokio::io::AsyncBufReadExt;
-    let log_dir = spec.cwd.join("logs");
+    let log_dir = crate::layout::InstanceDir::at(&spec.dir).logs();
     std::fs::create_dir_all(&log_dir).map_err(|e| Error::io("could not create", &log_dir, e))?;
     let sup_log = log_dir.join("supervisor.log");
     let stderr = std::fs::OpenOptions::new()
@@ -126,7 +128,8 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Launched> {
         .map_err(|e| Error::io("could not open", &sup_log, e))?;
     let mut command = Command::new(&spec.supervisor);
     command
-        .arg(format!("--dir={}", spec.cwd.display()))
+        .arg(format!("--dir={}", spec.dir.display()))
+        .arg(format!("--cwd={}", spec.cwd.display()))
         .arg(format!("--log-max-bytes={}", spec.log_max_bytes))
         .arg(format!("--log-files={}", spec.log_files));
     command
@@ -134,7 +137,7 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Launched> {
         .arg("--")
         .arg(&spec.program)
         .args(&spec.args)
-        .current_dir(&spec.cwd)
+        .current_dir(&spec.dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr))

@@ -58,7 +58,7 @@ async fn bind_kept(
     port_file: &str,
     what: &str,
 ) -> Result<TcpListener> {
-    let port_file = data_dir.join(port_file);
+    let port_file = crate::layout::Layout::new(data_dir).file(port_file);
     if addr.port() == 0
         && let Some(port) = std::fs::read_to_string(&port_file)
             .ok()

@@ -282,7 +282,7 @@ pub struct StateFile {
 impl StateFile {
     /// Path of the state file in a data dir.
     pub fn path(data_dir: &Path) -> PathBuf {
-        data_dir.join("state.json")
+        crate::layout::Layout::new(data_dir).state_file()
     }
 
     /// Reads the state file; a missing file is an empty state. Records written by older

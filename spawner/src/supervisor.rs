@@ -47,10 +47,7 @@ use crate::process::signal_group;
 use logfile::{LogLimits, RotatingLog};
 pub use protocol::{Answer, Request};
 
-/// Socket file in the instance directory.
-pub const SOCKET_NAME: &str = "supervisor.sock";
-/// Exit record in the instance directory.
-pub const EXIT_NAME: &str = "exit.json";
+use crate::layout::InstanceDir;
 /// Longest console line accepted, in bytes: the one limit every part applies.
 pub use exile_api::limits::MAX_CONSOLE_LINE;
 
@@ -89,7 +86,7 @@ impl ExitRecord {
 
     /// Reads `exit.json` from an instance directory, if the supervisor wrote one.
     pub fn read(instance_dir: &Path) -> Option<Self> {
-        let bytes = std::fs::read(instance_dir.join(EXIT_NAME)).ok()?;
+        let bytes = std::fs::read(InstanceDir::at(instance_dir).exit_file()).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 }
@@ -101,9 +98,12 @@ impl ExitRecord {
     about = "Runs one Exile game-server instance (started by exile-spawner)."
 )]
 pub struct SupervisorArgs {
-    /// Instance directory: working directory of the game, holds the socket, logs and exit file.
+    /// Instance directory: holds the socket, logs and exit file.
     #[arg(long)]
     pub dir: PathBuf,
+    /// The game's working directory (its data); the instance directory when not given.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
     /// Largest size of one log file, in bytes.
     #[arg(long, default_value_t = 8 << 20)]
     pub log_max_bytes: u64,
@@ -143,7 +143,7 @@ pub fn run(args: SupervisorArgs) -> i32 {
             0
         }
         Err(e) => {
-            let _ = std::fs::remove_file(args.dir.join(SOCKET_NAME));
+            let _ = std::fs::remove_file(InstanceDir::at(&args.dir).socket());
             println!("error {e}");
             let _ = std::io::stdout().flush();
             1
@@ -154,13 +154,13 @@ pub fn run(args: SupervisorArgs) -> i32 {
 type Pumps = Vec<std::thread::JoinHandle<()>>;
 
 fn start(args: &SupervisorArgs) -> std::io::Result<(std::process::Child, Arc<Shared>, Pumps)> {
-    let dir = &args.dir;
-    let _ = std::fs::remove_file(dir.join(EXIT_NAME));
-    let socket_path = dir.join(SOCKET_NAME);
+    let dir = InstanceDir::at(&args.dir);
+    let _ = std::fs::remove_file(dir.exit_file());
+    let socket_path = dir.socket();
     let _ = std::fs::remove_file(&socket_path);
     let listener = UnixListener::bind(&socket_path)?;
     let log = RotatingLog::open(
-        &dir.join("logs"),
+        &dir.logs(),
         LogLimits {
             max_bytes: args.log_max_bytes,
             keep: args.log_files,
@@ -174,7 +174,7 @@ fn start(args: &SupervisorArgs) -> std::io::Result<(std::process::Child, Arc<Sha
     let mut command = Command::new(program);
     command
         .args(rest)
-        .current_dir(dir)
+        .current_dir(args.cwd.as_deref().unwrap_or(dir.runtime()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -259,9 +259,9 @@ fn supervise(dir: &Path, mut child: std::process::Child, shared: &Shared, pumps:
         exited_at_unix_ms: exile_api::now_unix_ms(),
     };
     if let Ok(bytes) = serde_json::to_vec(&record) {
-        let _ = crate::state::write_atomic(&dir.join(EXIT_NAME), &bytes, 0o644);
+        let _ = crate::state::write_atomic(&InstanceDir::at(dir).exit_file(), &bytes, 0o644);
     }
-    let _ = std::fs::remove_file(dir.join(SOCKET_NAME));
+    let _ = std::fs::remove_file(InstanceDir::at(dir).socket());
 }
 
 fn serve(listener: UnixListener, shared: &Arc<Shared>) {
@@ -342,7 +342,7 @@ fn stop(shared: &Shared, grace: Duration, signal: Signal) {
 /// after `ok`.
 pub async fn request(instance_dir: &Path, request: &Request) -> crate::Result<String> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    let path = instance_dir.join(SOCKET_NAME);
+    let path = InstanceDir::at(instance_dir).socket();
     let talk = async {
         let mut stream = tokio::net::UnixStream::connect(&path).await?;
         stream

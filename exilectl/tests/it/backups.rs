@@ -9,8 +9,10 @@ async fn backup_modify_restore_round_trip() {
     let ids = ctl.sb.spawner_ids().await.unwrap();
     let id = ctl.spawn_on(&ids[0]).await;
     let dir = ctl.sb.dir().join("spawner-0").join("instances").join(&id);
-    std::fs::create_dir_all(dir.join("world")).unwrap();
-    std::fs::write(dir.join("world/level.dat"), b"level one\x00\x01\x02").unwrap();
+    // The game's own files live in data/, apart from the supervisor's logs and socket.
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("world")).unwrap();
+    std::fs::write(data.join("world/level.dat"), b"level one\x00\x01\x02").unwrap();
 
     let made = ctl
         .run(&[
@@ -38,7 +40,7 @@ async fn backup_modify_restore_round_trip() {
         "console line not seen in the game's output: {log}"
     );
 
-    std::fs::write(dir.join("world/level.dat"), b"CHANGED").unwrap();
+    std::fs::write(data.join("world/level.dat"), b"CHANGED").unwrap();
     // Restoring over a running instance is refused with a sentence.
     let refused = ctl
         .run(&["backup", "restore", &id, &backup, "--yes"])
@@ -53,7 +55,7 @@ async fn backup_modify_restore_round_trip() {
         .await
         .success();
     assert_eq!(
-        std::fs::read(dir.join("world/level.dat")).unwrap(),
+        std::fs::read(data.join("world/level.dat")).unwrap(),
         b"level one\x00\x01\x02"
     );
 

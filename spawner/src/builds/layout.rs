@@ -86,7 +86,7 @@ impl Layout {
     /// The layout under `<data_dir>/builds`.
     pub fn new(data_dir: &Path) -> Self {
         Self {
-            root: data_dir.join("builds"),
+            root: crate::layout::Layout::new(data_dir).builds(),
             unique: AtomicU64::new(0),
         }
     }

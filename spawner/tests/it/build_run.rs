@@ -128,10 +128,15 @@ async fn a_build_runs_with_its_command_named_ports_and_environment() {
         assert_eq!(names, ["game", "query"]);
         all.extend(rec.ports.iter().map(|p| p.port));
         let pid = rec.pid.unwrap();
-        // The build's own program, run from its directory, in the instance's directory.
+        // The build's own program, run from its directory, in the instance's data directory.
         assert_eq!(exe(pid), canon(dir.path().join("exile-demo-game")));
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
-        assert_eq!(cwd, canon(data.path().join("instances").join(&rec.id)));
+        let game_dir = data.path().join("instances").join(&rec.id).join("data");
+        assert_eq!(cwd, canon(&game_dir));
+        assert_eq!(
+            env_of(pid, "EXILE_DATA_DIR"),
+            Some(canon(&game_dir).display().to_string())
+        );
         let game = rec.port_named("game").unwrap();
         let query = rec.port_named("query").unwrap();
         assert_eq!(env_of(pid, "EXILE_PORT"), Some(game.to_string()));
@@ -398,7 +403,7 @@ grace_secs = 1
         read(&log).contains(&format!(
             "build={} cwd={} ready",
             dir.path().display(),
-            canon(&instance_dir).display()
+            canon(instance_dir.join("data")).display()
         )),
         "{}",
         read(&log)
@@ -407,7 +412,7 @@ grace_secs = 1
     assert_eq!(stopped.state, State::Stopped);
     assert_eq!(stopped.message, "stopped");
     assert_eq!(stopped.exit_code, Some(0));
-    assert_eq!(read(instance_dir.join("got-signal")).trim(), "INT");
+    assert_eq!(read(instance_dir.join("data/got-signal")).trim(), "INT");
     assert!(!group_alive(rec.pid.unwrap()));
 
     // The manifest's grace applies to a stop that names none; a stop's own grace still wins.
