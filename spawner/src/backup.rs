@@ -318,20 +318,8 @@ pub async fn create_for(
         };
         tokio::time::sleep(std::time::Duration::from_secs(u64::from(wait))).await;
     }
-    let layout = manager.layout().clone();
     let id = format!("b{}", exile_api::now_unix_ms());
-    let instance = cmd.instance_id.clone();
-    tokio::task::spawn_blocking(move || {
-        create(
-            &layout.instance(&instance),
-            &layout.backups(&instance),
-            &instance,
-            &id,
-            &cmd.note,
-        )
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("the backup task failed: {e}")))?
+    manager.backup(&cmd.instance_id, id, cmd.note).await
 }
 
 /// Lists an instance's backups (the instance may be gone: its backups stay until deleted).
@@ -343,30 +331,13 @@ pub async fn list_for(
     list(&dir_of(manager.data_dir(), instance_id))
 }
 
-/// Restores a backup into a stopped or crashed instance.
+/// Restores a backup into a stopped or crashed instance, through its actor.
 pub async fn restore_for(
     manager: &crate::manager::Manager,
     r: &pb::BackupRef,
 ) -> Result<BackupRecord> {
-    let rec = manager.get(&r.instance_id).await?;
-    if rec.state.has_process() {
-        return Err(Error::FailedPrecondition(format!(
-            "instance {} is running; stop it before restoring a backup",
-            r.instance_id
-        )));
-    }
-    let layout = manager.layout().clone();
-    let (instance, id) = (r.instance_id.clone(), r.backup_id.clone());
-    tokio::task::spawn_blocking(move || {
-        restore(
-            &layout.instance(&instance),
-            &layout.backups(&instance),
-            &id,
-            Limits::default(),
-        )
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("the restore task failed: {e}")))?
+    crate::manager::validate_instance_id(&r.instance_id)?;
+    manager.restore(&r.instance_id, r.backup_id.clone()).await
 }
 
 /// Deletes a backup.

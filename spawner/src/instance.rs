@@ -13,6 +13,7 @@ use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::BackupRecord;
 use crate::error::{Error, Result};
 use crate::health::{HealthCheck, UnhealthyAction};
 use crate::layout::InstanceDir;
@@ -118,6 +119,28 @@ pub(crate) enum Op {
         call: SdkCall,
         reply: Reply,
     },
+    /// Writes one line to the game's console (stdin), through its supervisor.
+    Console {
+        line: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// The directory of the instance's output logs, for a reader.
+    Logs {
+        reply: oneshot::Sender<Result<PathBuf>>,
+    },
+    /// Archives the game's files as backup `id`. The actor does nothing else meanwhile, so a
+    /// restore or a removal waits for it.
+    Backup {
+        id: String,
+        note: String,
+        reply: oneshot::Sender<Result<BackupRecord>>,
+    },
+    /// Replaces the game's files by those of backup `id`; only while the game is down. The
+    /// actor does nothing else meanwhile: a start (asked or automatic) waits its turn.
+    Restore {
+        id: String,
+        reply: oneshot::Sender<Result<BackupRecord>>,
+    },
     /// The spawner shuts down: stop the process or leave it running for re-adoption.
     Detach {
         stop: bool,
@@ -134,6 +157,15 @@ impl Op {
             | Op::Restart { reply, .. }
             | Op::Remove { reply, .. }
             | Op::Sdk { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Op::Console { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Op::Logs { reply } => {
+                let _ = reply.send(Err(error));
+            }
+            Op::Backup { reply, .. } | Op::Restore { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
             Op::Detach { done, .. } => {
@@ -373,10 +405,15 @@ impl InstanceActor {
 
     /// Carries out one operation; true when the actor is done.
     async fn handle(&mut self, op: Op) -> bool {
-        // An operator's operation replaces a restart the policy had scheduled; a stop then
-        // simply leaves the instance stopped. A shutdown of the spawner keeps it pending in
-        // the state file for the next start, and an SDK call changes nothing about it.
-        let operator = !matches!(op, Op::Detach { .. } | Op::Sdk { .. });
+        // An operator's start, stop, restart or removal replaces a restart the policy had
+        // scheduled; a stop then simply leaves the instance stopped. A shutdown of the
+        // spawner keeps it pending in the state file for the next start; an SDK call, the
+        // console, the logs and backups change nothing about it (a restore delays it: the
+        // actor is busy meanwhile).
+        let operator = matches!(
+            op,
+            Op::Start { .. } | Op::Stop { .. } | Op::Restart { .. } | Op::Remove { .. }
+        );
         if operator && self.restart_at.take().is_some() {
             self.rec.pending_restart = None;
             if let Op::Stop { reply, .. } = op {
@@ -434,6 +471,18 @@ impl InstanceActor {
                 let result = self.sdk(call).map(|()| self.rec.clone());
                 self.respond(reply, result);
             }
+            Op::Console { line, reply } => {
+                let _ = reply.send(self.console(&line).await);
+            }
+            Op::Logs { reply } => {
+                let _ = reply.send(Ok(self.settings.layout.instance(&self.rec.id).logs()));
+            }
+            Op::Backup { id, note, reply } => {
+                let _ = reply.send(self.backup(id, note).await);
+            }
+            Op::Restore { id, reply } => {
+                let _ = reply.send(self.restore(id).await);
+            }
             Op::Detach { stop, done } => {
                 self.detach(stop).await;
                 let _ = done.send(());
@@ -441,6 +490,58 @@ impl InstanceActor {
             }
         }
         false
+    }
+
+    /// Writes one line to the game's console, if it runs and is not on its way out.
+    async fn console(&self, line: &str) -> Result<()> {
+        let id = &self.rec.id;
+        if self.proc.is_none() || !v1::InstanceState::from(self.rec.state).accepts_console() {
+            return Err(Error::FailedPrecondition(format!(
+                "instance {id} is not running (it is {}); its console is closed",
+                self.rec.state.name()
+            )));
+        }
+        let dir = self.settings.instance_dir(id);
+        let request = crate::supervisor::Request::Console(line.to_owned());
+        crate::supervisor::request(&dir, &request).await?;
+        Ok(())
+    }
+
+    /// Archives the game's files (a running game's as they are now).
+    async fn backup(&mut self, id: String, note: String) -> Result<BackupRecord> {
+        let layout = &self.settings.layout;
+        let (inst, backups) = (layout.instance(&self.rec.id), layout.backups(&self.rec.id));
+        let instance = self.rec.id.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            crate::backup::create(&inst, &backups, &instance, &id, &note)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the backup task failed: {e}")))?;
+        // The game's SDK pings of meanwhile wait in the queue behind this operation: its
+        // health clock restarts rather than judge them late.
+        if self.heard.is_some() {
+            self.heard = Some(tokio::time::Instant::now());
+        }
+        made
+    }
+
+    /// Restores a backup into the game's files, which needs the game down. Runs to its end
+    /// before the actor takes its next operation.
+    async fn restore(&mut self, id: String) -> Result<BackupRecord> {
+        if self.proc.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "instance {} is {}; stop it before restoring a backup",
+                self.rec.id,
+                self.rec.state.name()
+            )));
+        }
+        let layout = &self.settings.layout;
+        let (inst, backups) = (layout.instance(&self.rec.id), layout.backups(&self.rec.id));
+        tokio::task::spawn_blocking(move || {
+            crate::backup::restore(&inst, &backups, &id, crate::backup::Limits::default())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the restore task failed: {e}")))?
     }
 
     /// When the game is late enough to be Unhealthy; `None` when it is not checked (never

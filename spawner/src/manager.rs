@@ -467,25 +467,46 @@ impl Manager {
         F: FnMut(crate::logs::Piece) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        self.get(id).await?;
-        let dir = self.layout.instance(id).logs();
+        let dir = self.forward(id, |reply| Op::Logs { reply }).await?;
         crate::logs::stream(dir, tail_lines, follow, send).await
     }
 
-    /// Writes one line to the console (stdin) of a running instance, through its supervisor.
+    /// Writes one line to the console (stdin) of a running instance, through its actor and
+    /// its supervisor.
     pub async fn console(&self, id: &str, line: &str) -> Result<()> {
         exile_api::limits::check_console_line(line).map_err(Error::InvalidArgument)?;
-        let rec = self.get(id).await?;
-        if !v1::InstanceState::from(rec.state).accepts_console() {
-            return Err(Error::FailedPrecondition(format!(
-                "instance {id} is not running (it is {}); its console is closed",
-                rec.state.name()
-            )));
-        }
-        let dir = self.layout.instance(id).runtime().to_owned();
-        let request = crate::supervisor::Request::Console(line.to_owned());
-        crate::supervisor::request(&dir, &request).await?;
-        Ok(())
+        let line = line.to_owned();
+        self.forward(id, |reply| Op::Console { line, reply }).await
+    }
+
+    /// Archives the game's files of instance `id` as backup `backup_id`, through its actor:
+    /// no restore or removal of the instance runs meanwhile.
+    pub async fn backup(
+        &self,
+        id: &str,
+        backup_id: String,
+        note: String,
+    ) -> Result<crate::backup::BackupRecord> {
+        self.forward(id, |reply| Op::Backup {
+            id: backup_id,
+            note,
+            reply,
+        })
+        .await
+    }
+
+    /// Restores backup `backup_id` into instance `id`, whose game must be down, through its
+    /// actor: a start asked meanwhile waits until the restore has finished.
+    pub async fn restore(
+        &self,
+        id: &str,
+        backup_id: String,
+    ) -> Result<crate::backup::BackupRecord> {
+        self.forward(id, |reply| Op::Restore {
+            id: backup_id,
+            reply,
+        })
+        .await
     }
 
     /// The instance an SDK secret belongs to; [`Error::Unauthenticated`] for any other.
@@ -525,11 +546,11 @@ impl Manager {
         self.requests.send(request).map_err(|_| Error::ManagerGone)
     }
 
-    async fn forward(
+    async fn forward<T>(
         &self,
         id: &str,
-        make: impl FnOnce(crate::instance::Reply) -> Op,
-    ) -> Result<InstanceRecord> {
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Op,
+    ) -> Result<T> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Forward {
             id: id.to_owned(),

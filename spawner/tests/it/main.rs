@@ -5,6 +5,7 @@
 // Helpers outside #[test] fns are test code too; clippy.toml's test allowance misses them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod backups;
 mod build_run;
 mod builds;
 mod instances;
