@@ -248,10 +248,9 @@ impl Api {
     ) -> ApiResult<tonic::Streaming<pb::LogChunk>> {
         Ok(InstanceServiceClient::new(self.client())
             .stream_logs(self.req(pb::StreamLogsRequest {
-                id: id.into(),
+                source: Some(pb::stream_logs_request::Source::Id(id.into())),
                 follow: true,
                 tail_lines,
-                ..Default::default()
             }))
             .await?
             .into_inner())

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use exile_api::v1::stream_logs_request::Source;
 use exile_api::v1::{self as pb, SendConsoleCommandRequest, StreamLogsRequest};
 use futures::StreamExt;
 use tokio::io::AsyncBufReadExt;
@@ -57,9 +58,9 @@ fn write(bytes: &[u8]) -> Result<()> {
 }
 
 pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<()> {
-    let (id, spawner_id) = match (args.instance, args.spawner) {
-        (Some(instance), None) => (instance, String::new()),
-        (None, Some(spawner)) => (String::new(), spawner),
+    let source = match (args.instance, args.spawner) {
+        (Some(instance), None) => Source::Id(instance),
+        (None, Some(spawner)) => Source::SpawnerId(spawner),
         (Some(_), Some(_)) => {
             bail!("give an instance or --spawner <spawner-id>, not both")
         }
@@ -72,10 +73,9 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<()> {
         .session
         .instances()
         .stream_logs(StreamLogsRequest {
-            id,
+            source: Some(source),
             follow: args.follow,
             tail_lines: tail,
-            spawner_id,
         })
         .await
         .or_explain(&ctx.session)?;
@@ -93,10 +93,9 @@ pub async fn console(ctx: &Ctx, args: ConsoleArgs) -> Result<()> {
         .session
         .instances()
         .stream_logs(StreamLogsRequest {
-            id: id.clone(),
+            source: Some(Source::Id(id.clone())),
             follow: true,
             tail_lines: args.tail,
-            ..Default::default()
         })
         .await
         .or_explain(&ctx.session)?;

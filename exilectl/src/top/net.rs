@@ -8,7 +8,7 @@ use exile_api::v1::{
     self as pb, DrainSpawnerRequest, GetMetricsHistoryRequest, MetricsTarget,
     RemoveInstanceRequest, RemoveSpawnerRequest, RestartInstanceRequest, SendConsoleCommandRequest,
     SpawnInstanceRequest, StartInstanceRequest, StopInstanceRequest, StreamLogsRequest,
-    UndrainSpawnerRequest, WatchRequest, WhoAmIRequest,
+    UndrainSpawnerRequest, WatchRequest, WhoAmIRequest, stream_logs_request::Source,
 };
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
@@ -159,15 +159,14 @@ impl Net {
         }
         let (session, tx) = (self.session.clone(), self.tx.clone());
         self.logs = Some(tokio::spawn(async move {
-            let (id, spawner_id) = match &target {
-                Target::Instance(id) => (id.clone(), String::new()),
-                Target::Spawner(id) => (String::new(), id.clone()),
+            let source = match &target {
+                Target::Instance(id) => Source::Id(id.clone()),
+                Target::Spawner(id) => Source::SpawnerId(id.clone()),
             };
             let req = StreamLogsRequest {
-                id,
+                source: Some(source),
                 follow: true,
                 tail_lines: LOG_TAIL,
-                spawner_id,
             };
             let error = match session.instances().stream_logs(req).await {
                 Ok(resp) => {

@@ -14,6 +14,7 @@ use crate::model::{InstanceRecord, Labels, SpawnSettings};
 use crate::registry::{LogEvent, Placement, map_command_error};
 use exile_api::v1 as pb;
 use exile_api::v1::instance_service_server::InstanceService;
+use exile_api::v1::stream_logs_request::Source;
 
 /// Handlers of InstanceService.
 pub struct InstanceApi(pub SharedRef);
@@ -45,27 +46,24 @@ fn check_console_line(line: &str) -> Result<()> {
 #[derive(Debug, PartialEq, Eq)]
 enum LogTarget {
     /// An instance's output (`id`).
-    Instance,
+    Instance(String),
     /// A spawner's own log (`spawner_id`).
-    Spawner,
+    Spawner(String),
 }
 
-/// Checks that exactly one of `id` and `spawner_id` is set, and that it is well formed.
-fn log_target(id: &str, spawner_id: &str) -> Result<LogTarget> {
-    match (id.is_empty(), spawner_id.is_empty()) {
-        (false, true) => {
-            check_id("id", id)?;
-            Ok(LogTarget::Instance)
+/// Checks that the request names a log (the `oneof` lets it name one at most), and that the
+/// id is well formed.
+fn log_target(source: Option<Source>) -> Result<LogTarget> {
+    match source {
+        Some(Source::Id(id)) => {
+            check_id("id", &id)?;
+            Ok(LogTarget::Instance(id))
         }
-        (true, false) => {
-            check_id("spawner_id", spawner_id)?;
-            Ok(LogTarget::Spawner)
+        Some(Source::SpawnerId(spawner_id)) => {
+            check_id("spawner_id", &spawner_id)?;
+            Ok(LogTarget::Spawner(spawner_id))
         }
-        (false, false) => Err(Error::InvalidArgument(
-            "set either id (an instance's log) or spawner_id (a spawner's own log), not both"
-                .into(),
-        )),
-        (true, true) => Err(Error::InvalidArgument(
+        None => Err(Error::InvalidArgument(
             "set id to read an instance's log, or spawner_id to read a spawner's own log".into(),
         )),
     }
@@ -253,7 +251,7 @@ impl InstanceService for InstanceApi {
         req: Request<pb::StreamLogsRequest>,
     ) -> Result<Response<Self::StreamLogsStream>, Status> {
         let r = req.into_inner();
-        let target = log_target(&r.id, &r.spawner_id)?;
+        let target = log_target(r.source)?;
         if r.tail_lines > MAX_TAIL_LINES {
             return Err(
                 Error::InvalidArgument(format!("tail_lines: at most {MAX_TAIL_LINES}")).into(),
@@ -264,17 +262,17 @@ impl InstanceService for InstanceApi {
         } else {
             r.tail_lines
         };
-        let link = match target {
-            LogTarget::Instance => self.0.registry.route(&r.id)?.1,
-            LogTarget::Spawner => self.0.registry.spawner_link(&r.spawner_id)?,
+        let (link, instance_id, spawner_id) = match target {
+            LogTarget::Instance(id) => (self.0.registry.route(&id)?.1, id, String::new()),
+            LogTarget::Spawner(id) => (self.0.registry.spawner_link(&id)?, String::new(), id),
         };
         let logs = link
             .stream_logs(
                 pb::LogsCommand {
-                    instance_id: r.id,
+                    instance_id,
                     follow: r.follow,
                     tail_lines,
-                    spawner_id: r.spawner_id,
+                    spawner_id,
                 },
                 self.0.command_timeout,
             )
@@ -514,12 +512,46 @@ mod tests {
 
     #[test]
     fn a_log_request_names_exactly_one_target() {
-        assert_eq!(log_target("i-1", "").unwrap(), LogTarget::Instance);
-        assert_eq!(log_target("", "sp-1").unwrap(), LogTarget::Spawner);
-        let both = log_target("i-1", "sp-1").unwrap_err().to_string();
-        assert!(both.contains("not both"), "{both}");
-        let neither = log_target("", "").unwrap_err().to_string();
+        assert_eq!(
+            log_target(Some(Source::Id("i-1".into()))).unwrap(),
+            LogTarget::Instance("i-1".into())
+        );
+        assert_eq!(
+            log_target(Some(Source::SpawnerId("sp-1".into()))).unwrap(),
+            LogTarget::Spawner("sp-1".into())
+        );
+        let neither = log_target(None).unwrap_err().to_string();
         assert!(neither.contains("spawner_id"), "{neither}");
-        assert!(log_target("", &"x".repeat(200)).is_err());
+        assert!(log_target(Some(Source::SpawnerId("x".repeat(200)))).is_err());
+        assert!(log_target(Some(Source::Id(String::new()))).is_err());
+    }
+
+    /// The oneof kept the numbers of the two plain fields it replaced: what an older client
+    /// sent decodes to the same target, and what a newer one sends reads the same for an
+    /// older decoder.
+    #[test]
+    fn the_log_source_oneof_is_wire_compatible() {
+        use prost::Message;
+        // Field 1 (id) and field 4 (spawner_id) as strings, field 2 (follow) true.
+        let old_instance = [0x0a, 0x03, b'i', b'-', b'1', 0x10, 0x01];
+        let r = pb::StreamLogsRequest::decode(&old_instance[..]).unwrap();
+        assert_eq!(r.source, Some(Source::Id("i-1".into())));
+        assert!(r.follow);
+        let old_spawner = [0x22, 0x04, b's', b'p', b'-', b'1'];
+        let r = pb::StreamLogsRequest::decode(&old_spawner[..]).unwrap();
+        assert_eq!(r.source, Some(Source::SpawnerId("sp-1".into())));
+        let new = pb::StreamLogsRequest {
+            source: Some(Source::Id("i-1".into())),
+            follow: true,
+            tail_lines: 0,
+        };
+        // The same two fields, in whatever order the encoder writes them.
+        let bytes = new.encode_to_vec();
+        assert_eq!(bytes.len(), old_instance.len(), "{bytes:x?}");
+        assert!(
+            bytes.windows(5).any(|w| w == &old_instance[..5]),
+            "{bytes:x?}"
+        );
+        assert!(bytes.windows(2).any(|w| w == [0x10, 0x01]), "{bytes:x?}");
     }
 }

@@ -150,7 +150,7 @@ async fn kill_9_of_the_spawner_keeps_twenty_instances_with_logs_console_and_exit
         .instances
         .clone()
         .stream_logs(pb::StreamLogsRequest {
-            id: target.id.clone(),
+            source: Some(pb::stream_logs_request::Source::Id(target.id.clone())),
             follow: true,
             tail_lines: 5,
             ..Default::default()
@@ -296,7 +296,7 @@ async fn a_crashing_server_is_restarted_with_backoff_then_crashed_with_its_last_
         .instances
         .clone()
         .stream_logs(pb::StreamLogsRequest {
-            id: spawned.id.clone(),
+            source: Some(pb::stream_logs_request::Source::Id(spawned.id.clone())),
             follow: false,
             tail_lines: 1000,
             ..Default::default()
@@ -377,7 +377,7 @@ async fn a_flood_and_a_slow_reader_break_neither_the_link_nor_the_master() {
         .instances
         .clone()
         .stream_logs(pb::StreamLogsRequest {
-            id: flood.id.clone(),
+            source: Some(pb::stream_logs_request::Source::Id(flood.id.clone())),
             follow: true,
             tail_lines: 0,
             ..Default::default()
