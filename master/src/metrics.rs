@@ -11,20 +11,7 @@ use exile_api::v1 as pb;
 /// One-minute buckets: the persisted resolution.
 pub const MINUTE_MS: i64 = 60_000;
 
-/// A sample, kept compact: there may be one series per instance across thousands of hosts.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Sample {
-    /// Unix ms.
-    pub at: i64,
-    /// CPU % of one core.
-    pub cpu: f32,
-    /// Players.
-    pub players: u32,
-    /// Resident memory, bytes.
-    pub memory: u64,
-    /// Disk used, bytes.
-    pub disk: u64,
-}
+pub use crate::model::Sample;
 
 impl Sample {
     fn from_resources(at: i64, r: &pb::Resources, players: u32) -> Self {
@@ -36,17 +23,6 @@ impl Sample {
             players,
             memory: r.memory_bytes,
             disk: r.disk_used_bytes,
-        }
-    }
-
-    /// Wire form.
-    pub fn to_pb(self) -> pb::MetricPoint {
-        pb::MetricPoint {
-            at_unix_ms: self.at,
-            cpu_percent: f64::from(self.cpu),
-            memory_bytes: self.memory,
-            disk_used_bytes: self.disk,
-            players: self.players,
         }
     }
 }

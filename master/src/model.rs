@@ -269,3 +269,33 @@ pub struct InstanceRecord {
 pub fn is_running(state: pb::InstanceState) -> bool {
     state.has_process()
 }
+
+/// One resource sample of a spawner or an instance (the metrics history keeps them, the store
+/// persists their one-minute means). Kept compact: there may be one series per instance
+/// across thousands of hosts.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// Unix ms.
+    pub at: i64,
+    /// CPU % of one core.
+    pub cpu: f32,
+    /// Players.
+    pub players: u32,
+    /// Resident memory, bytes.
+    pub memory: u64,
+    /// Disk used, bytes.
+    pub disk: u64,
+}
+
+impl Sample {
+    /// Wire form.
+    pub fn to_pb(self) -> pb::MetricPoint {
+        pb::MetricPoint {
+            at_unix_ms: self.at,
+            cpu_percent: f64::from(self.cpu),
+            memory_bytes: self.memory,
+            disk_used_bytes: self.disk,
+            players: self.players,
+        }
+    }
+}

@@ -15,7 +15,7 @@ use crate::db::entities::{
     api_token, audit, enrollment_token, instance, metric_sample, session, spawner, user,
 };
 use crate::error::{Error, Result};
-use crate::metrics::Sample;
+use crate::model::Sample;
 use crate::model::{InstanceRecord, Labels, PortSpec, SpawnerInfo};
 use exile_api::v1 as pb;
 
