@@ -1,5 +1,5 @@
-//! The application shell: routes, the session (sessionStorage, per tab), the live watch
-//! stream with reconnect backoff, the master stats poll, and the layout around every page.
+//! The application shell: the live watch stream with reconnect backoff, the master stats
+//! poll, and the layout around every page (routes in `routes`, the context in `context`).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -10,108 +10,13 @@ use yew_router::prelude::*;
 
 use crate::api::{Api, ApiError};
 use crate::components::drawer::Drawer;
+use crate::context::{Ctx, Session, load_session, store_session, use_ctx};
 use crate::pages::{
     builds::BuildsPage, instance::InstancePage, login::Login, not_found::NotFound,
     overview::Overview, spawner::SpawnerPage, spawners::Spawners,
 };
+use crate::routes::Route;
 use crate::state::{Live, LiveAction, backoff_ms};
-
-/// Every page of the dashboard.
-#[derive(Clone, Debug, PartialEq, Routable)]
-pub enum Route {
-    /// Sign in.
-    #[at("/login")]
-    Login,
-    /// Master figures and all spawners.
-    #[at("/")]
-    Overview,
-    /// All spawners.
-    #[at("/spawners")]
-    Spawners,
-    /// One spawner and its instances.
-    #[at("/spawners/:id")]
-    Spawner {
-        /// Spawner id.
-        id: String,
-    },
-    /// Uploaded builds and rollouts.
-    #[at("/builds")]
-    Builds,
-    /// One instance: its log, console and resource history.
-    #[at("/instances/:id")]
-    Instance {
-        /// Instance id.
-        id: String,
-    },
-    /// Anything else.
-    #[not_found]
-    #[at("/404")]
-    NotFound,
-}
-
-const SESSION_KEY: &str = "exile.session";
-
-/// A signed-in user of this tab.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Session {
-    /// Session token (sent as `authorization: Bearer …`).
-    pub token: String,
-    /// Who signed in.
-    pub username: String,
-}
-
-fn storage() -> Option<web_sys::Storage> {
-    web_sys::window()?.session_storage().ok()?
-}
-
-fn load_session() -> Option<Session> {
-    let raw = storage()?.get_item(SESSION_KEY).ok()??;
-    let (username, token) = raw.split_once('\n')?;
-    Some(Session {
-        token: token.to_owned(),
-        username: username.to_owned(),
-    })
-}
-
-fn store_session(s: Option<&Session>) {
-    if let Some(st) = storage() {
-        let _ = match s {
-            Some(s) => st.set_item(SESSION_KEY, &format!("{}\n{}", s.username, s.token)),
-            None => st.remove_item(SESSION_KEY),
-        };
-    }
-}
-
-/// What every page can reach through the context.
-#[derive(Clone, PartialEq)]
-pub struct Ctx {
-    /// The signed-in user, if any.
-    pub session: Option<Session>,
-    /// Clients carrying the session token.
-    pub api: Api,
-    /// Live fleet and stream state.
-    pub live: Rc<Live>,
-    /// Latest master figures.
-    pub stats: Option<pb::GetStatsResponse>,
-    /// A note for the login page ("your session expired").
-    pub login_message: Option<String>,
-    /// Signs in (Some) or out (None).
-    pub set_session: Callback<Option<Session>>,
-    /// Reports a failed call: an UNAUTHENTICATED answer ends the session.
-    pub on_error: Callback<ApiError>,
-}
-
-/// The context of the current page (panics only if used outside `App`, a programming error).
-#[hook]
-pub fn use_ctx() -> Ctx {
-    #[allow(clippy::expect_used)]
-    use_context::<Ctx>().expect("page rendered outside App")
-}
-
-/// Milliseconds since the Unix epoch from the browser clock (std's clock does not exist on wasm).
-pub fn now_ms() -> i64 {
-    js_sys::Date::now() as i64
-}
 
 /// The root component.
 #[component]

@@ -10,8 +10,10 @@ mod app;
 mod builds;
 mod chart;
 mod components;
+mod context;
 mod logs;
 mod pages;
+mod routes;
 mod state;
 
 #[cfg(target_arch = "wasm32")]

@@ -6,9 +6,9 @@ use yew::prelude::*;
 use yew_router::prelude::*;
 
 use crate::api::InstanceAction;
-use crate::app::Route;
 use crate::components::dropdown::{Dropdown, DropdownItem};
 use crate::components::resource_progress_bar::ResourceProgressBar;
+use crate::routes::Route;
 use crate::state::{
     format_bytes, instance_is_live, instance_state_label, instance_uptime, state_tone,
 };

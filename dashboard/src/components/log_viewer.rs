@@ -9,7 +9,7 @@ use futures::future::abortable;
 use yew::prelude::*;
 
 use crate::api::{Api, ApiError};
-use crate::app::use_ctx;
+use crate::context::use_ctx;
 use crate::logs::{DEFAULT_MAX_LINES, LogBuffer};
 use crate::state::{backoff_ms, format_bytes};
 

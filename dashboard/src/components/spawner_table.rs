@@ -5,8 +5,8 @@ use exile_api::v1 as pb;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
-use crate::app::Route;
 use crate::components::resource_progress_bar::ResourceProgressBar;
+use crate::routes::Route;
 use crate::state::{format_bytes, host_cpu_percent, percent, spawner_state_label, state_tone};
 
 /// Props of [`SpawnerTable`].

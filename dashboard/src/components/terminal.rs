@@ -5,8 +5,8 @@
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
-use crate::app::use_ctx;
 use crate::components::log_viewer::LogViewer;
+use crate::context::use_ctx;
 
 /// Props of [`Terminal`].
 #[derive(Properties, PartialEq)]

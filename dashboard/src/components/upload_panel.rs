@@ -14,11 +14,11 @@ use web_sys::{HtmlInputElement, HtmlTextAreaElement};
 use yew::prelude::*;
 
 use crate::api::{Api, ApiError};
-use crate::app::{now_ms, use_ctx};
 use crate::builds::{
     ArchiveHasher, Phase, Retry, Upload, UploadErrors, UploadForm, check_upload, classify,
     guess_name_version, upload_summary,
 };
+use crate::context::{now_ms, use_ctx};
 use crate::state::format_bytes;
 
 /// The progress line is redrawn at most this often (a GiB upload has a thousand parts).

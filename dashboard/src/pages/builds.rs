@@ -9,7 +9,6 @@ use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
 use crate::api::ApiResult;
-use crate::app::{now_ms, use_ctx};
 use crate::builds::{
     BuildOrder, RolloutForm, abilities, arrange, format_selector, panel_rollouts, parse_selector,
     usage,
@@ -19,6 +18,7 @@ use crate::components::confirm_dialog::ConfirmDialog;
 use crate::components::form_dialog::FormDialog;
 use crate::components::rollout_panel::RolloutPanel;
 use crate::components::upload_panel::UploadPanel;
+use crate::context::{now_ms, use_ctx};
 use crate::state::format_bytes;
 
 /// A call run by the page: resolves to a note for the user, or the error to show.

@@ -8,12 +8,13 @@ use exile_api::v1 as pb;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
-use crate::app::{Route, now_ms, use_ctx};
 use crate::chart::WINDOW_MS;
 use crate::components::log_viewer::LogViewer;
 use crate::components::players_chart::PlayersChart;
 use crate::components::resource_history_chart::ResourceHistoryChart;
 use crate::components::terminal::Terminal;
+use crate::context::{now_ms, use_ctx};
+use crate::routes::Route;
 use crate::state::{instance_state_label, instance_uptime, state_tone};
 
 /// How often the charts are refreshed.

@@ -4,7 +4,8 @@ use web_sys::HtmlInputElement;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
-use crate::app::{Route, Session, use_ctx};
+use crate::context::{Session, use_ctx};
+use crate::routes::Route;
 
 /// The sign-in form.
 #[component]

@@ -3,7 +3,7 @@
 use yew::prelude::*;
 use yew_router::prelude::*;
 
-use crate::app::Route;
+use crate::routes::Route;
 
 /// "Not found" with a way back.
 #[component]

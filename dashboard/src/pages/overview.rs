@@ -2,9 +2,9 @@
 
 use yew::prelude::*;
 
-use crate::app::use_ctx;
 use crate::components::spawner_table::SpawnerTable;
 use crate::components::stats_card::StatsCard;
+use crate::context::use_ctx;
 use crate::state::format_duration;
 
 /// The overview.

@@ -5,10 +5,10 @@ use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
 use crate::api::{ApiResult, InstanceAction};
-use crate::app::{now_ms, use_ctx};
 use crate::components::confirm_dialog::ConfirmDialog;
 use crate::components::instance_row::InstanceRow;
 use crate::components::resource_progress_bar::ResourceProgressBar;
+use crate::context::{now_ms, use_ctx};
 use crate::state::{
     format_bytes, host_cpu_percent, parse_labels, percent, spawner_state_label, state_tone,
 };

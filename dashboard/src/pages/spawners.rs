@@ -2,8 +2,8 @@
 
 use yew::prelude::*;
 
-use crate::app::use_ctx;
 use crate::components::spawner_table::SpawnerTable;
+use crate::context::use_ctx;
 
 /// The spawner list.
 #[component]

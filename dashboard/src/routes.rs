@@ -1,0 +1,36 @@
+//! Every page's address: the router's table, shared by the shell and every link.
+
+use yew_router::prelude::*;
+
+/// Every page of the dashboard.
+#[derive(Clone, Debug, PartialEq, Routable)]
+pub enum Route {
+    /// Sign in.
+    #[at("/login")]
+    Login,
+    /// Master figures and all spawners.
+    #[at("/")]
+    Overview,
+    /// All spawners.
+    #[at("/spawners")]
+    Spawners,
+    /// One spawner and its instances.
+    #[at("/spawners/:id")]
+    Spawner {
+        /// Spawner id.
+        id: String,
+    },
+    /// Uploaded builds and rollouts.
+    #[at("/builds")]
+    Builds,
+    /// One instance: its log, console and resource history.
+    #[at("/instances/:id")]
+    Instance {
+        /// Instance id.
+        id: String,
+    },
+    /// Anything else.
+    #[not_found]
+    #[at("/404")]
+    NotFound,
+}
