@@ -6,6 +6,7 @@ mod builds;
 mod fleets;
 mod link;
 mod placement;
+mod state;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,8 +15,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::builds::Catalog;
-use crate::convert::{instance_to_pb, spawner_to_pb};
 use crate::error::{Error, Result};
 use crate::model::{InstanceRecord, SpawnerInfo, is_running};
 use crate::store::Store;
@@ -26,129 +25,7 @@ use exile_api::v1 as pb;
 pub use fleets::{Member, SpawnerLoad};
 pub use link::{Link, LogEvent, LogStream, map_command_error};
 pub use placement::Placement;
-
-/// A spawner as held in memory.
-struct SpawnerEntry {
-    info: SpawnerInfo,
-    state: pb::SpawnerState,
-    resources: pb::Resources,
-    last_heartbeat: Instant,
-    link: Option<Link>,
-    /// Instance states hidden behind Unknown while unreachable, restored if heartbeats resume
-    /// on the same link.
-    before_unknown: HashMap<String, pb::InstanceState>,
-    /// Uploaded builds it last reported holding (memory only: every hello repeats them).
-    held: Vec<pb::HeldBuild>,
-}
-
-impl SpawnerEntry {
-    fn new(info: SpawnerInfo) -> Self {
-        SpawnerEntry {
-            info,
-            state: pb::SpawnerState::Offline,
-            resources: pb::Resources::default(),
-            last_heartbeat: Instant::now(),
-            link: None,
-            before_unknown: HashMap::new(),
-            held: Vec::new(),
-        }
-    }
-}
-
-/// The published rollouts, newest first.
-fn rollouts_newest_first(st: &State) -> Vec<pb::Rollout> {
-    let mut v: Vec<pb::Rollout> = st.rollouts.values().cloned().collect();
-    v.sort_by_key(|r| std::cmp::Reverse(r.started_at_unix_ms));
-    v
-}
-
-#[derive(Default)]
-struct State {
-    spawners: HashMap<String, SpawnerEntry>,
-    instances: HashMap<String, InstanceRecord>,
-    /// Instance ids per spawner, so per-spawner work never scans every instance (a heartbeat
-    /// of one host must not cost in proportion to the whole fleet).
-    by_spawner: HashMap<String, std::collections::BTreeSet<String>>,
-    /// Builds, activations and the counts builds show.
-    catalog: Catalog,
-    /// Rollouts as published (running ones and the newest of each build name), by id.
-    rollouts: std::collections::BTreeMap<String, pb::Rollout>,
-    /// Display names people gave instances, by id (only the master knows them, so they
-    /// live beside the records spawners report, not in them).
-    names: HashMap<String, String>,
-    /// Fleets as published (spec and counts), by name.
-    fleets: std::collections::BTreeMap<String, pb::Fleet>,
-    /// What allocations set on instances (annotations, metadata, whether the spawner has
-    /// confirmed), by instance id. Apart from the instance record: only allocated ones have it.
-    allocs: HashMap<String, allocation::AllocState>,
-    /// Idempotency keys of recent allocations.
-    idempotency: allocation::Idempotency,
-}
-
-impl State {
-    /// Inserts or replaces an instance, keeping the index and the build counts right.
-    fn insert_instance(&mut self, rec: InstanceRecord) {
-        let old = self.instances.get(&rec.id);
-        if let Some(old) = old
-            && old.spawner_id != rec.spawner_id
-            && let Some(set) = self.by_spawner.get_mut(&old.spawner_id)
-        {
-            set.remove(&rec.id);
-        }
-        let old_build = old.and_then(build_of);
-        let new_build = build_of(&rec);
-        if old_build != new_build {
-            if let Some((name, version)) = old_build {
-                self.catalog.count_instance(&name, &version, false);
-            }
-            if let Some((name, version)) = new_build {
-                self.catalog.count_instance(&name, &version, true);
-            }
-        }
-        self.by_spawner
-            .entry(rec.spawner_id.clone())
-            .or_default()
-            .insert(rec.id.clone());
-        self.instances.insert(rec.id.clone(), rec);
-    }
-
-    /// Removes an instance, keeping the index right.
-    fn remove_instance(&mut self, id: &str) -> Option<InstanceRecord> {
-        let rec = self.instances.remove(id)?;
-        self.names.remove(id);
-        self.allocs.remove(id);
-        if let Some((name, version)) = build_of(&rec) {
-            self.catalog.count_instance(&name, &version, false);
-        }
-        if let Some(set) = self.by_spawner.get_mut(&rec.spawner_id) {
-            set.remove(id);
-            if set.is_empty() {
-                self.by_spawner.remove(&rec.spawner_id);
-            }
-        }
-        Some(rec)
-    }
-
-    /// Ids of a spawner's instances.
-    fn ids_of(&self, spawner_id: &str) -> Vec<String> {
-        self.by_spawner
-            .get(spawner_id)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Number of a spawner's instances.
-    fn count_of(&self, spawner_id: &str) -> usize {
-        self.by_spawner
-            .get(spawner_id)
-            .map_or(0, std::collections::BTreeSet::len)
-    }
-}
-
-/// The uploaded build an instance runs, as (name, version).
-fn build_of(rec: &InstanceRecord) -> Option<(String, String)> {
-    (!rec.build_name.is_empty()).then(|| (rec.build_name.clone(), rec.build_version.clone()))
-}
+use state::{Effects, RegistryState as State, SpawnerEntry, rollouts_newest_first};
 
 /// A write for the persister task.
 type Persist = crate::store::Write;
@@ -241,6 +118,29 @@ impl Registry {
         let _ = self.events.send(ev);
     }
 
+    /// Sends what a change of the state caused: called with the lock still held, so events
+    /// go out in the order of the changes.
+    fn apply(&self, fx: Effects) {
+        for link in fx.closed {
+            link.close();
+        }
+        for w in fx.writes {
+            let _ = self.persist.send(w);
+        }
+        for kind in fx.events {
+            self.emit(kind);
+        }
+    }
+
+    /// Runs a change of the state under the lock and sends what it caused.
+    fn change<T>(&self, f: impl FnOnce(&mut State, &mut Effects) -> T) -> T {
+        let mut st = self.lock();
+        let mut fx = Effects::default();
+        let out = f(&mut st, &mut fx);
+        self.apply(fx);
+        out
+    }
+
     fn save_spawner(&self, info: &SpawnerInfo) {
         let _ = self.persist.send(Persist::Spawner(info.clone()));
     }
@@ -250,34 +150,11 @@ impl Registry {
     }
 
     fn spawner_pb(&self, st: &State, e: &SpawnerEntry) -> pb::Spawner {
-        let count = st.count_of(&e.info.id);
-        spawner_to_pb(
-            &e.info,
-            e.state,
-            &e.resources,
-            u32::try_from(count).unwrap_or(u32::MAX),
-            &e.held,
-        )
+        st.spawner_pb(e)
     }
 
     fn instance_pb(st: &State, rec: &InstanceRecord) -> pb::Instance {
-        let addr = st
-            .spawners
-            .get(&rec.spawner_id)
-            .map(|s| s.info.advertised_address.as_str())
-            .unwrap_or("");
-        let mut i = instance_to_pb(rec, addr);
-        if let Some(name) = st.names.get(&rec.id) {
-            i.display_name.clone_from(name);
-        }
-        if let Some(a) = st.allocs.get(&rec.id) {
-            i.annotations = a
-                .annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-        }
-        i
+        st.instance_pb(rec)
     }
 
     fn emit_spawner(&self, st: &State, id: &str) {
@@ -312,36 +189,7 @@ impl Registry {
     }
 
     fn snapshot_locked(&self, st: &State) -> pb::Snapshot {
-        let mut spawners: Vec<_> = st
-            .spawners
-            .values()
-            .map(|e| self.spawner_pb(st, e))
-            .collect();
-        spawners.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        let mut instances: Vec<_> = st
-            .instances
-            .values()
-            .map(|r| Self::instance_pb(st, r))
-            .collect();
-        instances.sort_by(|a, b| {
-            a.created_at_unix_ms
-                .cmp(&b.created_at_unix_ms)
-                .then(a.id.cmp(&b.id))
-        });
-        let builds = st
-            .catalog
-            .all()
-            .into_iter()
-            .map(|b| st.catalog.to_pb(b))
-            .collect();
-        let rollouts = rollouts_newest_first(st);
-        pb::Snapshot {
-            spawners,
-            instances,
-            builds,
-            rollouts,
-            fleets: st.fleets.values().cloned().collect(),
-        }
+        st.snapshot()
     }
 
     /// Publishes a rollout's progress: kept for snapshots and `GetRollout` (running ones, and
@@ -564,49 +412,11 @@ impl Registry {
     /// Marks spawners whose heartbeats stopped as Unreachable and their instances Unknown.
     pub fn sweep(&self) {
         let now = Instant::now();
-        let mut st = self.lock();
-        let stale: Vec<String> = st
-            .spawners
-            .values()
-            .filter(|e| {
-                e.state.is_attached() && now.duration_since(e.last_heartbeat) > self.heartbeat_ttl
-            })
-            .map(|e| e.info.id.clone())
-            .collect();
-        for id in stale {
-            tracing::warn!(spawner = %id, "no heartbeat within the TTL: unreachable");
-            self.mark_unknown(&mut st, &id, pb::SpawnerState::Unreachable);
-        }
-    }
-
-    /// Sets the spawner's state and hides its instances' states behind Unknown.
-    fn mark_unknown(&self, st: &mut State, id: &str, state: pb::SpawnerState) {
-        let now = now_unix_ms();
-        let mut hidden = HashMap::new();
-        let mut changed = Vec::new();
-        for iid in st.ids_of(id) {
-            let Some(r) = st.instances.get_mut(&iid) else {
-                continue;
-            };
-            if r.state != pb::InstanceState::Unknown && is_running(r.state) {
-                hidden.insert(r.id.clone(), r.state);
-                r.state = pb::InstanceState::Unknown;
-                r.state_changed_at = now;
-                changed.push(r.id.clone());
-            }
-        }
-        if let Some(e) = st.spawners.get_mut(id) {
-            e.state = state;
-            e.before_unknown.extend(hidden);
-        }
-        self.emit_spawner(st, id);
-        for iid in changed {
-            self.emit_instance(st, &iid);
-        }
+        self.change(|st, fx| st.sweep(fx, now, self.heartbeat_ttl));
     }
 }
 
-fn not_found_spawner(id: &str) -> Error {
+pub(super) fn not_found_spawner(id: &str) -> Error {
     Error::NotFound(format!("no spawner with id {id}"))
 }
 

@@ -171,16 +171,6 @@ impl Registry {
         self.emit_spawner(&st, spawner_id);
     }
 
-    /// Replaces a spawner's holdings from its hello (inside `attach`, under the lock).
-    pub(super) fn hello_held(&self, st: &mut State, spawner_id: &str, held: Vec<pb::HeldBuild>) {
-        let held = checked_held(spawner_id, held);
-        let Some(e) = st.spawners.get_mut(spawner_id) else {
-            return;
-        };
-        let old = std::mem::replace(&mut e.held, held.clone());
-        st.catalog.held_changed(&old, &held);
-    }
-
     /// Tells a linked spawner which builds to hold.
     pub fn push_wanted_builds(&self, spawner_id: &str) -> Result<()> {
         let st = self.lock();

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Registry, State, not_found_spawner};
-use crate::convert::record_from_status;
+use super::Registry;
 use crate::error::{Error, Result};
-use crate::model::{SpawnerInfo, is_running};
+use crate::model::is_running;
 use exile_api::now_unix_ms;
 use exile_api::v1 as pb;
 
@@ -330,202 +329,37 @@ impl Registry {
     ) -> Result<Link> {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let link = Link::new(generation, tx);
-        let mut st = self.lock();
-        let e = st
-            .spawners
-            .get_mut(id)
-            .ok_or_else(|| not_found_spawner(id))?;
-        if let Some(old) = e.link.replace(link.clone()) {
-            old.close();
-        }
-        apply_hello(&mut e.info, hello);
-        e.state = if e.info.drained {
-            pb::SpawnerState::Draining
-        } else {
-            pb::SpawnerState::Online
-        };
-        e.last_heartbeat = Instant::now();
-        e.before_unknown.clear();
-        let info = e.info.clone();
-        self.save_spawner(&info);
-        self.hello_held(&mut st, id, hello.builds.clone());
-        self.reconcile(&mut st, id, &hello.instances);
-        self.emit_spawner(&st, id);
+        let now = Instant::now();
+        self.change(|st, fx| st.attach(fx, id, hello, link.clone(), now))?;
         Ok(link)
     }
 
     /// The stream of `generation` ended. Ignored when a newer stream took over.
     pub fn detach(&self, id: &str, generation: u64, clean: bool) {
-        let mut st = self.lock();
-        let Some(e) = st.spawners.get_mut(id) else {
-            return;
-        };
-        if e.link.as_ref().map(|l| l.generation) != Some(generation) {
-            return;
-        }
-        e.link = None;
-        let state = if clean {
-            pb::SpawnerState::Offline
-        } else {
-            pb::SpawnerState::Unreachable
-        };
-        self.mark_unknown(&mut st, id, state);
+        self.change(|st, fx| st.detach(fx, id, generation, clean));
     }
 
     /// A heartbeat: metrics in memory only.
     pub fn heartbeat(&self, id: &str, generation: u64, hb: pb::Heartbeat, with_event: bool) {
-        let mut st = self.lock();
-        let Some(e) = st.spawners.get_mut(id) else {
-            return;
-        };
-        if e.link.as_ref().map(|l| l.generation) != Some(generation) {
-            return;
-        }
-        e.last_heartbeat = Instant::now();
-        e.info.last_seen_at = now_unix_ms();
-        e.resources = hb.host.unwrap_or_default();
-        let recovered = e.state == pb::SpawnerState::Unreachable;
-        if recovered {
-            e.state = if e.info.drained {
-                pb::SpawnerState::Draining
-            } else {
-                pb::SpawnerState::Online
-            };
-        }
-        let restore = if recovered {
-            std::mem::take(&mut e.before_unknown)
-        } else {
-            HashMap::new()
-        };
-        for m in hb.instances {
-            if let Some(r) = st.instances.get_mut(&m.id) {
-                r.resources = m.resources.unwrap_or_default();
-                r.players = m.players;
-            }
-        }
-        if recovered {
-            tracing::info!(spawner = %id, "heartbeats resumed: online");
-            let now = now_unix_ms();
-            for (iid, prior) in restore {
-                if let Some(r) = st.instances.get_mut(&iid)
-                    && r.state == pb::InstanceState::Unknown
-                {
-                    r.state = prior;
-                    r.state_changed_at = now;
-                    let rec = r.clone();
-                    self.save_instance(&rec);
-                    self.emit_instance(&st, &iid);
-                }
-            }
-            self.emit_spawner(&st, id);
-        } else if with_event
-            // Nobody watching: do not build an event per heartbeat for nobody.
-            && self.events.receiver_count() > 0
-            && let Some(e) = st.spawners.get(id)
-        {
-            self.emit(pb::watch_event::Kind::SpawnerMetrics(
-                self.spawner_pb(&st, e),
-            ));
-        }
+        // Nobody watching: do not build an event per heartbeat for nobody.
+        let metrics_event = with_event && self.events.receiver_count() > 0;
+        let now = Instant::now();
+        self.change(|st, fx| st.heartbeat(fx, id, generation, hb, now, metrics_event));
     }
 
     /// An instance event from the spawner.
     pub fn instance_event(&self, id: &str, generation: u64, ev: pb::InstanceEvent) {
-        let mut st = self.lock();
-        let Some(e) = st.spawners.get(id) else { return };
-        if e.link.as_ref().map(|l| l.generation) != Some(generation) {
-            return;
-        }
-        let Some(status) = ev.status else { return };
-        if ev.removed {
-            if st
-                .instances
-                .get(&status.id)
-                .is_some_and(|r| r.spawner_id == id)
-            {
-                st.remove_instance(&status.id);
-                let _ = self
-                    .persist
-                    .send(super::Persist::DeleteInstance(status.id.clone()));
-                self.emit(pb::watch_event::Kind::InstanceRemoved(status.id));
-                self.emit_spawner(&st, id);
-            }
-            return;
-        }
-        self.upsert_status(&mut st, id, status);
+        self.change(|st, fx| st.instance_event(fx, id, generation, ev));
     }
 
     /// Applies a status the spawner reported (event, command result or hello).
     pub fn apply_status(&self, spawner_id: &str, status: pb::InstanceStatus) {
-        let mut st = self.lock();
-        self.upsert_status(&mut st, spawner_id, status);
-    }
-
-    fn upsert_status(&self, st: &mut State, spawner_id: &str, mut status: pb::InstanceStatus) {
-        let iid = status.id.clone();
-        let created = match st.instances.get(&iid) {
-            Some(r) if r.spawner_id != spawner_id => {
-                tracing::warn!(instance = %iid, spawner = %spawner_id, owner = %r.spawner_id, "spawner reported an instance another spawner owns; ignored");
-                return;
-            }
-            Some(r) if status.revision != 0 && status.revision < r.revision => {
-                // Older than what we applied: an event that crossed a command result.
-                return;
-            }
-            Some(r) => Some(r.clone()),
-            None => None,
-        };
-        let is_new = created.is_none();
-        Self::allocation_seen(st, &mut status);
-        let rec = record_from_status(spawner_id, status, created.as_ref());
-        if created.as_ref() == Some(&rec) {
-            return;
-        }
-        self.save_instance(&rec);
-        st.insert_instance(rec);
-        self.emit_instance(st, &iid);
-        if is_new {
-            self.emit_spawner(st, spawner_id);
-        }
-    }
-
-    /// Makes the registry's view of a spawner's instances equal to what it reported.
-    fn reconcile(&self, st: &mut State, spawner_id: &str, reported: &[pb::InstanceStatus]) {
-        let now = now_unix_ms();
-        let known: std::collections::HashSet<&str> =
-            reported.iter().map(|s| s.id.as_str()).collect();
-        let gone: Vec<String> = st
-            .ids_of(spawner_id)
-            .iter()
-            .filter_map(|iid| st.instances.get(iid))
-            .filter(|r| !known.contains(r.id.as_str()))
-            // A spawn in flight has no process yet; leave it to its request.
-            .filter(|r| !(r.state == pb::InstanceState::Starting && now - r.created_at < 60_000))
-            .map(|r| r.id.clone())
-            .collect();
-        for iid in gone {
-            tracing::info!(instance = %iid, spawner = %spawner_id, "instance no longer on its spawner: removed");
-            st.remove_instance(&iid);
-            let _ = self
-                .persist
-                .send(super::Persist::DeleteInstance(iid.clone()));
-            self.emit(pb::watch_event::Kind::InstanceRemoved(iid));
-        }
-        for status in reported {
-            self.upsert_status(st, spawner_id, status.clone());
-        }
+        self.change(|st, fx| st.upsert_status(fx, spawner_id, status));
     }
 
     /// Drops a reservation whose spawn failed.
     pub fn forget_instance(&self, id: &str) {
-        let mut st = self.lock();
-        if let Some(r) = st.remove_instance(id) {
-            let _ = self
-                .persist
-                .send(super::Persist::DeleteInstance(id.to_owned()));
-            self.emit(pb::watch_event::Kind::InstanceRemoved(id.to_owned()));
-            self.emit_spawner(&st, &r.spawner_id);
-        }
+        self.change(|st, fx| st.forget_instance(fx, id));
     }
 
     /// True when the instance's process is alive as far as the master knows.
@@ -535,24 +369,6 @@ impl Registry {
             .get(id)
             .is_some_and(|r| is_running(r.state))
     }
-}
-
-fn apply_hello(info: &mut SpawnerInfo, h: &pb::Hello) {
-    if !h.name.is_empty() {
-        info.name.clone_from(&h.name);
-    }
-    info.region.clone_from(&h.region);
-    info.host.clone_from(&h.host);
-    info.advertised_address.clone_from(&h.advertised_address);
-    info.capacity = h.capacity;
-    info.labels = h
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    info.agent_version.clone_from(&h.agent_version);
-    info.active_build.clone_from(&h.active_build);
-    info.last_seen_at = now_unix_ms();
 }
 
 #[cfg(test)]
