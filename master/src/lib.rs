@@ -148,7 +148,38 @@ pub async fn start(
         }
     });
     tasks.spawn(fleet::reconcile::run(shared.clone()));
-    let sweep_every = (config.heartbeat_ttl() / 4).max(Duration::from_millis(50));
+    registry_tasks(&tasks, &shutdown, &registry, config.heartbeat_ttl());
+    builds_tasks(&tasks, &shutdown, builds);
+    auth_tasks(&tasks, &shutdown, auth);
+    metrics_tasks(&tasks, &shutdown, shared.store.clone(), metrics);
+    // The persister ends when the registry (its only sender) is dropped; do not wait on it
+    // at shutdown beyond a short flush.
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        sd.cancelled().await;
+        drop(shared);
+        drop(registry);
+        let _ = tokio::time::timeout(Duration::from_secs(5), persister).await;
+    });
+    tasks.close();
+    tracing::info!(%addr, "master listening");
+    Ok(Master {
+        addr,
+        generated_admin_password,
+        tasks,
+        shutdown,
+    })
+}
+
+/// The registry's housekeeping: the heartbeat sweep, and build counts published once a
+/// second.
+fn registry_tasks(
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+    registry: &Arc<Registry>,
+    heartbeat_ttl: Duration,
+) {
+    let sweep_every = (heartbeat_ttl / 4).max(Duration::from_millis(50));
     let sd = shutdown.clone();
     let reg = registry.clone();
     tasks.spawn(async move {
@@ -172,6 +203,10 @@ pub async fn start(
             }
         }
     });
+}
+
+/// Uploads left idle are dropped.
+fn builds_tasks(tasks: &TaskTracker, shutdown: &CancellationToken, builds: Arc<builds::Builds>) {
     let sd = shutdown.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -187,6 +222,10 @@ pub async fn start(
             }
         }
     });
+}
+
+/// Expired sessions are swept.
+fn auth_tasks(tasks: &TaskTracker, shutdown: &CancellationToken, auth: Arc<Auth>) {
     let sd = shutdown.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
@@ -201,7 +240,16 @@ pub async fn start(
             }
         }
     });
-    let (sd, store_m, hist) = (shutdown.clone(), shared.store.clone(), metrics.clone());
+}
+
+/// Resource history: minute means persisted every 30 s (and at shutdown), old ones pruned.
+fn metrics_tasks(
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+    store_m: Store,
+    hist: Arc<metrics::MetricsHistory>,
+) {
+    let sd = shutdown.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         let mut ticks = 0u64;
@@ -228,23 +276,6 @@ pub async fn start(
             }
         }
     });
-    // The persister ends when the registry (its only sender) is dropped; do not wait on it
-    // at shutdown beyond a short flush.
-    let sd = shutdown.clone();
-    tasks.spawn(async move {
-        sd.cancelled().await;
-        drop(shared);
-        drop(registry);
-        let _ = tokio::time::timeout(Duration::from_secs(5), persister).await;
-    });
-    tasks.close();
-    tracing::info!(%addr, "master listening");
-    Ok(Master {
-        addr,
-        generated_admin_password,
-        tasks,
-        shutdown,
-    })
 }
 
 /// Writes a file readable by its owner only, atomically (`exile_api::fs::write_private`).

@@ -69,18 +69,10 @@ impl Grpc {
     }
 }
 
-/// Builds the whole HTTP router.
-pub async fn router(
-    shared: SharedRef,
-    access: Arc<AccessState>,
-    dashboard_dir: Option<&Path>,
-) -> Result<axum::Router> {
-    let grpc = Grpc {
-        router: axum::Router::new(),
-        access: AccessLayer::new(access),
-        names: Vec::new(),
-    }
-    .add(
+/// The operator-facing services: sign-in, spawners, instances, events, the system,
+/// backups and resource history.
+fn operator_services(grpc: Grpc, shared: &SharedRef) -> Grpc {
+    grpc.add(
         AuthServiceServer::new(AuthApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     )
@@ -108,11 +100,19 @@ pub async fn router(
         MetricsServiceServer::new(MetricsApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     )
-    .add(
+}
+
+/// Uploaded builds and rollouts.
+fn build_services(grpc: Grpc, shared: &SharedRef) -> Grpc {
+    grpc.add(
         BuildServiceServer::new(BuildApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     )
-    .add(
+}
+
+/// Fleets and allocations.
+fn fleet_services(grpc: Grpc, shared: &SharedRef) -> Grpc {
+    grpc.add(
         FleetServiceServer::new(FleetApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     )
@@ -120,35 +120,46 @@ pub async fn router(
         AllocationServiceServer::new(AllocationApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
     )
-    .add(
+}
+
+/// The spawners' link.
+fn link_services(grpc: Grpc, shared: &SharedRef) -> Grpc {
+    grpc.add(
         SpawnerLinkServer::new(LinkApi(shared.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES),
-    );
+    )
+}
 
+/// Every service of the master, subsystem by subsystem: the one list that the router, the
+/// health service and reflection all read.
+fn services(grpc: Grpc, shared: &SharedRef) -> Grpc {
+    let grpc = operator_services(grpc, shared);
+    let grpc = build_services(grpc, shared);
+    let grpc = fleet_services(grpc, shared);
+    link_services(grpc, shared)
+}
+
+/// Builds the whole HTTP router.
+pub async fn router(
+    shared: SharedRef,
+    access: Arc<AccessState>,
+    dashboard_dir: Option<&Path>,
+) -> Result<axum::Router> {
+    let grpc = services(
+        Grpc {
+            router: axum::Router::new(),
+            access: AccessLayer::new(access),
+            names: Vec::new(),
+        },
+        &shared,
+    );
+    // Every service added above reports SERVING (the health service reports itself).
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<AuthServiceServer<AuthApi>>().await;
-    reporter
-        .set_serving::<SpawnerServiceServer<SpawnerApi>>()
-        .await;
-    reporter
-        .set_serving::<InstanceServiceServer<InstanceApi>>()
-        .await;
-    reporter.set_serving::<EventServiceServer<EventApi>>().await;
-    reporter
-        .set_serving::<SystemServiceServer<SystemApi>>()
-        .await;
-    reporter.set_serving::<SpawnerLinkServer<LinkApi>>().await;
-    reporter
-        .set_serving::<MetricsServiceServer<MetricsApi>>()
-        .await;
-    reporter
-        .set_serving::<BackupServiceServer<BackupApi>>()
-        .await;
-    reporter.set_serving::<BuildServiceServer<BuildApi>>().await;
-    reporter.set_serving::<FleetServiceServer<FleetApi>>().await;
-    reporter
-        .set_serving::<AllocationServiceServer<AllocationApi>>()
-        .await;
+    for name in &grpc.names {
+        reporter
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     let mut grpc = grpc.add(health);
 
     // The descriptor set also holds GameServerSdk, which only spawners serve: reflection lists
