@@ -6,6 +6,7 @@ mod builds;
 mod fleets;
 mod link;
 mod placement;
+mod settings;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,6 +27,7 @@ use exile_api::v1 as pb;
 pub use fleets::{Member, SpawnerLoad};
 pub use link::{Link, LogEvent, LogStream, map_command_error};
 pub use placement::Placement;
+pub use settings::LinkedSpawner;
 
 /// A spawner as held in memory.
 struct SpawnerEntry {
@@ -39,6 +41,9 @@ struct SpawnerEntry {
     before_unknown: HashMap<String, pb::InstanceState>,
     /// Uploaded builds it last reported holding (memory only: every hello repeats them).
     held: Vec<pb::HeldBuild>,
+    /// The settings version it last acknowledged (memory only: every link acknowledges
+    /// the push that follows its welcome).
+    settings: settings::Acknowledged,
 }
 
 impl SpawnerEntry {
@@ -51,6 +56,7 @@ impl SpawnerEntry {
             link: None,
             before_unknown: HashMap::new(),
             held: Vec::new(),
+            settings: settings::Acknowledged::default(),
         }
     }
 }
@@ -251,13 +257,16 @@ impl Registry {
 
     fn spawner_pb(&self, st: &State, e: &SpawnerEntry) -> pb::Spawner {
         let count = st.count_of(&e.info.id);
-        spawner_to_pb(
+        let mut s = spawner_to_pb(
             &e.info,
             e.state,
             &e.resources,
             u32::try_from(count).unwrap_or(u32::MAX),
             &e.held,
-        )
+        );
+        s.settings_version = e.settings.version;
+        s.settings_error.clone_from(&e.settings.error);
+        s
     }
 
     fn instance_pb(st: &State, rec: &InstanceRecord) -> pb::Instance {
@@ -516,6 +525,7 @@ impl Registry {
                 heartbeat_interval_ms: 0,
                 drained,
                 wanted_builds: None,
+                settings: None,
             });
         }
         let e = st.spawners.get(id).ok_or_else(|| not_found_spawner(id))?;

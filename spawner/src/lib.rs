@@ -15,6 +15,7 @@ pub mod error;
 pub mod health;
 mod instance;
 mod link;
+pub mod live;
 pub mod logs;
 pub mod manager;
 pub mod manifest;
