@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 
 use exile_api::v1 as pb;
+use pb::allocation_service_client::AllocationServiceClient;
 use pb::auth_service_client::AuthServiceClient;
 use pb::build_service_client::BuildServiceClient;
 use pb::event_service_client::EventServiceClient;
+use pb::fleet_service_client::FleetServiceClient;
 use pb::instance_service_client::InstanceServiceClient;
 use pb::metrics_service_client::MetricsServiceClient;
 use pb::spawner_service_client::SpawnerServiceClient;
@@ -370,5 +372,147 @@ impl Api {
             .cancel_rollout(self.req(pb::CancelRolloutRequest { id: id.into() }))
             .await?;
         Ok(())
+    }
+
+    /// Creates fleet `name` with `spec`.
+    pub async fn create_fleet(&self, name: &str, spec: pb::FleetSpec) -> ApiResult<pb::Fleet> {
+        FleetServiceClient::new(self.client())
+            .create_fleet(self.req(pb::CreateFleetRequest {
+                name: name.into(),
+                spec: Some(spec),
+            }))
+            .await?
+            .into_inner()
+            .fleet
+            .ok_or_else(|| ApiError::local("the master answered without a fleet"))
+    }
+
+    /// Sets fleet `name`'s replica count.
+    pub async fn scale_fleet(&self, name: &str, replicas: u32) -> ApiResult<pb::Fleet> {
+        FleetServiceClient::new(self.client())
+            .scale_fleet(self.req(pb::ScaleFleetRequest {
+                name: name.into(),
+                replicas,
+            }))
+            .await?
+            .into_inner()
+            .fleet
+            .ok_or_else(|| ApiError::local("the master answered without a fleet"))
+    }
+
+    /// Deletes fleet `name`.
+    pub async fn delete_fleet(&self, name: &str) -> ApiResult<()> {
+        FleetServiceClient::new(self.client())
+            .delete_fleet(self.req(pb::DeleteFleetRequest { name: name.into() }))
+            .await?;
+        Ok(())
+    }
+
+    /// Allocates one Ready instance.
+    pub async fn allocate(&self, req: pb::AllocateRequest) -> ApiResult<pb::AllocateResponse> {
+        Ok(AllocationServiceClient::new(self.client())
+            .allocate(self.req(req))
+            .await?
+            .into_inner())
+    }
+
+    /// Every user (admin).
+    pub async fn list_users(&self) -> ApiResult<Vec<pb::User>> {
+        Ok(AuthServiceClient::new(self.client())
+            .list_users(self.req(pb::ListUsersRequest {}))
+            .await?
+            .into_inner()
+            .users)
+    }
+
+    /// Creates a user (admin).
+    pub async fn create_user(&self, req: pb::CreateUserRequest) -> ApiResult<()> {
+        AuthServiceClient::new(self.client())
+            .create_user(self.req(req))
+            .await?;
+        Ok(())
+    }
+
+    /// Changes a user's role and/or password (admin).
+    pub async fn update_user(&self, req: pb::UpdateUserRequest) -> ApiResult<()> {
+        AuthServiceClient::new(self.client())
+            .update_user(self.req(req))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a user (admin).
+    pub async fn delete_user(&self, username: &str) -> ApiResult<()> {
+        AuthServiceClient::new(self.client())
+            .delete_user(self.req(pb::DeleteUserRequest {
+                username: username.into(),
+            }))
+            .await?;
+        Ok(())
+    }
+
+    /// Every API token, without secrets (admin).
+    pub async fn list_api_tokens(&self) -> ApiResult<Vec<pb::ApiToken>> {
+        Ok(AuthServiceClient::new(self.client())
+            .list_api_tokens(self.req(pb::ListApiTokensRequest {}))
+            .await?
+            .into_inner()
+            .tokens)
+    }
+
+    /// Creates an API token; the answer holds its secret, shown once (admin).
+    pub async fn create_api_token(
+        &self,
+        req: pb::CreateApiTokenRequest,
+    ) -> ApiResult<pb::CreateApiTokenResponse> {
+        Ok(AuthServiceClient::new(self.client())
+            .create_api_token(self.req(req))
+            .await?
+            .into_inner())
+    }
+
+    /// Revokes an API token (admin).
+    pub async fn revoke_api_token(&self, id: &str) -> ApiResult<()> {
+        AuthServiceClient::new(self.client())
+            .revoke_api_token(self.req(pb::RevokeApiTokenRequest { id: id.into() }))
+            .await?;
+        Ok(())
+    }
+
+    /// Every enrollment token, without secrets (admin).
+    pub async fn list_enrollment_tokens(&self) -> ApiResult<Vec<pb::EnrollmentToken>> {
+        Ok(SpawnerServiceClient::new(self.client())
+            .list_enrollment_tokens(self.req(pb::ListEnrollmentTokensRequest {}))
+            .await?
+            .into_inner()
+            .tokens)
+    }
+
+    /// Creates an enrollment token; the answer holds its secret, shown once (admin).
+    pub async fn create_enrollment_token(
+        &self,
+        req: pb::CreateEnrollmentTokenRequest,
+    ) -> ApiResult<pb::CreateEnrollmentTokenResponse> {
+        Ok(SpawnerServiceClient::new(self.client())
+            .create_enrollment_token(self.req(req))
+            .await?
+            .into_inner())
+    }
+
+    /// Revokes an enrollment token (admin).
+    pub async fn revoke_enrollment_token(&self, id: &str) -> ApiResult<()> {
+        SpawnerServiceClient::new(self.client())
+            .revoke_enrollment_token(self.req(pb::RevokeEnrollmentTokenRequest { id: id.into() }))
+            .await?;
+        Ok(())
+    }
+
+    /// One page of the audit log, newest first (admin).
+    pub async fn audit_log(&self, req: pb::ListAuditLogRequest) -> ApiResult<Vec<pb::AuditEntry>> {
+        Ok(SystemServiceClient::new(self.client())
+            .list_audit_log(self.req(req))
+            .await?
+            .into_inner()
+            .entries)
     }
 }

@@ -8,12 +8,14 @@ use exile_api::v1 as pb;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
+use crate::admin::{is_admin, role_name};
 use crate::api::{Api, ApiError};
 use crate::components::drawer::Drawer;
 use crate::context::{Ctx, Session, load_session, store_session, use_ctx};
 use crate::pages::{
-    builds::BuildsPage, instance::InstancePage, login::Login, not_found::NotFound,
-    overview::Overview, spawner::SpawnerPage, spawners::Spawners,
+    audit::AuditPage, builds::BuildsPage, fleet::FleetPage, fleets::FleetsPage,
+    instance::InstancePage, login::Login, not_found::NotFound, overview::Overview,
+    spawner::SpawnerPage, spawners::Spawners, users::UsersPage,
 };
 use crate::routes::Route;
 use crate::state::{Live, LiveAction, backoff_ms};
@@ -25,6 +27,7 @@ pub fn App() -> Html {
     let login_message = use_state(|| None::<String>);
     let live = use_reducer(Live::default);
     let stats = use_state(|| None::<pb::GetStatsResponse>);
+    let role = use_state(|| None::<i32>);
     let api = Api::new(session.as_ref().map(|s| s.token.clone()));
 
     let set_session = {
@@ -90,11 +93,30 @@ pub fn App() -> Html {
         });
     }
 
+    // The role decides which pages and controls are offered; the master enforces it anyway.
+    {
+        let role = role.clone();
+        let on_error = on_error.clone();
+        let api = api.clone();
+        use_effect_with(session.as_ref().map(|s| s.token.clone()), move |token| {
+            role.set(None);
+            if token.is_some() {
+                wasm_bindgen_futures::spawn_local(async move {
+                    match api.whoami().await {
+                        Ok(w) => role.set(Some(w.role)),
+                        Err(e) => on_error.emit(e),
+                    }
+                });
+            }
+        });
+    }
+
     let ctx = Ctx {
         session: (*session).clone(),
         api,
         live: Rc::new((*live).clone()),
         stats: (*stats).clone(),
+        role: *role,
         login_message: (*login_message).clone(),
         set_session,
         on_error,
@@ -168,6 +190,12 @@ fn switch(route: Route) -> Html {
             html! { <Shell title="Spawner"><SpawnerPage id={id} /></Shell> }
         }
         Route::Builds => html! { <Shell title="Builds"><BuildsPage /></Shell> },
+        Route::Fleets => html! { <Shell title="Fleets"><FleetsPage /></Shell> },
+        Route::Fleet { name } => {
+            html! { <Shell title="Fleet"><FleetPage name={name} /></Shell> }
+        }
+        Route::Users => html! { <Shell title="Users"><UsersPage /></Shell> },
+        Route::Audit => html! { <Shell title="Audit log"><AuditPage /></Shell> },
         Route::Instance { id } => {
             html! { <Shell title="Instance"><InstancePage id={id} /></Shell> }
         }
@@ -218,6 +246,7 @@ pub fn Shell(props: &ShellProps) -> Html {
     let link = |to: Route, label: &str, testid: &str| {
         let active = match (&route, &to) {
             (Some(Route::Spawner { .. } | Route::Instance { .. }), Route::Spawners) => true,
+            (Some(Route::Fleet { .. }), Route::Fleets) => true,
             (Some(r), t) => r == t,
             _ => false,
         };
@@ -227,14 +256,20 @@ pub fn Shell(props: &ShellProps) -> Html {
             </Link<Route>>
         }
     };
+    let admin = is_admin(ctx.role);
     let nav = html! {
         <nav class="nav" onclick={close.reform(|_: MouseEvent| ())}>
             <div class="brand">{ "Exile" }</div>
             { link(Route::Overview, "Overview", "nav-overview") }
             { link(Route::Spawners, "Spawners", "nav-spawners") }
             { link(Route::Builds, "Builds", "nav-builds") }
+            { link(Route::Fleets, "Fleets", "nav-fleets") }
+            if admin {
+                { link(Route::Users, "Users", "nav-users") }
+                { link(Route::Audit, "Audit log", "nav-audit") }
+            }
             <div class="nav-foot">
-                <div class="whoami" data-testid="whoami">{ session.username.clone() }</div>
+                <div class="whoami" data-testid="whoami" data-role={ctx.role.map_or("loading", role_name)}>{ session.username.clone() }</div>
                 <button class="btn btn-ghost" data-testid="logout" onclick={logout}>{ "Sign out" }</button>
             </div>
         </nav>

@@ -53,6 +53,8 @@ pub struct Ctx {
     pub live: Rc<Live>,
     /// Latest master figures.
     pub stats: Option<pb::GetStatsResponse>,
+    /// The session's role as WhoAmI reported it; None until it answers (or if it failed).
+    pub role: Option<i32>,
     /// A note for the login page ("your session expired").
     pub login_message: Option<String>,
     /// Signs in (Some) or out (None).

@@ -5,12 +5,14 @@
 // unused there; on wasm32 the dead-code lint applies in full.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+mod admin;
 mod api;
 mod app;
 mod builds;
 mod chart;
 mod components;
 mod context;
+mod fleets;
 mod logs;
 mod pages;
 mod routes;

@@ -1,9 +1,13 @@
 //! One component per route.
 
+pub mod audit;
 pub mod builds;
+pub mod fleet;
+pub mod fleets;
 pub mod instance;
 pub mod login;
 pub mod not_found;
 pub mod overview;
 pub mod spawner;
 pub mod spawners;
+pub mod users;

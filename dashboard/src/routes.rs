@@ -23,6 +23,21 @@ pub enum Route {
     /// Uploaded builds and rollouts.
     #[at("/builds")]
     Builds,
+    /// Fleets: counts, placement, autoscaler; create one.
+    #[at("/fleets")]
+    Fleets,
+    /// One fleet: its instances live, scale, allocate, delete.
+    #[at("/fleets/:name")]
+    Fleet {
+        /// Fleet name.
+        name: String,
+    },
+    /// Users, API tokens and enrollment tokens (admin).
+    #[at("/users")]
+    Users,
+    /// The audit log (admin).
+    #[at("/audit")]
+    Audit,
     /// One instance: its log, console and resource history.
     #[at("/instances/:id")]
     Instance {

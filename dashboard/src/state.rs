@@ -18,6 +18,8 @@ pub struct Fleet {
     pub builds: BTreeMap<String, pb::Build>,
     /// Rollouts by id (running ones, and the newest of each build name).
     pub rollouts: BTreeMap<String, pb::Rollout>,
+    /// Fleets by name.
+    pub fleets: BTreeMap<String, pb::Fleet>,
     /// True once a snapshot arrived on the current stream.
     pub loaded: bool,
     /// Sequence number of the last event applied.
@@ -35,6 +37,7 @@ impl Fleet {
                 self.instances = s.instances.into_iter().map(|x| (x.id.clone(), x)).collect();
                 self.builds = s.builds.into_iter().map(|x| (x.id.clone(), x)).collect();
                 self.rollouts = s.rollouts.into_iter().map(|x| (x.id.clone(), x)).collect();
+                self.fleets = s.fleets.into_iter().map(|x| (x.name.clone(), x)).collect();
                 self.loaded = true;
             }
             Some(Kind::SpawnerUpdated(s)) => {
@@ -68,8 +71,14 @@ impl Fleet {
             Some(Kind::RolloutUpdated(r)) => {
                 self.rollouts.insert(r.id.clone(), r);
             }
-            // The dashboard has no fleets page yet; fleet instances show as instances.
-            Some(Kind::FleetUpdated(_) | Kind::FleetRemoved(_) | Kind::FleetScaled(_)) => {}
+            Some(Kind::FleetUpdated(f)) => {
+                self.fleets.insert(f.name.clone(), f);
+            }
+            Some(Kind::FleetRemoved(name)) => {
+                self.fleets.remove(&name);
+            }
+            // The new count also arrives as a FleetUpdated; this event only says who and why.
+            Some(Kind::FleetScaled(_)) => {}
             // The server dropped events for us; the stream is restarted by the caller, which
             // brings a fresh snapshot.
             Some(Kind::Lagged(_)) | None => {}
@@ -82,6 +91,27 @@ impl Fleet {
             .instances
             .values()
             .filter(|i| i.spawner_id == spawner_id)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| {
+            a.created_at_unix_ms
+                .cmp(&b.created_at_unix_ms)
+                .then(a.id.cmp(&b.id))
+        });
+        v
+    }
+
+    /// Instances of fleet `name` (by the label every fleet instance carries), oldest first.
+    pub fn instances_of_fleet(&self, name: &str) -> Vec<pb::Instance> {
+        let mut v: Vec<_> = self
+            .instances
+            .values()
+            .filter(|i| {
+                i.labels
+                    .get(exile_api::fleet::FLEET_LABEL)
+                    .map(String::as_str)
+                    == Some(name)
+            })
             .cloned()
             .collect();
         v.sort_by(|a, b| {
@@ -375,6 +405,45 @@ mod tests {
         let a = &f.spawners["a"];
         assert_eq!(a.name, "name-a");
         assert_eq!(a.resources.as_ref().map(|r| r.cpu_percent), Some(42.0));
+    }
+
+    #[test]
+    fn fleets_follow_the_stream() {
+        let fleet = |name: &str, ready: u32| pb::Fleet {
+            name: name.into(),
+            status: Some(pb::FleetStatus {
+                ready,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut f = Fleet::default();
+        f.apply(ev(
+            1,
+            Kind::Snapshot(pb::Snapshot {
+                fleets: vec![fleet("a", 0), fleet("b", 1)],
+                instances: vec![
+                    pb::Instance {
+                        labels: [(exile_api::fleet::FLEET_LABEL.to_owned(), "a".to_owned())].into(),
+                        ..instance("i1", "s", pb::InstanceState::Ready)
+                    },
+                    instance("i2", "s", pb::InstanceState::Ready),
+                ],
+                ..Default::default()
+            }),
+        ));
+        assert_eq!(f.fleets.len(), 2);
+        f.apply(ev(2, Kind::FleetUpdated(fleet("a", 2))));
+        f.apply(ev(3, Kind::FleetRemoved("b".into())));
+        assert_eq!(f.fleets.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(f.fleets["a"].status.as_ref().map(|s| s.ready), Some(2));
+        let ids: Vec<_> = f
+            .instances_of_fleet("a")
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(ids, ["i1"]);
+        assert!(f.instances_of_fleet("b").is_empty());
     }
 
     #[test]

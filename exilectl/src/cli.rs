@@ -671,64 +671,8 @@ impl From<StateArg> for InstanceState {
     }
 }
 
-/// Parses a duration such as `30s`, `15m`, `1h`, `7d`, `1h30m` or `500ms`; a bare number is seconds.
-pub fn parse_duration(input: &str) -> Result<Duration, String> {
-    let s = input.trim();
-    if s.is_empty() {
-        return Err("empty duration: use e.g. 30s, 15m, 1h or 7d".into());
-    }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "invalid duration `{input}`: use e.g. 30s, 15m, 1h or 7d"
-            ));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration `{input}`: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let secs = |mult: u64| {
-            n.checked_mul(mult)
-                .map(Duration::from_secs)
-                .ok_or_else(|| format!("invalid duration `{input}`: too large"))
-        };
-        let part = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => secs(1)?,
-            "m" => secs(60)?,
-            "h" => secs(3600)?,
-            "d" => secs(86_400)?,
-            "w" => secs(604_800)?,
-            "" => {
-                return Err(format!(
-                    "invalid duration `{input}`: missing unit after {n} (ms, s, m, h, d or w)"
-                ));
-            }
-            other => {
-                return Err(format!(
-                    "invalid duration `{input}`: unknown unit `{other}` (ms, s, m, h, d or w)"
-                ));
-            }
-        };
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("invalid duration `{input}`: too large"))?;
-    }
-    Ok(total)
-}
+// One parser for durations, shared with the dashboard's TTL fields.
+pub use exile_api::format::parse_duration;
 
 /// A number of seconds, fractions allowed: never negative, never infinite.
 pub fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -763,32 +707,6 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
-        assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(1_209_600)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert_eq!(parse_duration(" 10s "), Ok(Duration::from_secs(10)));
-        for bad in [
-            "",
-            "s",
-            "10x",
-            "1h30",
-            "abc",
-            "-5s",
-            "1.5h",
-            "99999999999999999999s",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
-        }
-        assert!(parse_duration("99999999999999999d").is_err());
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("/exile.v1.AuthService/CreateApiToken",           rule(ADMIN, true)),
     ("/exile.v1.AuthService/ListApiTokens",            rule(ADMIN, false)),
     ("/exile.v1.AuthService/RevokeApiToken",           rule(ADMIN, true)),
+    ("/exile.v1.AuthService/UpdateUser",               rule(ADMIN, true)),
     ("/exile.v1.SpawnerService/CreateEnrollmentToken", rule(ADMIN, true)),
     ("/exile.v1.SpawnerService/ListEnrollmentTokens",  rule(ADMIN, false)),
     ("/exile.v1.SpawnerService/RevokeEnrollmentToken", rule(ADMIN, true)),

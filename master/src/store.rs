@@ -27,6 +27,23 @@ pub struct Store {
     db: DatabaseConnection,
 }
 
+/// Which audit entries to list; empty fields match everything.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Text the actor contains.
+    pub actor: String,
+    /// Text the action contains.
+    pub action: String,
+    /// Text the target contains.
+    pub target: String,
+    /// "ok", "failed" or an exact result.
+    pub outcome: String,
+    /// Earliest time, Unix ms; 0: none.
+    pub from_unix_ms: i64,
+    /// Time bound (exclusive), Unix ms; 0: none.
+    pub to_unix_ms: i64,
+}
+
 /// One audit entry to write.
 #[derive(Clone, Debug, Default)]
 pub struct AuditRecord {
@@ -490,13 +507,52 @@ impl Store {
         Ok(())
     }
 
-    /// Audit entries, newest first, older than `before_id` when it is positive.
-    pub async fn list_audit(&self, limit: u64, before_id: i64) -> Result<Vec<audit::Model>> {
+    /// Audit entries matching `f`, newest first, older than `before_id` when it is positive.
+    pub async fn list_audit(
+        &self,
+        limit: u64,
+        before_id: i64,
+        f: &AuditFilter,
+    ) -> Result<Vec<audit::Model>> {
         let mut q = audit::Entity::find().order_by_desc(audit::Column::Id);
         if before_id > 0 {
             q = q.filter(audit::Column::Id.lt(before_id));
         }
+        // SQLite's LIKE ignores ASCII case, which is what a search box wants.
+        for (col, text) in [
+            (audit::Column::Actor, &f.actor),
+            (audit::Column::Action, &f.action),
+            (audit::Column::Target, &f.target),
+        ] {
+            if !text.is_empty() {
+                q = q.filter(col.contains(text.as_str()));
+            }
+        }
+        match f.outcome.as_str() {
+            "" => {}
+            "failed" => q = q.filter(audit::Column::Result.ne("ok")),
+            o => q = q.filter(audit::Column::Result.eq(o)),
+        }
+        if f.from_unix_ms > 0 {
+            q = q.filter(audit::Column::At.gte(f.from_unix_ms));
+        }
+        if f.to_unix_ms > 0 {
+            q = q.filter(audit::Column::At.lt(f.to_unix_ms));
+        }
         Ok(q.limit(limit).all(&self.db).await?)
+    }
+
+    /// Sets a user's role; false when there is no such user.
+    pub async fn set_role(&self, username: &str, role: &str) -> Result<bool> {
+        let r = user::Entity::update_many()
+            .col_expr(
+                user::Column::Role,
+                sea_orm::sea_query::Expr::value(role.to_owned()),
+            )
+            .filter(user::Column::Username.eq(username))
+            .exec(&self.db)
+            .await?;
+        Ok(r.rows_affected > 0)
     }
 
     // ---- metrics ----

@@ -25,6 +25,9 @@ pub struct InstanceRowProps {
     pub busy: bool,
     /// An action was chosen.
     pub on_action: Callback<(InstanceAction, String)>,
+    /// The user may act on it (a viewer sees no actions).
+    #[prop_or(true)]
+    pub can_act: bool,
 }
 
 /// A table row.
@@ -87,7 +90,9 @@ pub fn InstanceRow(p: &InstanceRowProps) -> Html {
             <td>{ if live { format_bytes(r.memory_bytes) } else { "—".into() } }</td>
             <td>{ format!("{}/{}", i.players, i.max_players) }</td>
             <td class="actions">
-                <Dropdown label="Actions" testid="instance-actions" items={items} disabled={p.busy} />
+                if p.can_act {
+                    <Dropdown label="Actions" testid="instance-actions" items={items} disabled={p.busy} />
+                }
             </td>
         </tr>
     }

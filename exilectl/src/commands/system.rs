@@ -48,6 +48,7 @@ pub async fn audit(ctx: &Ctx, args: AuditArgs) -> Result<()> {
         .list_audit_log(ListAuditLogRequest {
             limit: args.limit,
             before_id: args.before.unwrap_or(0),
+            ..Default::default()
         })
         .await
         .or_explain(&ctx.session)?;

@@ -292,4 +292,65 @@ impl AuthService for AuthApi {
         }
         Ok(Response::new(pb::RevokeApiTokenResponse {}))
     }
+
+    async fn update_user(
+        &self,
+        req: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::UpdateUserResponse>, Status> {
+        let c = ctx(&req)?;
+        let r = req.into_inner();
+        c.set_target(r.username.chars().take(64).collect::<String>());
+        let role = match r.role {
+            0 => None,
+            v => Some(Role::try_from(v)?),
+        };
+        if role.is_none() && r.new_password.is_empty() {
+            return Err(Error::InvalidArgument(
+                "nothing to change: give a role, a new password or both".into(),
+            )
+            .into());
+        }
+        if role == Some(Role::Allocator) {
+            return Err(Error::InvalidArgument(
+                "role: allocator is for API tokens (a matchmaker's credential), not people".into(),
+            )
+            .into());
+        }
+        let is_self =
+            matches!(&c.principal, Principal::User { username, .. } if *username == r.username);
+        if is_self && role.is_some_and(|r| r != Role::Admin) {
+            return Err(Error::FailedPrecondition(
+                "you cannot lower your own role; another admin can".into(),
+            )
+            .into());
+        }
+        if !r.new_password.is_empty() {
+            check_password_policy(&r.new_password)?;
+        }
+        let Some(mut u) = self.0.store.get_user(&r.username).await? else {
+            return Err(Error::NotFound(format!("no user named {}", r.username)).into());
+        };
+        let mut changed = Vec::new();
+        if let Some(role) = role {
+            self.0.store.set_role(&u.username, role.as_str()).await?;
+            u.role = role.as_str().into();
+            changed.push(format!("role {role}"));
+        }
+        if !r.new_password.is_empty() {
+            let hash = blocking_hash(r.new_password).await?;
+            self.0.store.set_password(&u.username, hash).await?;
+            // A reset password ends the user's sessions (but not the admin's own, when an
+            // admin resets their own password here).
+            let keep = match &c.principal {
+                Principal::User { session_hash, .. } if is_self => session_hash.clone(),
+                _ => String::new(),
+            };
+            self.0.store.delete_sessions_of(&u.username, &keep).await?;
+            changed.push("password reset".into());
+        }
+        c.set_detail(changed.join(", "));
+        Ok(Response::new(pb::UpdateUserResponse {
+            user: Some(user_pb(&u)),
+        }))
+    }
 }

@@ -5,6 +5,8 @@ use std::sync::atomic::Ordering;
 use tonic::{Request, Response, Status};
 
 use super::SharedRef;
+use crate::error::Error;
+use crate::store::AuditFilter;
 use exile_api::v1 as pb;
 use exile_api::v1::system_service_server::SystemService;
 
@@ -58,7 +60,28 @@ impl SystemService for SystemApi {
             0 => 100,
             n => u64::from(n.min(1000)),
         };
-        let rows = self.0.store.list_audit(limit, r.before_id).await?;
+        let long = |s: &str| s.chars().count() > 256;
+        if long(&r.actor) || long(&r.action) || long(&r.target) || long(&r.outcome) {
+            return Err(Error::InvalidArgument(
+                "audit filters: at most 256 characters each".into(),
+            )
+            .into());
+        }
+        if r.from_unix_ms > 0 && r.to_unix_ms > 0 && r.from_unix_ms >= r.to_unix_ms {
+            return Err(Error::InvalidArgument(
+                "audit filters: the time range ends before it starts".into(),
+            )
+            .into());
+        }
+        let filter = AuditFilter {
+            actor: r.actor.trim().to_owned(),
+            action: r.action.trim().to_owned(),
+            target: r.target.trim().to_owned(),
+            outcome: r.outcome.trim().to_owned(),
+            from_unix_ms: r.from_unix_ms.max(0),
+            to_unix_ms: r.to_unix_ms.max(0),
+        };
+        let rows = self.0.store.list_audit(limit, r.before_id, &filter).await?;
         let entries = rows
             .into_iter()
             .map(|a| pb::AuditEntry {

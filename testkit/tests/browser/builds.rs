@@ -59,7 +59,7 @@ fn value_of(css: &str) -> String {
 /// events change: WebDriver's clear fires none, so the next redraw would put the old text
 /// back under the typed one. Emptying it with an input event, as a person's Backspace does,
 /// keeps state and field in step.
-async fn replace_text(c: &Client, css: &str, text: &str) -> Result<()> {
+pub async fn replace_text(c: &Client, css: &str, text: &str) -> Result<()> {
     c.execute(
         &format!(
             "const e = document.querySelector({css:?}); e.value = '';

@@ -16,7 +16,9 @@ use exile_testkit::{Sandbox, SandboxOptions};
 use fantoccini::{Client, ClientBuilder, Locator, key::Key};
 use serde_json::{Value, json};
 
+mod admin;
 mod builds;
+mod fleets;
 
 /// How long any condition may take to show up in the page.
 const WAIT: Duration = Duration::from_secs(30);
@@ -442,6 +444,8 @@ async fn scenario(sb: &mut Sandbox, c: &Client) -> Result<()> {
     type_into(c, "[data-testid=login-password]", sb.admin_password()).await?;
     click(c, "[data-testid=login-submit]").await?;
     builds::builds_page(sb, c).await?;
+    fleets::fleets_page(sb, c).await?;
+    admin::users_and_audit(sb, c).await?;
 
     viewer_is_refused(sb, c).await
 }

@@ -281,7 +281,7 @@ async fn spawner_credentials_cannot_use_the_control_api_and_revocation_bites() {
         .system
         .list_audit_log(pb::ListAuditLogRequest {
             limit: 100,
-            before_id: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -292,6 +292,67 @@ async fn spawner_credentials_cannot_use_the_control_api_and_revocation_bites() {
         .filter(|e| e.action == "Login" && e.actor == "admin" && e.result != "ok")
         .count();
     assert_eq!(failed, 7, "{audit:?}");
+    // The same, filtered on the master (case-insensitive text, outcome), a page at a time.
+    let mut system = sb.admin().await.unwrap().system;
+    let page = |before_id: i64| pb::ListAuditLogRequest {
+        limit: 4,
+        before_id,
+        actor: "ADM".into(),
+        action: "login".into(),
+        outcome: "failed".into(),
+        ..Default::default()
+    };
+    let first = system
+        .list_audit_log(page(0))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let rest = system
+        .list_audit_log(page(first.last().unwrap().id))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!((first.len(), rest.len()), (4, 3), "{first:?} {rest:?}");
+    let ids: Vec<i64> = first.iter().chain(&rest).map(|e| e.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+    assert!(
+        first
+            .iter()
+            .chain(&rest)
+            .all(|e| e.action == "Login" && e.actor == "admin" && e.result != "ok")
+    );
+    let oks = system
+        .list_audit_log(pb::ListAuditLogRequest {
+            action: "Login".into(),
+            outcome: "ok".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(oks.iter().all(|e| e.result == "ok"), "{oks:?}");
+    let future = system
+        .list_audit_log(pb::ListAuditLogRequest {
+            from_unix_ms: exile_api::now_unix_ms() + 3_600_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(future.is_empty(), "{future:?}");
+    let bad = system
+        .list_audit_log(pb::ListAuditLogRequest {
+            from_unix_ms: 2,
+            to_unix_ms: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 
     // Removing the spawner revokes its credential.
     let id = sb.spawner_ids().await.unwrap().remove(0);

@@ -405,7 +405,7 @@ async fn push_list_activate_deliver_delete_and_collect() {
         .clone()
         .list_audit_log(pb::ListAuditLogRequest {
             limit: 200,
-            before_id: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

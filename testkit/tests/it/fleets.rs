@@ -460,7 +460,7 @@ async fn the_buffer_autoscaler_follows_allocations_within_its_bounds() {
         .clone()
         .list_audit_log(pb::ListAuditLogRequest {
             limit: 100,
-            before_id: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

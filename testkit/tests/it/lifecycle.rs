@@ -117,7 +117,7 @@ async fn ten_instances_across_two_spawners_every_change_watched() {
         .clone()
         .list_audit_log(pb::ListAuditLogRequest {
             limit: 1000,
-            before_id: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
