@@ -565,7 +565,7 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
 /// The exact form of a size in the largest whole unit: `4GiB`, `8MiB`, `1000`.
 pub fn format_bytes(n: u64) -> String {
     for (unit, name) in [(GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")] {
-        if n >= unit && n % unit == 0 {
+        if n >= unit && n.is_multiple_of(unit) {
             return format!("{}{name}", n / unit);
         }
     }

@@ -66,6 +66,7 @@ async fn audit(c: &Clients) -> Vec<pb::AuditEntry> {
         .list_audit_log(pb::ListAuditLogRequest {
             limit: 1000,
             before_id: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
