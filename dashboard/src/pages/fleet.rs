@@ -9,13 +9,13 @@ use yew_router::prelude::*;
 
 use crate::admin::can_operate;
 use crate::api::{ApiResult, InstanceAction};
-use crate::context::{now_ms, use_ctx};
-use crate::routes::Route;
 use crate::components::confirm_dialog::ConfirmDialog;
 use crate::components::instance_row::InstanceRow;
+use crate::context::{now_ms, use_ctx};
 use crate::fleets::{
     AllocateForm, autoscaler_text, build_text, counts, parse_replicas, placement_text, ports_text,
 };
+use crate::routes::Route;
 
 /// A call run by the page: resolves to a note for the user, or the error to show.
 type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<String>>>>;

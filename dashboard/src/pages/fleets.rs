@@ -6,11 +6,11 @@ use yew::prelude::*;
 use yew_router::prelude::*;
 
 use crate::admin::can_operate;
-use crate::context::use_ctx;
-use crate::routes::Route;
 use crate::builds::build_ref;
 use crate::components::form_dialog::FormDialog;
+use crate::context::use_ctx;
 use crate::fleets::{FleetForm, autoscaler_text, build_text, counts, placement_text};
+use crate::routes::Route;
 
 /// The fleet list.
 #[component]

@@ -10,9 +10,9 @@ use yew::prelude::*;
 
 use crate::admin::{is_admin, parse_role, parse_ttl, role_name};
 use crate::api::ApiResult;
-use crate::context::use_ctx;
 use crate::components::confirm_dialog::ConfirmDialog;
 use crate::components::form_dialog::FormDialog;
+use crate::context::use_ctx;
 
 /// A call run by the page: resolves to a note for the user, or the error to show.
 type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<String>>>>;
