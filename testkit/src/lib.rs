@@ -1,6 +1,7 @@
 //! Test sandbox: a master on a temporary SQLite, N spawners and the demo game, all on
 //! 127.0.0.1 with OS-chosen ports. Each part can be stopped, restarted or cut off.
 
+pub mod bench;
 mod master;
 pub mod procstat;
 pub mod proxy;
@@ -28,6 +29,7 @@ use exile_api::v1::instance_service_client::InstanceServiceClient;
 use exile_api::v1::spawner_service_client::SpawnerServiceClient;
 use exile_api::v1::system_service_client::SystemServiceClient;
 use master::RunningMaster;
+pub use master::{MasterProcess, spawn_master};
 pub use proxy::LinkProxy;
 
 /// Password of the sandbox's `admin` user.

@@ -1,6 +1,8 @@
 //! The sandbox's master: in this process, or as a real `exile-master` subprocess that can be
 //! killed with SIGKILL; started, stopped and restarted on the same address and database.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -8,7 +10,7 @@ use clap::Parser;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{ADMIN_PASSWORD, Sandbox, eventually, login, master_bin};
+use crate::{ADMIN_PASSWORD, Clients, Sandbox, clients, connect, eventually, login, master_bin};
 
 /// The master the sandbox runs now.
 pub(crate) enum RunningMaster {
@@ -56,43 +58,20 @@ impl Sandbox {
         Ok(RunningMaster::InProcess { shutdown, done })
     }
 
-    /// Starts `exile-master` on the sandbox's address and data dir and waits until it serves
-    /// (a login as `admin` works).
+    /// Starts `exile-master` on the sandbox's address and data dir and waits until it serves.
     async fn launch_master_process(&self) -> Result<RunningMaster> {
-        let log_path = self.dir.path().join("master-process.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
         let args = self.master_args();
-        let mut child = std::process::Command::new(master_bin()?)
-            .args(&args[1..])
-            .env("RUST_LOG", "info,sqlx=warn,sea_orm=warn")
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("could not start exile-master")?;
-        let addr = self.master_addr;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                bail!("exile-master exited at start ({status}):\n{log}");
-            }
-            // Serving, not just bound: the binary binds before it opens its database.
-            let served =
-                tokio::time::timeout(Duration::from_secs(5), login(addr, "admin", ADMIN_PASSWORD));
-            if let Ok(Ok(_)) = served.await {
-                return Ok(RunningMaster::Process(child));
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("exile-master did not serve on {addr} within 20 s");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let log = self.dir.path().join("master-process.log");
+        let child = spawn_master(
+            &master_bin()?,
+            &args[1..],
+            self.master_addr,
+            ADMIN_PASSWORD,
+            "info,sqlx=warn,sea_orm=warn",
+            &log,
+        )
+        .await?;
+        Ok(RunningMaster::Process(child))
     }
 
     /// Stops the master (clean shutdown; SIGTERM for a subprocess).
@@ -164,5 +143,126 @@ impl Sandbox {
         .await?;
         self.master = Some(self.launch_master(listener).await?);
         Ok(())
+    }
+}
+
+/// Starts `bin` (an `exile-master`) with `args`, which must make it listen on `addr`, its
+/// output (at `rust_log` level) appended to `log_path`, and waits until it serves (a login as `admin` with `password`
+/// works; the binary binds before it opens its database). Fails with the log if it exits
+/// first.
+pub async fn spawn_master(
+    bin: &Path,
+    args: &[String],
+    addr: SocketAddr,
+    password: &str,
+    rust_log: &str,
+    log_path: &Path,
+) -> Result<std::process::Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)?;
+    let mut child = std::process::Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", rust_log)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("could not start {}", bin.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(log_path).unwrap_or_default();
+            bail!("exile-master exited at start ({status}):\n{log}");
+        }
+        let served = tokio::time::timeout(Duration::from_secs(5), login(addr, "admin", password));
+        if let Ok(Ok(_)) = served.await {
+            return Ok(child);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("exile-master did not serve on {addr} within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A real `exile-master` process of its own for a load tool: a free loopback port, a
+/// temporary data directory, an `admin` logged in. Killed when dropped.
+pub struct MasterProcess {
+    child: std::process::Child,
+    addr: SocketAddr,
+    token: String,
+    dir: tempfile::TempDir,
+}
+
+impl MasterProcess {
+    /// Starts `bin` (default: the `exile-master` built next to this program) with these
+    /// heartbeat settings and `extra` flags; its log goes to `master.log` in its data dir.
+    pub async fn start(
+        bin: Option<PathBuf>,
+        heartbeat_interval_ms: u64,
+        heartbeat_ttl_ms: u64,
+        extra: &[String],
+    ) -> Result<MasterProcess> {
+        const PASSWORD: &str = "load-tool-admin-password";
+        let bin = match bin {
+            Some(b) => b,
+            None => master_bin()?,
+        };
+        let dir = tempfile::tempdir()?;
+        // A free port: bound, read and released for the master to bind (loopback only).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let mut args = vec![
+            format!("--listen={addr}"),
+            format!("--data-dir={}", dir.path().join("data").display()),
+            format!("--admin-password={PASSWORD}"),
+            format!("--heartbeat-interval-ms={heartbeat_interval_ms}"),
+            format!("--heartbeat-ttl-ms={heartbeat_ttl_ms}"),
+        ];
+        args.extend(extra.iter().cloned());
+        let log = dir.path().join("master.log");
+        let child = spawn_master(&bin, &args, addr, PASSWORD, "warn", &log).await?;
+        let token = login(addr, "admin", PASSWORD).await?;
+        Ok(MasterProcess {
+            child,
+            addr,
+            token,
+            dir,
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A session token of `admin`.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Its temporary directory (data and log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Clients logged in as `admin`, on a new connection.
+    pub async fn admin(&self) -> Result<Clients> {
+        clients(connect(self.addr).await?, &self.token)
+    }
+}
+
+impl Drop for MasterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

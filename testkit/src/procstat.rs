@@ -29,3 +29,50 @@ fn status_kib(pid: u32, field: &str) -> Result<u64> {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0))
 }
+
+/// Resident bytes of a process now (`VmRSS`).
+pub fn rss(pid: u32) -> Result<u64> {
+    Ok(status_kib(pid, "VmRSS:")? * 1024)
+}
+
+/// Parent process id of a process.
+pub fn parent_pid(pid: u32) -> Result<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, a)| a)
+        .ok_or_else(|| anyhow!("bad stat"))?;
+    // Fields after the name: state, then ppid.
+    after
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow!("no parent in /proc/{pid}/stat"))
+}
+
+/// CPU use of a process from a starting point, in percent of one core.
+#[derive(Debug)]
+pub struct CpuMeter {
+    pid: u32,
+    ticks: u64,
+    at: std::time::Instant,
+}
+
+impl CpuMeter {
+    /// Starts counting the CPU time of `pid` now.
+    pub fn start(pid: u32) -> Result<CpuMeter> {
+        Ok(CpuMeter {
+            pid,
+            ticks: proc_usage(pid)?.0,
+            at: std::time::Instant::now(),
+        })
+    }
+
+    /// Percent of one core used since the start (USER_HZ is 100 on Linux).
+    pub fn percent(&self) -> Result<f64> {
+        let (t, _) = proc_usage(self.pid)?;
+        #[allow(clippy::cast_precision_loss)]
+        let secs = t.saturating_sub(self.ticks) as f64 / 100.0;
+        Ok(secs / self.at.elapsed().as_secs_f64().max(1e-3) * 100.0)
+    }
+}

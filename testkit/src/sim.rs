@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -17,25 +19,111 @@ use exile_api::v1::spawner_link_client::SpawnerLinkClient;
 
 /// Enrolls a spawner named `name` and returns its credential.
 pub async fn enroll(admin: &Clients, addr: SocketAddr, name: &str) -> Result<String> {
-    let secret = admin
-        .spawners
-        .clone()
-        .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
-            ttl_seconds: 600,
-            description: String::new(),
-        })
-        .await?
-        .into_inner()
-        .secret;
-    let r = SpawnerLinkClient::new(connect(addr).await?)
-        .enroll(pb::EnrollRequest {
-            token: secret,
-            name: name.into(),
-            host: name.into(),
-        })
-        .await?
-        .into_inner();
-    Ok(r.credential)
+    let mut creds = enroll_many(admin, addr, &[name.to_owned()]).await?;
+    creds
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no credential for {name}"))
+}
+
+/// Enrolls a spawner for each of `names` over one connection; their credentials, in order.
+pub async fn enroll_many(
+    admin: &Clients,
+    addr: SocketAddr,
+    names: &[String],
+) -> Result<Vec<String>> {
+    let mut link = SpawnerLinkClient::new(connect(addr).await?);
+    let mut creds = Vec::with_capacity(names.len());
+    for name in names {
+        let secret = admin
+            .spawners
+            .clone()
+            .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
+                ttl_seconds: 600,
+                description: String::new(),
+            })
+            .await?
+            .into_inner()
+            .secret;
+        let r = link
+            .enroll(pb::EnrollRequest {
+                token: secret,
+                name: name.clone(),
+                host: name.clone(),
+            })
+            .await?
+            .into_inner();
+        creds.push(r.credential);
+    }
+    Ok(creds)
+}
+
+/// Simulated spawners linked to one master, served until [`Fleet::stop`].
+pub struct Fleet {
+    tasks: Vec<tokio::task::JoinHandle<Result<Tally>>>,
+    stop: CancellationToken,
+}
+
+impl Fleet {
+    /// Enrolls every spawner of `specs` and links them, `per_connection` link streams to an
+    /// HTTP/2 connection (as many hosts behind one proxy would be; it spares the load tool
+    /// thousands of sockets).
+    pub async fn start(
+        admin: &Clients,
+        addr: SocketAddr,
+        specs: Vec<SimSpawner>,
+        per_connection: usize,
+    ) -> Result<Fleet> {
+        let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let creds = enroll_many(admin, addr, &names).await?;
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::with_capacity(specs.len());
+        let mut channel: Option<Channel> = None;
+        for (i, (spec, cred)) in specs.into_iter().zip(creds).enumerate() {
+            let ch = match &channel {
+                Some(ch) if i % per_connection.max(1) != 0 => ch.clone(),
+                _ => {
+                    let ch = connect(addr).await?;
+                    channel = Some(ch.clone());
+                    ch
+                }
+            };
+            tasks.push(tokio::spawn(serve(ch, cred, spec, stop.clone())));
+        }
+        Ok(Fleet { tasks, stop })
+    }
+
+    /// Waits until the master counts at least `n` spawners online; how many it counts.
+    pub async fn wait_online(admin: &Clients, n: usize, timeout: Duration) -> Result<usize> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let s = admin
+                .system
+                .clone()
+                .get_stats(pb::GetStatsRequest {})
+                .await?
+                .into_inner();
+            let online = s.spawners_online as usize;
+            if online >= n {
+                return Ok(online);
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!("{online} of {n} simulated spawners online after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops every spawner; what they saw, summed.
+    pub async fn stop(self) -> Result<Tally> {
+        self.stop.cancel();
+        let mut sum = Tally::default();
+        for t in self.tasks {
+            let t = t.await??;
+            sum.allocations += t.allocations;
+            sum.conflicts += t.conflicts;
+        }
+        Ok(sum)
+    }
 }
 
 /// `n` Ready instances with these labels, ids prefixed by `prefix`.
@@ -73,6 +161,57 @@ pub struct Tally {
     pub conflicts: u64,
 }
 
+/// A simulated spawner: what it reports and how.
+#[derive(Debug)]
+pub struct SimSpawner {
+    /// Its name (and host).
+    pub name: String,
+    /// Instances its hello carries.
+    pub instances: Vec<pb::InstanceStatus>,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Delay before the first heartbeat, so a fleet's beats spread over the interval like
+    /// hosts started at different times.
+    pub first_beat_after: Duration,
+    /// Host figures each heartbeat carries.
+    pub host: pb::Resources,
+    /// Figures of each instance in heartbeats (none: no instance figures).
+    pub instance_resources: Option<pb::Resources>,
+    /// Every allocated instance goes back to Ready that long after (a match ending).
+    pub release_after: Option<Duration>,
+    /// Statuses to report as instance events, as they come (a changing fleet).
+    pub events: Option<tokio::sync::mpsc::Receiver<pb::InstanceStatus>>,
+    /// Counts the heartbeats sent.
+    pub beats: Option<Arc<AtomicU64>>,
+}
+
+impl SimSpawner {
+    /// A spawner named `name` holding `instances`, beating every `heartbeat`.
+    pub fn new(name: &str, instances: Vec<pb::InstanceStatus>, heartbeat: Duration) -> Self {
+        SimSpawner {
+            name: name.to_owned(),
+            instances,
+            heartbeat,
+            first_beat_after: Duration::ZERO,
+            host: pb::Resources::default(),
+            instance_resources: None,
+            release_after: None,
+            events: None,
+            beats: None,
+        }
+    }
+}
+
+/// `n` Running instances, ids prefixed by `prefix` (as a busy host reports them).
+pub fn running_instances(prefix: &str, n: usize) -> Vec<pb::InstanceStatus> {
+    let mut v = ready_instances(prefix, n, &HashMap::new());
+    for s in &mut v {
+        s.state = pb::InstanceState::Running as i32;
+        s.ports.clear();
+    }
+    v
+}
+
 /// Links a simulated spawner and serves it until `stop`. With `release_after`, every
 /// allocated instance goes back to Ready that long after (a match ending), as a game would
 /// report it.
@@ -85,6 +224,29 @@ pub async fn run(
     release_after: Option<Duration>,
     stop: CancellationToken,
 ) -> Result<Tally> {
+    let mut spec = SimSpawner::new(&name, instances, heartbeat);
+    spec.release_after = release_after;
+    serve(ch, credential, spec, stop).await
+}
+
+/// Links the simulated spawner `spec` with `credential` and serves it until `stop`.
+pub async fn serve(
+    ch: Channel,
+    credential: String,
+    spec: SimSpawner,
+    stop: CancellationToken,
+) -> Result<Tally> {
+    let SimSpawner {
+        name,
+        instances,
+        heartbeat,
+        first_beat_after,
+        host,
+        instance_resources,
+        release_after,
+        mut events,
+        beats,
+    } = spec;
     let mut client = SpawnerLinkClient::with_interceptor(ch, Bearer::new(&credential)?);
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::SpawnerMessage>(1024);
     let hello = pb::Hello {
@@ -110,7 +272,16 @@ pub async fn run(
         instances.into_iter().map(|s| (s.id.clone(), s)).collect();
     let mut tally = Tally::default();
     let (release_tx, mut release_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let mut tick = tokio::time::interval(heartbeat);
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + first_beat_after, heartbeat);
+    let event = |s: pb::InstanceStatus, removed: bool| pb::SpawnerMessage {
+        kind: Some(pb::spawner_message::Kind::InstanceEvent(
+            pb::InstanceEvent {
+                status: Some(s),
+                removed,
+            },
+        )),
+    };
     loop {
         let msg = tokio::select! {
             () = stop.cancelled() => return Ok(tally),
@@ -124,23 +295,37 @@ pub async fn run(
                     s.annotations.clear();
                     s.allocation_metadata.clear();
                     s.revision += 1;
-                    let ev = pb::InstanceEvent { status: Some(s.clone()), removed: false };
-                    if tx.send(pb::SpawnerMessage { kind: Some(pb::spawner_message::Kind::InstanceEvent(ev)) }).await.is_err() {
+                    if tx.send(event(s.clone(), false)).await.is_err() {
                         return Ok(tally);
                     }
                 }
                 continue;
             }
+            Some(s) = async {
+                match events.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                held.insert(s.id.clone(), s.clone());
+                if tx.send(event(s, false)).await.is_err() {
+                    return Ok(tally);
+                }
+                continue;
+            }
             _ = tick.tick() => {
                 let hb = pb::Heartbeat {
-                    host: Some(pb::Resources::default()),
+                    host: Some(host.clone()),
                     instances: held
                         .values()
-                        .map(|s| pb::InstanceMetrics { id: s.id.clone(), resources: None, players: s.players })
+                        .map(|s| pb::InstanceMetrics { id: s.id.clone(), resources: instance_resources.clone(), players: s.players })
                         .collect(),
                 };
                 if tx.send(pb::SpawnerMessage { kind: Some(pb::spawner_message::Kind::Heartbeat(hb)) }).await.is_err() {
                     return Ok(tally);
+                }
+                if let Some(b) = &beats {
+                    b.fetch_add(1, Ordering::Relaxed);
                 }
                 continue;
             }
@@ -189,6 +374,22 @@ pub async fn run(
                     result.error_kind = pb::CommandErrorKind::NotFound as i32;
                 }
             },
+            Some(pb::command::Action::Stop(c)) => {
+                answer_state(
+                    &mut held,
+                    &c.instance_id,
+                    pb::InstanceState::Stopped,
+                    &mut result,
+                );
+            }
+            Some(pb::command::Action::Start(r)) => {
+                answer_state(
+                    &mut held,
+                    &r.instance_id,
+                    pb::InstanceState::Running,
+                    &mut result,
+                );
+            }
             _ => {
                 result.error = "a simulated spawner runs no processes".into();
                 result.error_kind = pb::CommandErrorKind::FailedPrecondition as i32;
@@ -199,15 +400,28 @@ pub async fn run(
         })
         .await?;
         if let Some(s) = removed {
-            tx.send(pb::SpawnerMessage {
-                kind: Some(pb::spawner_message::Kind::InstanceEvent(
-                    pb::InstanceEvent {
-                        status: Some(s),
-                        removed: true,
-                    },
-                )),
-            })
-            .await?;
+            tx.send(event(s, true)).await?;
+        }
+    }
+}
+
+/// Moves instance `id` to `state` (a stop or a start that a process would take), answering
+/// as a spawner does: the status after the command, or NOT_FOUND.
+fn answer_state(
+    held: &mut HashMap<String, pb::InstanceStatus>,
+    id: &str,
+    state: pb::InstanceState,
+    result: &mut pb::CommandResult,
+) {
+    match held.get_mut(id) {
+        Some(s) => {
+            s.state = state as i32;
+            s.revision += 1;
+            result.instance = Some(s.clone());
+        }
+        None => {
+            result.error = format!("no instance {id}");
+            result.error_kind = pb::CommandErrorKind::NotFound as i32;
         }
     }
 }

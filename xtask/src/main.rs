@@ -41,8 +41,22 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Build the dashboard and every binary, then run every test of the workspace.
+    /// Build the dashboard and every binary, then run every test of the workspace, then the
+    /// benchmark in its quick mode (with the debug binaries just built).
     Test,
+    /// Build the release binaries and print the performance targets as ratios: each figure,
+    /// the baseline measured in the same run, the ratio, the target and pass/miss.
+    Bench {
+        /// Seconds and small sizes, as `cargo xtask test` runs it.
+        #[arg(long)]
+        quick: bool,
+        /// Use debug binaries (quicker to build; the figures are not a release's).
+        #[arg(long)]
+        debug: bool,
+        /// More flags for `exile-bench`, after `--` (e.g. `-- --only scale --spawners 1000`).
+        #[arg(last = true)]
+        rest: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +82,7 @@ fn run() -> Result<()> {
         }
         Cmd::Dashboard { release } => dashboard(release),
         Cmd::Test => test(),
+        Cmd::Bench { quick, debug, rest } => bench(quick, !debug, &rest),
     }
 }
 
@@ -347,7 +362,57 @@ fn test() -> Result<()> {
     // out of both: it has no tests, and its bundler dependencies could change the resolution.
     const PACKAGES: [&str; 3] = ["--workspace", "--exclude", "xtask"];
     cargo(&[&["build"], &PACKAGES[..], &["--bins", "--tests"]].concat())?;
-    cargo(&[&["test"], &PACKAGES[..], &["--no-fail-fast"]].concat())
+    let tests = cargo(&[&["test"], &PACKAGES[..], &["--no-fail-fast"]].concat());
+    // The benchmark's quick mode on the debug binaries just built, so it cannot rot. It fails
+    // on errors only: a missed target on a shared CI machine says little.
+    let bench = run_bench(false, &["--quick".to_owned()]);
+    tests?;
+    bench
+}
+
+/// The binaries `exile-bench` runs: master, spawner (with the supervisor), the demo game, and
+/// the bench itself.
+const BENCH_PACKAGES: [&str; 8] = [
+    "-p",
+    "exile-master",
+    "-p",
+    "exile-spawner",
+    "-p",
+    "exile-sdk",
+    "-p",
+    "exile-testkit",
+];
+
+fn bench(quick: bool, release: bool, rest: &[String]) -> Result<()> {
+    let mut build = vec!["build", "--bins"];
+    build.extend(BENCH_PACKAGES);
+    if release {
+        build.push("--release");
+    }
+    cargo(&build)?;
+    let mut args = rest.to_vec();
+    if quick {
+        args.push("--quick".into());
+    }
+    run_bench(release, &args)
+}
+
+/// Runs the built `exile-bench` (release or debug) with `args`.
+fn run_bench(release: bool, args: &[String]) -> Result<()> {
+    let bin = workspace_root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("exile-bench");
+    let t = Instant::now();
+    let status = Command::new(&bin)
+        .args(args)
+        .status()
+        .with_context(|| format!("run {}", bin.display()))?;
+    println!("exile-bench took {:.0} s", t.elapsed().as_secs_f64());
+    if !status.success() {
+        bail!("exile-bench failed ({status})");
+    }
+    Ok(())
 }
 
 fn random_password() -> Result<String> {

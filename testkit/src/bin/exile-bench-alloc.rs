@@ -9,19 +9,17 @@
 //! `cargo run --release -p exile-testkit --bin exile-bench-alloc -- --clients 1,16,64`
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 use exile_api::v1 as pb;
 use exile_testkit::procstat::proc_usage;
-use exile_testkit::{clients, connect, login, sim};
+use exile_testkit::sim::{self, Fleet, SimSpawner};
+use exile_testkit::{MasterProcess, clients, connect};
 
 /// Allocation throughput and latency against a real master.
 #[derive(Parser, Debug)]
@@ -52,32 +50,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let dir = tempfile::tempdir()?;
-    let bin = match &args.master_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?.with_file_name("exile-master"),
-    };
-    let mut child = Command::new(&bin)
-        .args(["--listen=127.0.0.1:0", "--admin-password=bench-password"])
-        .arg(format!("--data-dir={}", dir.path().display()))
-        .args(["--heartbeat-interval-ms=5000", "--heartbeat-ttl-ms=15000"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("start {}", bin.display()))?;
-    let pid = child.id();
-    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-    let mut lines = BufReader::new(stdout).lines();
-    let addr: SocketAddr = loop {
-        let line = lines.next().ok_or_else(|| anyhow!("master exited"))??;
-        if let Some(a) = line.strip_prefix("Exile master listening on http://") {
-            break a.trim().parse()?;
-        }
-    };
-    let result = drive(&args, addr, pid).await;
-    let _ = Command::new("kill").arg(pid.to_string()).status();
-    let _ = child.wait();
-    result
+    let master = MasterProcess::start(args.master_bin.clone(), 5000, 15000, &[]).await?;
+    drive(&args, &master).await
 }
 
 /// One measurement.
@@ -196,37 +170,22 @@ async fn measure(setup: &Setup<'_>, token: &str, call: Call, n: usize) -> Result
     Ok(all)
 }
 
-async fn drive(args: &Args, addr: SocketAddr, pid: u32) -> Result<()> {
-    let token = login(addr, "admin", "bench-password").await?;
-    let admin = clients(connect(addr).await?, &token)?;
+async fn drive(args: &Args, master: &MasterProcess) -> Result<()> {
+    let (addr, pid, token) = (master.addr(), master.pid(), master.token());
+    let admin = master.admin().await?;
     let total = args.spawners * args.instances;
-    let stop = CancellationToken::new();
-    let mut sims = Vec::new();
-    let mut channel = None;
     let labels: HashMap<String, String> = [("mode".to_owned(), "ctf".to_owned())].into();
     let t = Instant::now();
-    for i in 0..args.spawners {
-        let name = format!("sim-{i}");
-        let cred = sim::enroll(&admin, addr, &name).await?;
-        if i % 50 == 0 {
-            channel = Some(connect(addr).await?);
-        }
-        let ch = channel.clone().ok_or_else(|| anyhow!("no channel"))?;
-        let insts = sim::ready_instances(&name, args.instances, &labels);
-        let (stop, release) = (stop.clone(), Duration::from_millis(args.release_ms));
-        sims.push(tokio::spawn(async move {
-            sim::run(
-                ch,
-                cred,
-                name,
-                insts,
-                Duration::from_secs(5),
-                Some(release),
-                stop,
-            )
-            .await
-        }));
-    }
+    let specs = (0..args.spawners)
+        .map(|i| {
+            let name = format!("sim-{i}");
+            let insts = sim::ready_instances(&name, args.instances, &labels);
+            let mut s = SimSpawner::new(&name, insts, Duration::from_secs(5));
+            s.release_after = Some(Duration::from_millis(args.release_ms));
+            s
+        })
+        .collect();
+    let fleet = Fleet::start(&admin, addr, specs, 50).await?;
     let probe = loop {
         let ready = admin
             .instances
@@ -290,7 +249,7 @@ async fn drive(args: &Args, addr: SocketAddr, pid: u32) -> Result<()> {
     };
     for &n in &args.clients {
         for (call, name, tok) in [
-            (Call::GetInstance, "GetInstance", token.as_str()),
+            (Call::GetInstance, "GetInstance", token),
             (Call::Allocate, "Allocate", secret.as_str()),
         ] {
             let r = measure(&setup, tok, call, n).await?;
@@ -309,13 +268,7 @@ async fn drive(args: &Args, addr: SocketAddr, pid: u32) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(args.release_ms + 200)).await;
         }
     }
-    stop.cancel();
-    let mut tally = sim::Tally::default();
-    for s in sims {
-        let t = s.await??;
-        tally.allocations += t.allocations;
-        tally.conflicts += t.conflicts;
-    }
+    let tally = fleet.stop().await?;
     println!();
     println!(
         "allocations applied by the spawners: {}; conflicts (an allocation of an instance that was not Ready on its spawner): {}",

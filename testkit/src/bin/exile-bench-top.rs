@@ -8,21 +8,18 @@
 //! `cargo build --release -p exile-master -p exilectl -p exile-testkit --bins`
 //! `target/release/exile-bench-top --seconds 30`
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
 
 use exile_api::v1 as pb;
-use exile_api::v1::spawner_link_client::SpawnerLinkClient;
+use exile_testkit::MasterProcess;
 use exile_testkit::procstat::{peak_rss, proc_usage};
-use exile_testkit::{Bearer, clients, connect, login};
+use exile_testkit::sim::{Fleet, SimSpawner};
 
 /// `exilectl top` under a busy fleet.
 #[derive(Parser, Debug)]
@@ -44,8 +41,6 @@ struct Args {
     bin_dir: Option<PathBuf>,
 }
 
-const PASSWORD: &str = "bench-top-password";
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -56,64 +51,37 @@ async fn main() -> Result<()> {
             .ok_or_else(|| anyhow!("no directory"))?
             .to_owned(),
     };
-    let dir = tempfile::tempdir()?;
-    let mut master = Command::new(bins.join("exile-master"))
-        .args([
-            "--listen=127.0.0.1:0",
-            &format!("--admin-password={PASSWORD}"),
-        ])
-        .arg(format!("--data-dir={}", dir.path().display()))
-        .args(["--heartbeat-interval-ms=1000", "--heartbeat-ttl-ms=5000"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("start exile-master (build it first)")?;
-    let stdout = master.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-    let mut lines = BufReader::new(stdout).lines();
-    let addr: SocketAddr = loop {
-        let line = lines.next().ok_or_else(|| anyhow!("master exited"))??;
-        if let Some(a) = line.strip_prefix("Exile master listening on http://") {
-            break a.trim().parse()?;
-        }
-    };
+    let master = MasterProcess::start(Some(bins.join("exile-master")), 1000, 5000, &[]).await?;
     let tmux = Tmux {
-        socket: dir.path().join("tmux.sock"),
+        socket: master.dir().join("tmux.sock"),
     };
-    let result = run(&args, addr, &bins, dir.path(), &tmux).await;
+    let result = run(&args, &master, &bins, &tmux).await;
     let _ = tmux.cmd().arg("kill-server").output();
-    let _ = master.kill();
-    let _ = master.wait();
     result
 }
 
-async fn run(args: &Args, addr: SocketAddr, bins: &Path, dir: &Path, tmux: &Tmux) -> Result<()> {
-    let token = login(addr, "admin", PASSWORD).await?;
-    let admin = clients(connect(addr).await?, &token)?;
-    let mut enroll = SpawnerLinkClient::new(connect(addr).await?);
+async fn run(args: &Args, master: &MasterProcess, bins: &Path, tmux: &Tmux) -> Result<()> {
+    let (addr, token, dir) = (master.addr(), master.token(), master.dir());
+    let admin = master.admin().await?;
     let mut links = Vec::new();
-    let channel = connect(addr).await?;
+    let mut specs = Vec::new();
     for i in 0..args.spawners {
-        let secret = admin
-            .spawners
-            .clone()
-            .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
-                ttl_seconds: 600,
-                description: String::new(),
-            })
-            .await?
-            .into_inner()
-            .secret;
-        let cred = enroll
-            .enroll(pb::EnrollRequest {
-                token: secret,
-                name: format!("bench-{i:03}"),
-                host: format!("bench-{i:03}"),
-            })
-            .await?
-            .into_inner()
-            .credential;
-        links.push(spawner(channel.clone(), &cred, i, args.instances).await?);
+        let instances = (0..args.instances).map(|j| status(i, j, 0, 1)).collect();
+        let mut spec = SimSpawner::new(&format!("bench-{i:03}"), instances, Duration::from_secs(1));
+        spec.host = pb::Resources {
+            cpu_percent: 150.0,
+            memory_bytes: 8 << 30,
+            memory_total_bytes: 32 << 30,
+            disk_used_bytes: 100 << 30,
+            disk_total_bytes: 500 << 30,
+            cpu_count: 16,
+        };
+        let (tx, rx) = mpsc::channel(256);
+        spec.events = Some(rx);
+        links.push(tx);
+        specs.push(spec);
     }
+    let fleet = Fleet::start(&admin, addr, specs, args.spawners.max(1)).await?;
     let total = args.spawners * args.instances;
     println!("fleet: {} spawners, {total} instances", args.spawners);
 
@@ -180,6 +148,7 @@ async fn run(args: &Args, addr: SocketAddr, bins: &Path, dir: &Path, tmux: &Tmux
     let elapsed = start.elapsed().as_secs_f64();
     stop.cancel();
     let churned = churn.await?;
+    fleet.stop().await?;
 
     latencies.sort();
     let pick = |q: f64| {
@@ -213,79 +182,17 @@ async fn run(args: &Args, addr: SocketAddr, bins: &Path, dir: &Path, tmux: &Tmux
 }
 
 /// One instance's status as its spawner reports it.
-fn status(spawner: usize, j: usize, players: u32, revision: u64) -> pb::SpawnerMessage {
-    pb::SpawnerMessage {
-        kind: Some(pb::spawner_message::Kind::InstanceEvent(
-            pb::InstanceEvent {
-                status: Some(pb::InstanceStatus {
-                    id: format!("inst-bench-{spawner:03}-{j:02}"),
-                    state: pb::InstanceState::Running as i32,
-                    build_version: "bench".into(),
-                    pid: 100_000 + u32::try_from(j).unwrap_or(0),
-                    players,
-                    max_players: 0,
-                    revision,
-                    ..Default::default()
-                }),
-                removed: false,
-            },
-        )),
+fn status(spawner: usize, j: usize, players: u32, revision: u64) -> pb::InstanceStatus {
+    pb::InstanceStatus {
+        id: format!("inst-bench-{spawner:03}-{j:02}"),
+        state: pb::InstanceState::Running as i32,
+        build_version: "bench".into(),
+        pid: 100_000 + u32::try_from(j).unwrap_or(0),
+        players,
+        max_players: 0,
+        revision,
+        ..Default::default()
     }
-}
-
-/// Links one simulated spawner with `n` running instances and heartbeats every second;
-/// returns the sender for its further messages.
-async fn spawner(
-    ch: tonic::transport::Channel,
-    cred: &str,
-    index: usize,
-    n: usize,
-) -> Result<mpsc::Sender<pb::SpawnerMessage>> {
-    let mut client = SpawnerLinkClient::with_interceptor(ch, Bearer::new(cred)?);
-    let (tx, rx) = mpsc::channel::<pb::SpawnerMessage>(256);
-    let instances = (0..n)
-        .map(|j| match status(index, j, 0, 1).kind {
-            Some(pb::spawner_message::Kind::InstanceEvent(e)) => e.status.unwrap_or_default(),
-            _ => pb::InstanceStatus::default(),
-        })
-        .collect();
-    tx.send(pb::SpawnerMessage {
-        kind: Some(pb::spawner_message::Kind::Hello(pb::Hello {
-            region: "bench".into(),
-            host: format!("bench-{index:03}"),
-            advertised_address: "127.0.0.1".into(),
-            capacity: u32::try_from(n.max(1)).unwrap_or(1),
-            agent_version: "bench".into(),
-            active_build: "bench".into(),
-            instances,
-            name: format!("bench-{index:03}"),
-            ..Default::default()
-        })),
-    })
-    .await?;
-    let mut inbound = client
-        .link(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let beats = tx.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                m = inbound.next() => if m.is_none() { return },
-                _ = tick.tick() => {
-                    let hb = pb::Heartbeat {
-                        host: Some(pb::Resources { cpu_percent: 150.0, memory_bytes: 8 << 30, memory_total_bytes: 32 << 30, disk_used_bytes: 100 << 30, disk_total_bytes: 500 << 30, cpu_count: 16 }),
-                        instances: vec![],
-                    };
-                    if beats.send(pb::SpawnerMessage { kind: Some(pb::spawner_message::Kind::Heartbeat(hb)) }).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    Ok(tx)
 }
 
 /// A private tmux server to run top in.
