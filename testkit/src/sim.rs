@@ -315,10 +315,10 @@ pub async fn serve(
             }
             _ = tick.tick() => {
                 let hb = pb::Heartbeat {
-                    host: Some(host.clone()),
+                    host: Some(host),
                     instances: held
                         .values()
-                        .map(|s| pb::InstanceMetrics { id: s.id.clone(), resources: instance_resources.clone(), players: s.players })
+                        .map(|s| pb::InstanceMetrics { id: s.id.clone(), resources: instance_resources, players: s.players })
                         .collect(),
                 };
                 if tx.send(pb::SpawnerMessage { kind: Some(pb::spawner_message::Kind::Heartbeat(hb)) }).await.is_err() {

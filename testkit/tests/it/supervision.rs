@@ -153,7 +153,6 @@ async fn kill_9_of_the_spawner_keeps_twenty_instances_with_logs_console_and_exit
             source: Some(pb::stream_logs_request::Source::Id(target.id.clone())),
             follow: true,
             tail_lines: 5,
-            ..Default::default()
         })
         .await
         .unwrap()
@@ -299,7 +298,6 @@ async fn a_crashing_server_is_restarted_with_backoff_then_crashed_with_its_last_
             source: Some(pb::stream_logs_request::Source::Id(spawned.id.clone())),
             follow: false,
             tail_lines: 1000,
-            ..Default::default()
         })
         .await
         .unwrap()
@@ -380,7 +378,6 @@ async fn a_flood_and_a_slow_reader_break_neither_the_link_nor_the_master() {
             source: Some(pb::stream_logs_request::Source::Id(flood.id.clone())),
             follow: true,
             tail_lines: 0,
-            ..Default::default()
         })
         .await
         .unwrap()
