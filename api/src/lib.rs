@@ -12,6 +12,7 @@ pub mod format;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fs;
 pub mod limits;
+pub mod settings;
 pub mod state;
 
 /// Encoded `FileDescriptorSet` of the whole API, for gRPC reflection.

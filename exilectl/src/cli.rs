@@ -1,6 +1,7 @@
 //! Command-line grammar: every noun, verb and flag of exilectl (clap derive).
 
 pub mod build;
+pub mod config;
 pub mod fleet;
 
 use std::time::Duration;
@@ -10,6 +11,7 @@ use exile_api::v1::{InstanceState, PlacementStrategy, Role};
 
 use crate::output::Format;
 pub use build::BuildCommand;
+pub use config::ConfigCommand;
 pub use fleet::{AllocateArgs, FleetCommand};
 
 /// Exile command line: drive the master, its spawners and their game-server instances.
@@ -84,6 +86,10 @@ pub enum Command {
     /// Fleets: a count of instances of one build the master keeps, with an autoscaler.
     #[command(subcommand, visible_alias = "fleets")]
     Fleet(FleetCommand),
+    /// Run-time settings by category: list, get, set, reset, history (changing takes
+    /// admin; spawner settings reach every connected spawner at once).
+    #[command(subcommand, visible_alias = "settings")]
+    Config(ConfigCommand),
     /// Hand a Ready instance to players (what a matchmaker calls; allocator or operator).
     Allocate(AllocateArgs),
     /// Follow live events: a snapshot, then one line per change.

@@ -130,6 +130,15 @@ impl Session {
         })
     }
 
+    pub fn settings(
+        &self,
+    ) -> exile_api::v1::settings_service_client::SettingsServiceClient<Authed> {
+        exile_api::v1::settings_service_client::SettingsServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.auth.clone(),
+        )
+    }
+
     pub fn fleets(&self) -> FleetServiceClient<Authed> {
         FleetServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }

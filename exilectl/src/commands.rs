@@ -3,6 +3,7 @@
 mod auth;
 mod backup;
 mod build;
+mod config;
 mod fleet;
 pub mod instance;
 mod list_watch;
@@ -74,6 +75,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Build(c) => build::run(&global, c).await,
         Command::Fleet(c) => fleet::run(&connect().await?, c).await,
+        Command::Config(c) => config::run(&connect().await?, c).await,
         Command::Allocate(a) => fleet::allocate(&connect().await?, a).await,
         Command::Watch(args) => watch::run(&Ctx::connect(&global, true).await?, args).await,
         Command::Logs(args) => logs::logs(&Ctx::connect(&global, args.follow).await?, args).await,

@@ -5,6 +5,7 @@
 
 mod build;
 mod fleet;
+mod settings;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,6 +19,7 @@ pub use build::{
     archive_format, instance_build, rollout_finished,
 };
 pub use fleet::{AllocationView, FleetScaledView, FleetView};
+pub use settings::{SettingChangeView, SettingView};
 
 /// Host or instance resource figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -136,6 +138,10 @@ pub struct SpawnerView {
     pub resources: Option<ResourcesView>,
     pub last_seen: Option<String>,
     pub enrolled_at: Option<String>,
+    /// Settings version it last acknowledged applying (0: none yet).
+    pub settings_version: u64,
+    /// What it could not apply of that version.
+    pub settings_error: String,
 }
 
 impl From<pb::Spawner> for SpawnerView {
@@ -157,6 +163,8 @@ impl From<pb::Spawner> for SpawnerView {
             resources: s.resources.map(Into::into),
             last_seen: rfc3339(s.last_seen_unix_ms),
             enrolled_at: rfc3339(s.enrolled_at_unix_ms),
+            settings_version: s.settings_version,
+            settings_error: s.settings_error,
         }
     }
 }

@@ -112,6 +112,11 @@ pub const RULES: &[(&str, Rule)] = &[
     // Not audited per call: at thousands a second the audit log would be the bottleneck and
     // the noise; every allocation is an instance event in Watch and is logged at debug.
     ("/exile.v1.AllocationService/Allocate",           rule(Access::Allocate, false)),
+    ("/exile.v1.SettingsService/ListSettings",         rule(VIEWER, false)),
+    ("/exile.v1.SettingsService/GetSetting",           rule(VIEWER, false)),
+    ("/exile.v1.SettingsService/GetSettingHistory",    rule(VIEWER, false)),
+    ("/exile.v1.SettingsService/SetSetting",           rule(ADMIN, true)),
+    ("/exile.v1.SettingsService/ResetSetting",         rule(ADMIN, true)),
     ("/exile.v1.SpawnerLink/Enroll",                   rule(Public, true)),
     ("/exile.v1.SpawnerLink/Link",                     rule(Spawner, false)),
     ("/exile.v1.SpawnerLink/GetBuildChunks",           rule(Spawner, false)),

@@ -110,7 +110,8 @@ pub struct SessionPolicy {
 /// Authentication: turns bearer tokens into principals and passwords into sessions.
 pub struct Auth {
     store: Store,
-    policy: SessionPolicy,
+    /// std RwLock: copied out at each use, never held across an await; settings replace it.
+    policy: std::sync::RwLock<SessionPolicy>,
     limiter: RateLimiter,
     /// Hash checked when a user does not exist, so timing does not reveal user names.
     dummy_hash: String,
@@ -121,11 +122,22 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl Auth {
+    /// Session lifetimes in force.
+    pub fn policy(&self) -> SessionPolicy {
+        *self.policy.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the session lifetimes (settings changed); sessions are checked against the
+    /// new ones from their next use.
+    pub fn set_policy(&self, policy: SessionPolicy) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+
     /// Creates the authenticator.
     pub fn new(store: Store, policy: SessionPolicy) -> Result<Self> {
         Ok(Auth {
             store,
-            policy,
+            policy: std::sync::RwLock::new(policy),
             limiter: RateLimiter::new(5.0, 20.0, Duration::from_secs(12)),
             dummy_hash: hash_password("not a real password")?,
         })
@@ -186,7 +198,7 @@ impl Auth {
         };
         let token = new_secret(SESSION_PREFIX);
         let now = now_unix_ms();
-        let expires = now.saturating_add(ms(self.policy.max_age));
+        let expires = now.saturating_add(ms(self.policy().max_age));
         self.store
             .insert_session(session::Model {
                 token_hash: hash_secret(&token),
@@ -210,7 +222,7 @@ impl Auth {
                     "session is unknown, expired or revoked; log in again".into(),
                 ));
             };
-            let idle = ms(self.policy.idle_timeout);
+            let idle = ms(self.policy().idle_timeout);
             if s.expires_at <= now || s.last_used_at.saturating_add(idle) <= now {
                 self.store.delete_session(&hash).await?;
                 return Err(Error::Unauthenticated(
@@ -270,7 +282,7 @@ impl Auth {
     pub async fn sweep_sessions(&self) -> Result<u64> {
         let now = now_unix_ms();
         self.store
-            .delete_stale_sessions(now, now - ms(self.policy.idle_timeout))
+            .delete_stale_sessions(now, now - ms(self.policy().idle_timeout))
             .await
     }
 }

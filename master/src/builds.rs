@@ -71,7 +71,8 @@ pub struct Builds {
     registry: Arc<Registry>,
     blobs: BlobStore,
     uploads_dir: PathBuf,
-    max_bytes: u64,
+    /// Largest archive accepted; settings replace it.
+    max_bytes: AtomicU64,
     inspector: Inspector,
     /// Uploads begun with BeginUpload.
     pub sessions: Sessions,
@@ -133,7 +134,7 @@ impl Builds {
             registry,
             blobs,
             uploads_dir,
-            max_bytes: config.max_bytes,
+            max_bytes: AtomicU64::new(config.max_bytes),
             inspector: config.inspector,
             sessions: Sessions::default(),
             changes: tokio::sync::Mutex::new(()),
@@ -152,9 +153,14 @@ impl Builds {
         self.bytes_served.load(Ordering::Relaxed)
     }
 
+    /// Replaces the largest archive size accepted, for uploads begun from now on.
+    pub fn set_max_bytes(&self, max_bytes: u64) {
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
+    }
+
     /// Starts an upload: checks what it announces and opens its temporary file.
     pub fn begin(&self, metadata: pb::UploadBuildMetadata) -> Result<Upload> {
-        let announced = Announced::check(metadata, self.max_bytes)?;
+        let announced = Announced::check(metadata, self.max_bytes.load(Ordering::Relaxed))?;
         if let Ok(b) = self.registry.find_build(&announced.reference()) {
             return Err(Error::AlreadyExists(format!(
                 "{} exists already ({}); upload under another version or delete it first",

@@ -33,6 +33,9 @@ pub fn spawner_to_pb(
         enrolled_at_unix_ms: info.enrolled_at,
         drained: info.drained,
         builds: held.to_vec(),
+        // What it acknowledged lives in the registry, which fills these in.
+        settings_version: 0,
+        settings_error: String::new(),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod registry;
 pub mod rollout;
 pub mod server;
 pub mod service;
+pub mod settings;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -67,13 +68,35 @@ pub async fn start(
     std::fs::create_dir_all(&config.data_dir).map_err(Error::Serve)?;
     let db = db::open(&config.database_url()).await?;
     let store = Store::new(db);
-    let auth = Arc::new(Auth::new(
-        store.clone(),
-        SessionPolicy {
-            idle_timeout: Duration::from_secs(config.session_idle_secs.max(60)),
-            max_age: Duration::from_secs(config.session_max_age_secs.max(60)),
-        },
-    )?);
+    let settings = Arc::new(
+        settings::Settings::load(
+            store.clone(),
+            &[
+                (
+                    "master.session_idle_timeout",
+                    format!("{}s", config.session_idle_secs.max(60)),
+                ),
+                (
+                    "master.session_max_age",
+                    format!("{}s", config.session_max_age_secs.max(60)),
+                ),
+                (
+                    "master.upload_max_bytes",
+                    config.max_build_bytes.to_string(),
+                ),
+                (
+                    "master.heartbeat_ttl",
+                    format!("{}ms", config.heartbeat_ttl().as_millis()),
+                ),
+                (
+                    exile_api::settings::HEARTBEAT_INTERVAL,
+                    format!("{}ms", config.heartbeat_interval().as_millis()),
+                ),
+            ],
+        )
+        .await?,
+    );
+    let auth = Arc::new(Auth::new(store.clone(), session_policy(&settings))?);
     let generated_admin_password = auth.bootstrap_admin(config.admin_password.clone()).await?;
     let (registry, persister) = Registry::load(store.clone(), config.heartbeat_ttl()).await?;
     let builds = builds::Builds::open(
@@ -107,7 +130,7 @@ pub async fn start(
         metrics: metrics.clone(),
         counters: counters.clone(),
         started: Instant::now(),
-        heartbeat_interval: config.heartbeat_interval(),
+        settings: settings.clone(),
         command_timeout: Duration::from_secs(config.command_timeout_secs.max(1)),
         builds: builds.clone(),
         build_install_timeout: Duration::from_secs(config.build_install_timeout_secs.max(1)),
@@ -118,6 +141,7 @@ pub async fn start(
         })),
     });
     fleet::load(&shared).await?;
+    builds.set_max_bytes(settings.number("master.upload_max_bytes"));
     if let Some(path) = &config.dev_enrollment_token_file {
         let (_, secret) = service::spawner_api::create_enrollment_token(
             &shared,
@@ -151,7 +175,8 @@ pub async fn start(
     registry_tasks(&tasks, &shutdown, &registry, config.heartbeat_ttl());
     builds_tasks(&tasks, &shutdown, builds);
     auth_tasks(&tasks, &shutdown, auth);
-    metrics_tasks(&tasks, &shutdown, shared.store.clone(), metrics);
+    settings_tasks(&tasks, &shutdown, settings.clone(), &shared);
+    metrics_tasks(&tasks, &shutdown, shared.store.clone(), metrics, settings);
     // The persister ends when the registry (its only sender) is dropped; do not wait on it
     // at shutdown beyond a short flush.
     let sd = shutdown.clone();
@@ -242,12 +267,40 @@ fn auth_tasks(tasks: &TaskTracker, shutdown: &CancellationToken, auth: Arc<Auth>
     });
 }
 
-/// Resource history: minute means persisted every 30 s (and at shutdown), old ones pruned.
+/// The master's own parts that hold a setting are told when it changes.
+fn settings_tasks(
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+    settings: Arc<settings::Settings>,
+    shared: &Arc<Shared>,
+) {
+    let (sd, set, auth_s, builds_s) = (
+        shutdown.clone(),
+        settings,
+        shared.auth.clone(),
+        shared.builds.clone(),
+    );
+    tasks.spawn(async move {
+        let mut changed = set.subscribe();
+        loop {
+            tokio::select! {
+                _ = sd.cancelled() => break,
+                r = changed.changed() => if r.is_err() { break },
+            }
+            auth_s.set_policy(session_policy(&set));
+            builds_s.set_max_bytes(set.number("master.upload_max_bytes"));
+        }
+    });
+}
+
+/// Resource history: minute means persisted every 30 s (and at shutdown), old ones pruned
+/// as the retention settings say.
 fn metrics_tasks(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
     store_m: Store,
     hist: Arc<metrics::MetricsHistory>,
+    retention: Arc<settings::Settings>,
 ) {
     let sd = shutdown.clone();
     tasks.spawn(async move {
@@ -266,16 +319,35 @@ fn metrics_tasks(
                 tracing::warn!(error = ?e, "could not persist metric samples");
             }
             ticks += 1;
-            if ticks % 120 == 1
-                && let Err(e) = store_m.prune_metric_samples(now - 7 * 86_400_000).await
-            {
-                tracing::warn!(error = ?e, "could not prune metric samples");
+            if ticks % 120 == 1 {
+                let keep = retention.duration("master.metrics_retention");
+                if let Err(e) = store_m.prune_metric_samples(now - ms(keep)).await {
+                    tracing::warn!(error = ?e, "could not prune metric samples");
+                }
+                let keep = retention.duration("master.audit_retention");
+                if !keep.is_zero()
+                    && let Err(e) = store_m.prune_audit(now - ms(keep)).await
+                {
+                    tracing::warn!(error = ?e, "could not prune the audit log");
+                }
             }
             if stopping {
                 break;
             }
         }
     });
+}
+
+/// The session lifetimes the settings say.
+fn session_policy(settings: &settings::Settings) -> SessionPolicy {
+    SessionPolicy {
+        idle_timeout: settings.duration("master.session_idle_timeout"),
+        max_age: settings.duration("master.session_max_age"),
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Writes a file readable by its owner only, atomically (`exile_api::fs::write_private`).

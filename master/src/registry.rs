@@ -6,6 +6,7 @@ mod builds;
 mod fleets;
 mod link;
 mod placement;
+mod settings;
 mod state;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use exile_api::v1 as pb;
 pub use fleets::{Member, SpawnerLoad};
 pub use link::{Link, LogEvent, LogStream, map_command_error};
 pub use placement::Placement;
+pub use settings::LinkedSpawner;
 use state::{Effects, RegistryState as State, SpawnerEntry, rollouts_newest_first};
 
 /// A write for the persister task.
@@ -361,6 +363,7 @@ impl Registry {
                 heartbeat_interval_ms: 0,
                 drained,
                 wanted_builds: None,
+                settings: None,
             });
         }
         let e = st.spawners.get(id).ok_or_else(|| not_found_spawner(id))?;

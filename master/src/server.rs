@@ -22,6 +22,7 @@ use crate::service::fleet_api::{AllocationApi, FleetApi};
 use crate::service::instance_api::InstanceApi;
 use crate::service::link_api::LinkApi;
 use crate::service::metrics_api::MetricsApi;
+use crate::service::settings_api::SettingsApi;
 use crate::service::spawner_api::SpawnerApi;
 use crate::service::system_api::{SystemApi, stats};
 use exile_api::v1::allocation_service_server::AllocationServiceServer;
@@ -32,6 +33,7 @@ use exile_api::v1::event_service_server::EventServiceServer;
 use exile_api::v1::fleet_service_server::FleetServiceServer;
 use exile_api::v1::instance_service_server::InstanceServiceServer;
 use exile_api::v1::metrics_service_server::MetricsServiceServer;
+use exile_api::v1::settings_service_server::SettingsServiceServer;
 use exile_api::v1::spawner_link_server::SpawnerLinkServer;
 use exile_api::v1::spawner_service_server::SpawnerServiceServer;
 use exile_api::v1::system_service_server::SystemServiceServer;
@@ -122,6 +124,14 @@ fn fleet_services(grpc: Grpc, shared: &SharedRef) -> Grpc {
     )
 }
 
+/// Settings, read and changed live.
+fn settings_services(grpc: Grpc, shared: &SharedRef) -> Grpc {
+    grpc.add(
+        SettingsServiceServer::new(SettingsApi(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
+    )
+}
+
 /// The spawners' link.
 fn link_services(grpc: Grpc, shared: &SharedRef) -> Grpc {
     grpc.add(
@@ -136,6 +146,7 @@ fn services(grpc: Grpc, shared: &SharedRef) -> Grpc {
     let grpc = operator_services(grpc, shared);
     let grpc = build_services(grpc, shared);
     let grpc = fleet_services(grpc, shared);
+    let grpc = settings_services(grpc, shared);
     link_services(grpc, shared)
 }
 

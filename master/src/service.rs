@@ -8,6 +8,7 @@ pub mod fleet_api;
 pub mod instance_api;
 pub mod link_api;
 pub mod metrics_api;
+pub mod settings_api;
 pub mod spawner_api;
 pub mod system_api;
 
@@ -37,8 +38,8 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     /// Process start.
     pub started: Instant,
-    /// Heartbeat interval told to spawners.
-    pub heartbeat_interval: Duration,
+    /// Run-time settings (the heartbeat interval told to spawners among them).
+    pub settings: Arc<crate::settings::Settings>,
     /// How long a spawner command may take.
     pub command_timeout: Duration,
     /// Uploaded builds.

@@ -2,8 +2,10 @@
 
 mod builds;
 mod fleets;
+mod settings;
 
 pub use fleets::StoredFleet;
+pub use settings::SettingWrite;
 
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{

@@ -69,11 +69,10 @@ pub(crate) struct Settings {
     pub template: Option<CommandTemplate>,
     /// The spawner's name, for messages.
     pub spawner_name: String,
-    /// Stop grace of records older than uploaded builds.
-    pub stop_grace: Duration,
+    /// Stop grace of records older than uploaded builds, and the log limits of launches:
+    /// settings the master may change while instances run.
+    pub live: Arc<crate::live::LiveSettings>,
     pub supervisor_bin: PathBuf,
-    pub log_max_bytes: u64,
-    pub log_files: u32,
     /// Where the SDK endpoint listens, handed to games as `EXILE_SDK_ADDR`; `None` when the
     /// spawner serves no SDK (the games then get no SDK variables).
     pub sdk_addr: Option<std::net::SocketAddr>,
@@ -807,7 +806,7 @@ impl InstanceActor {
         self.rec
             .build
             .as_ref()
-            .map_or(self.settings.stop_grace, |b| b.stop_grace)
+            .map_or_else(|| self.settings.live.stop_grace(), |b| b.stop_grace)
     }
 
     fn launch_spec(&self, template: &CommandTemplate, inst: &InstanceDir) -> LaunchSpec {
@@ -859,8 +858,8 @@ impl InstanceActor {
             dir: inst.runtime().to_owned(),
             cwd: dir.to_owned(),
             env,
-            log_max_bytes: self.settings.log_max_bytes,
-            log_files: self.settings.log_files,
+            log_max_bytes: self.settings.live.log_max_bytes(),
+            log_files: self.settings.live.log_files(),
         }
     }
 

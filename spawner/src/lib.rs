@@ -16,6 +16,7 @@ pub mod health;
 mod instance;
 pub mod layout;
 mod link;
+pub mod live;
 pub mod logs;
 pub mod manager;
 pub mod manifest;

@@ -334,10 +334,24 @@ impl Link {
                 if let Some(wanted) = push.wanted_builds {
                     self.builds.set_wanted(wanted.builds);
                 }
-                if push.heartbeat_interval_ms == 0 {
+                let mut interval = push.heartbeat_interval_ms;
+                if let Some(settings) = push.settings {
+                    let (heartbeat, applied) = self.apply_settings(&settings);
+                    if let Some(heartbeat) = heartbeat {
+                        interval = heartbeat;
+                    }
+                    // A full outbox means the master is not reading; the next push (or the
+                    // next link) is acknowledged instead.
+                    let _ = tx.try_send(msg(spawner_message::Kind::SettingsApplied(applied)));
+                }
+                if interval == 0 {
                     return None;
                 }
-                self.heartbeat = Duration::from_millis(u64::from(push.heartbeat_interval_ms));
+                let heartbeat = Duration::from_millis(u64::from(interval));
+                if heartbeat == self.heartbeat {
+                    return None;
+                }
+                self.heartbeat = heartbeat;
                 if let Some(s) = &self.sampling {
                     s.set_period(self.heartbeat);
                 }
@@ -348,6 +362,38 @@ impl Link {
                 None
             }
         }
+    }
+
+    /// Applies pushed settings; returns the heartbeat interval they name (milliseconds) and
+    /// the acknowledgement to send.
+    fn apply_settings(&self, settings: &v1::SpawnerSettings) -> (Option<u32>, v1::SettingsApplied) {
+        let mut errors = Vec::new();
+        let heartbeat = settings
+            .values
+            .get(exile_api::settings::HEARTBEAT_INTERVAL)
+            .and_then(|text| {
+                exile_api::settings::lookup(exile_api::settings::HEARTBEAT_INTERVAL)
+                    .and_then(|s| s.parse(text))
+                    .map_err(|e| errors.push(e))
+                    .ok()
+            })
+            .map(|v| u32::try_from(v.as_u64()).unwrap_or(u32::MAX));
+        if let Err(e) = self.manager.live().apply(&settings.values) {
+            errors.push(e);
+        }
+        let error = errors.join("; ");
+        if error.is_empty() {
+            tracing::info!(version = settings.version, "settings applied");
+        } else {
+            tracing::warn!(version = settings.version, %error, "settings applied in part");
+        }
+        (
+            heartbeat,
+            v1::SettingsApplied {
+                version: settings.version,
+                error,
+            },
+        )
     }
 
     /// The latest resource sample, with each instance's player count as it is now (the

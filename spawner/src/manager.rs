@@ -297,6 +297,7 @@ pub struct Manager {
     requests: mpsc::UnboundedSender<Request>,
     events: broadcast::Sender<v1::InstanceEvent>,
     layout: crate::layout::Layout,
+    live: Arc<crate::live::LiveSettings>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -322,10 +323,12 @@ impl Manager {
             layout,
             template: config.template.clone(),
             spawner_name: config.name.clone(),
-            stop_grace: config.stop_grace,
+            live: Arc::new(crate::live::LiveSettings::new(
+                config.stop_grace,
+                config.log_max_bytes,
+                config.log_files,
+            )),
             supervisor_bin: config.supervisor_bin.clone(),
-            log_max_bytes: config.log_max_bytes,
-            log_files: config.log_files,
             sdk_addr: config.sdk_addr,
             sdk_http_addr: config.sdk_http_addr,
             health: host_health,
@@ -377,12 +380,19 @@ impl Manager {
         task.save();
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let layout = task.settings.layout.clone();
+        let live = task.settings.live.clone();
         crate::own_log::spawn(task.run(requests_rx, from_actors, persister));
         Ok(Self {
             requests,
             events,
             layout,
+            live,
         })
+    }
+
+    /// The settings the master may change while instances run.
+    pub fn live(&self) -> &crate::live::LiveSettings {
+        &self.live
     }
 
     /// The spawner's data directory.

@@ -26,6 +26,7 @@ use exile_api::v1::build_service_client::BuildServiceClient;
 use exile_api::v1::event_service_client::EventServiceClient;
 use exile_api::v1::fleet_service_client::FleetServiceClient;
 use exile_api::v1::instance_service_client::InstanceServiceClient;
+use exile_api::v1::settings_service_client::SettingsServiceClient;
 use exile_api::v1::spawner_service_client::SpawnerServiceClient;
 use exile_api::v1::system_service_client::SystemServiceClient;
 use master::RunningMaster;
@@ -156,6 +157,8 @@ pub struct Clients {
     pub fleets: FleetServiceClient<Authed>,
     /// AllocationService.
     pub allocations: AllocationServiceClient<Authed>,
+    /// SettingsService.
+    pub settings: SettingsServiceClient<Authed>,
 }
 
 /// Logs to the test output once per process (RUST_LOG, default warnings only).
@@ -245,6 +248,7 @@ pub fn clients(channel: Channel, token: &str) -> Result<Clients> {
         builds: BuildServiceClient::new(svc()),
         fleets: FleetServiceClient::new(svc()),
         allocations: AllocationServiceClient::new(svc()),
+        settings: SettingsServiceClient::new(svc()),
     })
 }
 
@@ -491,6 +495,15 @@ impl Sandbox {
     /// A session token of `admin`.
     pub fn admin_token(&self) -> &str {
         &self.admin_token
+    }
+
+    /// Data directory of spawner `i`.
+    pub fn spawner_data_dir(&self, i: usize) -> Option<PathBuf> {
+        let s = self.spawners.get(i)?;
+        s.args
+            .iter()
+            .find_map(|a| a.strip_prefix("--data-dir="))
+            .map(PathBuf::from)
     }
 
     /// The sandbox's temporary directory.

@@ -274,6 +274,18 @@ fn spawner_fields(s: &pb::Spawner) -> String {
         ),
         ("Last seen", output::ago(s.last_seen_unix_ms, now)),
         ("Enrolled", output::ago(s.enrolled_at_unix_ms, now)),
+        (
+            "Settings",
+            if s.settings_error.is_empty() {
+                format!("version {}", s.settings_version)
+            } else {
+                format!(
+                    "version {} (not applied: {})",
+                    s.settings_version,
+                    output::clean(&s.settings_error)
+                )
+            },
+        ),
     ])
 }
 

@@ -102,7 +102,8 @@ fn bash_completes_nouns_and_verbs() {
          \"${{COMP_WORDS[-2]}}\"; echo \"${{COMPREPLY[*]}}\"; }}\n\
          complete_at exilectl ''\n\
          complete_at exilectl instance re\n\
-         complete_at exilectl top --view ''\n"
+         complete_at exilectl top --view ''\n\
+         complete_at exilectl config ''\n"
     );
     // The script is too long for an argument: bash reads it from stdin.
     let mut child = Command::new("bash")
@@ -120,13 +121,16 @@ fn bash_completes_nouns_and_verbs() {
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
-    assert!(out.status.success() && lines.len() == 3, "{out:?}");
-    for word in ["top", "instance", "watch", "completion"] {
+    assert!(out.status.success() && lines.len() == 4, "{out:?}");
+    for word in ["top", "instance", "watch", "config", "completion"] {
         assert!(lines[0].split(' ').any(|w| w == word), "{word}: {lines:?}");
     }
     assert!(lines[1].split(' ').any(|w| w == "restart"), "{lines:?}");
     assert!(lines[1].split(' ').any(|w| w == "remove"), "{lines:?}");
     assert_eq!(lines[2], "spawners instances builds", "{lines:?}");
+    for verb in ["list", "get", "set", "reset", "history"] {
+        assert!(lines[3].split(' ').any(|w| w == verb), "{verb}: {lines:?}");
+    }
 }
 
 #[test]
@@ -134,7 +138,7 @@ fn zsh_and_fish_scripts_cover_every_command() {
     let zsh = script("zsh");
     assert!(zsh.starts_with("#compdef exilectl"), "{zsh}");
     let fish = script("fish");
-    for word in ["top", "instance", "logs", "console", "completion"] {
+    for word in ["top", "instance", "logs", "console", "config", "completion"] {
         assert!(zsh.contains(&format!("'{word}:")), "zsh lacks {word}");
         assert!(
             fish.lines()

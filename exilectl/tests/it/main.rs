@@ -6,6 +6,7 @@ mod auth;
 mod backups;
 mod builds;
 mod cli;
+mod config;
 mod console;
 mod harness;
 mod hostile;

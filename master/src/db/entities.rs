@@ -243,3 +243,36 @@ pub mod fleet {
     }
     no_relations!();
 }
+
+pub mod setting {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "settings")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub scope: String,
+        pub value: String,
+        pub updated_by: String,
+        pub updated_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod setting_change {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "setting_changes")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub key: String,
+        pub scope: String,
+        pub old_value: Option<String>,
+        pub new_value: Option<String>,
+        pub actor: String,
+        pub at: i64,
+    }
+    no_relations!();
+}

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(SpawnSettings),
             Box::new(InstanceDisplayName),
             Box::new(Fleets),
+            Box::new(Settings),
         ]
     }
 }
@@ -333,6 +334,53 @@ impl MigrationTrait for Fleets {
                     updated_at BIGINT NOT NULL
                 )",
             )
+            .await?;
+        Ok(())
+    }
+}
+
+struct Settings;
+
+impl MigrationName for Settings {
+    fn name(&self) -> &str {
+        "m0010_settings"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Settings {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        let serial = match db.get_database_backend() {
+            DatabaseBackend::Postgres => "BIGSERIAL PRIMARY KEY",
+            _ => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        };
+        // Values set (a key with no row takes its default); scope '' is global. Every change
+        // is a row of setting_changes, whose id is the settings version it made.
+        db.execute_unprepared(
+            "CREATE TABLE settings (
+                key TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                value TEXT NOT NULL,
+                updated_by TEXT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                PRIMARY KEY (key, scope)
+            )",
+        )
+        .await?;
+        db.execute_unprepared(&format!(
+            "CREATE TABLE setting_changes (
+                id {serial},
+                key TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                old_value TEXT,
+                new_value TEXT,
+                actor TEXT NOT NULL,
+                at BIGINT NOT NULL
+            )"
+        ))
+        .await?;
+        db.execute_unprepared("CREATE INDEX setting_changes_key ON setting_changes(key, id)")
             .await?;
         Ok(())
     }

@@ -194,6 +194,7 @@ impl Registry {
                 heartbeat_interval_ms: 0,
                 drained: e.info.drained,
                 wanted_builds: Some(pb::WantedBuilds { builds }),
+                settings: None,
             });
         }
     }

@@ -60,6 +60,9 @@ pub(crate) struct SpawnerEntry {
     pub(super) before_unknown: HashMap<String, pb::InstanceState>,
     /// Uploaded builds it last reported holding (memory only: every hello repeats them).
     pub(super) held: Vec<pb::HeldBuild>,
+    /// The settings version it last acknowledged (memory only: every link acknowledges
+    /// the push that follows its welcome).
+    pub(super) settings: super::settings::Acknowledged,
 }
 
 impl SpawnerEntry {
@@ -72,6 +75,7 @@ impl SpawnerEntry {
             link: None,
             before_unknown: HashMap::new(),
             held: Vec::new(),
+            settings: super::settings::Acknowledged::default(),
         }
     }
 }
@@ -176,13 +180,16 @@ impl RegistryState {
     /// A spawner's wire form.
     pub(super) fn spawner_pb(&self, e: &SpawnerEntry) -> pb::Spawner {
         let count = self.count_of(&e.info.id);
-        spawner_to_pb(
+        let mut s = spawner_to_pb(
             &e.info,
             e.state,
             &e.resources,
             u32::try_from(count).unwrap_or(u32::MAX),
             &e.held,
-        )
+        );
+        s.settings_version = e.settings.version;
+        s.settings_error.clone_from(&e.settings.error);
+        s
     }
 
     /// An instance's wire form, with what only the master knows (name, annotations).

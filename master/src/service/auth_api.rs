@@ -229,13 +229,21 @@ impl AuthService for AuthApi {
             return Err(Error::InvalidArgument("name: 1 to 64 bytes".into()).into());
         }
         let role = Role::try_from(r.role)?;
+        let max = self.0.settings.duration("security.api_token_max_ttl");
+        // Unset: 90 days, or the longest allowed when that is shorter.
         let ttl = if r.ttl_seconds == 0 {
-            90 * 86_400
+            (90 * 86_400).min(max.as_secs())
         } else {
             r.ttl_seconds
         };
-        if ttl > 10 * 365 * 86_400 {
-            return Err(Error::InvalidArgument("ttl_seconds: at most ten years".into()).into());
+        if ttl > max.as_secs() {
+            return Err(Error::InvalidArgument(format!(
+                "ttl_seconds: at most {} (security.api_token_max_ttl)",
+                exile_api::settings::format_duration(
+                    u64::try_from(max.as_millis()).unwrap_or(u64::MAX)
+                )
+            ))
+            .into());
         }
         let secret = new_secret(API_TOKEN_PREFIX);
         let now = now_unix_ms();

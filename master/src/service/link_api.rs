@@ -141,8 +141,13 @@ impl SpawnerLink for LinkApi {
         let welcome = pb::MasterMessage {
             kind: Some(pb::master_message::Kind::Welcome(pb::Welcome {
                 spawner_id: id.clone(),
-                heartbeat_interval_ms: u32::try_from(self.0.heartbeat_interval.as_millis())
-                    .unwrap_or(5000),
+                heartbeat_interval_ms: u32::try_from(
+                    self.0
+                        .settings
+                        .duration(exile_api::settings::HEARTBEAT_INTERVAL)
+                        .as_millis(),
+                )
+                .unwrap_or(5000),
             })),
         };
         tx.send(welcome)
@@ -151,6 +156,9 @@ impl SpawnerLink for LinkApi {
         drop(tx);
         // After the welcome: the builds to fetch ahead of spawns.
         self.0.registry.push_wanted_builds(&id)?;
+        // And the settings of this moment, which it acknowledges: a spawner that was away
+        // catches up here.
+        self.0.settings.push(&self.0.registry, Some(&id));
         tracing::info!(spawner = %id, generation = link.generation, instances = hello.instances.len(), "spawner linked");
         let shared = self.0.clone();
         let closed = link.closed();
@@ -232,6 +240,11 @@ fn handle(shared: &super::Shared, id: &str, link: &crate::registry::Link, m: pb:
         Some(Kind::CommandResult(r)) => link.complete(r),
         Some(Kind::LogData(d)) => link.log_data(d),
         Some(Kind::Hello(_)) => tracing::warn!(spawner = %id, "second hello on one link ignored"),
+        Some(Kind::SettingsApplied(applied)) => {
+            shared
+                .registry
+                .settings_applied(id, link.generation, applied);
+        }
         Some(Kind::BuildsHeld(held)) => {
             shared
                 .registry

@@ -174,7 +174,7 @@ impl ManagerTask {
         }
         let fallback = self.config.template.as_ref().map(CommandTemplate::words);
         let flags = (&self.config.restart_default, &self.config.health);
-        let grace = self.config.stop_grace;
+        let grace = self.settings.live.stop_grace();
         let (version, source) = match &spec.build {
             Some(build) => (
                 build.version.clone(),
