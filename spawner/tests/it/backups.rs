@@ -10,7 +10,7 @@ use crate::support::*;
 
 /// Prints what the game finds in its data directory when it starts, then idles.
 const SHOW_SAVE: &str =
-    r#"echo "save=$(cat save.txt 2>/dev/null) big=$(wc -c < big.bin 2>/dev/null)"; exec sleep 60"#;
+    r#"echo "save=$(cat save.txt 2>/dev/null) big=$(wc -c 2>/dev/null < big.bin)"; exec sleep 60"#;
 
 fn ctx() -> OpContext {
     OpContext::default()
@@ -57,7 +57,7 @@ async fn a_start_sent_during_a_restore_waits_for_it() {
         .backup("r", "b1".into(), "before".into())
         .await
         .unwrap();
-    assert!(backup.data_bytes >= BIG as u64, "{backup:?}");
+    assert!(backup.size_bytes >= BIG as u64, "{backup:?}");
 
     // A running game's files are not replaced.
     let refused = manager.restore("r", "b1".into()).await.unwrap_err();
