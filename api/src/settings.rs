@@ -483,40 +483,12 @@ pub fn resolve_for(
     out
 }
 
-/// Parses `250ms`, `30s`, `5m`, `12h`, `7d` or sums of them (`1h30m`); a bare number is
-/// seconds. None when malformed or too large.
+/// A duration in milliseconds, read by the one duration parser (`crate::format::parse_duration`:
+/// `250ms`, `30s`, `5m`, `12h`, `7d`, `2w` or sums of them; a bare number is seconds). None
+/// when malformed or beyond u64 milliseconds.
 pub fn parse_duration(text: &str) -> Option<u64> {
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    if let Ok(secs) = text.parse::<u64>() {
-        return secs.checked_mul(SECOND);
-    }
-    let mut total: u64 = 0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        if digits == 0 {
-            return None;
-        }
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => SECOND,
-            "m" => MINUTE,
-            "h" => HOUR,
-            "d" => DAY,
-            _ => return None,
-        };
-        total = total.checked_add(n.checked_mul(unit)?)?;
-        rest = &rest[unit_len..];
-    }
-    Some(total)
+    let d = crate::format::parse_duration(text).ok()?;
+    u64::try_from(d.as_millis()).ok()
 }
 
 /// The shortest exact form of a duration: `250ms`, `30s`, `1h30m`, `7d`.
