@@ -103,6 +103,8 @@ pub enum Command {
     Stats,
     /// Recent audit log entries, newest first (admin).
     Audit(AuditArgs),
+    /// The master's most recent failed calls, newest first (operator).
+    Errors(ErrorsArgs),
     /// Resource history (CPU, memory, disk, players) of a spawner or an instance.
     Metrics(MetricsArgs),
     /// Backups of instance data: create, list, restore, delete.
@@ -533,6 +535,20 @@ pub struct AuditArgs {
     /// Only entries older than this id, for paging.
     #[arg(long, value_name = "ID")]
     pub before: Option<i64>,
+}
+
+/// `exilectl errors`.
+#[derive(Debug, Args)]
+pub struct ErrorsArgs {
+    /// Maximum number of entries (the master keeps the last 256).
+    #[arg(long, short = 'n', default_value_t = 50)]
+    pub limit: u32,
+    /// Only methods whose path contains this (case-insensitive), e.g. `StopInstance`.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Only this status code, e.g. `PermissionDenied`.
+    #[arg(long)]
+    pub code: Option<String>,
 }
 
 /// `exilectl metrics`.

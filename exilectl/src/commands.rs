@@ -83,6 +83,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Top(args) => crate::top::run(&global, args).await,
         Command::Stats => system::stats(&connect().await?).await,
         Command::Audit(a) => system::audit(&connect().await?, a).await,
+        Command::Errors(a) => system::errors(&connect().await?, a).await,
         Command::Metrics(a) => metrics::run(&connect().await?, a).await,
         Command::Backup(c) => backup::run(&connect().await?, c).await,
     }

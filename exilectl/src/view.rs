@@ -313,6 +313,10 @@ pub struct StatsView {
     pub requests_total: u64,
     pub errors_total: u64,
     pub memory_bytes: u64,
+    pub open_links: u32,
+    pub watch_subscribers: u32,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 impl From<pb::GetStatsResponse> for StatsView {
@@ -328,6 +332,32 @@ impl From<pb::GetStatsResponse> for StatsView {
             requests_total: s.requests_total,
             errors_total: s.errors_total,
             memory_bytes: s.memory_bytes,
+            open_links: s.open_links,
+            watch_subscribers: s.watch_subscribers,
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+        }
+    }
+}
+
+/// One failed call the master remembers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerErrorView {
+    pub at: Option<String>,
+    pub method: String,
+    pub code: String,
+    pub peer: String,
+    pub message: String,
+}
+
+impl From<pb::ServerError> for ServerErrorView {
+    fn from(e: pb::ServerError) -> Self {
+        Self {
+            at: rfc3339(e.at_unix_ms),
+            method: e.method,
+            code: e.code,
+            peer: e.peer,
+            message: e.message,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The one table of who may call what, and the tower layer that enforces it, counts
 //! requests and writes the audit log for every mutating call.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use crate::error::Error;
 use crate::model::{Principal, Role};
 use crate::store::{AuditRecord, Store};
 use exile_api::now_unix_ms;
+use exile_api::v1 as pb;
 
 /// What a method requires of its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +92,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("/exile.v1.SystemService/GetStats",               rule(VIEWER, false)),
     ("/exile.v1.MetricsService/GetMetricsHistory",     rule(VIEWER, false)),
     ("/exile.v1.SystemService/ListAuditLog",           rule(ADMIN, false)),
+    ("/exile.v1.SystemService/ListErrors",             rule(OPERATOR, false)),
     ("/exile.v1.BuildService/ListBuilds",              rule(VIEWER, false)),
     ("/exile.v1.BuildService/GetBuild",                rule(VIEWER, false)),
     ("/exile.v1.BuildService/GetRollout",              rule(VIEWER, false)),
@@ -182,13 +185,86 @@ pub fn ctx<T>(req: &tonic::Request<T>) -> Result<CallCtx, Error> {
         .ok_or_else(|| Error::Internal("request reached a handler without the access layer".into()))
 }
 
-/// Request counters for GetStats and /metrics.
+/// Failed calls the master remembers for ListErrors (the oldest drops out first).
+pub const RECENT_ERRORS: usize = 256;
+
+/// Longest status message kept per remembered error, in bytes.
+const ERROR_MESSAGE_MAX: usize = 1024;
+
+/// Request counters for GetStats and /metrics, and the ring of recent failed calls.
 #[derive(Default)]
 pub struct Counters {
     /// Calls served.
     pub requests: AtomicU64,
     /// Calls that ended in an error status.
     pub errors: AtomicU64,
+    /// Request body bytes received.
+    pub bytes_in: AtomicU64,
+    /// Response body bytes sent.
+    pub bytes_out: AtomicU64,
+    recent: Mutex<VecDeque<pb::ServerError>>,
+}
+
+impl Counters {
+    /// Counts a failed call and remembers it.
+    pub fn failed(&self, method: &str, code: tonic::Code, peer: &str, message: &str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut message = message.to_owned();
+        if message.len() > ERROR_MESSAGE_MAX {
+            let mut cut = ERROR_MESSAGE_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let entry = pb::ServerError {
+            at_unix_ms: now_unix_ms(),
+            method: method.to_owned(),
+            code: format!("{code:?}"),
+            peer: peer.to_owned(),
+            message,
+        };
+        let mut ring = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.len() == RECENT_ERRORS {
+            ring.pop_front();
+        }
+        ring.push_back(entry);
+    }
+
+    /// Remembered failed calls matching `req`'s filters, newest first.
+    pub fn recent_errors(&self, req: &pb::ListErrorsRequest) -> Vec<pb::ServerError> {
+        let method = req.method.to_lowercase();
+        let limit = match req.limit {
+            0 => RECENT_ERRORS,
+            n => usize::try_from(n).unwrap_or(RECENT_ERRORS),
+        };
+        let ring = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        ring.iter()
+            .rev()
+            .filter(|e| method.is_empty() || e.method.to_lowercase().contains(&method))
+            .filter(|e| req.code.is_empty() || e.code.eq_ignore_ascii_case(&req.code))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Wraps a body so the bytes it carries are added to `counter`.
+    fn counted(body: Body, counters: &Arc<Counters>, inbound: bool) -> Body {
+        use http_body_util::BodyExt as _;
+        let counters = counters.clone();
+        Body::new(body.map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                let counter = if inbound {
+                    &counters.bytes_in
+                } else {
+                    &counters.bytes_out
+                };
+                counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            frame
+        }))
+    }
 }
 
 /// Shared state of the access layer.
@@ -272,28 +348,28 @@ where
                 .map(|c| c.0.ip().to_string())
                 .unwrap_or_else(|| "unknown".into());
             state.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let refuse = |status: tonic::Status| {
+                state
+                    .counters
+                    .failed(&path, status.code(), &peer, status.message());
+                Ok(deny(status))
+            };
             let Some(rule) = rule_for(&path) else {
-                state.counters.errors.fetch_add(1, Ordering::Relaxed);
-                return Ok(deny(tonic::Status::permission_denied(format!(
+                return refuse(tonic::Status::permission_denied(format!(
                     "{path} is not open to any caller"
-                ))));
+                )));
             };
             let principal = match (rule.access, bearer(req.headers())) {
                 (Access::Public, _) => Principal::Anonymous,
                 (_, None) => {
-                    state.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    return Ok(deny(tonic::Status::unauthenticated(
+                    return refuse(tonic::Status::unauthenticated(
                         "missing `authorization: Bearer <token>`; log in first",
-                    )));
+                    ));
                 }
                 (access, Some(token)) => match state.auth.authenticate(token).await {
-                    Err(e) => {
-                        state.counters.errors.fetch_add(1, Ordering::Relaxed);
-                        return Ok(deny(e.into()));
-                    }
+                    Err(e) => return refuse(e.into()),
                     Ok(p) => {
                         if let Err(status) = check(access, &p) {
-                            state.counters.errors.fetch_add(1, Ordering::Relaxed);
                             if rule.audited {
                                 write_audit(
                                     &state,
@@ -306,7 +382,7 @@ where
                                 )
                                 .await;
                             }
-                            return Ok(deny(status));
+                            return refuse(status);
                         }
                         p
                     }
@@ -318,6 +394,7 @@ where
                 peer: peer.clone(),
                 audit_note: note.clone(),
             });
+            let req = req.map(|b| Counters::counted(b, &state.counters, true));
             let mut resp = inner.call(req).await?;
             reshape_decode_errors(&mut resp);
             let code = resp
@@ -326,9 +403,21 @@ where
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i32>().ok())
                 .unwrap_or(0);
-            if code != 0 {
-                state.counters.errors.fetch_add(1, Ordering::Relaxed);
-            }
+            let message = if code == 0 {
+                String::new()
+            } else {
+                let message = resp
+                    .headers()
+                    .get("grpc-message")
+                    .and_then(|v| v.to_str().ok())
+                    .map(percent_decode)
+                    .unwrap_or_default();
+                state
+                    .counters
+                    .failed(&path, tonic::Code::from_i32(code), &peer, &message);
+                message
+            };
+            let resp = resp.map(|b| Counters::counted(b, &state.counters, false));
             if rule.audited {
                 let (target, detail) = {
                     let n = note.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,12 +426,6 @@ where
                 let (result, detail) = if code == 0 {
                     ("ok".to_owned(), detail)
                 } else {
-                    let message = resp
-                        .headers()
-                        .get("grpc-message")
-                        .and_then(|v| v.to_str().ok())
-                        .map(percent_decode)
-                        .unwrap_or_default();
                     (format!("{:?}", tonic::Code::from_i32(code)), message)
                 };
                 write_audit(&state, &principal, &path, &peer, &result, &detail, &target).await;

@@ -56,6 +56,10 @@ pub struct Counts {
     pub instances_running: u32,
     /// Players.
     pub players: u32,
+    /// Spawner links open.
+    pub links: u32,
+    /// Watch streams open (each holds one receiver of the event channel).
+    pub watchers: u32,
 }
 
 impl Registry {
@@ -402,7 +406,11 @@ impl Registry {
             if e.state.is_attached() {
                 c.spawners_online += 1;
             }
+            if e.link.is_some() {
+                c.links += 1;
+            }
         }
+        c.watchers = u32::try_from(self.events.receiver_count()).unwrap_or(u32::MAX);
         for r in st.instances.values() {
             if is_running(r.state) {
                 c.instances_running += 1;

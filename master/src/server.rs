@@ -249,7 +249,11 @@ fn metrics_text(shared: &crate::service::Shared) -> axum::response::Response {
 # HELP exile_requests_total RPCs served.\n# TYPE exile_requests_total counter\nexile_requests_total {}\n\
 # HELP exile_errors_total RPCs that ended in an error.\n# TYPE exile_errors_total counter\nexile_errors_total {}\n\
 # HELP exile_resident_memory_bytes Resident memory of the master.\n# TYPE exile_resident_memory_bytes gauge\nexile_resident_memory_bytes {}\n\
-# HELP exile_build_bytes_served_total Bytes of build chunks sent to spawners.\n# TYPE exile_build_bytes_served_total counter\nexile_build_bytes_served_total {}\n",
+# HELP exile_build_bytes_served_total Bytes of build chunks sent to spawners.\n# TYPE exile_build_bytes_served_total counter\nexile_build_bytes_served_total {}\n\
+# HELP exile_spawner_links Spawner links open.\n# TYPE exile_spawner_links gauge\nexile_spawner_links {}\n\
+# HELP exile_watch_subscribers Watch streams open.\n# TYPE exile_watch_subscribers gauge\nexile_watch_subscribers {}\n\
+# HELP exile_received_bytes_total Request body bytes received.\n# TYPE exile_received_bytes_total counter\nexile_received_bytes_total {}\n\
+# HELP exile_sent_bytes_total Response body bytes sent.\n# TYPE exile_sent_bytes_total counter\nexile_sent_bytes_total {}\n",
         s.uptime_seconds,
         s.spawners_total,
         s.spawners_online,
@@ -259,7 +263,11 @@ fn metrics_text(shared: &crate::service::Shared) -> axum::response::Response {
         s.requests_total,
         s.errors_total,
         s.memory_bytes,
-        shared.builds.bytes_served()
+        shared.builds.bytes_served(),
+        s.open_links,
+        s.watch_subscribers,
+        s.bytes_in,
+        s.bytes_out
     );
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -2,13 +2,13 @@
 
 use anyhow::Result;
 use clap::CommandFactory;
-use exile_api::v1::{GetStatsRequest, ListAuditLogRequest};
+use exile_api::v1::{GetStatsRequest, ListAuditLogRequest, ListErrorsRequest};
 
 use super::Ctx;
-use crate::cli::{AuditArgs, Cli};
+use crate::cli::{AuditArgs, Cli, ErrorsArgs};
 use crate::client::RpcResult;
 use crate::output::{self, emit, fields};
-use crate::view::{AuditEntryView, StatsView};
+use crate::view::{AuditEntryView, ServerErrorView, StatsView};
 
 pub async fn stats(ctx: &Ctx) -> Result<()> {
     let r = ctx
@@ -37,6 +37,16 @@ pub async fn stats(ctx: &Ctx) -> Result<()> {
                 format!("{} ({} errors)", v.requests_total, v.errors_total),
             ),
             ("Memory", output::bytes(v.memory_bytes)),
+            ("Spawner links", v.open_links.to_string()),
+            ("Watch streams", v.watch_subscribers.to_string()),
+            (
+                "Traffic",
+                format!(
+                    "{} in, {} out",
+                    output::bytes(v.bytes_in),
+                    output::bytes(v.bytes_out)
+                ),
+            ),
         ])
     })
 }
@@ -71,6 +81,40 @@ pub async fn audit(ctx: &Ctx, args: AuditArgs) -> Result<()> {
                 e.result.clone(),
                 output::or_dash(&e.detail),
                 output::or_dash(&e.peer),
+            ]);
+        }
+        output::render(&t)
+    })
+}
+
+pub async fn errors(ctx: &Ctx, args: ErrorsArgs) -> Result<()> {
+    let r = ctx
+        .session
+        .system()
+        .list_errors(ListErrorsRequest {
+            limit: args.limit,
+            method: args.method.unwrap_or_default(),
+            code: args.code.unwrap_or_default(),
+        })
+        .await
+        .or_explain(&ctx.session)?;
+    let views: Vec<ServerErrorView> = r.errors.iter().cloned().map(Into::into).collect();
+    emit(ctx.format, &views, |_| {
+        if r.errors.is_empty() {
+            return format!(
+                "No failed calls remembered ({} since start).",
+                r.errors_total
+            );
+        }
+        let now = exile_api::now_unix_ms();
+        let mut t = output::table(&["WHEN", "METHOD", "CODE", "PEER", "MESSAGE"]);
+        for e in &r.errors {
+            t.add_row([
+                output::ago(e.at_unix_ms, now),
+                e.method.clone(),
+                e.code.clone(),
+                output::or_dash(&e.peer),
+                output::or_dash(&e.message),
             ]);
         }
         output::render(&t)

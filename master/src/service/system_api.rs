@@ -39,6 +39,10 @@ pub fn stats(shared: &super::Shared) -> pb::GetStatsResponse {
         errors_total: shared.counters.errors.load(Ordering::Relaxed),
         memory_bytes: own_rss_bytes(),
         players_total: c.players,
+        open_links: c.links,
+        watch_subscribers: c.watchers,
+        bytes_in: shared.counters.bytes_in.load(Ordering::Relaxed),
+        bytes_out: shared.counters.bytes_out.load(Ordering::Relaxed),
     }
 }
 
@@ -49,6 +53,19 @@ impl SystemService for SystemApi {
         _req: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
         Ok(Response::new(stats(&self.0)))
+    }
+
+    async fn list_errors(
+        &self,
+        req: Request<pb::ListErrorsRequest>,
+    ) -> Result<Response<pb::ListErrorsResponse>, Status> {
+        let r = req.into_inner();
+        let counters = &self.0.counters;
+        Ok(Response::new(pb::ListErrorsResponse {
+            errors: counters.recent_errors(&r),
+            capacity: u32::try_from(crate::access::RECENT_ERRORS).unwrap_or(u32::MAX),
+            errors_total: counters.errors.load(Ordering::Relaxed),
+        }))
     }
 
     async fn list_audit_log(

@@ -13,6 +13,7 @@ mod lifecycle;
 mod metrics;
 mod resilience;
 mod rollouts;
+mod server;
 mod settings;
 mod spawner_logs;
 mod supervision;
