@@ -12,6 +12,7 @@ use pb::event_service_client::EventServiceClient;
 use pb::fleet_service_client::FleetServiceClient;
 use pb::instance_service_client::InstanceServiceClient;
 use pb::metrics_service_client::MetricsServiceClient;
+use pb::settings_service_client::SettingsServiceClient;
 use pb::spawner_service_client::SpawnerServiceClient;
 use pb::system_service_client::SystemServiceClient;
 use tonic_web_wasm_client::Client;
@@ -514,5 +515,59 @@ impl Api {
             .await?
             .into_inner()
             .entries)
+    }
+
+    /// Every setting with its value, and the settings version in force.
+    pub async fn list_settings(&self) -> ApiResult<pb::ListSettingsResponse> {
+        Ok(SettingsServiceClient::new(self.client())
+            .list_settings(self.req(pb::ListSettingsRequest::default()))
+            .await?
+            .into_inner())
+    }
+
+    /// Sets a setting's global value (admin); INVALID_ARGUMENT names the key and the bound.
+    pub async fn set_setting(&self, key: &str, value: &str) -> ApiResult<pb::SettingEntry> {
+        Ok(SettingsServiceClient::new(self.client())
+            .set_setting(self.req(pb::SetSettingRequest {
+                key: key.into(),
+                value: value.into(),
+                scope: String::new(),
+            }))
+            .await?
+            .into_inner())
+    }
+
+    /// Removes a setting's global value: its default is in force again (admin).
+    pub async fn reset_setting(&self, key: &str) -> ApiResult<pb::SettingEntry> {
+        Ok(SettingsServiceClient::new(self.client())
+            .reset_setting(self.req(pb::ResetSettingRequest {
+                key: key.into(),
+                scope: String::new(),
+            }))
+            .await?
+            .into_inner())
+    }
+
+    /// The changes of one setting, newest first.
+    pub async fn setting_history(&self, key: &str) -> ApiResult<Vec<pb::SettingChange>> {
+        Ok(SettingsServiceClient::new(self.client())
+            .get_setting_history(self.req(pb::GetSettingHistoryRequest {
+                key: key.into(),
+                limit: 20,
+            }))
+            .await?
+            .into_inner()
+            .changes)
+    }
+
+    /// The master's recent failed calls, newest first (operator).
+    pub async fn list_errors(
+        &self,
+        req: pb::ListErrorsRequest,
+    ) -> ApiResult<pb::ListErrorsResponse> {
+        Ok(SystemServiceClient::new(self.client())
+            .list_errors(self.req(req))
+            .await?
+            .into_inner())
     }
 }

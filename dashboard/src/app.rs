@@ -13,9 +13,9 @@ use crate::api::{Api, ApiError};
 use crate::components::drawer::Drawer;
 use crate::context::{Ctx, Session, load_session, store_session, use_ctx};
 use crate::pages::{
-    audit::AuditPage, builds::BuildsPage, fleet::FleetPage, fleets::FleetsPage,
+    audit::AuditPage, builds::BuildsPage, config::ConfigPage, fleet::FleetPage, fleets::FleetsPage,
     instance::InstancePage, login::Login, not_found::NotFound, overview::Overview,
-    spawner::SpawnerPage, spawners::Spawners, users::UsersPage,
+    server::ServerPage, spawner::SpawnerPage, spawners::Spawners, users::UsersPage,
 };
 use crate::routes::Route;
 use crate::state::{Live, LiveAction, backoff_ms};
@@ -194,6 +194,11 @@ fn switch(route: Route) -> Html {
         Route::Fleet { name } => {
             html! { <Shell title="Fleet"><FleetPage name={name} /></Shell> }
         }
+        Route::Server => html! { <Shell title="Server"><ServerPage /></Shell> },
+        Route::Config => html! { <Shell title="Settings"><ConfigPage /></Shell> },
+        Route::ConfigCategory { category } => {
+            html! { <Shell title="Settings"><ConfigPage category={category} /></Shell> }
+        }
         Route::Users => html! { <Shell title="Users"><UsersPage /></Shell> },
         Route::Audit => html! { <Shell title="Audit log"><AuditPage /></Shell> },
         Route::Instance { id } => {
@@ -247,6 +252,7 @@ pub fn Shell(props: &ShellProps) -> Html {
         let active = match (&route, &to) {
             (Some(Route::Spawner { .. } | Route::Instance { .. }), Route::Spawners) => true,
             (Some(Route::Fleet { .. }), Route::Fleets) => true,
+            (Some(Route::ConfigCategory { .. }), Route::Config) => true,
             (Some(r), t) => r == t,
             _ => false,
         };
@@ -264,6 +270,8 @@ pub fn Shell(props: &ShellProps) -> Html {
             { link(Route::Spawners, "Spawners", "nav-spawners") }
             { link(Route::Builds, "Builds", "nav-builds") }
             { link(Route::Fleets, "Fleets", "nav-fleets") }
+            { link(Route::Server, "Server", "nav-server") }
+            { link(Route::Config, "Settings", "nav-config") }
             if admin {
                 { link(Route::Users, "Users", "nav-users") }
                 { link(Route::Audit, "Audit log", "nav-audit") }

@@ -16,6 +16,8 @@ mod fleets;
 mod logs;
 mod pages;
 mod routes;
+mod server;
+mod settings;
 mod state;
 
 #[cfg(target_arch = "wasm32")]

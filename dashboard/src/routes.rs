@@ -32,6 +32,18 @@ pub enum Route {
         /// Fleet name.
         name: String,
     },
+    /// The master: its figures, error log and builds.
+    #[at("/server")]
+    Server,
+    /// Run-time settings, every category.
+    #[at("/config")]
+    Config,
+    /// Run-time settings of one category.
+    #[at("/config/:category")]
+    ConfigCategory {
+        /// Category (`master`, `spawners`, …).
+        category: String,
+    },
     /// Users, API tokens and enrollment tokens (admin).
     #[at("/users")]
     Users,

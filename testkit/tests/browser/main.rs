@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 mod admin;
 mod builds;
 mod fleets;
+mod server;
+mod settings;
 
 /// How long any condition may take to show up in the page.
 const WAIT: Duration = Duration::from_secs(30);
@@ -445,7 +447,10 @@ async fn scenario(sb: &mut Sandbox, c: &Client) -> Result<()> {
     click(c, "[data-testid=login-submit]").await?;
     builds::builds_page(sb, c).await?;
     fleets::fleets_page(sb, c).await?;
+    settings::config_page(sb, c).await?;
+    server::server_page(sb, c).await?;
     admin::users_and_audit(sb, c).await?;
+    settings::config_as_viewer(sb, c).await?;
 
     viewer_is_refused(sb, c).await
 }
