@@ -222,8 +222,15 @@ pub async fn router(
     r = match dashboard_dir {
         Some(dir) if dir.join("index.html").is_file() => {
             // Unknown paths get index.html so the dashboard's own router can handle them.
-            let index = tower_http::services::ServeFile::new(dir.join("index.html"));
-            r.fallback_service(tower_http::services::ServeDir::new(dir).fallback(index))
+            // `cargo xtask dashboard` writes a gzip copy of each file; browsers that accept
+            // gzip get it (the wasm is a third of its size), others the plain file.
+            let index = tower_http::services::ServeFile::new(dir.join("index.html"))
+                .precompressed_gzip();
+            r.fallback_service(
+                tower_http::services::ServeDir::new(dir)
+                    .precompressed_gzip()
+                    .fallback(index),
+            )
         }
         _ => r.fallback(|| async {
             (

@@ -21,6 +21,22 @@ pub async fn server_page(sb: &Sandbox, c: &Client) -> Result<()> {
     )
     .await?;
 
+    // The bundle came gzip-compressed (`cargo xtask dashboard` writes the .gz copies).
+    let sizes = until(
+        c,
+        "the wasm's transfer sizes",
+        "const e = performance.getEntriesByType('resource').find(r => r.name.endsWith('.wasm'));
+         return !!e && e.decodedBodySize > 0 && [e.encodedBodySize, e.decodedBodySize];",
+    )
+    .await?;
+    let sizes: (u64, u64) = serde_json::from_value(sizes)?;
+    ensure!(
+        sizes.0 * 2 < sizes.1,
+        "the wasm was not served compressed: {} bytes sent for {} bytes",
+        sizes.0,
+        sizes.1
+    );
+
     // A call that fails: a viewer may not stop instances.
     let admin = sb.admin().await?;
     let secret = admin
