@@ -15,4 +15,5 @@ pub mod rollout_panel;
 pub mod spawner_table;
 pub mod stats_card;
 pub mod terminal;
+pub mod top_consumers;
 pub mod upload_panel;

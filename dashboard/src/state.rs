@@ -7,6 +7,15 @@ use std::collections::BTreeMap;
 use exile_api::v1 as pb;
 use pb::watch_event::Kind;
 
+/// What the top-consumers list ranks by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consumption {
+    /// CPU percent of one core.
+    Cpu,
+    /// Resident memory.
+    Memory,
+}
+
 /// What the dashboard knows about the fleet, kept current by the watch stream.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Fleet {
@@ -98,6 +107,26 @@ impl Fleet {
                 .cmp(&b.created_at_unix_ms)
                 .then(a.id.cmp(&b.id))
         });
+        v
+    }
+
+    /// The `n` instances with a live process using the most CPU (or memory), biggest first.
+    pub fn top_consumers(&self, by: Consumption, n: usize) -> Vec<pb::Instance> {
+        let key = |i: &pb::Instance| {
+            let r = i.resources.unwrap_or_default();
+            match by {
+                Consumption::Cpu => r.cpu_percent,
+                Consumption::Memory => r.memory_bytes as f64,
+            }
+        };
+        let mut v: Vec<_> = self
+            .instances
+            .values()
+            .filter(|i| instance_is_live(i.state) && i.resources.is_some())
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.id.cmp(&b.id)));
+        v.truncate(n);
         v
     }
 
@@ -536,5 +565,33 @@ mod tests {
         let l = l.next(LiveAction::Event(Box::new(snapshot())));
         assert!(l.connected && !l.reconnecting);
         assert_eq!(l.next(LiveAction::Reset), Live::default());
+    }
+
+    #[test]
+    fn top_consumers_rank_live_instances() {
+        let mut f = Fleet::default();
+        let mut add = |id: &str, state: pb::InstanceState, cpu: f64, mem: u64| {
+            let mut i = instance(id, "a", state);
+            i.resources = Some(pb::Resources {
+                cpu_percent: cpu,
+                memory_bytes: mem,
+                ..Default::default()
+            });
+            f.instances.insert(id.into(), i);
+        };
+        add("busy", pb::InstanceState::Running, 90.0, 10);
+        add("fat", pb::InstanceState::Allocated, 5.0, 900);
+        add("mid", pb::InstanceState::Ready, 40.0, 300);
+        add("gone", pb::InstanceState::Stopped, 99.0, 999);
+        f.instances.insert(
+            "new".into(),
+            instance("new", "a", pb::InstanceState::Running),
+        );
+        let ids = |v: Vec<pb::Instance>| v.into_iter().map(|i| i.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(f.top_consumers(Consumption::Cpu, 5)),
+            ["busy", "mid", "fat"]
+        );
+        assert_eq!(ids(f.top_consumers(Consumption::Memory, 2)), ["fat", "mid"]);
     }
 }

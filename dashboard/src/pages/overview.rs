@@ -4,6 +4,7 @@ use yew::prelude::*;
 
 use crate::components::spawner_table::SpawnerTable;
 use crate::components::stats_card::StatsCard;
+use crate::components::top_consumers::TopConsumers;
 use crate::context::use_ctx;
 use crate::state::format_duration;
 
@@ -32,6 +33,7 @@ pub fn Overview() -> Html {
                     detail={format!("{} players", c.players)} />
                 <StatsCard id="requests" title="Requests" value={requests} detail={errors} />
             </div>
+            <TopConsumers />
             <h2 class="section">{ "Spawners" }</h2>
             if ctx.live.fleet.loaded {
                 <SpawnerTable spawners={ctx.live.fleet.spawners_sorted()} />

@@ -2,7 +2,7 @@
 //! Watch stream) and its error log, which shows a call the test made fail (a viewer's
 //! StopInstance) and finds it again through the filters.
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use exile_api::v1 as pb;
 use exile_testkit::{Sandbox, clients, connect};
 use fantoccini::Client;
@@ -11,6 +11,40 @@ use super::{click, screenshot, text_of, type_into, until};
 
 /// Signed in as the admin on entry and on return.
 pub async fn server_page(sb: &Sandbox, c: &Client) -> Result<()> {
+    // The overview's top consumers list a running instance, by CPU and by memory, live.
+    let admin = sb.admin().await?;
+    let ids = sb.spawner_ids().await?;
+    let inst = admin
+        .instances
+        .clone()
+        .spawn_instance(pb::SpawnInstanceRequest {
+            spawner_id: ids[0].clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .instance
+        .context("spawn answered without an instance")?;
+    click(c, "[data-testid=nav-overview]").await?;
+    let row = format!(
+        "[data-testid=top-consumers] [data-testid=top-row][data-instance-id='{}']",
+        inst.id
+    );
+    until(
+        c,
+        "the new instance among the top consumers",
+        &format!("return !!document.querySelector(\"{row}\");"),
+    )
+    .await?;
+    click(c, "[data-testid=top-by-memory]").await?;
+    until(
+        c,
+        "the list ranked by memory",
+        &format!("return document.querySelector('[data-testid=top-by-memory]').classList.contains('on') && !!document.querySelector(\"{row}\");"),
+    )
+    .await?;
+    screenshot(c, "overview-top-consumers").await?;
+
     click(c, "[data-testid=nav-server]").await?;
     until(
         c,
@@ -38,7 +72,6 @@ pub async fn server_page(sb: &Sandbox, c: &Client) -> Result<()> {
     );
 
     // A call that fails: a viewer may not stop instances.
-    let admin = sb.admin().await?;
     let secret = admin
         .auth
         .clone()
