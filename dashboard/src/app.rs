@@ -15,7 +15,8 @@ use crate::context::{Ctx, Session, load_session, store_session, use_ctx};
 use crate::pages::{
     audit::AuditPage, builds::BuildsPage, config::ConfigPage, fleet::FleetPage, fleets::FleetsPage,
     instance::InstancePage, login::Login, not_found::NotFound, overview::Overview,
-    server::ServerPage, spawner::SpawnerPage, spawners::Spawners, users::UsersPage,
+    performance::PerformancePage, server::ServerPage, spawner::SpawnerPage, spawners::Spawners,
+    users::UsersPage,
 };
 use crate::routes::Route;
 use crate::state::{Live, LiveAction, backoff_ms};
@@ -100,14 +101,31 @@ pub fn App() -> Html {
         let api = api.clone();
         use_effect_with(session.as_ref().map(|s| s.token.clone()), move |token| {
             role.set(None);
+            let stop = Rc::new(Cell::new(false));
             if token.is_some() {
+                let stop = stop.clone();
+                // Pages wait for the role; a failed WhoAmI (the master restarting, a dropped
+                // connection) is asked again with backoff rather than leaving them waiting.
+                // An UNAUTHENTICATED answer ends the session through on_error instead.
                 wasm_bindgen_futures::spawn_local(async move {
-                    match api.whoami().await {
-                        Ok(w) => role.set(Some(w.role)),
-                        Err(e) => on_error.emit(e),
+                    let mut attempt = 0;
+                    while !stop.get() {
+                        match api.whoami().await {
+                            Ok(w) => return role.set(Some(w.role)),
+                            Err(e) => {
+                                let done = e.unauthenticated;
+                                on_error.emit(e);
+                                if done {
+                                    return;
+                                }
+                            }
+                        }
+                        gloo_timers::future::TimeoutFuture::new(backoff_ms(attempt)).await;
+                        attempt += 1;
                     }
                 });
             }
+            move || stop.set(true)
         });
     }
 
@@ -195,6 +213,7 @@ fn switch(route: Route) -> Html {
             html! { <Shell title="Fleet"><FleetPage name={name} /></Shell> }
         }
         Route::Server => html! { <Shell title="Server"><ServerPage /></Shell> },
+        Route::Performance => html! { <Shell title="Performance"><PerformancePage /></Shell> },
         Route::Config => html! { <Shell title="Settings"><ConfigPage /></Shell> },
         Route::ConfigCategory { category } => {
             html! { <Shell title="Settings"><ConfigPage category={category} /></Shell> }
@@ -271,6 +290,7 @@ pub fn Shell(props: &ShellProps) -> Html {
             { link(Route::Builds, "Builds", "nav-builds") }
             { link(Route::Fleets, "Fleets", "nav-fleets") }
             { link(Route::Server, "Server", "nav-server") }
+            { link(Route::Performance, "Performance", "nav-performance") }
             { link(Route::Config, "Settings", "nav-config") }
             if admin {
                 { link(Route::Users, "Users", "nav-users") }

@@ -226,11 +226,10 @@ pub async fn router(
             // gzip get it (the wasm is a third of its size), others the plain file.
             let index = tower_http::services::ServeFile::new(dir.join("index.html"))
                 .precompressed_gzip();
-            r.fallback_service(
-                tower_http::services::ServeDir::new(dir)
-                    .precompressed_gzip()
-                    .fallback(index),
-            )
+            let files = tower_http::services::ServeDir::new(dir)
+                .precompressed_gzip()
+                .fallback(index);
+            r.fallback_service(tower::ServiceBuilder::new().map_response(no_store_pages).service(files))
         }
         _ => r.fallback(|| async {
             (
@@ -242,6 +241,25 @@ pub async fn router(
         }),
     };
     Ok(r)
+}
+
+/// Marks the dashboard's HTML page `Cache-Control: no-store`. A page kept in the browser's
+/// back/forward cache keeps its Watch stream open; over HTTP/1.1 a browser allows six
+/// connections to a host, so after a few page loads the dashboard's next calls would queue
+/// forever. A no-store page is not kept; the wasm, JS and CSS still are cached.
+fn no_store_pages<B>(mut res: http::Response<B>) -> http::Response<B> {
+    let html = res
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if html {
+        res.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
+    }
+    res
 }
 
 fn metrics_text(shared: &crate::service::Shared) -> axum::response::Response {

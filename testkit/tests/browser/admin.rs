@@ -106,6 +106,12 @@ pub async fn users_and_audit(sb: &Sandbox, c: &Client) -> Result<()> {
 
     // The viewer signs in: no admin pages in the menu, none reachable, no fleet controls.
     click(c, "[data-testid=logout]").await?;
+    until(
+        c,
+        "the login form",
+        "return !!document.querySelector('[data-testid=login-username]');",
+    )
+    .await?;
     type_into(c, "[data-testid=login-username]", VIEWER).await?;
     type_into(c, "[data-testid=login-password]", VIEWER_PASSWORD).await?;
     click(c, "[data-testid=login-submit]").await?;
@@ -133,6 +139,16 @@ pub async fn users_and_audit(sb: &Sandbox, c: &Client) -> Result<()> {
         "return !!document.querySelector('[data-testid=admin-only]') && !document.querySelector('[data-testid=user-form]');",
     )
     .await?;
+    // The page is not kept in the back/forward cache (with its Watch stream still holding one
+    // of the six connections a browser allows a host), so page loads never queue behind them.
+    let cache = c
+        .execute_async(
+            "const done = arguments[0];
+             fetch('/audit', { cache: 'no-store' }).then(r => done(r.headers.get('cache-control')), e => done(String(e)));",
+            vec![],
+        )
+        .await?;
+    assert_eq!(cache, Value::String("no-store".into()));
     c.goto(&format!("{}/audit", sb.master_url())).await?;
     until(
         c,
