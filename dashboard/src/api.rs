@@ -270,16 +270,18 @@ impl Api {
         Ok(())
     }
 
-    /// Resource samples of instance `id` between two Unix-millisecond times, oldest first.
-    pub async fn instance_metrics(
+    /// Resource samples of a spawner's host or an instance between two Unix-millisecond times,
+    /// oldest first.
+    pub async fn metrics_history(
         &self,
+        target: pb::MetricsTarget,
         id: &str,
         from_unix_ms: i64,
         to_unix_ms: i64,
     ) -> ApiResult<Vec<pb::MetricPoint>> {
         Ok(MetricsServiceClient::new(self.client())
             .get_metrics_history(self.req(pb::GetMetricsHistoryRequest {
-                target: pb::MetricsTarget::Instance.into(),
+                target: target.into(),
                 id: id.into(),
                 from_unix_ms,
                 to_unix_ms,
@@ -567,6 +569,22 @@ impl Api {
     ) -> ApiResult<pb::ListErrorsResponse> {
         Ok(SystemServiceClient::new(self.client())
             .list_errors(self.req(req))
+            .await?
+            .into_inner())
+    }
+
+    /// The master's own performance between two Unix-millisecond times, oldest first.
+    pub async fn master_history(
+        &self,
+        from_unix_ms: i64,
+        to_unix_ms: i64,
+    ) -> ApiResult<pb::GetMasterHistoryResponse> {
+        Ok(MetricsServiceClient::new(self.client())
+            .get_master_history(self.req(pb::GetMasterHistoryRequest {
+                from_unix_ms,
+                to_unix_ms,
+                step_ms: 0,
+            }))
             .await?
             .into_inner())
     }

@@ -15,6 +15,10 @@ pub enum Unit {
     Bytes,
     /// A whole number (players).
     Count,
+    /// Events per second.
+    PerSecond,
+    /// Milliseconds.
+    Millis,
 }
 
 impl Unit {
@@ -26,6 +30,10 @@ impl Unit {
             Unit::Percent => format!("{v:.0}%"),
             Unit::Bytes => format_bytes(v as u64),
             Unit::Count => format!("{v:.0}"),
+            Unit::PerSecond if v > 0.0 && v < 10.0 => format!("{v:.1}/s"),
+            Unit::PerSecond => format!("{v:.0}/s"),
+            Unit::Millis if v > 0.0 && v < 10.0 => format!("{v:.1} ms"),
+            Unit::Millis => format!("{v:.0} ms"),
         }
     }
 
@@ -35,6 +43,7 @@ impl Unit {
             Unit::Percent => 10.0,
             Unit::Bytes => 1024.0 * 1024.0,
             Unit::Count => 4.0,
+            Unit::PerSecond | Unit::Millis => 1.0,
         }
     }
 }
@@ -56,7 +65,7 @@ pub fn nice_max(max: f64, unit: Unit) -> f64 {
         ],
         // The middle tick is half the top: keep it a whole number of players.
         Unit::Count => &[1.0, 2.0, 4.0, 10.0],
-        Unit::Percent => &[1.0, 2.0, 5.0, 10.0],
+        Unit::Percent | Unit::PerSecond | Unit::Millis => &[1.0, 2.0, 5.0, 10.0],
     };
     steps
         .iter()

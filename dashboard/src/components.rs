@@ -8,6 +8,7 @@ pub mod form_dialog;
 pub mod instance_row;
 pub mod line_chart;
 pub mod log_viewer;
+pub mod metrics_panel;
 pub mod players_chart;
 pub mod resource_history_chart;
 pub mod resource_progress_bar;

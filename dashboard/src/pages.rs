@@ -9,6 +9,7 @@ pub mod instance;
 pub mod login;
 pub mod not_found;
 pub mod overview;
+pub mod performance;
 pub mod server;
 pub mod spawner;
 pub mod spawners;

@@ -35,6 +35,9 @@ pub enum Route {
     /// The master: its figures, error log and builds.
     #[at("/server")]
     Server,
+    /// The master's and the fleet's performance over time.
+    #[at("/performance")]
+    Performance,
     /// Run-time settings, every category.
     #[at("/config")]
     Config,

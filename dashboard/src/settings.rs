@@ -3,8 +3,8 @@
 //! acknowledgement of the settings version in force. Tested on the host.
 
 use exile_api::settings::{self as decl, Category};
-use exile_api::state::SpawnerState;
 use exile_api::v1 as pb;
+use exile_api::v1::SpawnerState;
 
 /// The categories, in the order the master declares them, as URL segments.
 pub fn categories() -> Vec<&'static str> {

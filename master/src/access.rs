@@ -91,6 +91,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("/exile.v1.EventService/Watch",                   rule(VIEWER, false)),
     ("/exile.v1.SystemService/GetStats",               rule(VIEWER, false)),
     ("/exile.v1.MetricsService/GetMetricsHistory",     rule(VIEWER, false)),
+    ("/exile.v1.MetricsService/GetMasterHistory",      rule(VIEWER, false)),
     ("/exile.v1.SystemService/ListAuditLog",           rule(ADMIN, false)),
     ("/exile.v1.SystemService/ListErrors",             rule(OPERATOR, false)),
     ("/exile.v1.BuildService/ListBuilds",              rule(VIEWER, false)),
@@ -202,6 +203,11 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
     /// Response body bytes sent.
     pub bytes_out: AtomicU64,
+    /// Spawner heartbeats received.
+    pub heartbeats: AtomicU64,
+    /// Time from a call's arrival to its response headers, for the calls that reached a
+    /// handler.
+    pub latency: crate::perf::Latency,
     recent: Mutex<VecDeque<pb::ServerError>>,
 }
 
@@ -395,7 +401,9 @@ where
                 audit_note: note.clone(),
             });
             let req = req.map(|b| Counters::counted(b, &state.counters, true));
+            let started = std::time::Instant::now();
             let mut resp = inner.call(req).await?;
+            state.counters.latency.record(started.elapsed());
             reshape_decode_errors(&mut resp);
             let code = resp
                 .headers()

@@ -73,6 +73,14 @@ pub struct Config {
     /// change), in milliseconds.
     #[arg(long, env = "EXILE_MASTER_FLEET_TICK_MS", default_value_t = 1000)]
     pub fleet_tick_ms: u64,
+    /// How often the master samples its own performance for /performance (CPU, memory,
+    /// request rates, latency, heartbeats), in milliseconds.
+    #[arg(
+        long,
+        env = "EXILE_MASTER_PERFORMANCE_SAMPLE_MS",
+        default_value_t = 10_000
+    )]
+    pub performance_sample_ms: u64,
 }
 
 impl Config {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod fleet;
 pub mod metrics;
 pub mod model;
+pub mod perf;
 pub mod registry;
 pub mod rollout;
 pub mod server;
@@ -135,6 +136,9 @@ pub async fn start(
         builds: builds.clone(),
         build_install_timeout: Duration::from_secs(config.build_install_timeout_secs.max(1)),
         shutdown: shutdown.clone(),
+        perf: Arc::new(perf::PerfHistory::new(Duration::from_millis(
+            config.performance_sample_ms.max(100),
+        ))),
         fleets: Arc::new(fleet::FleetCtl::new(fleet::FleetConfig {
             unreachable_grace: Duration::from_millis(config.fleet_unreachable_grace_ms),
             tick: Duration::from_millis(config.fleet_tick_ms.max(10)),
@@ -172,6 +176,7 @@ pub async fn start(
         }
     });
     tasks.spawn(fleet::reconcile::run(shared.clone()));
+    perf_tasks(&tasks, &shutdown, &shared);
     registry_tasks(&tasks, &shutdown, &registry, config.heartbeat_ttl());
     builds_tasks(&tasks, &shutdown, builds);
     auth_tasks(&tasks, &shutdown, auth);
@@ -194,6 +199,27 @@ pub async fn start(
         tasks,
         shutdown,
     })
+}
+
+/// The master's performance sampler (see `perf`).
+fn perf_tasks(tasks: &TaskTracker, shutdown: &CancellationToken, shared: &Arc<Shared>) {
+    let every = shared.perf.every();
+    let (sd, perf, counters, registry) = (
+        shutdown.clone(),
+        shared.perf.clone(),
+        shared.counters.clone(),
+        shared.registry.clone(),
+    );
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = sd.cancelled() => break,
+                _ = tick.tick() => perf.sample(exile_api::now_unix_ms(), &counters, &registry),
+            }
+        }
+    });
 }
 
 /// The registry's housekeeping: the heartbeat sweep, and build counts published once a

@@ -420,6 +420,21 @@ impl Registry {
         c
     }
 
+    /// CPU (percent of one core) and memory of every linked spawner's host, summed.
+    pub fn host_totals(&self) -> pb::Resources {
+        let st = self.lock();
+        let mut total = pb::Resources::default();
+        for e in st.spawners.values().filter(|e| e.state.is_attached()) {
+            total.cpu_percent += e.resources.cpu_percent;
+            total.memory_bytes = total.memory_bytes.saturating_add(e.resources.memory_bytes);
+            total.memory_total_bytes = total
+                .memory_total_bytes
+                .saturating_add(e.resources.memory_total_bytes);
+            total.cpu_count = total.cpu_count.saturating_add(e.resources.cpu_count);
+        }
+        total
+    }
+
     /// Marks spawners whose heartbeats stopped as Unreachable and their instances Unknown.
     pub fn sweep(&self) {
         let now = Instant::now();

@@ -48,6 +48,8 @@ pub struct Shared {
     pub build_install_timeout: Duration,
     /// Cancelled when the master shuts down: long streams end.
     pub shutdown: CancellationToken,
+    /// The master's own performance history.
+    pub perf: Arc<crate::perf::PerfHistory>,
     /// Fleet operations and the reconciler's wake-up.
     pub fleets: Arc<crate::fleet::FleetCtl>,
 }

@@ -26,6 +26,7 @@ use exile_api::v1::build_service_client::BuildServiceClient;
 use exile_api::v1::event_service_client::EventServiceClient;
 use exile_api::v1::fleet_service_client::FleetServiceClient;
 use exile_api::v1::instance_service_client::InstanceServiceClient;
+use exile_api::v1::metrics_service_client::MetricsServiceClient;
 use exile_api::v1::settings_service_client::SettingsServiceClient;
 use exile_api::v1::spawner_service_client::SpawnerServiceClient;
 use exile_api::v1::system_service_client::SystemServiceClient;
@@ -159,6 +160,8 @@ pub struct Clients {
     pub allocations: AllocationServiceClient<Authed>,
     /// SettingsService.
     pub settings: SettingsServiceClient<Authed>,
+    /// MetricsService.
+    pub metrics: MetricsServiceClient<Authed>,
 }
 
 /// Logs to the test output once per process (RUST_LOG, default warnings only).
@@ -249,6 +252,7 @@ pub fn clients(channel: Channel, token: &str) -> Result<Clients> {
         fleets: FleetServiceClient::new(svc()),
         allocations: AllocationServiceClient::new(svc()),
         settings: SettingsServiceClient::new(svc()),
+        metrics: MetricsServiceClient::new(svc()),
     })
 }
 

@@ -205,7 +205,19 @@ fn SettingRow(props: &RowProps) -> Html {
     let server_error = use_state(|| None::<String>);
     let busy = use_state(|| false);
     let history = use_state(|| None::<Vec<pb::SettingChange>>);
+    let field = use_node_ref();
     let e = &props.entry;
+    // The value in force goes into the text input when the row appears and whenever it
+    // changes (a save, a reset, a reload), replacing any draft.
+    {
+        let (field, draft) = (field.clone(), draft.clone());
+        use_effect_with(e.value.clone(), move |v| {
+            if let Some(i) = field.cast::<HtmlInputElement>() {
+                i.set_value(v);
+            }
+            draft.set(None);
+        });
+    }
     let text = (*draft).clone().unwrap_or_else(|| e.value.clone());
     let dirty = draft.is_some() && is_dirty(e, &text);
     let local = if dirty {
@@ -277,8 +289,17 @@ fn SettingRow(props: &RowProps) -> Html {
     let save = run(false);
     let reset = run(true);
     let revert = {
-        let (draft, server_error) = (draft.clone(), server_error.clone());
+        let (draft, server_error, field, value) = (
+            draft.clone(),
+            server_error.clone(),
+            field.clone(),
+            e.value.clone(),
+        );
         Callback::from(move |_: MouseEvent| {
+            // The text input has no `value` binding (see below): put the value back by hand.
+            if let Some(i) = field.cast::<HtmlInputElement>() {
+                i.set_value(&value);
+            }
             draft.set(None);
             server_error.set(None);
         })
@@ -317,8 +338,11 @@ fn SettingRow(props: &RowProps) -> Html {
                 { for e.allowed.iter().map(|v| html! { <option value={v.clone()} selected={text == *v}>{ v.clone() }</option> }) }
             </select>
         },
+        // The text input is not given a `value`: Yew would write it back into the field on
+        // every render (each live event re-renders the page) and clobber what is being typed.
+        // The value in force is put in by hand when it changes (below) and on Revert.
         ty => html! {
-            <input data-testid="setting-input" value={text.clone()} disabled={!can_edit} oninput={text_input}
+            <input ref={field.clone()} data-testid="setting-input" disabled={!can_edit} oninput={text_input}
                 inputmode={if ty == "int" { "numeric" } else { "text" }} autocomplete="off"
                 placeholder={e.default_value.clone()} aria-label={e.key.clone()} />
         },

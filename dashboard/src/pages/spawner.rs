@@ -1,5 +1,6 @@
 //! `/spawners/:id`: one spawner's host, labels and state, drain/undrain, its instances with
-//! their actions (destructive ones confirmed first) and a Spawn button.
+//! their actions (destructive ones confirmed first), a Spawn button and the host's resource
+//! history (CPU, memory, disk, players).
 
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
@@ -7,6 +8,7 @@ use yew::prelude::*;
 use crate::api::{ApiResult, InstanceAction};
 use crate::components::confirm_dialog::ConfirmDialog;
 use crate::components::instance_row::InstanceRow;
+use crate::components::metrics_panel::MetricsPanel;
 use crate::components::resource_progress_bar::ResourceProgressBar;
 use crate::context::{now_ms, use_ctx};
 use crate::state::{
@@ -252,6 +254,8 @@ pub fn SpawnerPage(p: &SpawnerPageProps) -> Html {
                     </table>
                 </div>
             }
+            <h2 class="section">{ "Host history (15 minutes)" }</h2>
+            <MetricsPanel target={exile_api::v1::MetricsTarget::Spawner} id={p.id.clone()} />
             { for dialog }
         </>
     }

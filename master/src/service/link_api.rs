@@ -232,6 +232,10 @@ fn handle(shared: &super::Shared, id: &str, link: &crate::registry::Link, m: pb:
     match m.kind {
         Some(Kind::Heartbeat(hb)) => {
             shared
+                .counters
+                .heartbeats
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared
                 .metrics
                 .record_heartbeat(id, exile_api::now_unix_ms(), &hb);
             shared.registry.heartbeat(id, link.generation, hb, true);

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 mod admin;
 mod builds;
 mod fleets;
+mod performance;
 mod server;
 mod settings;
 
@@ -209,6 +210,8 @@ async fn dashboard_in_headless_chromium() -> Result<()> {
     };
     let mut sb = Sandbox::start(SandboxOptions {
         dashboard_dir: Some(tools.dist.clone()),
+        // /performance gets a point every half second instead of every ten.
+        master_args: vec!["--performance-sample-ms=500".into()],
         ..Default::default()
     })
     .await?;
@@ -333,6 +336,15 @@ async fn scenario(sb: &mut Sandbox, c: &Client) -> Result<()> {
         "return !!document.querySelector('[data-testid=action-notice]');",
     )
     .await?;
+    // The host's history: CPU, memory, players and disk charts drawn from its heartbeats.
+    until(
+        c,
+        "the host history charts",
+        "const m = document.querySelector('[data-testid=spawner-metrics]');
+         return !!m && ['chart-cpu', 'chart-memory', 'chart-disk']
+             .every(t => !!m.querySelector(`[data-testid=${t}] [data-testid=chart-line]`));",
+    )
+    .await?;
     screenshot(c, "spawner").await?;
     let row = format!("[data-testid=instance-row][data-instance-id={id:?}]");
 
@@ -449,6 +461,7 @@ async fn scenario(sb: &mut Sandbox, c: &Client) -> Result<()> {
     fleets::fleets_page(sb, c).await?;
     settings::config_page(sb, c).await?;
     server::server_page(sb, c).await?;
+    performance::performance_page(c).await?;
     admin::users_and_audit(sb, c).await?;
     settings::config_as_viewer(sb, c).await?;
 

@@ -1,5 +1,6 @@
 //! The settings pages in the browser: the admin changes a spawner setting in
-//! /config/spawners, a bad value is refused inline with the key and the bound, both
+//! /config/spawners, a bad value is refused inline with the key and the bound (on the page)
+//! or with the master's reason (a heartbeat not below the TTL), both
 //! connected spawners acknowledge the new version on the page, the history names the admin,
 //! and a reset brings the default back; a viewer sees values but cannot change them.
 
@@ -59,8 +60,30 @@ pub async fn config_page(sb: &Sandbox, c: &Client) -> Result<()> {
     )
     .await?;
 
-    // A good value: saved, applied by both spawners at the page's version.
+    let before = c
+        .execute(
+            &format!("return document.querySelector(\"{row}\").dataset.value;"),
+            vec![],
+        )
+        .await?;
+    let before = before.as_str().unwrap_or_default().to_owned();
+
+    // Within the bounds but refused by the master (not below the sandbox's 1.5 s heartbeat
+    // TTL): the master's own sentence is shown inline and nothing changes.
     type_into(c, &format!("{row} [data-testid=setting-input]"), "2s").await?;
+    click(c, &format!("{row} [data-testid=setting-save]")).await?;
+    until(
+        c,
+        "the master's refusal inline",
+        &format!(
+            "const t = {}; return t.includes('heartbeat_ttl') && t;",
+            text_of(&format!("{row} [data-testid=setting-error]"))
+        ),
+    )
+    .await?;
+
+    // A good value: saved, applied by both spawners at the page's version.
+    type_into(c, &format!("{row} [data-testid=setting-input]"), "1s").await?;
     click(c, &format!("{row} [data-testid=setting-save]")).await?;
     let version = until(
         c,
@@ -70,7 +93,7 @@ pub async fn config_page(sb: &Sandbox, c: &Client) -> Result<()> {
              const page = document.querySelector('[data-testid=config-page]');
              const v = page.dataset.version;
              const acks = [...document.querySelectorAll('[data-testid=settings-ack]')];
-             return r.dataset.value === '2s' && r.dataset.dirty === 'false' && v !== '0'
+             return r.dataset.value === '1s' && r.dataset.dirty === 'false' && v !== '0'
                  && acks.length === 2 && acks.every(a => a.dataset.ack === 'applied' && a.dataset.version === v)
                  && Number(v);"
         ),
@@ -87,7 +110,7 @@ pub async fn config_page(sb: &Sandbox, c: &Client) -> Result<()> {
         })
         .await?
         .into_inner();
-    ensure!(entry.value == "2s" && entry.is_set, "{entry:?}");
+    ensure!(entry.value == "1s" && entry.is_set, "{entry:?}");
     let spawners = admin
         .spawners
         .clone()
@@ -106,20 +129,21 @@ pub async fn config_page(sb: &Sandbox, c: &Client) -> Result<()> {
         c,
         "the change in the history",
         &format!(
-            "const t = {}; return t.includes('admin') && t.includes('2s');",
+            "const t = {}; return t.includes('admin') && t.includes('1s');",
             text_of(&format!("{row} [data-testid=setting-history]"))
         ),
     )
     .await?;
 
-    // Reset: the default is in force again.
+    // Reset: the default (this master's flag) is in force again.
     click(c, &format!("{row} [data-testid=setting-reset]")).await?;
     until(
         c,
         "the default back",
         &format!(
             "const r = document.querySelector(\"{row}\");
-             return r.dataset.value === '5s' && !r.querySelector('[data-testid=badge-set]');"
+             return r.dataset.value === {before:?} && !r.querySelector('[data-testid=badge-set]')
+                 && r.querySelector('[data-testid=setting-input]').value === {before:?};"
         ),
     )
     .await?;

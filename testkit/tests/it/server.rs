@@ -138,3 +138,70 @@ async fn failed_calls_are_in_the_error_log_and_traffic_is_counted() {
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     sb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_samples_its_own_performance() {
+    let sb = Sandbox::start(SandboxOptions {
+        master_args: vec!["--performance-sample-ms=200".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    sb.wait_spawners_online(2, T).await.unwrap();
+    let admin = sb.admin().await.unwrap();
+    let metrics = admin.metrics.clone();
+    // Traffic for the latency histogram while the sampler runs.
+    let history = eventually("points with links, heartbeats and requests", T, || {
+        let (mut metrics, mut system) = (metrics.clone(), admin.system.clone());
+        async move {
+            system.get_stats(pb::GetStatsRequest {}).await.ok()?;
+            // The last minute at the sampling period (the default range buckets by 12 s).
+            let r = metrics
+                .get_master_history(pb::GetMasterHistoryRequest {
+                    from_unix_ms: exile_api::now_unix_ms() - 60_000,
+                    to_unix_ms: 0,
+                    step_ms: 200,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            let last = r.points.last()?;
+            (r.points.len() >= 3
+                && last.links == 2
+                && last.heartbeats_per_sec > 0.0
+                && last.requests_per_sec > 0.0
+                && last.p50_ms > 0.0)
+                .then_some(r)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(history.sample_ms, 200);
+    let last = history.points.last().unwrap();
+    assert!(last.p99_ms >= last.p50_ms, "{last:?}");
+    assert!(
+        last.memory_bytes > 0 && last.fleet_memory_bytes > 0,
+        "{last:?}"
+    );
+    assert!(
+        history
+            .points
+            .windows(2)
+            .all(|w| w[0].at_unix_ms < w[1].at_unix_ms),
+        "points out of order"
+    );
+
+    // A range that ends before it starts is refused with a sentence.
+    let bad = metrics
+        .clone()
+        .get_master_history(pb::GetMasterHistoryRequest {
+            from_unix_ms: 2_000,
+            to_unix_ms: 1_000,
+            step_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("from_unix_ms"), "{}", bad.message());
+    sb.shutdown().await;
+}
