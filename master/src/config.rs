@@ -73,6 +73,11 @@ pub struct Config {
     /// change), in milliseconds.
     #[arg(long, env = "EXILE_MASTER_FLEET_TICK_MS", default_value_t = 1000)]
     pub fleet_tick_ms: u64,
+    /// PEM file of certificates an autoscaler webhook's https certificate may chain to,
+    /// trusted beside the bundled web roots (a private CA, or the webhook's own self-signed
+    /// certificate).
+    #[arg(long, env = "EXILE_MASTER_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 impl Config {

@@ -114,6 +114,15 @@ fn apply(s: &mut pb::FleetSpec, a: FleetSpecArgs, no_autoscaler: bool) -> Result
     if !a.env.is_empty() {
         s.env = a.env.into_iter().collect();
     }
+    if a.max_surge.is_some() || a.max_unavailable.is_some() {
+        let r = s.rollout.get_or_insert_with(Default::default);
+        if let Some(n) = a.max_surge {
+            r.max_surge = n;
+        }
+        if let Some(n) = a.max_unavailable {
+            r.max_unavailable = n;
+        }
+    }
     if no_autoscaler {
         s.autoscaler = None;
         return Ok(());
@@ -208,6 +217,19 @@ fn fleet_fields(v: &FleetView) -> String {
             format!(
                 "{} counted: {} ready, {} allocated, {} starting, {} unknown",
                 v.current, v.ready, v.allocated, v.starting, v.unknown
+            ),
+        ),
+        (
+            "Rollout",
+            format!(
+                "max surge {}, max unavailable {}{}",
+                v.max_surge,
+                v.max_unavailable,
+                if v.outdated > 0 {
+                    format!("; {} on an older build", v.outdated)
+                } else {
+                    String::new()
+                }
             ),
         ),
         ("Regions", c(&v.regions.join(","))),
