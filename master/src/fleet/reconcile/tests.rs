@@ -228,3 +228,24 @@ fn a_following_fleet_rolls_where_the_active_version_changed() {
     assert_eq!(d.status.outdated, 1);
     assert_eq!((d.spawn, d.remove.len()), (1, 0));
 }
+
+#[test]
+fn a_removal_not_yet_stopping_counts_against_the_surge() {
+    let mut t = T::new();
+    t.removing.insert("o0".into());
+    let mut ctx = t.ctx(6);
+    ctx.target = Target::Pinned("g", "2");
+    ctx.limits = Limits::new(1, 1);
+    // o0's removal was sent, it is still Ready; one new one starts: 7 there already.
+    let mut ms: Vec<Member> = (0..6)
+        .map(|i| v(&format!("o{i}"), "a", S::Ready, "1"))
+        .collect();
+    ms.push(v("n0", "b", S::Starting, "2"));
+    let d = decide(&ctx, &ms);
+    assert_eq!(d.spawn, 0, "{d:?}");
+    assert!(d.remove.is_empty(), "5 serving already: {d:?}");
+    // Once it is stopping it is on its way out: one more new one may start.
+    ms[0].state = S::Stopping;
+    let d = decide(&ctx, &ms);
+    assert_eq!(d.spawn, 1, "{d:?}");
+}
