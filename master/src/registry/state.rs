@@ -614,6 +614,14 @@ mod tests {
         st
     }
 
+    /// The maintained indexes equal ones rebuilt from every instance.
+    fn assert_index_exact(st: &RegistryState) {
+        assert_eq!(
+            st.index,
+            super::super::index::Index::rebuilt(st.instances.values())
+        );
+    }
+
     fn link(generation: u64) -> (Link, tokio::sync::mpsc::Receiver<pb::MasterMessage>) {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         (Link::new(generation, tx), rx)
@@ -777,6 +785,9 @@ mod tests {
         assert_eq!(state_of(&st, "a"), pb::InstanceState::Unknown);
         assert_eq!(state_of(&st, "b"), pb::InstanceState::Stopped);
         assert_eq!(fx.events.len(), 2, "the spawner and one instance");
+        // Hidden behind Unknown: no longer Ready in the index allocation reads.
+        assert!(st.index.ready.is_empty());
+        assert_index_exact(&st);
         // Sweeping again changes nothing.
         let mut fx = Effects::default();
         st.sweep(&mut fx, t0 + 2 * TTL, TTL);
@@ -792,6 +803,8 @@ mod tests {
         st.heartbeat(&mut fx, "sp", 1, hb.clone(), t0 + 2 * TTL, true);
         assert_eq!(spawner_state(&st), pb::SpawnerState::Online);
         assert_eq!(state_of(&st, "a"), pb::InstanceState::Ready);
+        assert_eq!(st.index.ready[""]["sp"].len(), 1);
+        assert_index_exact(&st);
         assert!(matches!(
             fx.events[..],
             [Kind::InstanceUpdated(_), Kind::SpawnerUpdated(_)]
