@@ -46,6 +46,15 @@ pub fn check_fleet_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The (max surge, max unavailable) a fleet rolls to a new build with: as its spec says, or
+/// one extra instance at a time when both are 0 (or unset).
+pub fn rollout_limits(r: Option<&v1::FleetRolloutStrategy>) -> (u32, u32) {
+    match r {
+        Some(r) if r.max_surge > 0 || r.max_unavailable > 0 => (r.max_surge, r.max_unavailable),
+        _ => (1, 0),
+    }
+}
+
 /// The replica count a buffer policy asks for, given how many instances are allocated, kept
 /// within `[min, max]`. A percentage (when non-zero) is of the allocated count, rounded up.
 pub fn buffer_replicas(policy: &v1::BufferPolicy, allocated: u32, min: u32, max: u32) -> u32 {
@@ -96,5 +105,17 @@ mod tests {
     fn reserved_labels() {
         assert!(is_reserved_label(FLEET_LABEL));
         assert!(!is_reserved_label("mode"));
+    }
+
+    #[test]
+    fn rollouts_default_to_one_extra_instance_at_a_time() {
+        assert_eq!(rollout_limits(None), (1, 0));
+        let r = |max_surge, max_unavailable| v1::FleetRolloutStrategy {
+            max_surge,
+            max_unavailable,
+        };
+        assert_eq!(rollout_limits(Some(&r(0, 0))), (1, 0));
+        assert_eq!(rollout_limits(Some(&r(0, 2))), (0, 2));
+        assert_eq!(rollout_limits(Some(&r(3, 1))), (3, 1));
     }
 }

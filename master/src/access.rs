@@ -29,6 +29,9 @@ pub enum Access {
     Role(Role),
     /// The allocator role, or a person or token with at least the operator role.
     Allocate,
+    /// Any person or API token, whatever its role (the allocator's included), never a
+    /// spawner: for asking who one is, so a matchmaker can check its credential.
+    SignedIn,
 }
 
 /// Access rule of one gRPC method.
@@ -55,7 +58,7 @@ const ADMIN: Access = Access::Role(Role::Admin);
 pub const RULES: &[(&str, Rule)] = &[
     ("/exile.v1.AuthService/Login",                    rule(Public, true)),
     ("/exile.v1.AuthService/Logout",                   rule(VIEWER, true)),
-    ("/exile.v1.AuthService/WhoAmI",                   rule(VIEWER, false)),
+    ("/exile.v1.AuthService/WhoAmI",                   rule(Access::SignedIn, false)),
     ("/exile.v1.AuthService/CreateUser",               rule(ADMIN, true)),
     ("/exile.v1.AuthService/ListUsers",                rule(ADMIN, false)),
     ("/exile.v1.AuthService/DeleteUser",               rule(ADMIN, true)),
@@ -488,9 +491,13 @@ fn check(access: Access, p: &Principal) -> Result<(), tonic::Status> {
         (Access::Spawner, _) => Err(tonic::Status::permission_denied(
             "only spawners may call this",
         )),
-        (Access::Role(_) | Access::Allocate, Principal::Spawner { .. }) => Err(
+        (Access::Role(_) | Access::Allocate | Access::SignedIn, Principal::Spawner { .. }) => Err(
             tonic::Status::permission_denied("spawner credentials cannot call the control API"),
         ),
+        (Access::SignedIn, p) => match p.role() {
+            Some(_) => Ok(()),
+            None => Err(tonic::Status::permission_denied("no role")),
+        },
         (Access::Allocate, p) => match p.role() {
             Some(Role::Allocator | Role::Operator | Role::Admin) => Ok(()),
             Some(have) => Err(tonic::Status::permission_denied(format!(
@@ -616,10 +623,20 @@ mod tests {
         assert!(check(Access::Allocate, &token(Role::Admin)).is_ok());
         assert!(check(Access::Allocate, &token(Role::Viewer)).is_err());
         assert!(check(Access::Allocate, &Principal::Spawner { id: "s".into() }).is_err());
-        // Every rule that allows the allocator role is Allocate.
+        // It may ask who it is, as anyone signed in may; spawners may not.
+        assert!(check(Access::SignedIn, &alloc).is_ok());
+        assert!(check(Access::SignedIn, &token(Role::Viewer)).is_ok());
+        assert!(check(Access::SignedIn, &Principal::Spawner { id: "s".into() }).is_err());
+        // Every rule that allows the allocator role is Allocate, or WhoAmI.
         for (path, r) in RULES {
             if check(r.access, &alloc).is_ok() && r.access != Access::Public {
-                assert_eq!(*path, "/exile.v1.AllocationService/Allocate");
+                assert!(
+                    matches!(
+                        *path,
+                        "/exile.v1.AllocationService/Allocate" | "/exile.v1.AuthService/WhoAmI"
+                    ),
+                    "{path} is open to the allocator role"
+                );
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Passwords, secrets, sessions and API tokens: who a caller is.
 
+mod cache;
 mod rate_limit;
 
 use std::time::Duration;
@@ -115,7 +116,12 @@ pub struct Auth {
     limiter: RateLimiter,
     /// Hash checked when a user does not exist, so timing does not reveal user names.
     dummy_hash: String,
+    /// Principals of recently seen tokens (see [`cache`] for when entries are dropped).
+    cache: cache::PrincipalCache,
 }
+
+/// A session's use is written to the store at most this often, ms.
+const TOUCH_EVERY_MS: i64 = 60_000;
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -140,6 +146,7 @@ impl Auth {
             policy: std::sync::RwLock::new(policy),
             limiter: RateLimiter::new(5.0, 20.0, Duration::from_secs(12)),
             dummy_hash: hash_password("not a real password")?,
+            cache: cache::PrincipalCache::default(),
         })
     }
 
@@ -212,10 +219,43 @@ impl Auth {
         Ok((token, expires, user))
     }
 
-    /// Resolves a bearer token into a principal.
+    /// Resolves a bearer token into a principal: from the cache while the entry is fresh and
+    /// no credential changed since, else from the store.
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
         let now = now_unix_ms();
         let hash = hash_secret(token);
+        // Read before the lookup: a change that lands during it moves the epoch past this.
+        let epoch = self.store.credential_epoch();
+        if let Some(c) = self.cache.get(&hash, epoch)
+            && self.still_valid(&c, now)
+        {
+            return Ok(c.principal);
+        }
+        let (principal, last_used_at) = self.lookup(token, &hash, now).await?;
+        self.cache.put(hash, principal.clone(), last_used_at, epoch);
+        Ok(principal)
+    }
+
+    /// Whether a cached principal may be used as is at `now`: not expired, and for a session
+    /// not idle and not due for its use to be recorded (the store lookup does that).
+    fn still_valid(&self, c: &cache::Cached, now: i64) -> bool {
+        match &c.principal {
+            Principal::User { expires_at, .. } => {
+                *expires_at > now
+                    && c.last_used_at
+                        .saturating_add(ms(self.policy().idle_timeout))
+                        > now
+                    && now - c.last_used_at <= TOUCH_EVERY_MS
+            }
+            Principal::ApiToken { expires_at, .. } => *expires_at > now,
+            Principal::Spawner { .. } => true,
+            Principal::Anonymous => false,
+        }
+    }
+
+    /// Resolves a token from the store; for a session also returns when it was last used.
+    async fn lookup(&self, token: &str, hash: &str, now: i64) -> Result<(Principal, i64)> {
+        let hash = hash.to_owned();
         if token.starts_with(SESSION_PREFIX) {
             let Some((s, u)) = self.store.get_session(&hash).await? else {
                 return Err(Error::Unauthenticated(
@@ -230,17 +270,23 @@ impl Auth {
                 ));
             }
             // Sliding idle timeout, written at most once a minute rather than on every call.
-            if now - s.last_used_at > 60_000 {
+            let mut last_used_at = s.last_used_at;
+            if now - s.last_used_at > TOUCH_EVERY_MS {
                 self.store.touch_session(&hash, now).await?;
+                self.cache.touched(&hash, now);
+                last_used_at = now;
             }
             let role = Role::parse(&u.role)
                 .ok_or_else(|| Error::Internal(format!("bad role {}", u.role)))?;
-            return Ok(Principal::User {
-                username: u.username,
-                role,
-                session_hash: hash,
-                expires_at: s.expires_at,
-            });
+            return Ok((
+                Principal::User {
+                    username: u.username,
+                    role,
+                    session_hash: hash,
+                    expires_at: s.expires_at,
+                },
+                last_used_at,
+            ));
         }
         if token.starts_with(API_TOKEN_PREFIX) {
             let Some(t) = self.store.get_api_token_by_hash(&hash).await? else {
@@ -260,16 +306,19 @@ impl Auth {
             }
             let role = Role::parse(&t.role)
                 .ok_or_else(|| Error::Internal(format!("bad role {}", t.role)))?;
-            return Ok(Principal::ApiToken {
-                id: t.id,
-                name: t.name,
-                role,
-                expires_at: t.expires_at,
-            });
+            return Ok((
+                Principal::ApiToken {
+                    id: t.id,
+                    name: t.name,
+                    role,
+                    expires_at: t.expires_at,
+                },
+                0,
+            ));
         }
         if token.starts_with(CREDENTIAL_PREFIX) {
             return match self.store.spawner_by_credential(&hash).await? {
-                Some(id) => Ok(Principal::Spawner { id }),
+                Some(id) => Ok((Principal::Spawner { id }, 0)),
                 None => Err(Error::Unauthenticated(
                     "spawner credential is unknown or revoked".into(),
                 )),
@@ -324,5 +373,42 @@ mod tests {
         assert!(check_username("a b").is_err());
         assert!(check_password_policy("short").is_err());
         assert!(check_password_policy("long enough").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_fails_on_the_call_after_its_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::new(crate::db::open(&url).await.unwrap());
+        let auth = Auth::new(
+            store.clone(),
+            SessionPolicy {
+                idle_timeout: Duration::from_secs(3600),
+                max_age: Duration::from_secs(86_400),
+            },
+        )
+        .unwrap();
+        let secret = new_secret(API_TOKEN_PREFIX);
+        store
+            .insert_api_token(crate::db::entities::api_token::Model {
+                id: "tok-1".into(),
+                name: "mm".into(),
+                token_hash: hash_secret(&secret),
+                role: "allocator".into(),
+                created_by: "admin".into(),
+                created_at: 0,
+                expires_at: now_unix_ms() + 3_600_000,
+                revoked: false,
+            })
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let p = auth.authenticate(&secret).await.unwrap();
+            assert_eq!(p.role(), Some(Role::Allocator));
+        }
+        assert_eq!(auth.cache.entries(), 1);
+        store.revoke_api_token("tok-1").await.unwrap();
+        let e = auth.authenticate(&secret).await.unwrap_err();
+        assert!(e.to_string().contains("revoked"), "{e}");
     }
 }

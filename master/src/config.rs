@@ -81,6 +81,11 @@ pub struct Config {
         default_value_t = 10_000
     )]
     pub performance_sample_ms: u64,
+    /// PEM file of certificates an autoscaler webhook's https certificate may chain to,
+    /// trusted beside the bundled web roots (a private CA, or the webhook's own self-signed
+    /// certificate).
+    #[arg(long, env = "EXILE_MASTER_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 impl Config {

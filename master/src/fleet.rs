@@ -39,15 +39,18 @@ pub struct FleetCtl {
     pub wake: Notify,
     /// Settings.
     pub config: FleetConfig,
+    /// TLS settings of webhooks over https.
+    pub webhook_tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 impl FleetCtl {
     /// Controls with these settings.
-    pub fn new(config: FleetConfig) -> Self {
+    pub fn new(config: FleetConfig, webhook_tls: std::sync::Arc<rustls::ClientConfig>) -> Self {
         FleetCtl {
             write: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             config,
+            webhook_tls,
         }
     }
 }
@@ -135,6 +138,13 @@ pub fn check_spec(name: &str, spec: &pb::FleetSpec) -> Result<Checked> {
     }
     if let Some(a) = &spec.autoscaler {
         autoscale::check(a)?;
+    }
+    if let Some(r) = &spec.rollout
+        && (r.max_surge > MAX_FLEET_REPLICAS || r.max_unavailable > MAX_FLEET_REPLICAS)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "rollout: max_surge and max_unavailable are at most {MAX_FLEET_REPLICAS}"
+        )));
     }
     Ok(Checked {
         choice,

@@ -139,10 +139,13 @@ pub async fn start(
         perf: Arc::new(perf::PerfHistory::new(Duration::from_millis(
             config.performance_sample_ms.max(100),
         ))),
-        fleets: Arc::new(fleet::FleetCtl::new(fleet::FleetConfig {
-            unreachable_grace: Duration::from_millis(config.fleet_unreachable_grace_ms),
-            tick: Duration::from_millis(config.fleet_tick_ms.max(10)),
-        })),
+        fleets: Arc::new(fleet::FleetCtl::new(
+            fleet::FleetConfig {
+                unreachable_grace: Duration::from_millis(config.fleet_unreachable_grace_ms),
+                tick: Duration::from_millis(config.fleet_tick_ms.max(10)),
+            },
+            fleet::autoscale::webhook_tls(config.webhook_ca_file.as_deref())?,
+        )),
     });
     fleet::load(&shared).await?;
     builds.set_max_bytes(settings.number("master.upload_max_bytes"));

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 
 /// Role of a person or API token. Ordered: a higher role can do all a lower one can.
-/// `Allocator` sits below `Viewer`: it may read nothing and only allocate (see
+/// `Allocator` sits below `Viewer`: it may read nothing and only allocate (and ask who it is; see
 /// `access::Access::Allocate`), so a matchmaker's credential cannot stop servers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {

@@ -4,6 +4,7 @@
 mod allocation;
 mod builds;
 mod fleets;
+mod index;
 mod link;
 mod placement;
 mod settings;
@@ -163,7 +164,16 @@ impl Registry {
         st.instance_pb(rec)
     }
 
+    /// Whether anyone watches. Checked under the lock before building an event: a watcher
+    /// subscribes under the same lock and its snapshot already holds the change.
+    fn watched(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
     fn emit_spawner(&self, st: &State, id: &str) {
+        if !self.watched() {
+            return;
+        }
         if let Some(e) = st.spawners.get(id) {
             self.emit(pb::watch_event::Kind::SpawnerUpdated(
                 self.spawner_pb(st, e),
@@ -172,6 +182,11 @@ impl Registry {
     }
 
     fn emit_instance(&self, st: &State, id: &str) {
+        // Nobody watching (a matchmaker-driven master often has no dashboard open): do not
+        // build the wire form of an instance for nobody, on every allocation.
+        if !self.watched() {
+            return;
+        }
         if let Some(r) = st.instances.get(id) {
             self.emit(pb::watch_event::Kind::InstanceUpdated(Self::instance_pb(
                 st, r,

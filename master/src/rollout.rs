@@ -8,6 +8,7 @@
 //! instances already replaced stay replaced, and a new rollout picks up the rest).
 
 pub mod plan;
+pub mod rolling;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};

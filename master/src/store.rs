@@ -25,6 +25,20 @@ use exile_api::v1 as pb;
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Bumped after every change that ends or weakens a credential (a session deleted, a
+    /// token revoked, a user deleted or changed, a spawner removed), so the principal cache
+    /// in [`crate::auth`] drops what it holds on the very next call. Any new method that
+    /// ends or weakens a credential must begin with [`Store::revoking`].
+    credential_epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Moves the credential epoch on when dropped (see [`Store::revoking`]).
+struct EpochBump<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for EpochBump<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Which audit entries to list; empty fields match everything.
@@ -66,7 +80,23 @@ pub struct AuditRecord {
 impl Store {
     /// Wraps an open connection.
     pub fn new(db: DatabaseConnection) -> Self {
-        Store { db }
+        Store {
+            db,
+            credential_epoch: std::sync::Arc::default(),
+        }
+    }
+
+    /// The credential epoch: changes after any credential was ended or weakened.
+    pub fn credential_epoch(&self) -> u64 {
+        self.credential_epoch
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Call first in a method that ends or weakens credentials: when the method returns
+    /// (after its writes, whatever their outcome), the epoch moves on. A lookup that read
+    /// the old rows meanwhile cached them under the old epoch, so they are dropped too.
+    fn revoking(&self) -> EpochBump<'_> {
+        EpochBump(&self.credential_epoch)
     }
 
     // ---- users ----
@@ -116,6 +146,7 @@ impl Store {
 
     /// Deletes a user and its sessions; false when it did not exist.
     pub async fn delete_user(&self, username: &str) -> Result<bool> {
+        let _epoch = self.revoking();
         session::Entity::delete_many()
             .filter(session::Column::Username.eq(username))
             .exec(&self.db)
@@ -128,6 +159,7 @@ impl Store {
 
     /// Replaces a user's password hash.
     pub async fn set_password(&self, username: &str, hash: String) -> Result<()> {
+        let _epoch = self.revoking();
         user::Entity::update_many()
             .col_expr(
                 user::Column::PasswordHash,
@@ -185,6 +217,7 @@ impl Store {
 
     /// Deletes one session.
     pub async fn delete_session(&self, hash: &str) -> Result<()> {
+        let _epoch = self.revoking();
         session::Entity::delete_by_id(hash.to_owned())
             .exec(&self.db)
             .await?;
@@ -193,6 +226,7 @@ impl Store {
 
     /// Deletes every session of a user but `keep`.
     pub async fn delete_sessions_of(&self, username: &str, keep: &str) -> Result<()> {
+        let _epoch = self.revoking();
         session::Entity::delete_many()
             .filter(session::Column::Username.eq(username))
             .filter(session::Column::TokenHash.ne(keep))
@@ -251,6 +285,7 @@ impl Store {
 
     /// Revokes an API token; false when it does not exist.
     pub async fn revoke_api_token(&self, id: &str) -> Result<bool> {
+        let _epoch = self.revoking();
         let r = api_token::Entity::update_many()
             .col_expr(
                 api_token::Column::Revoked,
@@ -351,6 +386,7 @@ impl Store {
 
     /// Deletes a spawner (and so its credential) and its instances.
     pub async fn delete_spawner(&self, id: &str) -> Result<()> {
+        let _epoch = self.revoking();
         instance::Entity::delete_many()
             .filter(instance::Column::SpawnerId.eq(id))
             .exec(&self.db)

@@ -87,7 +87,8 @@ pub struct FleetSpecArgs {
     /// Autoscale: keep this percentage of the Allocated count Ready above it.
     #[arg(long, conflicts_with = "webhook")]
     pub buffer_percent: Option<u32>,
-    /// Autoscale: ask this http:// URL for the replica count.
+    /// Autoscale: ask this http:// or https:// URL for the replica count (https is checked
+    /// against the web's roots and the master's --webhook-ca-file).
     #[arg(long)]
     pub webhook: Option<String>,
     /// Deadline of a webhook call, milliseconds.
@@ -102,6 +103,14 @@ pub struct FleetSpecArgs {
     /// Seconds between the autoscaler's own evaluations.
     #[arg(long)]
     pub sync_interval: Option<u32>,
+    /// Moving to a new build: most instances above the replica count (with
+    /// --max-unavailable 0 too, 1).
+    #[arg(long)]
+    pub max_surge: Option<u32>,
+    /// Moving to a new build: most instances below the replica count out of service
+    /// (Allocated ones are never touched).
+    #[arg(long)]
+    pub max_unavailable: Option<u32>,
 }
 
 /// `exilectl allocate`.

@@ -114,6 +114,15 @@ fn apply(s: &mut pb::FleetSpec, a: FleetSpecArgs, no_autoscaler: bool) -> Result
     if !a.env.is_empty() {
         s.env = a.env.into_iter().collect();
     }
+    if a.max_surge.is_some() || a.max_unavailable.is_some() {
+        let r = s.rollout.get_or_insert_with(Default::default);
+        if let Some(n) = a.max_surge {
+            r.max_surge = n;
+        }
+        if let Some(n) = a.max_unavailable {
+            r.max_unavailable = n;
+        }
+    }
     if no_autoscaler {
         s.autoscaler = None;
         return Ok(());
@@ -210,6 +219,19 @@ fn fleet_fields(v: &FleetView) -> String {
                 v.current, v.ready, v.allocated, v.starting, v.unknown
             ),
         ),
+        (
+            "Rollout",
+            format!(
+                "max surge {}, max unavailable {}{}",
+                v.max_surge,
+                v.max_unavailable,
+                if v.outdated > 0 {
+                    format!("; {} on an older build", v.outdated)
+                } else {
+                    String::new()
+                }
+            ),
+        ),
         ("Regions", c(&v.regions.join(","))),
         ("Spawners", c(&kv(&v.spawner_selector))),
         ("Strategy", v.strategy.clone()),
@@ -290,4 +312,60 @@ pub async fn allocate(ctx: &Ctx, a: AllocateArgs) -> Result<()> {
             ("Replayed", v.replayed.to_string()),
         ])
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_flags_reach_the_spec_and_fleet_get_shows_the_roll() {
+        let mut spec = pb::FleetSpec {
+            build: "demo@1".into(),
+            replicas: 6,
+            ..Default::default()
+        };
+        let args = FleetSpecArgs {
+            build: Some("demo".into()),
+            max_surge: Some(2),
+            ..Default::default()
+        };
+        apply(&mut spec, args, false).unwrap();
+        assert_eq!(spec.build, "demo");
+        let r = spec.rollout.unwrap();
+        assert_eq!((r.max_surge, r.max_unavailable), (2, 0));
+        // Only the flag given changes.
+        let args = FleetSpecArgs {
+            max_unavailable: Some(1),
+            ..Default::default()
+        };
+        apply(&mut spec, args, false).unwrap();
+        let r = spec.rollout.unwrap();
+        assert_eq!((r.max_surge, r.max_unavailable), (2, 1));
+        let view = FleetView::from(pb::Fleet {
+            name: "ctf".into(),
+            spec: Some(spec),
+            status: Some(pb::FleetStatus {
+                current: 6,
+                ready: 4,
+                allocated: 2,
+                outdated: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let out = fleet_fields(&view);
+        assert!(
+            out.contains("max surge 2, max unavailable 1; 2 on an older build"),
+            "{out}"
+        );
+        // No rollout settings: one extra at a time, nothing outdated.
+        let view = FleetView::from(pb::Fleet {
+            name: "ctf".into(),
+            spec: Some(pb::FleetSpec::default()),
+            ..Default::default()
+        });
+        let out = fleet_fields(&view);
+        assert!(out.contains("max surge 1, max unavailable 0\n"), "{out}");
+    }
 }

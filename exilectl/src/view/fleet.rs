@@ -36,6 +36,9 @@ pub struct FleetView {
     pub strategy: String,
     pub labels: BTreeMap<String, String>,
     pub autoscaler: Option<AutoscalerView>,
+    pub max_surge: u32,
+    pub max_unavailable: u32,
+    pub outdated: u32,
     pub message: String,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
@@ -78,6 +81,7 @@ impl From<pb::Fleet> for FleetView {
                 webhook_timeout_ms: timeout,
             }
         });
+        let (max_surge, max_unavailable) = exile_api::fleet::rollout_limits(spec.rollout.as_ref());
         Self {
             name: f.name,
             build: spec.build,
@@ -92,6 +96,9 @@ impl From<pb::Fleet> for FleetView {
             strategy: strategy_word(placement.strategy),
             labels: spec.labels.into_iter().collect(),
             autoscaler,
+            max_surge,
+            max_unavailable,
+            outdated: status.outdated,
             message: status.message,
             created_at: rfc3339(f.created_at_unix_ms),
             updated_at: rfc3339(f.updated_at_unix_ms),

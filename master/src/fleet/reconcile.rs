@@ -6,8 +6,9 @@
 //! Rules: Allocated instances are never removed (nor Reserved ones, which the SDK reports as
 //! Allocated); instances of an unreachable spawner count until the grace has passed, then are
 //! replaced elsewhere, and when the spawner comes back the surplus is removed from the Ready
-//! ones. A pinned build (`name@version`) rolls: one extra instance on the new version at a
-//! time, an old one removed once the new one is Ready.
+//! ones. A fleet whose instances run another build than it names (a new `name@version`, or
+//! a new active version of the build it follows) rolls within its max surge and max
+//! unavailable ([`crate::rollout::rolling`]); Allocated ones wait for their match to end.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use std::time::Instant;
 use super::autoscale;
 use super::{Checked, ScaleCause, check_spec};
 use crate::registry::{Member, SpawnerLoad};
+use crate::rollout::rolling::{self, Limits};
 use crate::service::SharedRef;
 use crate::service::instance_api::{launch, reserve};
 use exile_api::now_unix_ms;
@@ -39,12 +41,38 @@ pub struct Decision {
     pub status: pb::FleetStatus,
 }
 
+/// The build a fleet's instances should run.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// Whatever they run (the host build, or nothing resolves).
+    Any,
+    /// One version everywhere (`name@version`).
+    Pinned(&'a str, &'a str),
+    /// The followed build's active version, per spawner id (activations can differ by
+    /// spawner); an instance on a spawner missing here is left as it is.
+    PerSpawner(&'a HashMap<String, (String, String)>),
+}
+
+impl Target<'_> {
+    /// Whether a member runs something else than it should.
+    pub fn outdated(&self, m: &Member) -> bool {
+        let differs = |n: &str, v: &str| m.build_name != n || m.build_version != v;
+        match self {
+            Target::Any => false,
+            Target::Pinned(n, v) => differs(n, v),
+            Target::PerSpawner(map) => map.get(&m.spawner_id).is_some_and(|(n, v)| differs(n, v)),
+        }
+    }
+}
+
 /// What `decide` needs besides the members.
 pub struct Context<'a> {
     /// Replicas wanted.
     pub replicas: u32,
-    /// The build every instance should run, when pinned.
-    pub pinned: Option<(&'a str, &'a str)>,
+    /// The build instances should run.
+    pub target: Target<'a>,
+    /// How far a roll to a new build may stretch the fleet.
+    pub limits: Limits,
     /// Fill hosts (remove from the least packed first).
     pub packed: bool,
     /// Unix ms now.
@@ -86,24 +114,37 @@ fn removal_order(ctx: &Context<'_>, ms: &mut [&Member]) {
 
 /// Decides one pass for one fleet.
 pub fn decide(ctx: &Context<'_>, members: &[Member]) -> Decision {
+    use pb::InstanceState as S;
     let mut d = Decision::default();
-    let outdated = |m: &Member| {
-        ctx.pinned
-            .is_some_and(|(n, v)| m.build_name != n || m.build_version != v)
-    };
+    let outdated = |m: &Member| ctx.target.outdated(m);
     let mut removable: Vec<&Member> = Vec::new();
-    let mut new_starting = 0u32;
+    let (mut new_counted, mut old_held) = (0u32, 0u32);
+    // Removals sent whose instance has not begun to stop: still there, so a roll counts them
+    // against its surge (nothing else does: a crashed one is replaced at once).
+    let mut leaving = 0u32;
     for m in members {
         if ctx.removing.contains(&m.id) {
+            if !m.unknown
+                && matches!(
+                    m.state,
+                    S::Ready | S::Allocated | S::Starting | S::Running | S::Unhealthy
+                )
+            {
+                leaving += 1;
+            }
             continue;
         }
         if m.unknown {
             if ctx.now - m.since.max(ctx.counted_from) < ctx.grace_ms {
                 d.status.unknown += 1;
+                if outdated(m) {
+                    d.status.outdated += 1;
+                } else {
+                    new_counted += 1;
+                }
             }
             continue;
         }
-        use pb::InstanceState as S;
         match m.state {
             S::Allocated => d.status.allocated += 1,
             S::Ready => {
@@ -112,52 +153,89 @@ pub fn decide(ctx: &Context<'_>, members: &[Member]) -> Decision {
             }
             S::Starting | S::Running | S::Unhealthy => {
                 d.status.starting += 1;
-                if !outdated(m) {
-                    new_starting += 1;
-                }
                 removable.push(m);
             }
             // On its way out: neither counted nor acted on.
-            S::Stopping => {}
+            S::Stopping => continue,
             // Exited for good (past its restart policy) or never known: replaced, and removed.
-            S::Stopped | S::Crashed | S::Unknown | S::Unspecified => d.remove.push(m.id.clone()),
+            S::Stopped | S::Crashed | S::Unknown | S::Unspecified => {
+                d.remove.push(m.id.clone());
+                continue;
+            }
+        }
+        if outdated(m) {
+            d.status.outdated += 1;
+            if m.state == S::Allocated {
+                old_held += 1;
+            }
+        } else {
+            new_counted += 1;
         }
     }
     d.status.current = d.status.ready + d.status.allocated + d.status.starting + d.status.unknown;
     let current = d.status.current;
-    let rolling = removable.iter().any(|m| outdated(m));
-    if current < ctx.replicas {
-        d.spawn = ctx.replicas - current;
-    } else if rolling && current == ctx.replicas && new_starting == 0 && ctx.replicas > 0 {
-        // Surge one on the new build before taking an old one away.
-        d.spawn = 1;
-    }
-    if current > ctx.replicas && !ctx.rollout_running {
-        let mut surplus = current - ctx.replicas;
-        // Old ones go first; while a new one is still starting, only old ones that are not
-        // serving may go (nothing serving is taken away before its replacement serves).
-        let (mut old, mut rest): (Vec<&Member>, Vec<&Member>) =
-            removable.into_iter().partition(|m| outdated(m));
-        removal_order(ctx, &mut old);
-        removal_order(ctx, &mut rest);
+    let (mut old, mut rest): (Vec<&Member>, Vec<&Member>) =
+        removable.into_iter().partition(|m| outdated(m));
+    removal_order(ctx, &mut old);
+    removal_order(ctx, &mut rest);
+    if d.status.outdated > 0 && !ctx.rollout_running {
+        // Rolling to the new build: surge and unavailability within the fleet's limits.
+        let step = rolling::step(
+            ctx.limits,
+            rolling::Counts {
+                replicas: ctx.replicas,
+                current: current + leaving,
+                serving: d.status.ready + d.status.allocated,
+                new: new_counted,
+                held: old_held,
+            },
+        );
+        d.spawn = step.spawn;
+        // Taking one away must leave at least replicas - max_unavailable counted (so games
+        // without the SDK, never Ready, still roll one by one), and a Ready one also at least
+        // that many serving.
+        let mut count_budget =
+            current.saturating_sub(ctx.replicas.saturating_sub(ctx.limits.max_unavailable));
+        let mut serving_budget = step.remove_serving;
+        let mut take = |m: &Member, d: &mut Decision| {
+            if count_budget == 0 {
+                return false;
+            }
+            if m.state == pb::InstanceState::Ready {
+                if serving_budget == 0 {
+                    return false;
+                }
+                serving_budget -= 1;
+            }
+            count_budget -= 1;
+            d.remove.push(m.id.clone());
+            true
+        };
         for m in old {
+            take(m, &mut d);
+        }
+        // New ones beyond what is wanted (old Allocated ones keep their place).
+        let mut surplus = step.surplus_new;
+        for m in rest {
             if surplus == 0 {
                 break;
             }
-            if new_starting > 0 && m.state == pb::InstanceState::Ready {
-                continue;
+            if take(m, &mut d) {
+                surplus -= 1;
+            }
+        }
+    } else if current < ctx.replicas {
+        d.spawn = ctx.replicas - current;
+    } else if current > ctx.replicas && !ctx.rollout_running {
+        // Scaling down: old ones first (only while a build rollout of the same name is not
+        // running: it removes old instances itself), then by the spawner strategy.
+        let mut surplus = current - ctx.replicas;
+        for m in old.into_iter().chain(rest) {
+            if surplus == 0 {
+                break;
             }
             d.remove.push(m.id.clone());
             surplus -= 1;
-        }
-        if !rolling {
-            for m in rest {
-                if surplus == 0 {
-                    break;
-                }
-                d.remove.push(m.id.clone());
-                surplus -= 1;
-            }
         }
     }
     d.spawn = d.spawn.min(MAX_SPAWNS_PER_PASS);
@@ -227,9 +305,19 @@ async fn pass(shared: &SharedRef, memory: &mut Memory, counted_from: i64) {
                 _ => false,
             },
         };
+        let followed = match &checked.choice {
+            crate::builds::BuildChoice::Active(name) => shared.registry.active_versions(name),
+            _ => HashMap::new(),
+        };
+        let target = match (&checked.choice, checked.pinned()) {
+            (_, Some((n, v))) => Target::Pinned(n, v),
+            (crate::builds::BuildChoice::Active(_), None) => Target::PerSpawner(&followed),
+            _ => Target::Any,
+        };
         let ctx = Context {
             replicas: spec.replicas,
-            pinned: checked.pinned(),
+            target,
+            limits: Limits::of(spec.rollout.as_ref()),
             packed: checked.packed,
             now,
             grace_ms,
@@ -240,7 +328,7 @@ async fn pass(shared: &SharedRef, memory: &mut Memory, counted_from: i64) {
         };
         let mut d = decide(&ctx, &ms);
         if let Some(a) = &spec.autoscaler
-            && let Some(to) = autoscaled(memory, &fleet, a, &d.status)
+            && let Some(to) = autoscaled(shared, memory, &fleet, a, &d.status)
             && to != spec.replicas
         {
             let reason = format!(
@@ -303,6 +391,7 @@ async fn pass(shared: &SharedRef, memory: &mut Memory, counted_from: i64) {
 
 /// The count the fleet's autoscaler asks for now, if it has one and it is due.
 fn autoscaled(
+    shared: &SharedRef,
     memory: &mut Memory,
     fleet: &pb::Fleet,
     a: &pb::FleetAutoscaler,
@@ -322,8 +411,9 @@ fn autoscaled(
                 let mut with_status = fleet.clone();
                 with_status.status = Some(status.clone());
                 let (a, w, answers) = (a.clone(), w.clone(), memory.webhook_answers.clone());
+                let tls = shared.fleets.webhook_tls.clone();
                 tokio::spawn(async move {
-                    match autoscale::webhook_target(&a, &w, &with_status).await {
+                    match autoscale::webhook_target(&a, &w, &with_status, &tls).await {
                         Ok(n) => {
                             locked(&answers).insert(with_status.name, n);
                         }

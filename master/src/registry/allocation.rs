@@ -8,7 +8,7 @@
 //! before the command reached the spawner) must not hand the instance out a second time, so
 //! it is read as Allocated. A Ready status carrying the id is the match already over.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::{Link, Registry, State, live_link};
 use crate::error::{Error, Result};
@@ -155,16 +155,17 @@ impl Registry {
             .and_then(|r| st.spawners.get(&r.spawner_id))
             .map(live_link)
             .transpose()?;
-        let Some(r) = st.instances.get_mut(&id) else {
+        let Some(rec) = st.update_instance(&id, |r| {
+            r.state = pb::InstanceState::Allocated;
+            r.state_changed_at = now;
+            r.message = "allocated by the master".into();
+            for (k, v) in &req.labels {
+                r.labels.insert(k.clone(), v.clone());
+            }
+            r.clone()
+        }) else {
             return Err(Error::Internal("the picked instance vanished".into()));
         };
-        r.state = pb::InstanceState::Allocated;
-        r.state_changed_at = now;
-        r.message = "allocated by the master".into();
-        for (k, v) in &req.labels {
-            r.labels.insert(k.clone(), v.clone());
-        }
-        let rec = r.clone();
         let a = st.allocs.entry(id.clone()).or_default();
         a.annotations.extend(req.annotations.clone());
         a.metadata.clone_from(&req.metadata);
@@ -201,13 +202,15 @@ impl Registry {
             return;
         }
         st.allocs.remove(id);
-        if let Some(r) = st.instances.get_mut(id)
-            && r.state == pb::InstanceState::Allocated
-        {
-            r.state = pb::InstanceState::Ready;
-            r.state_changed_at = exile_api::now_unix_ms();
-            r.message = "the spawner did not take the allocation".into();
-            let rec = r.clone();
+        let freed = st.update_instance(id, |r| {
+            (r.state == pb::InstanceState::Allocated).then(|| {
+                r.state = pb::InstanceState::Ready;
+                r.state_changed_at = exile_api::now_unix_ms();
+                r.message = "the spawner did not take the allocation".into();
+                r.clone()
+            })
+        });
+        if let Some(Some(rec)) = freed {
             self.save_instance(&rec);
             self.emit_instance(&st, id);
         }
@@ -257,40 +260,40 @@ impl Registry {
 }
 
 /// The Ready instance `sel` takes: on the spawner with the most (packed) or fewest
-/// (distributed) allocated instances among those holding a match. One pass over the
-/// instances finds the candidates and counts the allocated ones per spawner (this runs for
-/// every allocation, under the lock: no second walk, no lookup per instance).
+/// (distributed) allocated instances among those holding a match (ties: the lower spawner
+/// id), the first match there in id order. Reads the index (Ready instances by fleet and
+/// spawner, Allocated counts per spawner): it runs for every allocation, under the lock, so
+/// it never walks instances that are not Ready, nor fleets the selector does not name.
 fn pick(st: &State, sel: &Selector, packed: bool) -> Option<String> {
-    let mut candidates: Vec<(&str, &str)> = Vec::new();
-    let mut allocated: HashMap<&str, usize> = HashMap::new();
-    for r in st.instances.values() {
-        match r.state {
-            pb::InstanceState::Ready if sel.matches(r) => {
-                candidates.push((r.id.as_str(), r.spawner_id.as_str()));
-            }
-            pb::InstanceState::Allocated => {
-                *allocated.entry(r.spawner_id.as_str()).or_default() += 1;
-            }
-            _ => {}
-        }
+    let groups: Vec<&HashMap<String, BTreeSet<String>>> = if sel.fleet.is_empty() {
+        st.index.ready.values().collect()
+    } else {
+        st.index.ready.get(&sel.fleet).into_iter().collect()
+    };
+    let mut spawners: Vec<(usize, &str)> = groups
+        .iter()
+        .copied()
+        .flat_map(HashMap::keys)
+        .map(|sp| {
+            let n = st.index.allocated.get(sp).copied().unwrap_or(0);
+            (n, sp.as_str())
+        })
+        .collect();
+    if packed {
+        spawners.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    } else {
+        spawners.sort_unstable();
     }
-    // Loads looked up once per spawner, not once per comparison.
-    let mut loads: HashMap<&str, usize> = HashMap::new();
-    let mut best: Option<(&str, usize)> = None;
-    for (id, sp) in candidates {
-        let n = *loads
-            .entry(sp)
-            .or_insert_with(|| allocated.get(sp).copied().unwrap_or(0));
-        let better = match best {
-            None => true,
-            Some((_, b)) if packed => n > b,
-            Some((_, b)) => n < b,
-        };
-        if better {
-            best = Some((id, n));
-        }
-    }
-    best.map(|(id, _)| id.to_owned())
+    spawners.dedup();
+    spawners.into_iter().find_map(|(_, sp)| {
+        groups
+            .iter()
+            .copied()
+            .filter_map(|g| g.get(sp))
+            .flatten()
+            .find(|id| st.instances.get(*id).is_some_and(|r| sel.matches(r)))
+            .cloned()
+    })
 }
 
 #[cfg(test)]
@@ -300,16 +303,21 @@ mod tests {
     use crate::store::Store;
     use std::time::Duration;
 
-    async fn registry() -> (std::sync::Arc<Registry>, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let store = Store::new(crate::db::open(&url).await.unwrap());
-        let (reg, _) = Registry::load(store, Duration::from_secs(15))
-            .await
-            .unwrap();
-        reg.enrolled(SpawnerInfo {
-            id: "spw-1".into(),
-            name: "one".into(),
+    impl Registry {
+        /// The maintained indexes equal ones rebuilt from every instance.
+        fn assert_index_exact(&self) {
+            let st = self.lock();
+            assert_eq!(
+                st.index,
+                super::super::index::Index::rebuilt(st.instances.values())
+            );
+        }
+    }
+
+    fn spawner(id: &str) -> SpawnerInfo {
+        SpawnerInfo {
+            id: id.into(),
+            name: id.into(),
             region: String::new(),
             host: "h".into(),
             advertised_address: "10.0.0.1".into(),
@@ -320,7 +328,17 @@ mod tests {
             drained: false,
             enrolled_at: 0,
             last_seen_at: 0,
-        });
+        }
+    }
+
+    async fn registry() -> (std::sync::Arc<Registry>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::new(crate::db::open(&url).await.unwrap());
+        let (reg, _) = Registry::load(store, Duration::from_secs(15))
+            .await
+            .unwrap();
+        reg.enrolled(spawner("spw-1"));
         (reg, dir)
     }
 
@@ -418,5 +436,88 @@ mod tests {
             .allocate(&req(""), 1000 + IDEMPOTENCY_WINDOW_MS)
             .unwrap();
         assert_eq!(again.instance.id, later.instance.id);
+    }
+
+    fn in_fleet(id: &str, fleet: &str, state: pb::InstanceState) -> pb::InstanceStatus {
+        let mut s = status(id, state, 1);
+        s.labels.insert(FLEET_LABEL.into(), fleet.into());
+        s
+    }
+
+    fn of_fleet(fleet: &str, packed: bool) -> AllocRequest {
+        AllocRequest {
+            selectors: vec![Selector {
+                fleet: fleet.into(),
+                ..Default::default()
+            }],
+            packed,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_index_follows_every_change_and_picks_by_strategy() {
+        let (reg, _dir) = registry().await;
+        reg.enrolled(spawner("spw-2"));
+        let (tx, _rx) = tokio::sync::mpsc::channel(64);
+        // spw-1: one already allocated (of another fleet) and two Ready of fleet a;
+        // spw-2: two Ready of fleet a, one Ready of fleet b, one starting.
+        let one = pb::Hello {
+            instances: vec![
+                in_fleet("i-10", "b", pb::InstanceState::Allocated),
+                in_fleet("i-11", "a", pb::InstanceState::Ready),
+                in_fleet("i-12", "a", pb::InstanceState::Ready),
+            ],
+            ..Default::default()
+        };
+        let two = pb::Hello {
+            instances: vec![
+                in_fleet("i-21", "a", pb::InstanceState::Ready),
+                in_fleet("i-22", "a", pb::InstanceState::Ready),
+                in_fleet("i-23", "b", pb::InstanceState::Ready),
+                in_fleet("i-24", "a", pb::InstanceState::Starting),
+            ],
+            ..Default::default()
+        };
+        reg.attach("spw-1", &one, tx.clone()).unwrap();
+        let link2 = reg.attach("spw-2", &two, tx.clone()).unwrap();
+        reg.assert_index_exact();
+        // Packed: the spawner with the most allocated (spw-1), lowest id first.
+        let a = reg.allocate(&of_fleet("a", true), 1).unwrap();
+        assert_eq!(a.instance.id, "i-11");
+        reg.assert_index_exact();
+        // Distributed: the fewest allocated (spw-2 has none).
+        let a = reg.allocate(&of_fleet("a", false), 1).unwrap();
+        assert_eq!(a.instance.id, "i-21");
+        reg.assert_index_exact();
+        // A fleet selector never takes another fleet's instance.
+        let b = reg.allocate(&of_fleet("b", true), 1).unwrap();
+        assert_eq!(b.instance.id, "i-23");
+        assert!(reg.allocate(&of_fleet("b", true), 1).is_err());
+        // The starting one becomes Ready through a status: allocatable.
+        let mut ready = in_fleet("i-24", "a", pb::InstanceState::Ready);
+        ready.revision = 2;
+        reg.apply_status("spw-2", ready);
+        reg.assert_index_exact();
+        // A spawner going away hides its Ready ones: only spw-1's last one is left.
+        reg.detach("spw-2", link2.generation, false);
+        reg.assert_index_exact();
+        let a = reg.allocate(&of_fleet("a", false), 1).unwrap();
+        assert_eq!(a.instance.id, "i-12");
+        assert!(reg.allocate(&of_fleet("a", false), 1).is_err());
+        reg.assert_index_exact();
+        reg.attach("spw-2", &two, tx.clone()).unwrap();
+        reg.assert_index_exact();
+        // A refused allocation is Ready again; a removed instance is gone from the index.
+        reg.allocation_failed(&a.instance.id);
+        reg.assert_index_exact();
+        reg.forget_instance("i-22");
+        reg.assert_index_exact();
+        let (members, _) = reg.fleet_members();
+        let mut a_ids: Vec<String> = members["a"].iter().map(|m| m.id.clone()).collect();
+        a_ids.sort();
+        assert_eq!(a_ids, ["i-11", "i-12", "i-21", "i-24"]);
+        reg.remove_spawner("spw-2").unwrap();
+        reg.assert_index_exact();
     }
 }

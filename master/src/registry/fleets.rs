@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::Registry;
-use exile_api::fleet::FLEET_LABEL;
+use super::{Registry, State};
+use crate::model::InstanceRecord;
 use exile_api::v1 as pb;
 
 /// One instance of a fleet, as the reconciler sees it.
@@ -35,34 +35,44 @@ pub struct SpawnerLoad {
     pub capacity: u32,
 }
 
+/// Adds one instance to its fleet's members.
+fn push_member(
+    st: &State,
+    out: &mut HashMap<String, Vec<Member>>,
+    fleet: &str,
+    r: &InstanceRecord,
+) {
+    let unknown = r.state == pb::InstanceState::Unknown;
+    let state = if unknown {
+        st.spawners
+            .get(&r.spawner_id)
+            .and_then(|e| e.before_unknown.get(&r.id).copied())
+            .unwrap_or(pb::InstanceState::Unknown)
+    } else {
+        r.state
+    };
+    out.entry(fleet.to_owned()).or_default().push(Member {
+        id: r.id.clone(),
+        spawner_id: r.spawner_id.clone(),
+        state,
+        unknown,
+        since: r.state_changed_at,
+        build_name: r.build_name.clone(),
+        build_version: r.build_version.clone(),
+    });
+}
+
 impl Registry {
     /// Every fleet's members (instances carrying the fleet label), by fleet name, and the
     /// load of every spawner, in one pass under the lock.
     pub fn fleet_members(&self) -> (HashMap<String, Vec<Member>>, HashMap<String, SpawnerLoad>) {
         let st = self.lock();
         let mut out: HashMap<String, Vec<Member>> = HashMap::new();
-        for r in st.instances.values() {
-            let Some(fleet) = r.labels.get(FLEET_LABEL) else {
-                continue;
-            };
-            let unknown = r.state == pb::InstanceState::Unknown;
-            let state = if unknown {
-                st.spawners
-                    .get(&r.spawner_id)
-                    .and_then(|e| e.before_unknown.get(&r.id).copied())
-                    .unwrap_or(pb::InstanceState::Unknown)
-            } else {
-                r.state
-            };
-            out.entry(fleet.clone()).or_default().push(Member {
-                id: r.id.clone(),
-                spawner_id: r.spawner_id.clone(),
-                state,
-                unknown,
-                since: r.state_changed_at,
-                build_name: r.build_name.clone(),
-                build_version: r.build_version.clone(),
-            });
+        // The member index: instances outside fleets are never visited.
+        for (fleet, ids) in &st.index.members {
+            for r in ids.iter().filter_map(|id| st.instances.get(id)) {
+                push_member(&st, &mut out, fleet, r);
+            }
         }
         let loads = st
             .spawners
@@ -121,6 +131,31 @@ impl Registry {
             .rollouts
             .values()
             .any(|r| r.finished_at_unix_ms == 0 && r.build_name == build_name)
+    }
+
+    /// For each spawner, the (name, version) a new instance of the build `name` follows
+    /// runs there (its active version for that spawner); spawners where none is active are
+    /// left out.
+    pub fn active_versions(&self, name: &str) -> HashMap<String, (String, String)> {
+        let st = self.lock();
+        let choice = crate::builds::BuildChoice::Active(name.to_owned());
+        st.spawners
+            .values()
+            .filter_map(|e| {
+                let labels = e
+                    .info
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let b = st
+                    .catalog
+                    .resolve(&choice, &e.info.name, &e.info.region, &labels)
+                    .ok()
+                    .flatten()?;
+                Some((e.info.id.clone(), (b.name.clone(), b.version.clone())))
+            })
+            .collect()
     }
 
     /// Each spawner's region, by id.

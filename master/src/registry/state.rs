@@ -109,6 +109,9 @@ pub(crate) struct RegistryState {
     pub(super) allocs: HashMap<String, super::allocation::AllocState>,
     /// Idempotency keys of recent allocations.
     pub(super) idempotency: super::allocation::Idempotency,
+    /// Fleet members, Ready instances and Allocated counts, kept with every change so
+    /// allocation and the reconciler never walk every instance.
+    pub(super) index: super::index::Index,
 }
 
 impl RegistryState {
@@ -131,6 +134,10 @@ impl RegistryState {
                 self.catalog.count_instance(&name, &version, true);
             }
         }
+        if let Some(old) = old {
+            self.index.remove(old);
+        }
+        self.index.add(&rec);
         self.by_spawner
             .entry(rec.spawner_id.clone())
             .or_default()
@@ -138,9 +145,28 @@ impl RegistryState {
         self.instances.insert(rec.id.clone(), rec);
     }
 
+    /// Changes an instance in place, keeping the indexes right (every in-place change goes
+    /// through here: state and labels decide what is allocatable). None if it is unknown.
+    pub(super) fn update_instance<R>(
+        &mut self,
+        id: &str,
+        f: impl FnOnce(&mut InstanceRecord) -> R,
+    ) -> Option<R> {
+        let r = self.instances.get_mut(id)?;
+        self.index.remove(r);
+        let spawner = r.spawner_id.clone();
+        let build = build_of(r);
+        let out = f(r);
+        debug_assert_eq!(spawner, r.spawner_id, "an instance never moves in place");
+        debug_assert_eq!(build, build_of(r), "builds change through insert_instance");
+        self.index.add(r);
+        Some(out)
+    }
+
     /// Removes an instance, keeping the index right.
     pub(super) fn remove_instance(&mut self, id: &str) -> Option<InstanceRecord> {
         let rec = self.instances.remove(id)?;
+        self.index.remove(&rec);
         self.names.remove(id);
         self.allocs.remove(id);
         if let Some((name, version)) = build_of(&rec) {
@@ -345,21 +371,24 @@ impl RegistryState {
             HashMap::new()
         };
         for m in hb.instances {
-            if let Some(r) = self.instances.get_mut(&m.id) {
+            self.update_instance(&m.id, |r| {
                 r.resources = m.resources.unwrap_or_default();
                 r.players = m.players;
-            }
+            });
         }
         if recovered {
             tracing::info!(spawner = %id, "heartbeats resumed: online");
             let now = now_unix_ms();
             for (iid, prior) in restore {
-                if let Some(r) = self.instances.get_mut(&iid)
-                    && r.state == pb::InstanceState::Unknown
-                {
-                    r.state = prior;
-                    r.state_changed_at = now;
-                    fx.writes.push(Persist::Instance(Box::new(r.clone())));
+                let restored = self.update_instance(&iid, |r| {
+                    (r.state == pb::InstanceState::Unknown).then(|| {
+                        r.state = prior;
+                        r.state_changed_at = now;
+                        r.clone()
+                    })
+                });
+                if let Some(Some(rec)) = restored {
+                    fx.writes.push(Persist::Instance(Box::new(rec)));
                     fx.instance(self, &iid);
                 }
             }
@@ -494,15 +523,14 @@ impl RegistryState {
         let mut hidden = HashMap::new();
         let mut changed = Vec::new();
         for iid in self.ids_of(id) {
-            let Some(r) = self.instances.get_mut(&iid) else {
-                continue;
-            };
-            if r.state != pb::InstanceState::Unknown && is_running(r.state) {
-                hidden.insert(r.id.clone(), r.state);
-                r.state = pb::InstanceState::Unknown;
-                r.state_changed_at = now;
-                changed.push(r.id.clone());
-            }
+            self.update_instance(&iid, |r| {
+                if r.state != pb::InstanceState::Unknown && is_running(r.state) {
+                    hidden.insert(r.id.clone(), r.state);
+                    r.state = pb::InstanceState::Unknown;
+                    r.state_changed_at = now;
+                    changed.push(r.id.clone());
+                }
+            });
         }
         if let Some(e) = self.spawners.get_mut(id) {
             e.state = state;
@@ -584,6 +612,14 @@ mod tests {
         st.spawners
             .insert("sp".into(), SpawnerEntry::new(info("sp")));
         st
+    }
+
+    /// The maintained indexes equal ones rebuilt from every instance.
+    fn assert_index_exact(st: &RegistryState) {
+        assert_eq!(
+            st.index,
+            super::super::index::Index::rebuilt(st.instances.values())
+        );
     }
 
     fn link(generation: u64) -> (Link, tokio::sync::mpsc::Receiver<pb::MasterMessage>) {
@@ -749,6 +785,9 @@ mod tests {
         assert_eq!(state_of(&st, "a"), pb::InstanceState::Unknown);
         assert_eq!(state_of(&st, "b"), pb::InstanceState::Stopped);
         assert_eq!(fx.events.len(), 2, "the spawner and one instance");
+        // Hidden behind Unknown: no longer Ready in the index allocation reads.
+        assert!(st.index.ready.is_empty());
+        assert_index_exact(&st);
         // Sweeping again changes nothing.
         let mut fx = Effects::default();
         st.sweep(&mut fx, t0 + 2 * TTL, TTL);
@@ -764,6 +803,8 @@ mod tests {
         st.heartbeat(&mut fx, "sp", 1, hb.clone(), t0 + 2 * TTL, true);
         assert_eq!(spawner_state(&st), pb::SpawnerState::Online);
         assert_eq!(state_of(&st, "a"), pb::InstanceState::Ready);
+        assert_eq!(st.index.ready[""]["sp"].len(), 1);
+        assert_index_exact(&st);
         assert!(matches!(
             fx.events[..],
             [Kind::InstanceUpdated(_), Kind::SpawnerUpdated(_)]

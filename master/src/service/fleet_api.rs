@@ -182,10 +182,9 @@ impl AllocationService for AllocationApi {
         if let Some(link) = out.link {
             // The spawner (and through it the game) hears of it in the background: the answer
             // does not wait for a round trip the allocation does not depend on.
-            let (shared, cmd) = (self.0.clone(), out.command);
+            let (shared, cmd, spawner) = (self.0.clone(), out.command, i.spawner_id.clone());
             tokio::spawn(async move {
                 let id = cmd.instance_id.clone();
-                let spawner = i_spawner(&shared, &id);
                 let action = pb::command::Action::Allocate(cmd);
                 match link
                     .request(action, shared.command_timeout)
@@ -193,7 +192,7 @@ impl AllocationService for AllocationApi {
                     .and_then(crate::registry::map_command_error)
                 {
                     Ok(res) => {
-                        if let (Some(status), Some(spawner)) = (res.instance, spawner) {
+                        if let Some(status) = res.instance {
                             shared.registry.apply_status(&spawner, status);
                         }
                     }
@@ -219,8 +218,4 @@ impl AllocationService for AllocationApi {
             replayed: out.replayed,
         }))
     }
-}
-
-fn i_spawner(shared: &SharedRef, id: &str) -> Option<String> {
-    shared.registry.record(id).map(|r| r.spawner_id)
 }

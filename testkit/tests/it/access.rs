@@ -196,6 +196,8 @@ async fn every_method_checks_token_and_role() {
                 Access::Role(need) => *role >= need,
                 // Allocation: the allocator role, and operators up.
                 Access::Allocate => matches!(role, Role::Allocator | Role::Operator),
+                // Asking who one is: any person or token.
+                Access::SignedIn => true,
                 _ => false,
             };
             if allowed {
@@ -237,6 +239,15 @@ async fn spawner_credentials_cannot_use_the_control_api_and_revocation_bites() {
     let got = call_raw(
         ch.clone(),
         "/exile.v1.InstanceService/ListInstances",
+        Some(&credential),
+        vec![],
+    )
+    .await;
+    assert_eq!(got, tonic::Code::PermissionDenied);
+    // Not even to ask who it is (that is for people and API tokens).
+    let got = call_raw(
+        ch.clone(),
+        "/exile.v1.AuthService/WhoAmI",
         Some(&credential),
         vec![],
     )
@@ -371,5 +382,107 @@ async fn spawner_credentials_cannot_use_the_control_api_and_revocation_bites() {
     )
     .await;
     assert_eq!(got, tonic::Code::Unauthenticated);
+    sb.shutdown().await;
+}
+
+/// Principals are cached between calls; every way of ending a credential must still bite on
+/// the very next call: a revoked token, a logged-out session, a deleted user's session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allocator_asks_who_it_is_and_ended_credentials_fail_on_the_next_call() {
+    let sb = Sandbox::start(SandboxOptions {
+        spawners: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = sb.admin().await.unwrap();
+    let created = admin
+        .auth
+        .clone()
+        .create_api_token(pb::CreateApiTokenRequest {
+            name: "matchmaker".into(),
+            role: pb::Role::Allocator as i32,
+            ttl_seconds: 600,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ch = exile_testkit::connect(sb.master_addr()).await.unwrap();
+    let mm = exile_testkit::clients(ch.clone(), &created.secret).unwrap();
+    // The matchmaker checks its credential: who and which role.
+    for _ in 0..3 {
+        let me = mm
+            .auth
+            .clone()
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(me.subject, "matchmaker");
+        assert_eq!(me.role(), pb::Role::Allocator);
+        assert_eq!(me.kind, "api_token");
+    }
+    // Still nothing else.
+    let e = mm
+        .instances
+        .clone()
+        .list_instances(pb::ListInstancesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // Revoked: its very next call fails.
+    admin
+        .auth
+        .clone()
+        .revoke_api_token(pb::RevokeApiTokenRequest {
+            id: created.token.unwrap().id,
+        })
+        .await
+        .unwrap();
+    let e = mm
+        .auth
+        .clone()
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("revoked"), "{e:?}");
+
+    // A session, used (so cached), then logged out: its next call fails.
+    admin
+        .auth
+        .clone()
+        .create_user(pb::CreateUserRequest {
+            username: "ops".into(),
+            password: "ops-password".into(),
+            role: pb::Role::Operator as i32,
+        })
+        .await
+        .unwrap();
+    let login = || exile_testkit::login(sb.master_addr(), "ops", "ops-password");
+    let ops = exile_testkit::clients(ch.clone(), &login().await.unwrap()).unwrap();
+    let list = |c: &exile_testkit::Clients| {
+        let mut i = c.instances.clone();
+        async move { i.list_instances(pb::ListInstancesRequest::default()).await }
+    };
+    list(&ops).await.unwrap();
+    list(&ops).await.unwrap();
+    ops.auth.clone().logout(pb::LogoutRequest {}).await.unwrap();
+    let e = list(&ops).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+
+    // Another session of the same person, used, then the person deleted: next call fails.
+    let ops = exile_testkit::clients(ch.clone(), &login().await.unwrap()).unwrap();
+    list(&ops).await.unwrap();
+    admin
+        .auth
+        .clone()
+        .delete_user(pb::DeleteUserRequest {
+            username: "ops".into(),
+        })
+        .await
+        .unwrap();
+    let e = list(&ops).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
     sb.shutdown().await;
 }

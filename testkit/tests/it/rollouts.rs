@@ -364,3 +364,278 @@ async fn a_version_whose_game_exits_at_once_is_rolled_back_by_itself() {
     assert_eq!(build.activations.len(), 1, "{build:?}");
     sb.shutdown().await;
 }
+
+/// A fleet's members as Watch shows them: state and version by id, and the fewest serving
+/// (Ready or Allocated) and most counted ever seen, and every state each member went through.
+#[derive(Default)]
+struct FleetView {
+    now: std::collections::HashMap<String, (pb::InstanceState, String)>,
+    history: std::collections::HashMap<String, Vec<pb::InstanceState>>,
+    fewest_serving: Option<usize>,
+    most: usize,
+}
+
+impl FleetView {
+    fn serving(&self) -> usize {
+        self.now
+            .values()
+            .filter(|(s, _)| matches!(s, pb::InstanceState::Ready | pb::InstanceState::Allocated))
+            .count()
+    }
+
+    fn on(&self, version: &str, s: pb::InstanceState) -> usize {
+        self.now
+            .values()
+            .filter(|(st, v)| *st == s && v == version)
+            .count()
+    }
+}
+
+/// Follows fleet `name` through Watch from now on.
+async fn watch_fleet(c: &Clients, name: &str) -> std::sync::Arc<std::sync::Mutex<FleetView>> {
+    use futures::StreamExt;
+    use pb::watch_event::Kind;
+    let mut stream = c
+        .events
+        .clone()
+        .watch(pb::WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let view = std::sync::Arc::new(std::sync::Mutex::new(FleetView::default()));
+    let (v, name) = (view.clone(), name.to_owned());
+    let seen = move |v: &mut FleetView, i: &pb::Instance| {
+        if i.labels.get(exile_api::fleet::FLEET_LABEL) != Some(&name) {
+            return;
+        }
+        // Stopping ones are on their way out, ended ones gone: neither serving nor counted.
+        if matches!(
+            state(i),
+            pb::InstanceState::Stopping | pb::InstanceState::Stopped | pb::InstanceState::Crashed
+        ) {
+            v.now.remove(&i.id);
+        } else {
+            v.now
+                .insert(i.id.clone(), (state(i), i.build_version.clone()));
+        }
+        let h = v.history.entry(i.id.clone()).or_default();
+        if h.last() != Some(&state(i)) {
+            h.push(state(i));
+        }
+    };
+    let first = stream.next().await.unwrap().unwrap();
+    let Some(Kind::Snapshot(snap)) = first.kind else {
+        panic!("no snapshot first")
+    };
+    {
+        let mut g = v.lock().unwrap();
+        for i in &snap.instances {
+            seen(&mut g, i);
+        }
+    }
+    tokio::spawn(async move {
+        while let Some(Ok(ev)) = stream.next().await {
+            let mut g = v.lock().unwrap();
+            match ev.kind {
+                Some(Kind::InstanceUpdated(i)) => seen(&mut g, &i),
+                Some(Kind::InstanceRemoved(id)) => {
+                    g.now.remove(&id);
+                }
+                _ => continue,
+            }
+            let serving = g.serving();
+            g.fewest_serving = Some(g.fewest_serving.map_or(serving, |f| f.min(serving)));
+            g.most = g.most.max(g.now.len());
+        }
+    });
+    view
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_rolls_to_a_new_build_within_its_limits_and_follows_activations() {
+    let sb = Sandbox::start(SandboxOptions {
+        master_args: vec!["--fleet-tick-ms=200".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    sb.wait_spawners_online(2, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let c = sb.admin().await.unwrap();
+    for v in ["1", "2", "3"] {
+        push(&c, "demo", v, &demo_build(v)).await;
+    }
+    let t = Duration::from_secs(90);
+    let mut spec = pb::FleetSpec {
+        build: "demo@1".into(),
+        replicas: 6,
+        labels: [("mode".to_owned(), "ctf".to_owned())].into(),
+        rollout: Some(pb::FleetRolloutStrategy {
+            max_surge: 1,
+            max_unavailable: 1,
+        }),
+        ..Default::default()
+    };
+    c.fleets
+        .clone()
+        .create_fleet(pb::CreateFleetRequest {
+            name: "ctf".into(),
+            spec: Some(spec.clone()),
+        })
+        .await
+        .unwrap();
+    let view = watch_fleet(&c, "ctf").await;
+    eventually("6 Ready on demo@1", t, || {
+        let view = view.clone();
+        async move { (view.lock().unwrap().on("1", pb::InstanceState::Ready) == 6).then_some(()) }
+    })
+    .await
+    .unwrap();
+    // Two matches start.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let a = c
+            .allocations
+            .clone()
+            .allocate(pb::AllocateRequest {
+                required: Some(pb::AllocationSelector {
+                    fleet: "ctf".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        held.push(a.instance_id);
+    }
+    eventually("2 Allocated", t, || {
+        let view = view.clone();
+        async move {
+            (view.lock().unwrap().on("1", pb::InstanceState::Allocated) == 2).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    {
+        let mut g = view.lock().unwrap();
+        g.fewest_serving = None;
+        g.most = 0;
+        g.history = g
+            .now
+            .iter()
+            .map(|(id, (s, _))| (id.clone(), vec![*s]))
+            .collect();
+    }
+
+    // To demo@2: the four Ready ones move, never fewer than 5 serving nor more than 7 in
+    // all; the two Allocated ones stay on demo@1, untouched.
+    spec.build = "demo@2".into();
+    c.fleets
+        .clone()
+        .update_fleet(pb::UpdateFleetRequest {
+            name: "ctf".into(),
+            spec: Some(spec.clone()),
+        })
+        .await
+        .unwrap();
+    eventually("4 Ready on demo@2, 2 Allocated on demo@1", t, || {
+        let view = view.clone();
+        async move {
+            let g = view.lock().unwrap();
+            (g.on("2", pb::InstanceState::Ready) == 4
+                && g.on("1", pb::InstanceState::Allocated) == 2
+                && g.now.len() == 6)
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    {
+        let g = view.lock().unwrap();
+        let fewest = g.fewest_serving.unwrap();
+        assert!(fewest >= 5, "{fewest} serving at one point");
+        assert!(g.most <= 7, "{} instances at one point", g.most);
+        for id in &held {
+            assert_eq!(
+                g.history[id],
+                vec![pb::InstanceState::Allocated],
+                "{id} was touched"
+            );
+        }
+    }
+    // The status says two are on an older build (the Allocated ones).
+    eventually("status: 2 outdated, 2 allocated", t, || {
+        let c = c.clone();
+        async move {
+            let s = c
+                .fleets
+                .clone()
+                .get_fleet(pb::GetFleetRequest { name: "ctf".into() })
+                .await
+                .ok()?
+                .into_inner()
+                .fleet?
+                .status?;
+            (s.outdated == 2 && s.allocated == 2 && s.ready == 4).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+
+    // One match ends: that instance is Ready again on demo@1, then moves to demo@2.
+    console(&c, &held[0], "ready").await;
+    eventually("5 Ready on demo@2", t, || {
+        let view = view.clone();
+        async move {
+            let g = view.lock().unwrap();
+            (g.on("2", pb::InstanceState::Ready) == 5 && g.now.len() == 6).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+
+    // Following the build's active version: nothing moves until a version is activated.
+    spec.build = "demo".into();
+    c.fleets
+        .clone()
+        .update_fleet(pb::UpdateFleetRequest {
+            name: "ctf".into(),
+            spec: Some(spec.clone()),
+        })
+        .await
+        .unwrap();
+    c.builds
+        .clone()
+        .activate_build(pb::ActivateBuildRequest {
+            build: "demo@3".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    {
+        let mut g = view.lock().unwrap();
+        g.fewest_serving = None;
+        g.most = 0;
+    }
+    eventually("5 Ready on demo@3", t, || {
+        let view = view.clone();
+        async move {
+            let g = view.lock().unwrap();
+            (g.on("3", pb::InstanceState::Ready) == 5
+                && g.on("1", pb::InstanceState::Allocated) == 1
+                && g.now.len() == 6)
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    {
+        let g = view.lock().unwrap();
+        assert!(g.fewest_serving.unwrap() >= 5, "{:?}", g.fewest_serving);
+        assert!(g.most <= 7, "{}", g.most);
+        assert_eq!(g.history[&held[1]], vec![pb::InstanceState::Allocated]);
+    }
+    sb.shutdown().await;
+}
