@@ -17,4 +17,5 @@ mod settings;
 mod spawner_logs;
 mod supervision;
 mod support;
+mod tls;
 mod validation;
