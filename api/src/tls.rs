@@ -61,6 +61,16 @@ impl ClientTls {
     }
 }
 
+/// Whether a failed connection's innermost cause is the server's certificate being refused
+/// (unknown issuer, wrong name, expired, ...), rather than the server being unreachable.
+pub fn is_certificate_error(cause: &str) -> bool {
+    let lower = cause.to_ascii_lowercase();
+    lower.contains("invalid peer certificate")
+        || lower.contains("unknownissuer")
+        || lower.contains("notvalidforname")
+        || lower.contains("not valid for name")
+}
+
 /// One sentence for a failed connection whose innermost cause is `cause`, adding what to do
 /// when it is a certificate the client does not trust.
 pub fn explain_connect_error(cause: &str) -> String {
@@ -115,5 +125,9 @@ mod tests {
             explain_connect_error("Connection refused"),
             "Connection refused"
         );
+        assert!(is_certificate_error(
+            "invalid peer certificate: NotValidForName"
+        ));
+        assert!(!is_certificate_error("Connection refused"));
     }
 }

@@ -110,15 +110,10 @@ impl Session {
     /// `streaming` leaves calls unbounded, for `watch`.
     pub async fn connect(target: &Target, timeout: Duration, streaming: bool) -> Result<Self> {
         let (master, endpoint) = endpoint(target, timeout, streaming)?;
-        let channel = endpoint.connect().await.map_err(|e| {
-            anyhow::Error::new(Failed {
-                code: Code::Unavailable,
-                message: format!(
-                    "cannot reach the master at {master}: {}",
-                    exile_api::tls::explain_connect_error(&root_cause(&e))
-                ),
-            })
-        })?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| Failed::connect(&master, &root_cause(&e)))?;
         Self::with_channel(target, master, channel)
     }
 
@@ -191,6 +186,16 @@ impl Session {
 
     /// Turns a failed call into the sentence shown to the user.
     pub fn error(&self, status: &Status) -> anyhow::Error {
+        // A connection made again later (a new stream, a reconnect) can meet a certificate
+        // that is not trusted too.
+        if status.code() == Code::Unavailable
+            && let Some(e) = std::error::Error::source(status)
+        {
+            let cause = root_cause(e);
+            if exile_api::tls::is_certificate_error(&cause) {
+                return Failed::connect(&self.master, &cause);
+            }
+        }
         let code = match status.code() {
             // tonic reports its own call deadline as a cancellation.
             Code::Cancelled if status.message().contains("Timeout expired") => {

@@ -244,6 +244,30 @@ pub async fn connect(addr: SocketAddr) -> Result<Channel> {
     Ok(endpoint(addr)?.connect().await?)
 }
 
+/// One HTTP/1.1 GET of `path` from the sandbox master at `addr` on a fresh connection (over
+/// TLS trusting the test CA when it serves TLS); the whole answer, head and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut out = Vec::new();
+    if tls::is_tls(addr) {
+        let ca = tls::test_ca()?.cert.clone();
+        let mut h = tls::handshake(addr, ca.as_bytes(), &[b"http/1.1"], None).await?;
+        h.stream.write_all(req.as_bytes()).await?;
+        // A peer that closes without close_notify is still a complete answer here.
+        if let Err(e) = h.stream.read_to_end(&mut out).await
+            && e.kind() != std::io::ErrorKind::UnexpectedEof
+        {
+            return Err(e.into());
+        }
+    } else {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(req.as_bytes()).await?;
+        s.read_to_end(&mut out).await?;
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// The URL of the sandbox master at `addr`: https:// when it serves TLS.
 pub fn url_of(addr: SocketAddr) -> String {
     let scheme = if tls::is_tls(addr) { "https" } else { "http" };

@@ -1,5 +1,5 @@
 //! exilectl against a master serving TLS: the CA comes from --ca-file and is kept in the
-//! context; a master whose certificate is not trusted is one sentence and exit code 5.
+//! context; a master whose certificate is not trusted is one sentence and exit code 7.
 
 use exile_testkit::{Sandbox, SandboxOptions};
 
@@ -39,7 +39,7 @@ async fn an_untrusted_master_certificate_is_exit_code_5_with_what_to_pass() {
             &password,
         )
         .await
-        .failure_code(5);
+        .failure_code(7);
     assert!(
         run.stderr.starts_with(&format!(
             "error: cannot reach the master at {url}: the master's TLS certificate is not trusted"
@@ -66,7 +66,7 @@ async fn an_untrusted_master_certificate_is_exit_code_5_with_what_to_pass() {
         &password,
     )
     .await
-    .failure_code(5);
+    .failure_code(7);
 
     // The right one logs in, and later commands find it in the context.
     let ca = ctl.sb.ca_file().unwrap().display().to_string();
@@ -89,5 +89,9 @@ async fn an_untrusted_master_certificate_is_exit_code_5_with_what_to_pass() {
     let who = ctl.run(&["whoami", "-o", "json"]).await.success().json();
     assert_eq!(who["subject"], "admin", "{who:#}");
     ctl.run(&["spawner", "list"]).await.success();
+    // A game spawned over TLS runs on the spawner, whose link is TLS too.
+    let ids = ctl.sb.spawner_ids().await.unwrap();
+    let id = ctl.spawn_on(&ids[0]).await;
+    ctl.wait_state(&id, &["ready", "running"]).await;
     ctl.shutdown().await;
 }
