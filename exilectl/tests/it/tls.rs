@@ -20,7 +20,7 @@ async fn tls_ctl() -> Ctl {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_untrusted_master_certificate_is_exit_code_5_with_what_to_pass() {
+async fn an_untrusted_master_certificate_is_exit_code_7_with_what_to_pass() {
     let ctl = tls_ctl().await;
     let url = ctl.sb.master_url();
     let password = format!("{}\n", ctl.sb.admin_password());
