@@ -14,6 +14,8 @@ pub mod fs;
 pub mod limits;
 pub mod settings;
 pub mod state;
+#[cfg(feature = "transport")]
+pub mod tls;
 
 /// Encoded `FileDescriptorSet` of the whole API, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("exile_descriptor");

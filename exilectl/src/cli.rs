@@ -45,6 +45,10 @@ pub struct GlobalArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    /// CA certificate (PEM) to trust for an https:// master instead of the system roots;
+    /// `login` keeps it in the context.
+    #[arg(long, env = "EXILE_CA_FILE", global = true, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Context to use (or, for `login`, to store) instead of the current one.
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,

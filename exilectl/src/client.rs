@@ -58,6 +58,8 @@ pub type Authed = InterceptedService<Channel, BearerAuth>;
 pub struct Target {
     pub master: String,
     pub token: Option<String>,
+    /// CA file to trust instead of the system roots (https:// only).
+    pub ca_file: Option<std::path::PathBuf>,
     /// Name of the stored context the values came from, if any.
     pub context: Option<String>,
 }
@@ -81,9 +83,14 @@ impl Target {
             .clone()
             .or_else(|| ctx.map(|c| c.token.clone()))
             .filter(|t| !t.is_empty());
+        let ca_file = global
+            .ca_file
+            .clone()
+            .or_else(|| ctx.and_then(|c| c.ca_file.clone()));
         Ok(Self {
             master,
             token,
+            ca_file,
             context: ctx.map(|c| c.name.clone()),
         })
     }
@@ -103,12 +110,10 @@ impl Session {
     /// `streaming` leaves calls unbounded, for `watch`.
     pub async fn connect(target: &Target, timeout: Duration, streaming: bool) -> Result<Self> {
         let (master, endpoint) = endpoint(target, timeout, streaming)?;
-        let channel = endpoint.connect().await.map_err(|e| {
-            anyhow::Error::new(Failed {
-                code: Code::Unavailable,
-                message: format!("cannot reach the master at {master}: {}", root_cause(&e)),
-            })
-        })?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| Failed::connect(&master, &root_cause(&e)))?;
         Self::with_channel(target, master, channel)
     }
 
@@ -181,6 +186,16 @@ impl Session {
 
     /// Turns a failed call into the sentence shown to the user.
     pub fn error(&self, status: &Status) -> anyhow::Error {
+        // A connection made again later (a new stream, a reconnect) can meet a certificate
+        // that is not trusted too.
+        if status.code() == Code::Unavailable
+            && let Some(e) = std::error::Error::source(status)
+        {
+            let cause = root_cause(e);
+            if exile_api::tls::is_certificate_error(&cause) {
+                return Failed::connect(&self.master, &cause);
+            }
+        }
         let code = match status.code() {
             // tonic reports its own call deadline as a cancellation.
             Code::Cancelled if status.message().contains("Timeout expired") => {
@@ -201,9 +216,14 @@ fn endpoint(target: &Target, timeout: Duration, streaming: bool) -> Result<(Stri
     if !(master.starts_with("http://") || master.starts_with("https://")) {
         bail!("the master URL must start with http:// or https://, got `{master}`");
     }
-    let mut endpoint = Endpoint::from_shared(master.clone())
+    let endpoint = Endpoint::from_shared(master.clone())
         .map_err(|e| anyhow!("invalid master URL `{master}`: {e}"))?
         .connect_timeout(timeout);
+    let tls = exile_api::tls::ClientTls::from_ca_file(target.ca_file.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    let mut endpoint = tls
+        .apply(endpoint)
+        .map_err(|e| anyhow!("TLS setup for `{master}` failed: {e}"))?;
     if !streaming {
         endpoint = endpoint.timeout(timeout);
     }
@@ -236,7 +256,10 @@ pub fn describe(status: &Status, master: &str) -> String {
                 let cause = Some(root_cause(e))
                     .filter(|c| !c.is_empty())
                     .unwrap_or_else(|| msg.to_owned());
-                format!("cannot reach the master at {master}: {cause}")
+                format!(
+                    "cannot reach the master at {master}: {}",
+                    exile_api::tls::explain_connect_error(&cause)
+                )
             }
             None => format!("unavailable: {msg}"),
         },
@@ -272,6 +295,7 @@ mod tests {
             master: master.map(Into::into),
             token: token.map(Into::into),
             context: context.map(Into::into),
+            ca_file: None,
             output: Format::Table,
             timeout: Duration::from_secs(1),
         }
@@ -283,11 +307,13 @@ mod tests {
             name: "a".into(),
             master: "http://a:1".into(),
             token: "tok-a".into(),
+            ca_file: None,
         });
         c.upsert(Context {
             name: "b".into(),
             master: "http://b:1".into(),
             token: String::new(),
+            ca_file: None,
         });
         c.use_context("a").unwrap();
         c

@@ -29,6 +29,9 @@ pub struct Context {
     /// Session or API token; empty after logout.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token: String,
+    /// CA certificate (PEM) trusted for this master instead of the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -127,6 +130,7 @@ mod tests {
             name: name.into(),
             master: format!("http://{name}:7700"),
             token: token.into(),
+            ca_file: None,
         }
     }
 

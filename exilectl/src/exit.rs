@@ -20,11 +20,14 @@ pub const DENIED: u8 = 4;
 pub const UNAVAILABLE: u8 = 5;
 /// Refused in the current state (already exists, not running, …).
 pub const REFUSED: u8 = 6;
+/// The master's TLS certificate is not trusted (or does not name the address used): a
+/// configuration problem (`--ca-file`), not an outage, so scripts must not retry it.
+pub const UNTRUSTED: u8 = 7;
 
 /// The text for `--help`.
 pub const HELP: &str = "Exit codes: 0 ok, 1 error, 2 usage or invalid argument, 3 not found, \
 4 not logged in or permission denied, 5 master unreachable or too slow, 6 refused in the \
-current state.";
+current state, 7 the master's TLS certificate is not trusted (see --ca-file).";
 
 /// A failed call to the master: the sentence for people and the code for the exit status.
 #[derive(Debug)]
@@ -32,6 +35,37 @@ pub struct Failed {
     pub code: Code,
     pub message: String,
 }
+
+impl Failed {
+    /// A connection to `master` that failed with `cause` (its innermost error): Unavailable,
+    /// or [`UntrustedCert`] when the master's certificate is what was refused.
+    pub fn connect(master: &str, cause: &str) -> anyhow::Error {
+        let message = format!(
+            "cannot reach the master at {master}: {}",
+            exile_api::tls::explain_connect_error(cause)
+        );
+        if exile_api::tls::is_certificate_error(cause) {
+            anyhow::Error::new(UntrustedCert(message))
+        } else {
+            anyhow::Error::new(Failed {
+                code: Code::Unavailable,
+                message,
+            })
+        }
+    }
+}
+
+/// The master's TLS certificate was not accepted: exit code [`UNTRUSTED`].
+#[derive(Debug)]
+pub struct UntrustedCert(pub String);
+
+impl fmt::Display for UntrustedCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UntrustedCert {}
 
 impl fmt::Display for Failed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -56,6 +90,9 @@ pub fn from_grpc(code: Code) -> u8 {
 
 /// The exit code for an error: that of the failed call in its chain, else 1.
 pub fn of(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.is::<UntrustedCert>()) {
+        return UNTRUSTED;
+    }
     e.chain()
         .find_map(|c| c.downcast_ref::<Failed>())
         .map_or(ERROR, |f| from_grpc(f.code))
@@ -88,5 +125,14 @@ mod tests {
         .context("while getting");
         assert_eq!(of(&e), NOT_FOUND);
         assert_eq!(of(&anyhow::anyhow!("plain")), ERROR);
+        let untrusted =
+            Failed::connect("https://m:7700", "invalid peer certificate: UnknownIssuer")
+                .context("while logging in");
+        assert_eq!(of(&untrusted), UNTRUSTED);
+        assert!(HELP.contains("7 the master's TLS certificate"));
+        assert_eq!(
+            of(&Failed::connect("https://m:7700", "Connection refused")),
+            UNAVAILABLE
+        );
     }
 }

@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -353,8 +352,8 @@ where
             let path = req.uri().path().to_owned();
             let peer = req
                 .extensions()
-                .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string())
+                .get::<axum::extract::ConnectInfo<crate::tls::Peer>>()
+                .map(|c| c.0.addr.ip().to_string())
                 .unwrap_or_else(|| "unknown".into());
             state.counters.requests.fetch_add(1, Ordering::Relaxed);
             let refuse = |status: tonic::Status| {

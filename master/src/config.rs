@@ -86,6 +86,71 @@ pub struct Config {
     /// certificate).
     #[arg(long, env = "EXILE_MASTER_WEBHOOK_CA_FILE")]
     pub webhook_ca_file: Option<PathBuf>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key). The files are read again
+    /// when they change or on SIGHUP; open connections keep going.
+    #[arg(long, env = "EXILE_MASTER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "EXILE_MASTER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (tokens and passwords then cross the
+    /// network in clear: only behind a TLS-terminating proxy or on a trusted network).
+    /// Loopback addresses serve plain HTTP without it when no certificate is given.
+    #[arg(
+        long,
+        env = "EXILE_MASTER_INSECURE_LISTEN",
+        conflicts_with = "tls_cert"
+    )]
+    pub insecure_listen: bool,
+    /// Spawner links need a client certificate naming the spawner, in addition to its
+    /// credential: one the master issued at enrollment (--spawner-ca-cert/--spawner-ca-key)
+    /// or one from --client-ca. Needs --tls-cert.
+    #[arg(long, env = "EXILE_MASTER_SPAWNER_MTLS", requires = "tls_cert")]
+    pub spawner_mtls: bool,
+    /// CA certificate (PEM) the master signs spawners' client certificates with at
+    /// enrollment, e.g. the `ca.pem` of `exile-master certs init`.
+    #[arg(
+        long,
+        env = "EXILE_MASTER_SPAWNER_CA_CERT",
+        requires = "spawner_ca_key"
+    )]
+    pub spawner_ca_cert: Option<PathBuf>,
+    /// Private key of --spawner-ca-cert, e.g. the `ca-key.pem` of `exile-master certs init`.
+    #[arg(
+        long,
+        env = "EXILE_MASTER_SPAWNER_CA_KEY",
+        requires = "spawner_ca_cert"
+    )]
+    pub spawner_ca_key: Option<PathBuf>,
+    /// The operator's own CA (PEM): client certificates it signed are accepted on spawner
+    /// links too (their DNS name must be `<spawner id>.spawner.exile`).
+    #[arg(long, env = "EXILE_MASTER_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands; without one the master serves.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Certificates for TLS without openssl.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+/// `exile-master certs ...`
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum CertsCommand {
+    /// Create a private CA (kept when DIR has one already) and a server certificate for the
+    /// names the master is reached by; prints the flags to serve with.
+    Init {
+        /// Directory to write ca.pem, ca-key.pem, server.pem and server-key.pem to.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Host names and IP addresses clients use to reach the master, comma-separated.
+        #[arg(long, required = true)]
+        san: String,
+    },
 }
 
 impl Config {

@@ -39,6 +39,9 @@ pub enum Error {
     /// The server could not bind or serve.
     #[error("server error")]
     Serve(#[source] std::io::Error),
+    /// TLS cannot be set up as configured (the sentence says what to pass or fix).
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl Error {
@@ -82,6 +85,10 @@ impl From<Error> for tonic::Status {
             }
             Error::Serve(source) => {
                 tracing::error!(error = %source, "serve error");
+                Status::internal("internal error; see the master's log")
+            }
+            Error::Tls(m) => {
+                tracing::error!(error = %m, "TLS error");
                 Status::internal("internal error; see the master's log")
             }
             Error::NotFound(m) => Status::not_found(m),

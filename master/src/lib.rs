@@ -5,6 +5,7 @@ pub mod access;
 pub mod alloc;
 pub mod auth;
 pub mod builds;
+pub mod certs;
 pub mod config;
 pub mod convert;
 pub mod db;
@@ -19,6 +20,7 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +43,8 @@ use crate::store::Store;
 pub struct Master {
     /// Address it listens on.
     pub addr: SocketAddr,
+    /// Whether it serves TLS (`https://`) rather than plain HTTP.
+    pub tls: bool,
     /// The admin password generated on first start, to print once; None when it was given
     /// or the database had users already.
     pub generated_admin_password: Option<String>,
@@ -66,9 +70,15 @@ pub async fn start(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<Master> {
+    let addr = listener.local_addr().map_err(Error::Serve)?;
+    // Before anything is created: a master that would serve secrets in clear says so and
+    // does not start.
+    let certs = tls_certs(&config, addr)?;
     std::fs::create_dir_all(&config.data_dir).map_err(Error::Serve)?;
     let db = db::open(&config.database_url()).await?;
     let store = Store::new(db);
+    let (spawner_tls, client_roots) = spawner_tls(&config, &store).await?;
+    let spawner_tls = Arc::new(spawner_tls);
     let settings = Arc::new(
         settings::Settings::load(
             store.clone(),
@@ -146,6 +156,7 @@ pub async fn start(
             },
             fleet::autoscale::webhook_tls(config.webhook_ca_file.as_deref())?,
         )),
+        spawner_tls: spawner_tls.clone(),
     });
     fleet::load(&shared).await?;
     builds.set_max_bytes(settings.number("master.upload_max_bytes"));
@@ -165,19 +176,42 @@ pub async fn start(
         counters,
     });
     let app = server::router(shared.clone(), access, config.dashboard_dir.as_deref()).await?;
-    let addr = listener.local_addr().map_err(Error::Serve)?;
 
     let tasks = TaskTracker::new();
     let sd = shutdown.clone();
-    tasks.spawn(async move {
-        let svc = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, svc)
-            .with_graceful_shutdown(sd.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "server stopped with an error");
+    let svc = app.into_make_service_with_connect_info::<tls::Peer>();
+    match &certs {
+        Some(certs) => {
+            let clients = if client_roots.is_empty() {
+                None
+            } else {
+                Some(spawner_tls.verifier(&client_roots).map_err(Error::Tls)?)
+            };
+            let config = tls::server_config(certs.clone(), clients).map_err(Error::Tls)?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let listener = tls::TlsListener::new(listener, acceptor, shutdown.clone())
+                .map_err(Error::Serve)?;
+            tasks.spawn(async move {
+                if let Err(e) = axum::serve(listener, svc)
+                    .with_graceful_shutdown(sd.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "server stopped with an error");
+                }
+            });
+            tasks.spawn(certs.clone().watch(shutdown.clone()));
         }
-    });
+        None => {
+            tasks.spawn(async move {
+                if let Err(e) = axum::serve(listener, svc)
+                    .with_graceful_shutdown(sd.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "server stopped with an error");
+                }
+            });
+        }
+    }
     tasks.spawn(fleet::reconcile::run(shared.clone()));
     perf_tasks(&tasks, &shutdown, &shared);
     registry_tasks(&tasks, &shutdown, &registry, config.heartbeat_ttl());
@@ -198,6 +232,7 @@ pub async fn start(
     tracing::info!(%addr, "master listening");
     Ok(Master {
         addr,
+        tls: certs.is_some(),
         generated_admin_password,
         tasks,
         shutdown,
@@ -379,7 +414,123 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The server certificate to serve with, or None for plain HTTP, which needs a loopback
+/// address or --insecure-listen.
+fn tls_certs(config: &Config, addr: SocketAddr) -> Result<Option<Arc<tls::CertStore>>> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(tls::CertStore::open(cert, key).map_err(Error::Tls)?)),
+        _ if addr.ip().is_loopback() || config.insecure_listen => Ok(None),
+        _ => Err(Error::Tls(format!(
+            "refusing to serve plain HTTP on {addr}, which is not a loopback address: pass \
+             --tls-cert FILE --tls-key FILE (`exile-master certs init --dir DIR --san NAMES` \
+             makes them), or --insecure-listen to serve without TLS anyway"
+        ))),
+    }
+}
+
+/// Spawner mTLS as configured, and the CA certificates (PEM) client certificates are
+/// checked against (none: client certificates are not asked for).
+async fn spawner_tls(config: &Config, store: &Store) -> Result<(tls::SpawnerTls, Vec<Vec<u8>>)> {
+    let issuer = match (&config.spawner_ca_cert, &config.spawner_ca_key) {
+        (Some(cert), Some(key)) => Some(certs::load_ca(cert, key).map_err(Error::Tls)?),
+        _ => None,
+    };
+    let mut roots = Vec::new();
+    if let Some(ca) = &issuer {
+        roots.push(ca.cert.clone().into_bytes());
+    }
+    if let Some(path) = &config.client_ca {
+        roots.push(
+            std::fs::read(path).map_err(|e| {
+                Error::Tls(format!("cannot read --client-ca {}: {e}", path.display()))
+            })?,
+        );
+    }
+    if config.spawner_mtls && roots.is_empty() {
+        return Err(Error::Tls(
+            "--spawner-mtls needs a CA to check spawners' certificates against: pass \
+             --spawner-ca-cert FILE --spawner-ca-key FILE (the ca.pem and ca-key.pem of \
+             `exile-master certs init`) or --client-ca FILE"
+                .into(),
+        ));
+    }
+    if !roots.is_empty() && config.tls_cert.is_none() {
+        return Err(Error::Tls(
+            "client certificates need TLS: pass --tls-cert FILE --tls-key FILE too".into(),
+        ));
+    }
+    let revoked = if roots.is_empty() {
+        Vec::new()
+    } else {
+        store.revoked_spawner_certs().await?
+    };
+    Ok((
+        tls::SpawnerTls::new(config.spawner_mtls, issuer, revoked),
+        roots,
+    ))
+}
+
 /// Writes a file readable by its owner only, atomically (`exile_api::fs::write_private`).
 pub fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
     exile_api::fs::write_private(path, contents.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn plain_http_needs_loopback_or_an_explicit_flag() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from([&["exile-master"][..], args].concat()).expect("valid flags")
+        };
+        let lan: SocketAddr = "10.1.2.3:7700".parse().unwrap();
+        let e = tls_certs(&parse(&[]), lan).unwrap_err().to_string();
+        assert!(e.contains("--tls-cert FILE --tls-key FILE"), "{e}");
+        assert!(e.contains("--insecure-listen"), "{e}");
+        assert!(
+            tls_certs(&parse(&["--insecure-listen"]), lan)
+                .unwrap()
+                .is_none()
+        );
+        let local: SocketAddr = "127.0.0.1:7700".parse().unwrap();
+        assert!(tls_certs(&parse(&[]), local).unwrap().is_none());
+        let v6: SocketAddr = "[::1]:7700".parse().unwrap();
+        assert!(tls_certs(&parse(&[]), v6).unwrap().is_none());
+        // A certificate that cannot be read is an error that names it, on any address.
+        let e = tls_certs(
+            &parse(&[
+                "--tls-cert",
+                "/nonexistent/c.pem",
+                "--tls-key",
+                "/nonexistent/k.pem",
+            ]),
+            local,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/nonexistent/c.pem"), "{e}");
+        // --tls-cert needs --tls-key.
+        assert!(Config::try_parse_from(["exile-master", "--tls-cert", "c.pem"]).is_err());
+    }
+
+    #[test]
+    fn served_certificates_reload_from_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = certs::init(dir.path(), &["localhost".into()]).unwrap();
+        let store = tls::CertStore::open(&p.server_cert, &p.server_key).unwrap();
+        let first = store.current_cert();
+        certs::init(dir.path(), &["127.0.0.1".into()]).unwrap();
+        store.reload().unwrap();
+        assert_ne!(store.current_cert(), first);
+        // A key of another certificate is refused and the served one stays.
+        let second = store.current_cert();
+        let ca = certs::load_ca(&p.ca_cert, &p.ca_key).unwrap();
+        let other = certs::server_cert(&ca, &["localhost".into()]).unwrap();
+        std::fs::write(&p.server_key, other.key).unwrap();
+        let e = store.reload().unwrap_err();
+        assert!(e.contains("does not belong"), "{e}");
+        assert_eq!(store.current_cert(), second);
+    }
 }

@@ -23,12 +23,16 @@ async fn run(allocator_tuned: bool) -> anyhow::Result<()> {
         tracing::warn!("could not set the allocator's mmap threshold; idle memory will be higher");
     }
     let config = exile_master::Config::parse();
+    if let Some(exile_master::config::Command::Certs(c)) = &config.command {
+        return certs(c);
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let shutdown = CancellationToken::new();
     let master = exile_master::start(config, listener, shutdown.clone()).await?;
-    println!("Exile master listening on http://{}", master.addr);
+    let scheme = if master.tls { "https" } else { "http" };
+    println!("Exile master listening on {scheme}://{}", master.addr);
     if let Some(pw) = &master.generated_admin_password {
         println!("Created user `admin` with password: {pw}");
         println!("(shown once; change it with `exilectl user passwd`)");
@@ -41,6 +45,50 @@ async fn run(allocator_tuned: bool) -> anyhow::Result<()> {
     });
     master.wait().await;
     Ok(())
+}
+
+/// `exile-master certs ...`
+fn certs(c: &exile_master::config::CertsCommand) -> anyhow::Result<()> {
+    use exile_master::certs;
+    match c {
+        exile_master::config::CertsCommand::Init { dir, san } => {
+            let names = certs::split_names(san);
+            let p = certs::init(dir, &names).map_err(anyhow::Error::msg)?;
+            let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+            let url_host = names.first().map(String::as_str).unwrap_or("HOST");
+            let url_host = if url_host.contains(':') {
+                format!("[{url_host}]")
+            } else {
+                url_host.to_owned()
+            };
+            println!("Created a server certificate for {}.", names.join(", "));
+            println!();
+            println!("Start the master with:");
+            println!(
+                "  exile-master --listen 0.0.0.0:7700 --tls-cert {} --tls-key {}",
+                abs(&p.server_cert).display(),
+                abs(&p.server_key).display()
+            );
+            println!();
+            println!(
+                "Clients trust the private CA {} (copy it to them; it holds no secret):",
+                abs(&p.ca_cert).display()
+            );
+            println!("  exilectl login --master https://{url_host}:7700 --ca-file ca.pem");
+            println!("  exile-spawner --master https://{url_host}:7700 --ca-file ca.pem ...");
+            println!();
+            println!(
+                "To issue spawners client certificates at enrollment (mTLS), add:\n  --spawner-mtls --spawner-ca-cert {} --spawner-ca-key {}",
+                abs(&p.ca_cert).display(),
+                abs(&p.ca_key).display()
+            );
+            println!(
+                "Keep {} secret (mode 0600): it signs certificates clients trust.",
+                abs(&p.ca_key).display()
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn wait_for_signal() {

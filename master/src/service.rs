@@ -52,6 +52,9 @@ pub struct Shared {
     pub perf: Arc<crate::perf::PerfHistory>,
     /// Fleet operations and the reconciler's wake-up.
     pub fleets: Arc<crate::fleet::FleetCtl>,
+    /// Spawner client certificates: issued at enrollment, checked on links, revoked on
+    /// removal.
+    pub spawner_tls: Arc<crate::tls::SpawnerTls>,
 }
 
 /// Handle to the shared state.

@@ -3,6 +3,7 @@
 mod builds;
 mod fleets;
 mod settings;
+mod spawner_certs;
 
 pub use fleets::StoredFleet;
 pub use settings::SettingWrite;

@@ -18,6 +18,11 @@ pub struct Config {
     )]
     pub master: String,
 
+    /// CA certificate (PEM) to trust for an https:// master instead of the system roots,
+    /// e.g. the ca.pem of `exile-master certs init`.
+    #[arg(long, env = "EXILE_SPAWNER_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
     /// Directory for the credential, the instance state and the instance directories.
     #[arg(
         long,

@@ -34,6 +34,26 @@ impl std::fmt::Debug for Credential {
     }
 }
 
+/// Paths of the client certificate and key the master issued at enrollment (spawner mTLS),
+/// next to the credential.
+pub fn client_cert_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
+    (data_dir.join("client.pem"), data_dir.join("client-key.pem"))
+}
+
+/// The stored client certificate and key (PEM), if the master issued them.
+pub fn load_client_cert(data_dir: &Path) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let (cert, key) = client_cert_paths(data_dir);
+    let read = |path: &Path| match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("could not read", path.to_owned(), e)),
+    };
+    match (read(&cert)?, read(&key)?) {
+        (Some(c), Some(k)) => Ok(Some((c, k))),
+        _ => Ok(None),
+    }
+}
+
 impl Credential {
     /// Path of the credential file in a data dir.
     pub fn path(data_dir: &Path) -> PathBuf {
@@ -106,6 +126,13 @@ pub async fn obtain(
                     spawner_id: response.spawner_id,
                     credential: response.credential,
                 };
+                if !response.client_cert_pem.is_empty() && !response.client_key_pem.is_empty() {
+                    let (cert, key) = client_cert_paths(&config.data_dir);
+                    // The key first: a certificate without its key is never left behind.
+                    write_atomic(&key, response.client_key_pem.as_bytes(), 0o600)?;
+                    write_atomic(&cert, response.client_cert_pem.as_bytes(), 0o600)?;
+                    tracing::info!(cert = %cert.display(), "stored the client certificate the master issued");
+                }
                 credential.store(&config.data_dir)?;
                 tracing::info!(spawner_id = %credential.spawner_id, "enrolled with the master");
                 return Ok(Some(credential));

@@ -75,7 +75,9 @@ async fn run_agent(
     mut manager_config: ManagerConfig,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let endpoint = link::endpoint(&config.master)?;
+    let tls = exile_api::tls::ClientTls::from_ca_file(config.ca_file.as_deref())
+        .map_err(Error::Config)?;
+    let endpoint = link::endpoint(&config.master, &tls)?;
     let sdk_listener = sdk::grpc::bind(config.sdk_listen, &config.data_dir).await?;
     let sdk_http_listener = sdk::http::bind(config.sdk_http_listen, &config.data_dir).await?;
     let local = |l: &tokio::net::TcpListener| {
@@ -123,6 +125,18 @@ async fn run_agent(
     );
     let result = match enroll::obtain(&config, &endpoint, &shutdown).await {
         Ok(Some(credential)) => {
+            // With a client certificate from enrollment, every later connection presents it.
+            let endpoint = match enroll::load_client_cert(&config.data_dir).and_then(|c| {
+                c.map(|(cert, key)| link::endpoint(&config.master, &tls.with_identity(cert, key)))
+                    .transpose()
+            }) {
+                Ok(Some(with_cert)) => with_cert,
+                Ok(None) => endpoint,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot use the stored client certificate; connecting without it");
+                    endpoint
+                }
+            };
             if let Err(e) = builds.connect(&endpoint, &credential) {
                 tracing::error!(error = %e, "builds cannot be fetched from the master");
             }

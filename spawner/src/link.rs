@@ -30,13 +30,18 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
 /// Outgoing messages buffered per link.
 const OUTBOX: usize = 1024;
 
-/// A channel endpoint to the master with keepalive, so a dead master is noticed.
-pub fn endpoint(master: &str) -> Result<Endpoint> {
+/// A channel endpoint to the master with keepalive, so a dead master is noticed, and TLS
+/// as `tls` says for an https:// master.
+pub fn endpoint(master: &str, tls: &exile_api::tls::ClientTls) -> Result<Endpoint> {
     let endpoint =
         Endpoint::from_shared(master.to_owned()).map_err(|source| Error::MasterAddress {
             address: master.to_owned(),
             source,
         })?;
+    let endpoint = tls.apply(endpoint).map_err(|source| Error::MasterAddress {
+        address: master.to_owned(),
+        source,
+    })?;
     Ok(endpoint
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))

@@ -6,6 +6,7 @@ mod master;
 pub mod procstat;
 pub mod proxy;
 pub mod sim;
+pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -60,6 +61,12 @@ pub struct SandboxOptions {
     /// Address the master listens on instead of 127.0.0.1, e.g. the host end of a veth pair
     /// so a spawner in another network namespace can reach it (clients use it too).
     pub master_ip: Option<IpAddr>,
+    /// Serve the master over TLS with a certificate from the test CA (default: the
+    /// `EXILE_TEST_TLS` environment switch, see [`tls::from_env`]).
+    pub tls: bool,
+    /// With `tls`: the master signs spawners' client certificates with the test CA at
+    /// enrollment (`--spawner-ca-cert`/`--spawner-ca-key`).
+    pub issue_spawner_certs: bool,
 }
 
 impl Default for SandboxOptions {
@@ -74,6 +81,8 @@ impl Default for SandboxOptions {
             master_args: Vec::new(),
             master_process: false,
             master_ip: None,
+            tls: tls::from_env(),
+            issue_spawner_certs: false,
         }
     }
 }
@@ -112,6 +121,8 @@ pub struct Sandbox {
     admin_token: String,
     /// Process ids of game servers seen, killed on drop so no test leaves processes behind.
     seen_pids: Mutex<Vec<u32>>,
+    /// The CA and server certificate when the master serves TLS.
+    certs: Option<tls::SandboxCerts>,
 }
 
 /// Bearer-token interceptor for clients.
@@ -231,11 +242,52 @@ where
     }
 }
 
-/// A channel to `addr`.
+/// A channel to `addr` (over TLS trusting the test CA when a sandbox master there serves TLS).
 pub async fn connect(addr: SocketAddr) -> Result<Channel> {
-    Ok(Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?)
+    Ok(endpoint(addr)?.connect().await?)
+}
+
+/// One HTTP/1.1 GET of `path` from the sandbox master at `addr` on a fresh connection (over
+/// TLS trusting the test CA when it serves TLS); the whole answer, head and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut out = Vec::new();
+    if tls::is_tls(addr) {
+        let ca = tls::test_ca()?.cert.clone();
+        let mut h = tls::handshake(addr, ca.as_bytes(), &[b"http/1.1"], None).await?;
+        h.stream.write_all(req.as_bytes()).await?;
+        // A peer that closes without close_notify is still a complete answer here.
+        if let Err(e) = h.stream.read_to_end(&mut out).await
+            && e.kind() != std::io::ErrorKind::UnexpectedEof
+        {
+            return Err(e.into());
+        }
+    } else {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(req.as_bytes()).await?;
+        s.read_to_end(&mut out).await?;
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The URL of the sandbox master at `addr`: https:// when it serves TLS.
+pub fn url_of(addr: SocketAddr) -> String {
+    let scheme = if tls::is_tls(addr) { "https" } else { "http" };
+    format!("{scheme}://{addr}")
+}
+
+/// An endpoint for the master at `addr`, TLS set up as [`connect`] does.
+pub fn endpoint(addr: SocketAddr) -> Result<tonic::transport::Endpoint> {
+    let e = tonic::transport::Endpoint::from_shared(url_of(addr))?;
+    if !tls::is_tls(addr) {
+        return Ok(e);
+    }
+    let client = exile_api::tls::ClientTls {
+        ca_pem: Some(tls::test_ca()?.cert.clone().into_bytes()),
+        identity: None,
+    };
+    Ok(client.apply(e)?)
 }
 
 /// Clients of every control service with `token`.
@@ -277,7 +329,14 @@ impl Sandbox {
         let ip = opts.master_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
         let master_addr = listener.local_addr()?;
+        let certs = if opts.tls {
+            Some(tls::SandboxCerts::write(&dir.path().join("tls"), ip)?)
+        } else {
+            None
+        };
+        tls::mark(master_addr, opts.tls);
         let mut sb = Sandbox {
+            certs,
             dir,
             master_addr,
             master: None,
@@ -333,7 +392,12 @@ impl Sandbox {
             Some(url) => (None, url),
             None => {
                 let proxy = LinkProxy::start(self.master_addr).await?;
-                let url = format!("http://{}", proxy.addr);
+                let scheme = if self.certs.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                let url = format!("{scheme}://{}", proxy.addr);
                 (Some(proxy), url)
             }
         };
@@ -344,7 +408,7 @@ impl Sandbox {
         // every port anyway.
         let base = 20_000 + (rand_u32() % 30_000) / 100 * 100 + (index as u32) * 2_000 % 10_000;
         let span = self.opts.capacity.max(1) * 3;
-        let args = vec![
+        let mut args = vec![
             "exile-spawner".to_owned(),
             format!("--master={master_url}"),
             format!("--data-dir={}", data_dir.display()),
@@ -366,6 +430,9 @@ impl Sandbox {
             "--stop-grace-period=5".to_owned(),
             format!("--supervisor-bin={}", supervisor_bin()?.display()),
         ];
+        if let Some(c) = &self.certs {
+            args.push(format!("--ca-file={}", c.ca_file.display()));
+        }
         self.spawners.push(SandboxSpawner {
             name: name.to_owned(),
             args,
@@ -481,9 +548,24 @@ impl Sandbox {
         }
     }
 
-    /// The master's gRPC URL.
+    /// The master's gRPC URL (https:// in TLS mode).
     pub fn master_url(&self) -> String {
-        format!("http://{}", self.master_addr)
+        let scheme = if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.master_addr)
+    }
+
+    /// The CA clients must trust, when the master serves TLS.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.certs.as_ref().map(|c| c.ca_file.as_path())
+    }
+
+    /// The master's certificate files, when it serves TLS.
+    pub fn tls_certs(&self) -> Option<&tls::SandboxCerts> {
+        self.certs.as_ref()
     }
 
     /// The master's address.
@@ -626,6 +708,9 @@ impl Drop for Sandbox {
             None => {}
         }
         self.kill_seen();
+        if self.certs.is_some() {
+            tls::mark(self.master_addr, false);
+        }
     }
 }
 

@@ -35,6 +35,21 @@ impl Sandbox {
             format!("--heartbeat-ttl-ms={}", self.opts.heartbeat_ttl_ms),
             "--command-timeout-secs=20".to_owned(),
         ];
+        match &self.certs {
+            Some(c) => {
+                args.push(format!("--tls-cert={}", c.cert.display()));
+                args.push(format!("--tls-key={}", c.key.display()));
+                if self.opts.issue_spawner_certs {
+                    args.push(format!("--spawner-ca-cert={}", c.ca_file.display()));
+                    args.push(format!("--spawner-ca-key={}", c.ca_key.display()));
+                }
+            }
+            // A master on the host end of a veth pair (chaos tests) is not on loopback.
+            None if !self.master_addr.ip().is_loopback() => {
+                args.push("--insecure-listen".to_owned());
+            }
+            None => {}
+        }
         if let Some(d) = &self.opts.dashboard_dir {
             args.push(format!("--dashboard-dir={}", d.display()));
         }

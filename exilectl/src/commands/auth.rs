@@ -27,9 +27,20 @@ pub async fn login(global: &GlobalArgs, args: LoginArgs) -> Result<()> {
         args.password.password_stdin,
         &format!("Password for {} at {master}: ", args.username),
     )?;
+    // A CA file given now is kept (as an absolute path, as the config is used from anywhere);
+    // logging in again without one keeps the context's.
+    let ca_file = match &global.ca_file {
+        Some(p) => Some(std::path::absolute(p)?),
+        None => config
+            .contexts
+            .iter()
+            .find(|c| c.master == master && global.context.as_ref().is_none_or(|n| *n == c.name))
+            .and_then(|c| c.ca_file.clone()),
+    };
     let target = Target {
         master: master.clone(),
         token: None,
+        ca_file: ca_file.clone(),
         context: None,
     };
     let session = Session::connect(&target, global.timeout, false).await?;
@@ -61,6 +72,7 @@ pub async fn login(global: &GlobalArgs, args: LoginArgs) -> Result<()> {
         name: name.clone(),
         master: session.master.clone(),
         token: resp.token,
+        ca_file,
     });
     config.use_context(&name)?;
     config.save(&path)?;

@@ -98,13 +98,14 @@ impl Ctl {
     /// Logs in as admin through stdin, as a script would.
     pub async fn login(&self) {
         let url = self.sb.master_url();
-        self.run_with(
-            &["login", "--master", &url, "--password-stdin"],
-            &[],
-            &format!("{}\n", self.sb.admin_password()),
-        )
-        .await
-        .success();
+        let mut args = vec!["login", "--master", &url, "--password-stdin"];
+        let ca = self.sb.ca_file().map(|p| p.display().to_string());
+        if let Some(ca) = &ca {
+            args.extend(["--ca-file", ca]);
+        }
+        self.run_with(&args, &[], &format!("{}\n", self.sb.admin_password()))
+            .await
+            .success();
     }
 
     /// Runs `instance spawn <args> -o json`, which must succeed, and returns the instance.

@@ -13,6 +13,7 @@ mod hostile;
 mod instances;
 mod rename;
 mod spawner_logs;
+mod tls;
 mod tmux;
 mod top;
 mod watch;

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(InstanceDisplayName),
             Box::new(Fleets),
             Box::new(Settings),
+            Box::new(SpawnerCerts),
         ]
     }
 }
@@ -381,6 +382,36 @@ impl MigrationTrait for Settings {
         ))
         .await?;
         db.execute_unprepared("CREATE INDEX setting_changes_key ON setting_changes(key, id)")
+            .await?;
+        Ok(())
+    }
+}
+
+struct SpawnerCerts;
+
+impl MigrationName for SpawnerCerts {
+    fn name(&self) -> &str {
+        "m0012_spawner_certs"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SpawnerCerts {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Client certificates issued to spawners at enrollment (spawner mTLS), by serial;
+        // removing a spawner revokes its certificates. Rows outlive their spawner so a
+        // revoked serial stays refused.
+        let db = manager.get_connection();
+        db.execute_unprepared(
+            "CREATE TABLE spawner_certs (
+                serial TEXT PRIMARY KEY NOT NULL,
+                spawner_id TEXT NOT NULL,
+                issued_at BIGINT NOT NULL,
+                revoked_at BIGINT
+            )",
+        )
+        .await?;
+        db.execute_unprepared("CREATE INDEX spawner_certs_spawner ON spawner_certs(spawner_id)")
             .await?;
         Ok(())
     }

@@ -98,10 +98,25 @@ impl SpawnerLink for LinkApi {
             .insert_spawner(&info, hash_secret(&credential))
             .await?;
         self.0.registry.enrolled(info);
+        // With a spawner CA the spawner also gets a client certificate (the key is made
+        // here and sent once over this TLS connection, like the credential).
+        let (client_cert_pem, client_key_pem) = match &self.0.spawner_tls.issuer {
+            Some(ca) => {
+                let leaf = crate::certs::spawner_cert(ca, &id).map_err(Error::Internal)?;
+                self.0
+                    .store
+                    .insert_spawner_cert(&leaf.serial_hex, &id, now)
+                    .await?;
+                (leaf.cert, leaf.key)
+            }
+            None => (String::new(), String::new()),
+        };
         tracing::info!(spawner = %id, "spawner enrolled");
         Ok(Response::new(pb::EnrollResponse {
             spawner_id: id,
             credential,
+            client_cert_pem,
+            client_key_pem,
         }))
     }
 
@@ -115,6 +130,14 @@ impl SpawnerLink for LinkApi {
         let Principal::Spawner { id } = c.principal else {
             return Err(Error::PermissionDenied("only spawners may link".into()).into());
         };
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<crate::tls::Peer>>()
+            .map(|c| &c.0);
+        self.0
+            .spawner_tls
+            .check_link(peer, &id)
+            .map_err(Error::Unauthenticated)?;
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), inbound.next())
             .await

@@ -164,6 +164,13 @@ impl SpawnerService for SpawnerApi {
         let r = req.into_inner();
         check_id("id", &r.id)?;
         c.set_target(r.id.clone());
+        // Revoke first: from here on a handshake with its certificate fails.
+        let revoked = self
+            .0
+            .store
+            .revoke_spawner_certs(&r.id, exile_api::now_unix_ms())
+            .await?;
+        self.0.spawner_tls.revoke(revoked);
         self.0.registry.remove_spawner(&r.id)?;
         self.0.store.delete_spawner(&r.id).await?;
         Ok(Response::new(pb::RemoveSpawnerResponse {}))

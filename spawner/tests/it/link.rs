@@ -201,6 +201,7 @@ impl SpawnerLink for FakeMaster {
         Ok(Response::new(v1::EnrollResponse {
             spawner_id: "sp-1".into(),
             credential: CREDENTIAL.into(),
+            ..Default::default()
         }))
     }
 

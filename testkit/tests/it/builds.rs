@@ -114,13 +114,7 @@ fn spawner_credential(sb: &Sandbox) -> String {
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    exile_testkit::http_get(addr, path).await.unwrap()
 }
 
 fn metric(text: &str, name: &str) -> u64 {

@@ -1,7 +1,6 @@
 //! What tools see on the master's one port: health, reflection, /healthz, /metrics and the
 //! dashboard fallback.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -11,12 +10,7 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use exile_testkit::{Sandbox, SandboxOptions};
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    exile_testkit::http_get(addr, path).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

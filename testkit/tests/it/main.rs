@@ -18,4 +18,5 @@ mod settings;
 mod spawner_logs;
 mod supervision;
 mod support;
+mod tls;
 mod validation;
