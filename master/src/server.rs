@@ -229,7 +229,7 @@ pub async fn router(
             let files = tower_http::services::ServeDir::new(dir)
                 .precompressed_gzip()
                 .fallback(index);
-            r.fallback_service(tower::ServiceBuilder::new().map_response(no_store_pages).service(files))
+            r.fallback_service(tower::ServiceBuilder::new().map_response(dashboard_headers).service(files))
         }
         _ => r.fallback(|| async {
             (
@@ -243,22 +243,48 @@ pub async fn router(
     Ok(r)
 }
 
-/// Marks the dashboard's HTML page `Cache-Control: no-store`. A page kept in the browser's
-/// back/forward cache keeps its Watch stream open; over HTTP/1.1 a browser allows six
-/// connections to a host, so after a few page loads the dashboard's next calls would queue
-/// forever. A no-store page is not kept; the wasm, JS and CSS still are cached.
-fn no_store_pages<B>(mut res: http::Response<B>) -> http::Response<B> {
+/// What the dashboard's pages may load: scripts and the wasm module from this origin only
+/// (`wasm-unsafe-eval` compiles the module; no inline or remote script runs), calls to this
+/// origin only, no framing. Style attributes stay allowed: the dashboard sets widths of
+/// progress bars and menu positions through them.
+const DASHBOARD_CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+    object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Headers of every dashboard file: the CSP above, no MIME sniffing, no framing (for browsers
+/// without frame-ancestors), no referrer. The HTML page is also `Cache-Control: no-store`: a
+/// page kept in the browser's back/forward cache keeps its Watch stream open, and over
+/// HTTP/1.1 a browser allows six connections to a host, so after a few page loads the
+/// dashboard's next calls would queue forever. The wasm, JS and CSS stay cacheable.
+fn dashboard_headers<B>(mut res: http::Response<B>) -> http::Response<B> {
     let html = res
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
+    let h = res.headers_mut();
     if html {
-        res.headers_mut().insert(
+        h.insert(
             http::header::CACHE_CONTROL,
             http::HeaderValue::from_static("no-store"),
         );
     }
+    h.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(DASHBOARD_CSP),
+    );
+    h.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        http::header::X_FRAME_OPTIONS,
+        http::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        http::header::REFERRER_POLICY,
+        http::HeaderValue::from_static("no-referrer"),
+    );
     res
 }
 

@@ -140,15 +140,28 @@ pub async fn users_and_audit(sb: &Sandbox, c: &Client) -> Result<()> {
     )
     .await?;
     // The page is not kept in the back/forward cache (with its Watch stream still holding one
-    // of the six connections a browser allows a host), so page loads never queue behind them.
-    let cache = c
+    // of the six connections a browser allows a host), so page loads never queue behind them;
+    // and it carries its security headers (the whole walk runs under that CSP).
+    let headers = c
         .execute_async(
             "const done = arguments[0];
-             fetch('/audit', { cache: 'no-store' }).then(r => done(r.headers.get('cache-control')), e => done(String(e)));",
+             fetch('/audit', { cache: 'no-store' }).then(r => done(['cache-control', 'content-security-policy',
+                 'x-content-type-options', 'x-frame-options', 'referrer-policy'].map(h => r.headers.get(h))),
+                 e => done(String(e)));",
             vec![],
         )
         .await?;
-    assert_eq!(cache, Value::String("no-store".into()));
+    let headers: Vec<Option<String>> = serde_json::from_value(headers)?;
+    assert_eq!(headers[0].as_deref(), Some("no-store"));
+    let csp = headers[1].clone().unwrap_or_default();
+    assert!(
+        csp.contains("script-src 'self' 'wasm-unsafe-eval'")
+            && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(headers[2].as_deref(), Some("nosniff"));
+    assert_eq!(headers[3].as_deref(), Some("DENY"));
+    assert_eq!(headers[4].as_deref(), Some("no-referrer"));
     c.goto(&format!("{}/audit", sb.master_url())).await?;
     until(
         c,
