@@ -76,3 +76,22 @@ impl CpuMeter {
         Ok(secs / self.at.elapsed().as_secs_f64().max(1e-3) * 100.0)
     }
 }
+
+/// The environment of process `pid` as `NAME=value` strings, read once its exec has
+/// finished. A parent's `spawn` returns as soon as the kernel has switched the child to the
+/// new program, a moment before the kernel lays out the new environment; until then
+/// `/proc/<pid>/environ` reads empty.
+pub fn environ(pid: u32) -> Result<Vec<String>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let raw = std::fs::read(format!("/proc/{pid}/environ"))?;
+        if !raw.is_empty() || std::time::Instant::now() > deadline {
+            return Ok(raw
+                .split(|b| *b == 0)
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| String::from_utf8_lossy(kv).into_owned())
+                .collect());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

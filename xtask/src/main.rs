@@ -252,9 +252,15 @@ fn dev_run(listen: &str, dir: &Path, release: bool) -> Result<()> {
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
+    cargo_with(args, &[])
+}
+
+/// Runs cargo with `args` and extra environment variables.
+fn cargo_with(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     let status = Command::new(env!("CARGO"))
         .current_dir(workspace_root())
         .args(args)
+        .envs(env.iter().copied())
         .status()?;
     if !status.success() {
         bail!("cargo {} failed", args.join(" "));
@@ -389,10 +395,30 @@ fn test() -> Result<()> {
     const PACKAGES: [&str; 3] = ["--workspace", "--exclude", "xtask"];
     cargo(&[&["build"], &PACKAGES[..], &["--bins", "--tests"]].concat())?;
     let tests = cargo(&[&["test"], &PACKAGES[..], &["--no-fail-fast"]].concat());
+    // A representative part of the system tests again with every sandbox serving TLS (a CA
+    // and certificate generated for the run; clients and spawners trust only that CA):
+    // instance lifecycle, uploads, the authorization walk, and what tools and browsers get on
+    // the port. The tls:: tests run TLS in both passes anyway. Run from here, with the same
+    // packages and environment as the pass above, so nothing is compiled again.
+    let tls = cargo_with(
+        &[
+            &["test"],
+            &PACKAGES[..],
+            &["--test", "it", "--", "lifecycle::", "access::", "interfaces::"],
+            &[
+                "builds::push_list",
+                "builds::hostile_archives",
+                "builds::a_cut_or_short",
+            ],
+        ]
+        .concat(),
+        &[("EXILE_TEST_TLS", "1")],
+    );
     // The benchmark's quick mode on the debug binaries just built, so it cannot rot. It fails
     // on errors only: a missed target on a shared CI machine says little.
     let bench = run_bench(false, &["--quick".to_owned()]);
     tests?;
+    tls?;
     bench
 }
 

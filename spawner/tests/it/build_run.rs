@@ -54,18 +54,6 @@ fn spawn_of(id: &str, build: &BuildToRun) -> SpawnSpec {
     }
 }
 
-/// The environment of process `pid`.
-fn environ(pid: u32) -> Vec<(String, String)> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    raw.split(|b| *b == 0)
-        .filter_map(|kv| {
-            let kv = String::from_utf8_lossy(kv);
-            let (k, v) = kv.split_once('=')?;
-            Some((k.to_owned(), v.to_owned()))
-        })
-        .collect()
-}
-
 fn env_of(pid: u32, name: &str) -> Option<String> {
     environ(pid)
         .into_iter()

@@ -664,11 +664,10 @@ async fn a_spawn_naming_an_uploaded_build_installs_it_and_runs_it_by_its_manifes
     assert!(pid > 0);
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert_eq!(exe, dir.path().join("builds/demo/7/exile-demo-game"));
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    let environ = String::from_utf8_lossy(&environ);
+    let environ = environ(pid);
     assert!(
-        environ.split('\0').any(|v| v == "GAME_MODE=ctf"),
-        "{environ}"
+        environ.iter().any(|(k, v)| k == "GAME_MODE" && v == "ctf"),
+        "{environ:?}"
     );
     assert_eq!(master.builds.served(), archive.len() as u64);
     shut_down_agent(&shutdown, agent).await;

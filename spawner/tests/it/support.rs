@@ -47,6 +47,27 @@ pub fn supervisor_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_exile-supervisor"))
 }
 
+/// The environment of process `pid`, read once its exec has finished. A parent's `spawn`
+/// returns as soon as the kernel has switched the child to the new program, a moment before
+/// the kernel lays out the new environment; until then `/proc/<pid>/environ` reads empty.
+pub fn environ(pid: u32) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        if !raw.is_empty() || std::time::Instant::now() > deadline {
+            return raw
+                .split(|b| *b == 0)
+                .filter_map(|kv| {
+                    let kv = String::from_utf8_lossy(kv);
+                    let (k, v) = kv.split_once('=')?;
+                    Some((k.to_owned(), v.to_owned()))
+                })
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A range of `len` ports, each free for TCP and UDP now, not handed to another test of this
 /// process. Drawn at random below the kernel's ephemeral range, so the client sockets tests
 /// open (which take ephemeral ports) never land in it; never a fixed number.

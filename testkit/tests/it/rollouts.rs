@@ -128,12 +128,6 @@ fn state(i: &pb::Instance) -> pb::InstanceState {
     pb::InstanceState::from_wire(i.state)
 }
 
-/// The environment of a running instance's game.
-fn environ(i: &pb::Instance) -> String {
-    String::from_utf8_lossy(&std::fs::read(format!("/proc/{}/environ", i.pid)).unwrap())
-        .into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_replaces_instances_alike_and_waits_for_an_allocated_one() {
     let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
@@ -234,7 +228,10 @@ async fn a_rollout_replaces_instances_alike_and_waits_for_an_allocated_one() {
         assert_eq!(i.build_name, "demo");
         assert_eq!(i.labels.get("mode").map(String::as_str), Some("ctf"));
         assert!(
-            environ(i).split('\0').any(|v| v == "MATCH=7"),
+            exile_testkit::procstat::environ(i.pid)
+                .unwrap()
+                .iter()
+                .any(|v| v == "MATCH=7"),
             "the spawn's env was not carried over"
         );
     }
