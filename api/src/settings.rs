@@ -302,6 +302,9 @@ const GIB: u64 = 1024 * MIB;
 /// heartbeat TTL check).
 pub const HEARTBEAT_INTERVAL: &str = "spawners.heartbeat_interval";
 
+/// Key of the switch that puts /metrics behind a token.
+pub const METRICS_REQUIRE_TOKEN: &str = "master.metrics_require_token";
+
 /// THE declarations. A setting is declared here only when code applies it.
 #[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
@@ -327,6 +330,12 @@ pub const SETTINGS: &[Setting] = &[
         key: "master.metrics_retention", category: Category::Master,
         ty: Type::Duration { min_ms: HOUR, max_ms: 365 * DAY }, default: "7d",
         description: "Downsampled metric history older than this is deleted (checked hourly).",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Master,
+    },
+    Setting {
+        key: METRICS_REQUIRE_TOKEN, category: Category::Master,
+        ty: Type::Bool, default: "false",
+        description: "GET /metrics answers only a request with `Authorization: Bearer <token>` of a viewer or higher (an API token or a session).",
         read_only: false, needs_restart: false, applied_by: AppliedBy::Master,
     },
     Setting {

@@ -76,6 +76,18 @@ impl SpawnerState {
     }
 }
 
+/// Joins a crash message to the end of the game's output that the spawner appends to it.
+/// That output is the game's own text, readable like its log by operators only; the master
+/// cuts it off (with [`without_game_output`]) for everyone else.
+pub const GAME_OUTPUT_MARKER: &str = "\nlast output:\n";
+
+/// An instance message with the game's output cut off.
+pub fn without_game_output(message: &str) -> &str {
+    message
+        .split_once(GAME_OUTPUT_MARKER)
+        .map_or(message, |(own, _)| own)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +135,14 @@ mod tests {
             assert_eq!(s.is_attached(), a, "{s:?} is_attached");
         }
         assert_eq!(S::from_wire(S::Ready as i32), S::Ready);
+    }
+
+    #[test]
+    fn game_output_is_cut_off_at_the_first_marker_only() {
+        let own = "crashed: exit code 3";
+        let msg = format!("{own}{GAME_OUTPUT_MARKER}boom{GAME_OUTPUT_MARKER}more");
+        assert_eq!(without_game_output(&msg), own);
+        assert_eq!(without_game_output(own), own);
+        assert_eq!(without_game_output(""), "");
     }
 }

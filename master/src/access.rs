@@ -46,6 +46,8 @@ const fn rule(access: Access, audited: bool) -> Rule {
     Rule { access, audited }
 }
 
+mod revoke;
+
 use Access::{Public, Spawner};
 const VIEWER: Access = Access::Role(Role::Viewer);
 const OPERATOR: Access = Access::Role(Role::Operator);
@@ -143,6 +145,25 @@ pub fn rule_for(path: &str) -> Option<Rule> {
         return Some(rule(Public, false));
     }
     RULES.iter().find(|(p, _)| *p == path).map(|(_, r)| *r)
+}
+
+/// Whether `p` may read what games print: whoever may call StreamLogs. A crash message
+/// carries the end of the game's output, so it is cut off for everyone else
+/// ([`exile_api::state::without_game_output`]).
+pub fn may_read_game_output(p: &Principal) -> bool {
+    rule_for("/exile.v1.InstanceService/StreamLogs").is_some_and(|r| check(r.access, p).is_ok())
+}
+
+/// Whether a plain HTTP request (not gRPC) carries the token of a viewer or higher: what
+/// /metrics asks for when it is put behind a token.
+pub async fn may_view(auth: &crate::auth::Auth, headers: &http::HeaderMap) -> bool {
+    let Some(token) = bearer(headers) else {
+        return false;
+    };
+    match auth.authenticate(token).await {
+        Ok(p) => check(VIEWER, &p).is_ok(),
+        Err(_) => false,
+    }
 }
 
 /// Per-call facts handlers read from the request extensions.
@@ -319,7 +340,8 @@ fn deny(status: tonic::Status) -> http::Response<Body> {
     status.into_http()
 }
 
-fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let t = v
         .strip_prefix("Bearer ")
@@ -367,7 +389,8 @@ where
                     "{path} is not open to any caller"
                 )));
             };
-            let principal = match (rule.access, bearer(req.headers())) {
+            let token = bearer(req.headers()).map(str::to_owned);
+            let principal = match (rule.access, token.as_deref()) {
                 (Access::Public, _) => Principal::Anonymous,
                 (_, None) => {
                     return refuse(tonic::Status::unauthenticated(
@@ -427,7 +450,16 @@ where
                     .failed(&path, tonic::Code::from_i32(code), &peer, &message);
                 message
             };
-            let resp = resp.map(|b| Counters::counted(b, &state.counters, false));
+            let resp = resp.map(|b| {
+                let b = Counters::counted(b, &state.counters, false);
+                match &token {
+                    // A call that failed at once has nothing more to send.
+                    Some(token) if code == 0 => {
+                        revoke::revocable(b, &state.auth, token, &principal)
+                    }
+                    _ => b,
+                }
+            });
             if rule.audited {
                 let (target, detail) = {
                     let n = note.lock().unwrap_or_else(|e| e.into_inner());

@@ -133,6 +133,11 @@ impl Auth {
         *self.policy.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Wakes after every change that ended or weakened a credential.
+    pub fn credential_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.store.credential_changes()
+    }
+
     /// Replaces the session lifetimes (settings changed); sessions are checked against the
     /// new ones from their next use.
     pub fn set_policy(&self, policy: SessionPolicy) {

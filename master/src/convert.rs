@@ -39,6 +39,21 @@ pub fn spawner_to_pb(
     }
 }
 
+/// An instance as seen by a caller who may not read game output
+/// ([`crate::access::may_read_game_output`]): its message without the game's own text.
+pub fn hide_game_output(i: &mut pb::Instance) {
+    let own = exile_api::state::without_game_output(&i.message).len();
+    i.message.truncate(own);
+}
+
+/// [`hide_game_output`] on every instance of a list, unless the caller may read game output.
+pub fn instances_for(mut list: Vec<pb::Instance>, sees_output: bool) -> Vec<pb::Instance> {
+    if !sees_output {
+        list.iter_mut().for_each(hide_game_output);
+    }
+    list
+}
+
 /// Wire form of an instance; `address` is its spawner's advertised address.
 pub fn instance_to_pb(r: &InstanceRecord, address: &str) -> pb::Instance {
     pb::Instance {

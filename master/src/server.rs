@@ -214,9 +214,27 @@ pub async fn router(
         )
         .route(
             "/metrics",
-            get(move || {
+            get(move |headers: http::HeaderMap| {
                 let shared = metrics_shared.clone();
-                async move { metrics_text(&shared) }
+                async move {
+                    let gated = shared
+                        .settings
+                        .value(exile_api::settings::METRICS_REQUIRE_TOKEN)
+                        .as_u64()
+                        != 0;
+                    if gated && !crate::access::may_view(&shared.auth, &headers).await {
+                        return (
+                            http::StatusCode::UNAUTHORIZED,
+                            [
+                                (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                                (http::header::WWW_AUTHENTICATE, "Bearer"),
+                            ],
+                            "/metrics needs `Authorization: Bearer <token>` of a viewer or higher (setting master.metrics_require_token).\n",
+                        )
+                            .into_response();
+                    }
+                    metrics_text(&shared)
+                }
             }),
         );
     r = match dashboard_dir {

@@ -29,16 +29,17 @@ pub struct Store {
     /// Bumped after every change that ends or weakens a credential (a session deleted, a
     /// token revoked, a user deleted or changed, a spawner removed), so the principal cache
     /// in [`crate::auth`] drops what it holds on the very next call. Any new method that
-    /// ends or weakens a credential must begin with [`Store::revoking`].
-    credential_epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// ends or weakens a credential must begin with [`Store::revoking`]. Open streams watch
+    /// it too, to end when their caller's credential no longer holds.
+    credential_epoch: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Moves the credential epoch on when dropped (see [`Store::revoking`]).
-struct EpochBump<'a>(&'a std::sync::atomic::AtomicU64);
+struct EpochBump<'a>(&'a tokio::sync::watch::Sender<u64>);
 
 impl Drop for EpochBump<'_> {
     fn drop(&mut self) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.send_modify(|e| *e += 1);
     }
 }
 
@@ -83,14 +84,18 @@ impl Store {
     pub fn new(db: DatabaseConnection) -> Self {
         Store {
             db,
-            credential_epoch: std::sync::Arc::default(),
+            credential_epoch: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
     /// The credential epoch: changes after any credential was ended or weakened.
     pub fn credential_epoch(&self) -> u64 {
-        self.credential_epoch
-            .load(std::sync::atomic::Ordering::SeqCst)
+        *self.credential_epoch.borrow()
+    }
+
+    /// Wakes after every change of the credential epoch.
+    pub fn credential_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.credential_epoch.subscribe()
     }
 
     /// Call first in a method that ends or weakens credentials: when the method returns
@@ -152,6 +157,8 @@ impl Store {
             .filter(session::Column::Username.eq(username))
             .exec(&self.db)
             .await?;
+        // API tokens belong to the user who made them and end with that user.
+        self.revoke_tokens_of(username, None).await?;
         let r = user::Entity::delete_by_id(username.to_owned())
             .exec(&self.db)
             .await?;
@@ -282,6 +289,37 @@ impl Store {
             .order_by_desc(api_token::Column::CreatedAt)
             .all(&self.db)
             .await?)
+    }
+
+    /// Revokes the API tokens `username` made: all, or those whose role is above `above`.
+    async fn revoke_tokens_of(
+        &self,
+        username: &str,
+        above: Option<crate::model::Role>,
+    ) -> Result<()> {
+        let theirs = api_token::Entity::find()
+            .filter(api_token::Column::CreatedBy.eq(username))
+            .filter(api_token::Column::Revoked.eq(false))
+            .all(&self.db)
+            .await?;
+        let ids: Vec<String> = theirs
+            .into_iter()
+            .filter(|t| {
+                above.is_none_or(|max| crate::model::Role::parse(&t.role).is_none_or(|r| r > max))
+            })
+            .map(|t| t.id)
+            .collect();
+        if !ids.is_empty() {
+            api_token::Entity::update_many()
+                .col_expr(
+                    api_token::Column::Revoked,
+                    sea_orm::sea_query::Expr::value(true),
+                )
+                .filter(api_token::Column::Id.is_in(ids))
+                .exec(&self.db)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Revokes an API token; false when it does not exist.
@@ -580,7 +618,12 @@ impl Store {
     }
 
     /// Sets a user's role; false when there is no such user.
-    pub async fn set_role(&self, username: &str, role: &str) -> Result<bool> {
+    pub async fn set_role(&self, username: &str, role: crate::model::Role) -> Result<bool> {
+        // Cached principals carry the old role; a token of the user's above the new role
+        // would outrank its owner, so it is revoked.
+        let _epoch = self.revoking();
+        self.revoke_tokens_of(username, Some(role)).await?;
+        let role = role.as_str();
         let r = user::Entity::update_many()
             .col_expr(
                 user::Column::Role,

@@ -1015,7 +1015,7 @@ impl InstanceActor {
             tracing::warn!(instance = %self.rec.id, ?pid, %message, "instance crashed");
             let tail = self.last_output().await;
             if !tail.is_empty() {
-                message = format!("{message}\nlast output:\n{tail}");
+                message = format!("{message}{}{tail}", exile_api::state::GAME_OUTPUT_MARKER);
             }
             self.set_state(State::Crashed, message);
         }

@@ -250,8 +250,21 @@ pub async fn connect(addr: SocketAddr) -> Result<Channel> {
 /// One HTTP/1.1 GET of `path` from the sandbox master at `addr` on a fresh connection (over
 /// TLS trusting the test CA when it serves TLS); the whole answer, head and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    http_get_with(addr, path, &[]).await
+}
+
+/// [`http_get`] with extra request headers.
+pub async fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
     let mut out = Vec::new();
     if tls::is_tls(addr) {
         let ca = tls::test_ca()?.cert.clone();
@@ -600,6 +613,24 @@ impl Sandbox {
     /// Clients logged in as `admin`.
     pub async fn admin(&self) -> Result<Clients> {
         clients(connect(self.master_addr).await?, &self.admin_token)
+    }
+
+    /// Clients holding a new API token `name` of `role` (made by `admin`, valid an hour),
+    /// and its secret.
+    pub async fn clients_with_role(&self, name: &str, role: pb::Role) -> Result<(Clients, String)> {
+        let secret = self
+            .admin()
+            .await?
+            .auth
+            .create_api_token(pb::CreateApiTokenRequest {
+                name: name.into(),
+                role: role as i32,
+                ttl_seconds: 3600,
+            })
+            .await?
+            .into_inner()
+            .secret;
+        Ok((clients(connect(self.master_addr).await?, &secret)?, secret))
     }
 
     /// Name of spawner `i`.

@@ -332,7 +332,7 @@ impl AuthService for AuthApi {
         };
         let mut changed = Vec::new();
         if let Some(role) = role {
-            self.0.store.set_role(&u.username, role.as_str()).await?;
+            self.0.store.set_role(&u.username, role).await?;
             u.role = role.as_str().into();
             changed.push(format!("role {role}"));
         }

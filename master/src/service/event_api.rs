@@ -7,6 +7,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 
 use super::SharedRef;
+use crate::access::{ctx, may_read_game_output};
+use crate::convert::hide_game_output;
 use exile_api::now_unix_ms;
 use exile_api::v1 as pb;
 use exile_api::v1::event_service_server::EventService;
@@ -32,11 +34,26 @@ impl EventService for EventApi {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let sees_output = may_read_game_output(&ctx(&req)?.principal);
         let include_metrics = req.into_inner().include_metrics;
         let shared = self.0.clone();
         let (snapshot, mut rx) = shared.registry.subscribe();
+        // What this caller may see of each event: crash messages without the game's output
+        // unless it may read game logs.
+        let shown = move |mut ev: pb::WatchEvent| {
+            if !sees_output {
+                match &mut ev.kind {
+                    Some(pb::watch_event::Kind::InstanceUpdated(i)) => hide_game_output(i),
+                    Some(pb::watch_event::Kind::Snapshot(s)) => {
+                        s.instances.iter_mut().for_each(hide_game_output);
+                    }
+                    _ => {}
+                }
+            }
+            ev
+        };
         let stream = async_stream(move |tx| async move {
-            if tx.send(Ok(snapshot_event(snapshot))).await.is_err() {
+            if tx.send(Ok(shown(snapshot_event(snapshot)))).await.is_err() {
                 return;
             }
             loop {
@@ -73,7 +90,7 @@ impl EventService for EventApi {
                     Err(RecvError::Closed) => return,
                 };
                 for ev in out {
-                    if tx.send(Ok(ev)).await.is_err() {
+                    if tx.send(Ok(shown(ev))).await.is_err() {
                         return;
                     }
                 }

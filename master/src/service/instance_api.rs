@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, SharedRef};
-use crate::access::ctx;
+use crate::access::{ctx, may_read_game_output};
 use crate::auth::new_id;
 use crate::builds::BuildChoice;
-use crate::convert::{check_id, check_labels};
+use crate::convert::{check_id, check_labels, instances_for};
 use crate::error::{Error, Result};
 use crate::model::{InstanceRecord, Labels, SpawnSettings};
 use crate::registry::{LogEvent, Placement, map_command_error};
@@ -407,6 +407,7 @@ impl InstanceService for InstanceApi {
         &self,
         req: Request<pb::ListInstancesRequest>,
     ) -> Result<Response<pb::ListInstancesResponse>, Status> {
+        let sees_output = may_read_game_output(&ctx(&req)?.principal);
         let r = req.into_inner();
         let mut instances = self.0.registry.snapshot().instances;
         if !r.spawner_id.is_empty() {
@@ -415,17 +416,21 @@ impl InstanceService for InstanceApi {
         if !r.states.is_empty() {
             instances.retain(|i| r.states.contains(&i.state));
         }
-        Ok(Response::new(pb::ListInstancesResponse { instances }))
+        Ok(Response::new(pb::ListInstancesResponse {
+            instances: instances_for(instances, sees_output),
+        }))
     }
 
     async fn get_instance(
         &self,
         req: Request<pb::GetInstanceRequest>,
     ) -> Result<Response<pb::GetInstanceResponse>, Status> {
+        let sees_output = may_read_game_output(&ctx(&req)?.principal);
         let r = req.into_inner();
         check_id("id", &r.id)?;
+        let instance = self.0.registry.get_instance(&r.id)?;
         Ok(Response::new(pb::GetInstanceResponse {
-            instance: Some(self.0.registry.get_instance(&r.id)?),
+            instance: instances_for(vec![instance], sees_output).pop(),
         }))
     }
 

@@ -3,9 +3,9 @@
 use tonic::{Request, Response, Status};
 
 use super::SharedRef;
-use crate::access::ctx;
+use crate::access::{ctx, may_read_game_output};
 use crate::auth::{ENROLLMENT_PREFIX, hash_secret, new_id, new_secret};
-use crate::convert::check_id;
+use crate::convert::{check_id, instances_for};
 use crate::db::entities::enrollment_token;
 use crate::error::Error;
 use exile_api::now_unix_ms;
@@ -119,12 +119,13 @@ impl SpawnerService for SpawnerApi {
         &self,
         req: Request<pb::GetSpawnerRequest>,
     ) -> Result<Response<pb::GetSpawnerResponse>, Status> {
+        let sees_output = may_read_game_output(&ctx(&req)?.principal);
         let r = req.into_inner();
         check_id("id", &r.id)?;
         let (spawner, instances) = self.0.registry.get_spawner(&r.id)?;
         Ok(Response::new(pb::GetSpawnerResponse {
             spawner: Some(spawner),
-            instances,
+            instances: instances_for(instances, sees_output),
         }))
     }
 

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, ensure};
 use exile_api::v1 as pb;
-use exile_testkit::{Sandbox, clients, connect};
+use exile_testkit::Sandbox;
 use fantoccini::Client;
 
 use super::{click, screenshot, text_of, type_into, until};
@@ -72,18 +72,9 @@ pub async fn server_page(sb: &Sandbox, c: &Client) -> Result<()> {
     );
 
     // A call that fails: a viewer may not stop instances.
-    let secret = admin
-        .auth
-        .clone()
-        .create_api_token(pb::CreateApiTokenRequest {
-            name: "error-log-viewer".into(),
-            role: pb::Role::Viewer as i32,
-            ttl_seconds: 600,
-        })
-        .await?
-        .into_inner()
-        .secret;
-    let viewer = clients(connect(sb.master_addr()).await?, &secret)?;
+    let (viewer, _) = sb
+        .clients_with_role("error-log-viewer", pb::Role::Viewer)
+        .await?;
     let denied = viewer
         .instances
         .clone()

@@ -589,23 +589,10 @@ async fn a_cut_or_short_upload_leaves_nothing_and_a_viewer_cannot_upload() {
     assert_eq!((blobs(&sb), uploads(&sb)), (0, 0));
 
     // A viewer may look but not upload.
-    let token = admin
-        .auth
-        .clone()
-        .create_api_token(pb::CreateApiTokenRequest {
-            name: "ci-viewer".into(),
-            role: pb::Role::Viewer as i32,
-            ttl_seconds: 600,
-        })
+    let (viewer, _) = sb
+        .clients_with_role("ci-viewer", pb::Role::Viewer)
         .await
-        .unwrap()
-        .into_inner()
-        .secret;
-    let viewer = exile_testkit::clients(
-        exile_testkit::connect(sb.master_addr()).await.unwrap(),
-        &token,
-    )
-    .unwrap();
+        .unwrap();
     let e = push(
         &mut viewer.builds.clone(),
         metadata("oa", "1", &archive),

@@ -7,6 +7,7 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
+use exile_api::v1 as pb;
 use exile_testkit::{Sandbox, SandboxOptions};
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
@@ -73,5 +74,67 @@ async fn health_reflection_healthz_and_metrics_need_no_token() {
         page.starts_with("HTTP/1.1 404") && page.contains("xtask dashboard"),
         "{page}"
     );
+    sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_behind_a_token_answer_only_a_viewer_or_higher() {
+    let sb = Sandbox::start(SandboxOptions {
+        spawners: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = sb.admin().await.unwrap();
+    admin
+        .settings
+        .clone()
+        .set_setting(pb::SetSettingRequest {
+            key: exile_api::settings::METRICS_REQUIRE_TOKEN.into(),
+            value: "true".into(),
+            scope: String::new(),
+        })
+        .await
+        .unwrap();
+    let get = |headers: Vec<(&'static str, String)>| {
+        let addr = sb.master_addr();
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            exile_testkit::http_get_with(addr, "/metrics", &h)
+                .await
+                .unwrap()
+        }
+    };
+    let none = get(vec![]).await;
+    assert!(none.starts_with("HTTP/1.1 401"), "{none}");
+    assert!(none.contains("master.metrics_require_token"), "{none}");
+    assert!(!none.contains("exile_spawners"), "{none}");
+    let wrong = get(vec![("Authorization", "Bearer exk_not-a-token".into())]).await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    // An allocator's token reads nothing, /metrics included.
+    let (_, alloc) = sb
+        .clients_with_role("scraper-alloc", pb::Role::Allocator)
+        .await
+        .unwrap();
+    let by_alloc = get(vec![("Authorization", format!("Bearer {alloc}"))]).await;
+    assert!(by_alloc.starts_with("HTTP/1.1 401"), "{by_alloc}");
+    let (_, viewer) = sb
+        .clients_with_role("scraper", pb::Role::Viewer)
+        .await
+        .unwrap();
+    let ok = get(vec![("Authorization", format!("Bearer {viewer}"))]).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains("exile_spawners_online 1"), "{ok}");
+    // Turned off again: open as before.
+    admin
+        .settings
+        .clone()
+        .reset_setting(pb::ResetSettingRequest {
+            key: exile_api::settings::METRICS_REQUIRE_TOKEN.into(),
+            scope: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(get(vec![]).await.starts_with("HTTP/1.1 200"));
     sb.shutdown().await;
 }

@@ -12,6 +12,7 @@ mod interfaces;
 mod lifecycle;
 mod metrics;
 mod resilience;
+mod revocation;
 mod rollouts;
 mod server;
 mod settings;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use exile_api::v1 as pb;
-use exile_testkit::{Sandbox, SandboxOptions, clients, connect, eventually};
+use exile_testkit::{Sandbox, SandboxOptions, eventually};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -49,19 +49,10 @@ async fn failed_calls_are_in_the_error_log_and_traffic_is_counted() {
     drop(watch);
 
     // Two failures of different kinds: a viewer's StopInstance and a missing instance.
-    let secret = admin
-        .auth
-        .clone()
-        .create_api_token(pb::CreateApiTokenRequest {
-            name: "errors-viewer".into(),
-            role: pb::Role::Viewer as i32,
-            ttl_seconds: 600,
-        })
+    let (viewer, _) = sb
+        .clients_with_role("errors-viewer", pb::Role::Viewer)
         .await
-        .unwrap()
-        .into_inner()
-        .secret;
-    let viewer = clients(connect(sb.master_addr()).await.unwrap(), &secret).unwrap();
+        .unwrap();
     let denied = viewer
         .instances
         .clone()

@@ -239,20 +239,10 @@ async fn a_viewer_reads_settings_but_cannot_change_them() {
     .await
     .unwrap();
     let admin = sb.admin().await.unwrap();
-    let token = admin
-        .auth
-        .clone()
-        .create_api_token(pb::CreateApiTokenRequest {
-            name: "reader".into(),
-            role: pb::Role::Viewer as i32,
-            ttl_seconds: 600,
-        })
+    let (viewer, _) = sb
+        .clients_with_role("reader", pb::Role::Viewer)
         .await
-        .unwrap()
-        .into_inner()
-        .secret;
-    let ch = exile_testkit::connect(sb.master_addr()).await.unwrap();
-    let viewer = exile_testkit::clients(ch, &token).unwrap();
+        .unwrap();
     let list = viewer
         .settings
         .clone()

@@ -309,6 +309,98 @@ async fn a_crashing_server_is_restarted_with_backoff_then_crashed_with_its_last_
     let text = String::from_utf8_lossy(&all);
     let runs = text.matches("error: unexpected argument").count();
     assert_eq!(runs, 3, "one start and two restarts: {text}");
+
+    // The game's output is for those who may read its log: a viewer gets the crash message
+    // without it, through every call that shows an instance.
+    let (mut viewer, _) = sb
+        .clients_with_role("crash-viewer", pb::Role::Viewer)
+        .await
+        .unwrap();
+    let own = exile_api::state::without_game_output(&end.message).to_owned();
+    assert!(
+        own.contains("crash loop") && !own.contains("--no-such-flag"),
+        "{own}"
+    );
+    let got = viewer
+        .instances
+        .get_instance(pb::GetInstanceRequest {
+            id: spawned.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert_eq!(got.message, own);
+    let listed = viewer
+        .instances
+        .list_instances(pb::ListInstancesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .instances;
+    assert_eq!(listed[0].message, own);
+    let on_spawner = viewer
+        .spawners
+        .get_spawner(pb::GetSpawnerRequest {
+            id: spawned.spawner_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instances;
+    assert_eq!(on_spawner[0].message, own);
+    let mut watch = viewer
+        .events
+        .watch(pb::WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    let Some(pb::watch_event::Kind::Snapshot(snap)) = first.kind else {
+        panic!("the first event is not a snapshot: {first:?}");
+    };
+    assert_eq!(snap.instances[0].message, own);
+    // A live change reaches the viewer cut too: restart it so it crashes again.
+    admin
+        .instances
+        .clone()
+        .start_instance(pb::StartInstanceRequest {
+            id: spawned.id.clone(),
+        })
+        .await
+        .unwrap();
+    let mut crashed_again = None;
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(20), watch.next())
+        .await
+        .unwrap()
+    {
+        if let Some(pb::watch_event::Kind::InstanceUpdated(i)) = ev.unwrap().kind
+            && i.state() == S::Crashed
+        {
+            crashed_again = Some(i);
+            break;
+        }
+    }
+    let again = crashed_again.expect("the watch ended before the crash");
+    assert!(
+        !again.message.contains("--no-such-flag"),
+        "{}",
+        again.message
+    );
+    // The operator still reads it.
+    let full = admin
+        .instances
+        .clone()
+        .get_instance(pb::GetInstanceRequest {
+            id: spawned.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert!(full.message.contains("--no-such-flag"), "{}", full.message);
     sb.shutdown().await;
 }
 
