@@ -339,12 +339,19 @@ impl Registry {
         self.change(|st, fx| st.detach(fx, id, generation, clean));
     }
 
-    /// A heartbeat: metrics in memory only.
-    pub fn heartbeat(&self, id: &str, generation: u64, hb: pb::Heartbeat, with_event: bool) {
+    /// A heartbeat: metrics in memory only. Entries for instances the spawner does not own
+    /// are dropped from `hb`; false when the heartbeat is not of the spawner's current link.
+    pub fn heartbeat(
+        &self,
+        id: &str,
+        generation: u64,
+        hb: &mut pb::Heartbeat,
+        with_event: bool,
+    ) -> bool {
         // Nobody watching: do not build an event per heartbeat for nobody.
         let metrics_event = with_event && self.events.receiver_count() > 0;
         let now = Instant::now();
-        self.change(|st, fx| st.heartbeat(fx, id, generation, hb, now, metrics_event));
+        self.change(|st, fx| st.heartbeat(fx, id, generation, hb, now, metrics_event))
     }
 
     /// An instance event from the spawner.

@@ -344,15 +344,24 @@ impl RegistryState {
         fx: &mut Effects,
         id: &str,
         generation: u64,
-        hb: pb::Heartbeat,
+        hb: &mut pb::Heartbeat,
         now: Instant,
         metrics_event: bool,
-    ) {
+    ) -> bool {
         if !self.is_current(id, generation) {
-            return;
+            return false;
         }
+        // Figures only for its own instances: a spawner (a compromised one included) cannot
+        // write another's. What is left is what the caller records as history too.
+        hb.instances.retain(|m| {
+            let own = self.instances.get(&m.id).is_some_and(|r| r.spawner_id == id);
+            if !own {
+                tracing::warn!(spawner = %id, instance = %m.id, "heartbeat figures for an instance the spawner does not own; ignored");
+            }
+            own
+        });
         let Some(e) = self.spawners.get_mut(id) else {
-            return;
+            return false;
         };
         e.last_heartbeat = now;
         e.info.last_seen_at = now_unix_ms();
@@ -370,7 +379,7 @@ impl RegistryState {
         } else {
             HashMap::new()
         };
-        for m in hb.instances {
+        for m in &hb.instances {
             self.update_instance(&m.id, |r| {
                 r.resources = m.resources.unwrap_or_default();
                 r.players = m.players;
@@ -397,6 +406,7 @@ impl RegistryState {
             fx.events
                 .push(pb::watch_event::Kind::SpawnerMetrics(self.spawner_pb(e)));
         }
+        true
     }
 
     /// An instance event from the spawner over the link of `generation`.
@@ -646,6 +656,71 @@ mod tests {
     }
 
     #[test]
+    fn a_spawner_cannot_write_another_spawners_instances() {
+        let mut st = enrolled();
+        st.spawners
+            .insert("evil".into(), SpawnerEntry::new(info("evil")));
+        let t0 = Instant::now();
+        let (l1, _r1) = link(1);
+        let (l2, _r2) = link(1);
+        let mut fx = Effects::default();
+        let mut a = status("a", pb::InstanceState::Ready, 1);
+        a.players = 3;
+        st.attach(&mut fx, "sp", &hello(vec![a]), l1, t0).unwrap();
+        st.attach(&mut fx, "evil", &hello(vec![]), l2, t0).unwrap();
+
+        // Its heartbeat naming `a`: nothing of it is applied, and nothing left to record.
+        let mut hb = pb::Heartbeat {
+            instances: vec![pb::InstanceMetrics {
+                id: "a".into(),
+                players: 99,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(st.heartbeat(&mut fx, "evil", 1, &mut hb, t0, false));
+        assert!(hb.instances.is_empty());
+        assert_eq!(st.instances["a"].players, 3);
+        // Its status or removal of `a`: ignored, `a` still Ready on its own spawner.
+        let mut fx = Effects::default();
+        let mut stolen = status("a", pb::InstanceState::Stopped, 9);
+        stolen.players = 0;
+        st.instance_event(
+            &mut fx,
+            "evil",
+            1,
+            pb::InstanceEvent {
+                status: Some(stolen.clone()),
+                removed: false,
+            },
+        );
+        st.instance_event(
+            &mut fx,
+            "evil",
+            1,
+            pb::InstanceEvent {
+                status: Some(stolen),
+                removed: true,
+            },
+        );
+        assert!(fx.events.is_empty() && fx.writes.is_empty());
+        assert_eq!(state_of(&st, "a"), pb::InstanceState::Ready);
+        assert_eq!(st.instances["a"].spawner_id, "sp");
+        // The owner's own heartbeat still lands.
+        let mut own = pb::Heartbeat {
+            instances: vec![pb::InstanceMetrics {
+                id: "a".into(),
+                players: 4,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(st.heartbeat(&mut fx, "sp", 1, &mut own, t0, false));
+        assert_eq!(own.instances.len(), 1);
+        assert_eq!(st.instances["a"].players, 4);
+    }
+
+    #[test]
     fn attach_reconciles_and_an_older_link_is_closed() {
         let mut st = enrolled();
         let t0 = Instant::now();
@@ -795,12 +870,12 @@ mod tests {
 
         // A heartbeat of another generation is not this link's: ignored.
         let hb = pb::Heartbeat::default();
-        st.heartbeat(&mut fx, "sp", 7, hb.clone(), t0 + 2 * TTL, true);
+        st.heartbeat(&mut fx, "sp", 7, &mut hb.clone(), t0 + 2 * TTL, true);
         assert_eq!(spawner_state(&st), pb::SpawnerState::Unreachable);
         assert!(fx.events.is_empty());
 
         // One on the link: Online, `a` Ready again (and persisted), then the spawner's event.
-        st.heartbeat(&mut fx, "sp", 1, hb.clone(), t0 + 2 * TTL, true);
+        st.heartbeat(&mut fx, "sp", 1, &mut hb.clone(), t0 + 2 * TTL, true);
         assert_eq!(spawner_state(&st), pb::SpawnerState::Online);
         assert_eq!(state_of(&st, "a"), pb::InstanceState::Ready);
         assert_eq!(st.index.ready[""]["sp"].len(), 1);
@@ -813,9 +888,9 @@ mod tests {
 
         // An ordinary heartbeat: a metrics event only when asked for.
         let mut fx = Effects::default();
-        st.heartbeat(&mut fx, "sp", 1, hb.clone(), t0 + 2 * TTL, false);
+        st.heartbeat(&mut fx, "sp", 1, &mut hb.clone(), t0 + 2 * TTL, false);
         assert!(fx.events.is_empty());
-        st.heartbeat(&mut fx, "sp", 1, hb, t0 + 2 * TTL, true);
+        st.heartbeat(&mut fx, "sp", 1, &mut hb.clone(), t0 + 2 * TTL, true);
         assert!(matches!(fx.events[..], [Kind::SpawnerMetrics(_)]));
         assert!(fx.writes.is_empty(), "heartbeats are never written");
     }

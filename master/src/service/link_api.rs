@@ -253,15 +253,21 @@ impl SpawnerLink for LinkApi {
 fn handle(shared: &super::Shared, id: &str, link: &crate::registry::Link, m: pb::SpawnerMessage) {
     use pb::spawner_message::Kind;
     match m.kind {
-        Some(Kind::Heartbeat(hb)) => {
+        Some(Kind::Heartbeat(mut hb)) => {
             shared
                 .counters
                 .heartbeats
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            shared
-                .metrics
-                .record_heartbeat(id, exile_api::now_unix_ms(), &hb);
-            shared.registry.heartbeat(id, link.generation, hb, true);
+            // The registry keeps only the spawner's own instances in it; their history is
+            // recorded from what is left.
+            if shared
+                .registry
+                .heartbeat(id, link.generation, &mut hb, true)
+            {
+                shared
+                    .metrics
+                    .record_heartbeat(id, exile_api::now_unix_ms(), &hb);
+            }
         }
         Some(Kind::InstanceEvent(ev)) => shared.registry.instance_event(id, link.generation, ev),
         Some(Kind::CommandResult(r)) => link.complete(r),
