@@ -87,11 +87,25 @@ impl ManagerConfig {
         };
         let data_dir = std::path::absolute(&config.data_dir)
             .map_err(|e| Error::io("could not resolve", &config.data_dir, e))?;
+        let ports = config.ports()?;
+        if let Some(eph) = crate::ports::ephemeral_range() {
+            let n = crate::ports::ephemeral_overlap(&ports, &eph);
+            if n > 0 {
+                tracing::warn!(
+                    "{n} port(s) of --port-range {}-{} are also in the kernel's range for outgoing connections ({}-{}): a game may find its port taken; move the range below {} or narrow net.ipv4.ip_local_port_range",
+                    ports.start(),
+                    ports.end(),
+                    eph.start(),
+                    eph.end(),
+                    eph.start()
+                );
+            }
+        }
         Ok(Self {
             name: config.spawner_name(),
             data_dir,
             capacity: config.capacity,
-            ports: config.ports()?,
+            ports,
             template: command.map(|words| CommandTemplate::new(words, build_dir)),
             host_manifest,
             build_version: config.build_version.clone(),

@@ -120,9 +120,45 @@ pub fn is_free(port: u16, protocol: Protocol) -> bool {
     }
 }
 
+/// The kernel's range for outgoing connections' local ports (`ip_local_port_range`), when
+/// it can be read.
+pub fn ephemeral_range() -> Option<RangeInclusive<u16>> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    parse_ephemeral_range(&text)
+}
+
+fn parse_ephemeral_range(text: &str) -> Option<RangeInclusive<u16>> {
+    let mut words = text.split_whitespace().map(str::parse::<u16>);
+    let (Some(Ok(lo)), Some(Ok(hi))) = (words.next(), words.next()) else {
+        return None;
+    };
+    (lo <= hi).then_some(lo..=hi)
+}
+
+/// How many ports of `range` the kernel may also hand to outgoing connections: a game whose
+/// port was taken that way between allocation and its bind fails to start.
+pub fn ephemeral_overlap(range: &RangeInclusive<u16>, ephemeral: &RangeInclusive<u16>) -> usize {
+    let lo = (*range.start()).max(*ephemeral.start());
+    let hi = (*range.end()).min(*ephemeral.end());
+    if lo > hi { 0 } else { usize::from(hi - lo) + 1 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ephemeral_range_is_read_and_overlaps_counted() {
+        assert_eq!(parse_ephemeral_range("32768\t60999\n"), Some(32768..=60999));
+        assert_eq!(parse_ephemeral_range("60999 32768"), None);
+        assert_eq!(parse_ephemeral_range("x 1"), None);
+        assert_eq!(parse_ephemeral_range(""), None);
+        let eph = 32768..=60999;
+        assert_eq!(ephemeral_overlap(&(7000..=7999), &eph), 0);
+        assert_eq!(ephemeral_overlap(&(32000..=32768), &eph), 1);
+        assert_eq!(ephemeral_overlap(&(40000..=40099), &eph), 100);
+        assert_eq!(ephemeral_overlap(&(60999..=65535), &eph), 1);
+    }
 
     #[test]
     fn skips_held_ports_and_wraps_around() {

@@ -417,10 +417,8 @@ impl Sandbox {
         let data_dir = opts.data_dir.unwrap_or_else(|| self.dir.path().join(name));
         let game = demo_game_bin()?;
         let index = self.spawners.len();
-        // A random, wide port base so parallel sandboxes rarely meet; the allocator checks
-        // every port anyway.
-        let base = 20_000 + (rand_u32() % 30_000) / 100 * 100 + (index as u32) * 2_000 % 10_000;
         let span = self.opts.capacity.max(1) * 3;
+        let base = port_base(index, span);
         let mut args = vec![
             "exile-spawner".to_owned(),
             format!("--master={master_url}"),
@@ -743,6 +741,20 @@ impl Drop for Sandbox {
             tls::mark(self.master_addr, false);
         }
     }
+}
+
+/// First game port of the `index`th spawner of a sandbox: random so parallel sandboxes
+/// rarely meet (the allocator checks every port anyway), and below the kernel's range for
+/// outgoing connections, where a test's own connections could take a game's port between
+/// its allocation and the game's bind.
+fn port_base(index: usize, span: u32) -> u32 {
+    let top = exile_spawner::ports::ephemeral_range()
+        .map(|r| u32::from(*r.start()))
+        .filter(|&lo| lo >= 20_000)
+        .unwrap_or(65_000);
+    // Five slots of 2,000 ports for a sandbox's spawners, the random offset below the rest.
+    let room = top.saturating_sub(10_000 + 10_000 + span).max(100);
+    10_000 + (rand_u32() % room) / 100 * 100 + (index as u32 % 5) * 2_000
 }
 
 fn rand_u32() -> u32 {

@@ -74,9 +74,8 @@ pub fn environ(pid: u32) -> Vec<(String, String)> {
 pub fn free_port_range(len: u16) -> std::ops::RangeInclusive<u16> {
     use rand::Rng;
     static TAKEN: Mutex<Vec<std::ops::RangeInclusive<u16>>> = Mutex::new(Vec::new());
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+    let ephemeral_low = exile_spawner::ports::ephemeral_range()
+        .map(|r| *r.start())
         .unwrap_or(32768);
     let mut taken = TAKEN.lock().unwrap();
     for _ in 0..500 {
