@@ -13,6 +13,7 @@ mod lifecycle;
 mod metrics;
 mod resilience;
 mod rollouts;
+mod security;
 mod server;
 mod settings;
 mod spawner_logs;
