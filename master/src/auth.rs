@@ -223,13 +223,6 @@ impl Auth {
                 vec![Key::User(username.to_owned())],
             )
             .map_err(|wait| self.refused("failed logins", wait))?;
-        let slot = match self.hash_slot().await {
-            Ok(slot) => slot,
-            Err(e) => {
-                attempt.not_judged();
-                return Err(e);
-            }
-        };
         let user = match self.store.get_user(username).await {
             Ok(u) => u,
             Err(e) => {
@@ -240,16 +233,13 @@ impl Auth {
         let hash = user
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
-        let pw = password.to_owned();
-        self.password_hashes.fetch_add(1, Ordering::Relaxed);
-        // The slot moves into the task: a caller that goes away does not free it while the
-        // hash still runs.
-        let ok = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            verify_password(&hash, &pw)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("verify task: {e}")))?;
+        let ok = match self.check_password(hash, password.to_owned()).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                attempt.not_judged();
+                return Err(e);
+            }
+        };
         let user = match (ok, user) {
             (true, Some(u)) => {
                 attempt.succeeded();
@@ -317,7 +307,22 @@ impl Auth {
         }
     }
 
-    /// Password hashes run to check logins since start.
+    /// Checks a password against a stored hash in one of the master's hash slots (see
+    /// `hash_slots`): Unavailable when they are all busy for a while.
+    pub async fn check_password(&self, hash: String, password: String) -> Result<bool> {
+        let slot = self.hash_slot().await?;
+        self.password_hashes.fetch_add(1, Ordering::Relaxed);
+        // The slot moves into the task: a caller that goes away does not free it while the
+        // hash still runs.
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            verify_password(&hash, &password)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("verify task: {e}")))
+    }
+
+    /// Password hashes run to check passwords since start.
     pub fn password_hashes(&self) -> u64 {
         self.password_hashes.load(Ordering::Relaxed)
     }
