@@ -213,12 +213,13 @@ impl Auth {
         password: &str,
         peer: &str,
     ) -> Result<(String, i64, user::Model)> {
+        let source = crate::client_addr::throttle_source(peer);
         let attempt = self
             .throttle
             .admit(
                 vec![
-                    Key::Source(peer.to_owned()),
-                    Key::Pair(peer.to_owned(), username.to_owned()),
+                    Key::Source(source.clone()),
+                    Key::Pair(source, username.to_owned()),
                 ],
                 vec![Key::User(username.to_owned())],
             )
@@ -270,7 +271,10 @@ impl Auth {
     /// the attempt: a used-up or unknown token is a failure.
     pub fn admit_enrollment(&self, peer: &str) -> Result<throttle::Attempt<'_>> {
         self.throttle
-            .admit(vec![Key::Enroll(peer.to_owned())], vec![])
+            .admit(
+                vec![Key::Enroll(crate::client_addr::throttle_source(peer))],
+                vec![],
+            )
             .map_err(|wait| self.refused("failed enrollments", wait))
     }
 

@@ -118,6 +118,20 @@ impl TrustedProxies {
     }
 }
 
+/// The source a client address is throttled as: the address itself for IPv4, its /64 for
+/// IPv6 (one host usually holds a whole /64, so single addresses would be free to rotate).
+/// Anything that is not an address is its own source.
+pub fn throttle_source(peer: &str) -> String {
+    match peer.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+        Ok(IpAddr::V6(a)) => {
+            let net = u128::from(a) & (u128::MAX << 64);
+            format!("{}/64", std::net::Ipv6Addr::from(net))
+        }
+        Ok(ip) => ip.to_string(),
+        Err(_) => peer.to_owned(),
+    }
+}
+
 /// One X-Forwarded-For entry: an address, possibly with a port (`1.2.3.4:5678`,
 /// `[2001:db8::1]:80`).
 fn parse_hop(hop: &str) -> Option<IpAddr> {
@@ -171,6 +185,22 @@ mod tests {
         }
         let e = "10.0.0.1/8".parse::<Cidr>().unwrap_err();
         assert!(e.contains("10.0.0.0/8"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_clients_are_throttled_by_their_64() {
+        assert_eq!(throttle_source("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            throttle_source("2001:db8:1:2:ffff::9"),
+            throttle_source("2001:db8:1:2::1")
+        );
+        assert_ne!(
+            throttle_source("2001:db8:1:3::1"),
+            throttle_source("2001:db8:1:2::1")
+        );
+        assert_eq!(throttle_source("::ffff:192.0.2.1"), "192.0.2.1");
+        assert_eq!(throttle_source("192.0.2.1"), "192.0.2.1");
+        assert_eq!(throttle_source("unknown"), "unknown");
     }
 
     #[test]
