@@ -40,9 +40,12 @@ pub struct Summary {
 impl Summary {
     /// The summary's audit detail.
     pub fn detail(&self) -> String {
+        let since = exile_api::format::rfc3339_secs(self.since_unix_ms)
+            .unwrap_or_else(|| format!("{} ms", self.since_unix_ms));
         format!(
-            "{} more failed anonymous {} calls from this address within a minute of {} ms since the epoch; counted, not written one by one",
-            self.count, self.action, self.since_unix_ms
+            "{} more failed anonymous {} calls from this address in the minute from {since}; \
+             counted, not written one by one",
+            self.count, self.action
         )
     }
 }
