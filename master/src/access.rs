@@ -548,7 +548,8 @@ async fn write_audit(
 ) {
     let action = path.rsplit('/').next().unwrap_or(path).to_owned();
     if matches!(p, Principal::Anonymous) && result != "ok" {
-        let (row, summary) = state.flood.admit(peer, &action);
+        let source = crate::client_addr::throttle_source(peer);
+        let (row, summary) = state.flood.admit(&source, &action);
         if let Some(s) = summary {
             write_summary(state, s).await;
         }

@@ -16,6 +16,10 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 /// Sources tracked at once; failures of sources beyond it share one window, keyed `*`.
 const MAX_WINDOWS: usize = 10_000;
 
+/// Rows written per minute for all sources together: past it, a flood spread over many
+/// addresses is counted in the `*` window too.
+pub const ROWS_PER_WINDOW_ALL: u32 = 1_000;
+
 struct Window {
     started: Instant,
     /// When it started, for the summary's wording.
@@ -54,7 +58,14 @@ impl Summary {
 #[derive(Default)]
 pub struct FloodGate {
     // std Mutex: a map lookup per failed call, never held across an await.
-    windows: Mutex<HashMap<(String, String), Window>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    windows: HashMap<(String, String), Window>,
+    /// Start of the current minute of the overall budget, and rows written in it.
+    all: Option<(Instant, u32)>,
 }
 
 impl FloodGate {
@@ -71,9 +82,15 @@ impl FloodGate {
         now: Instant,
         now_ms: i64,
     ) -> (bool, Option<Summary>) {
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Inner { windows, all } = &mut *inner;
+        let all = match all {
+            Some((started, n)) if now.saturating_duration_since(*started) < WINDOW => n,
+            _ => &mut all.insert((now, 0)).1,
+        };
+        let over_budget = *all >= ROWS_PER_WINDOW_ALL;
         let mut key = (source.to_owned(), action.to_owned());
-        if !windows.contains_key(&key) && windows.len() >= MAX_WINDOWS {
+        if over_budget || (!windows.contains_key(&key) && windows.len() >= MAX_WINDOWS) {
             key.0 = "*".to_owned();
         }
         let fresh = || Window {
@@ -88,8 +105,9 @@ impl FloodGate {
             summary = summary_of(&key, w);
             *w = fresh();
         }
-        if w.written < ROWS_PER_WINDOW {
+        if w.written < ROWS_PER_WINDOW && !over_budget {
             w.written += 1;
+            *all += 1;
             (true, summary)
         } else {
             w.counted += 1;
@@ -104,9 +122,9 @@ impl FloodGate {
     }
 
     fn closed_at(&self, now: Instant, all: bool) -> Vec<Summary> {
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
-        windows.retain(|key, w| {
+        inner.windows.retain(|key, w| {
             if all || now.saturating_duration_since(w.started) >= WINDOW {
                 out.extend(summary_of(key, w));
                 false
@@ -182,5 +200,24 @@ mod tests {
             g.closed_at(t1 + WINDOW, true).is_empty(),
             "forgotten once swept"
         );
+    }
+
+    #[test]
+    fn a_flood_spread_over_many_sources_is_bounded_too() {
+        let g = FloodGate::default();
+        let t0 = Instant::now();
+        let rows = (0..100_000u32)
+            .filter(|i| {
+                g.admit_at(&format!("10.{}.{}.1", i / 256, i % 256), "Login", t0, 1)
+                    .0
+            })
+            .count();
+        assert_eq!(rows, ROWS_PER_WINDOW_ALL as usize);
+        let swept = g.closed_at(t0 + WINDOW, false);
+        let star: Vec<_> = swept.iter().filter(|s| s.source == "*").collect();
+        assert_eq!(star.len(), 1, "{swept:?}");
+        assert_eq!(star[0].count, 100_000 - u64::from(ROWS_PER_WINDOW_ALL));
+        // The next minute has a fresh budget.
+        assert!(g.admit_at("10.0.0.1", "Login", t0 + WINDOW, 2).0);
     }
 }
