@@ -1,6 +1,8 @@
 //! The one table of who may call what, and the tower layer that enforces it, counts
 //! requests and writes the audit log for every mutating call.
 
+pub mod flood;
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -171,7 +173,7 @@ pub async fn may_view(auth: &crate::auth::Auth, headers: &http::HeaderMap) -> bo
 pub struct CallCtx {
     /// The caller.
     pub principal: Principal,
-    /// Client address, from the socket.
+    /// Client address: the socket's, or the one a trusted proxy forwarded.
     pub peer: String,
     audit_note: Arc<Mutex<AuditNote>>,
 }
@@ -304,6 +306,20 @@ pub struct AccessState {
     pub store: Store,
     /// Counters.
     pub counters: Arc<Counters>,
+    /// Proxies whose X-Forwarded-For is believed.
+    pub proxies: crate::client_addr::TrustedProxies,
+    /// Which anonymous failures get an audit row of their own.
+    pub flood: flood::FloodGate,
+}
+
+impl AccessState {
+    /// Writes the summaries of anonymous failures counted rather than written, for the
+    /// minutes that are over (all of them when `all`, at shutdown).
+    pub async fn write_flood_summaries(&self, all: bool) {
+        for s in self.flood.closed(all) {
+            write_summary(self, s).await;
+        }
+    }
 }
 
 /// Tower layer enforcing [`RULES`].
@@ -375,7 +391,12 @@ where
             let peer = req
                 .extensions()
                 .get::<axum::extract::ConnectInfo<crate::tls::Peer>>()
-                .map(|c| c.0.addr.ip().to_string())
+                .map(|c| {
+                    state
+                        .proxies
+                        .client(c.0.addr.ip(), req.headers())
+                        .to_string()
+                })
                 .unwrap_or_else(|| "unknown".into());
             state.counters.requests.fetch_add(1, Ordering::Relaxed);
             let refuse = |status: tonic::Status| {
@@ -558,6 +579,16 @@ async fn write_audit(
     target: &str,
 ) {
     let action = path.rsplit('/').next().unwrap_or(path).to_owned();
+    if matches!(p, Principal::Anonymous) && result != "ok" {
+        let source = crate::client_addr::throttle_source(peer);
+        let (row, summary) = state.flood.admit(&source, &action);
+        if let Some(s) = summary {
+            write_summary(state, s).await;
+        }
+        if !row {
+            return;
+        }
+    }
     let actor = match p {
         // A login is done by the account it names, whether or not it succeeds.
         Principal::Anonymous if action == "Login" && !target.is_empty() => target.to_owned(),
@@ -572,6 +603,22 @@ async fn write_audit(
         result: result.to_owned(),
         detail: detail.to_owned(),
         peer: peer.to_owned(),
+    };
+    if let Err(e) = state.store.insert_audit(rec).await {
+        tracing::error!(error = %e, "could not write the audit log");
+    }
+}
+
+/// One audit row standing for anonymous failures that were counted, not written.
+async fn write_summary(state: &AccessState, s: flood::Summary) {
+    let rec = AuditRecord {
+        at: now_unix_ms(),
+        actor: "anonymous".to_owned(),
+        detail: s.detail(),
+        action: s.action,
+        target: String::new(),
+        result: "aggregated".to_owned(),
+        peer: s.source,
     };
     if let Err(e) = state.store.insert_audit(rec).await {
         tracing::error!(error = %e, "could not write the audit log");

@@ -1,8 +1,10 @@
 //! Passwords, secrets, sessions and API tokens: who a caller is.
 
 mod cache;
-mod rate_limit;
+pub mod throttle;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use argon2::Argon2;
@@ -15,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::model::{Principal, Role};
 use crate::store::Store;
 use exile_api::now_unix_ms;
-pub use rate_limit::RateLimiter;
+use throttle::{Key, Throttle};
 
 /// Prefix of session tokens.
 pub const SESSION_PREFIX: &str = "exs_";
@@ -113,11 +115,36 @@ pub struct Auth {
     store: Store,
     /// std RwLock: copied out at each use, never held across an await; settings replace it.
     policy: std::sync::RwLock<SessionPolicy>,
-    limiter: RateLimiter,
+    /// Failure scores of logins and enrollments.
+    throttle: Throttle,
+    /// Password hashes allowed to run at once (argon2 is CPU- and memory-heavy).
+    hash_slots: Arc<tokio::sync::Semaphore>,
+    /// Logins waiting for a hash slot.
+    hash_waiting: AtomicUsize,
+    /// Password hashes run to check logins.
+    password_hashes: AtomicU64,
+    /// Logins and enrollments refused by the throttle.
+    throttled: AtomicU64,
     /// Hash checked when a user does not exist, so timing does not reveal user names.
     dummy_hash: String,
     /// Principals of recently seen tokens (see [`cache`] for when entries are dropped).
     cache: cache::PrincipalCache,
+}
+
+/// Logins that may wait for a hash slot; more are refused at once.
+const MAX_HASH_WAITING: usize = 32;
+
+/// How long a login waits for a hash slot before it is refused.
+const HASH_WAIT: Duration = Duration::from_secs(3);
+
+/// Password hashes that run at once: one per core (at least two). Each argon2 check takes
+/// 19 MiB and a core for a while, so a flood of logins cannot pile up hash work and memory
+/// beyond that.
+fn hash_slots() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
 }
 
 /// A session's use is written to the store at most this often, ms.
@@ -149,7 +176,11 @@ impl Auth {
         Ok(Auth {
             store,
             policy: std::sync::RwLock::new(policy),
-            limiter: RateLimiter::new(5.0, 20.0, Duration::from_secs(12)),
+            throttle: Throttle::default(),
+            hash_slots: Arc::new(tokio::sync::Semaphore::new(hash_slots())),
+            hash_waiting: AtomicUsize::new(0),
+            password_hashes: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
             dummy_hash: hash_password("not a real password")?,
             cache: cache::PrincipalCache::default(),
         })
@@ -178,33 +209,50 @@ impl Auth {
         Ok(generated.then_some(password))
     }
 
-    /// Checks a password and opens a session. Failures are rate limited per account and
-    /// per address, and all say the same thing so they reveal nothing.
+    /// Checks a password and opens a session. Attempts are throttled per source, per source
+    /// and account, and per account for sources that fail (see [`throttle`]); failures all
+    /// say the same thing so they reveal nothing.
     pub async fn login(
         &self,
         username: &str,
         password: &str,
         peer: &str,
     ) -> Result<(String, i64, user::Model)> {
-        let keys = [format!("user:{username}"), format!("addr:{peer}")];
-        if let Some(wait) = self.limiter.blocked(&keys) {
-            return Err(Error::ResourceExhausted(format!(
-                "too many failed logins; try again in {} s",
-                wait.as_secs().max(1)
-            )));
-        }
-        let user = self.store.get_user(username).await?;
+        let source = crate::client_addr::throttle_source(peer);
+        let attempt = self
+            .throttle
+            .admit(
+                vec![
+                    Key::Source(source.clone()),
+                    Key::Pair(source, username.to_owned()),
+                ],
+                vec![Key::User(username.to_owned())],
+            )
+            .map_err(|wait| self.refused("failed logins", wait))?;
+        let user = match self.store.get_user(username).await {
+            Ok(u) => u,
+            Err(e) => {
+                attempt.not_judged();
+                return Err(e);
+            }
+        };
         let hash = user
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |u| u.password_hash.clone());
-        let pw = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
-            .await
-            .map_err(|e| Error::Internal(format!("verify task: {e}")))?;
+        let ok = match self.check_password(hash, password.to_owned()).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                attempt.not_judged();
+                return Err(e);
+            }
+        };
         let user = match (ok, user) {
-            (true, Some(u)) => u,
+            (true, Some(u)) => {
+                attempt.succeeded();
+                u
+            }
             _ => {
-                self.limiter.fail(&keys);
+                attempt.failed();
                 return Err(Error::Unauthenticated("wrong user name or password".into()));
             }
         };
@@ -222,6 +270,75 @@ impl Auth {
             })
             .await?;
         Ok((token, expires, user))
+    }
+
+    /// Admits an enrollment attempt from `peer`, throttled like logins. The caller settles
+    /// the attempt: a used-up or unknown token is a failure.
+    pub fn admit_enrollment(&self, peer: &str) -> Result<throttle::Attempt<'_>> {
+        self.throttle
+            .admit(
+                vec![Key::Enroll(crate::client_addr::throttle_source(peer))],
+                vec![],
+            )
+            .map_err(|wait| self.refused("failed enrollments", wait))
+    }
+
+    fn refused(&self, what: &str, wait: Duration) -> Error {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+        // Rounded up: "try again in 0 s" would be refused again.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Error::ResourceExhausted(format!(
+            "too many {what} from this address; try again in {secs} s"
+        ))
+    }
+
+    /// A slot to run one password hash in, waiting a little when all are busy; refused
+    /// rather than queued without bound when the master is flooded.
+    async fn hash_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        let busy = || {
+            Error::Unavailable(
+                "the master is checking too many passwords at once; try again in a few seconds"
+                    .into(),
+            )
+        };
+        if let Ok(slot) = self.hash_slots.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        if self.hash_waiting.fetch_add(1, Ordering::AcqRel) >= MAX_HASH_WAITING {
+            self.hash_waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(busy());
+        }
+        let got = tokio::time::timeout(HASH_WAIT, self.hash_slots.clone().acquire_owned()).await;
+        self.hash_waiting.fetch_sub(1, Ordering::AcqRel);
+        match got {
+            Ok(Ok(slot)) => Ok(slot),
+            _ => Err(busy()),
+        }
+    }
+
+    /// Checks a password against a stored hash in one of the master's hash slots (see
+    /// `hash_slots`): Unavailable when they are all busy for a while.
+    pub async fn check_password(&self, hash: String, password: String) -> Result<bool> {
+        let slot = self.hash_slot().await?;
+        self.password_hashes.fetch_add(1, Ordering::Relaxed);
+        // The slot moves into the task: a caller that goes away does not free it while the
+        // hash still runs.
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            verify_password(&hash, &password)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("verify task: {e}")))
+    }
+
+    /// Password hashes run to check passwords since start.
+    pub fn password_hashes(&self) -> u64 {
+        self.password_hashes.load(Ordering::Relaxed)
+    }
+
+    /// Logins and enrollments refused by the throttle since start.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
     }
 
     /// Resolves a bearer token into a principal: from the cache while the entry is fresh and

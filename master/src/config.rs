@@ -126,6 +126,17 @@ pub struct Config {
     /// links too (their DNS name must be `<spawner id>.spawner.exile`).
     #[arg(long, env = "EXILE_MASTER_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
+    /// Proxies (IP networks, comma-separated, e.g. 10.0.0.0/8,fd00::/8) whose
+    /// X-Forwarded-For header names the client. From any other peer the header is ignored
+    /// and the socket's address is the client's: for login throttling, the audit log and
+    /// sessions.
+    #[arg(
+        long,
+        env = "EXILE_MASTER_TRUSTED_PROXY",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxy: Vec<crate::client_addr::Cidr>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -193,5 +204,25 @@ mod tests {
         assert!(c.heartbeat_ttl() > c.heartbeat_interval());
         assert_eq!(c.max_build_bytes, 4 << 30);
         assert_eq!(c.build_install_timeout_secs, 1800);
+        assert!(c.trusted_proxy.is_empty());
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_and_a_bad_one_is_refused() {
+        let c = <Config as clap::Parser>::try_parse_from([
+            "exile-master",
+            "--trusted-proxy",
+            "10.0.0.0/8,127.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(c.trusted_proxy.len(), 2);
+        let e = <Config as clap::Parser>::try_parse_from([
+            "exile-master",
+            "--trusted-proxy",
+            "10.0.0.1/8",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("10.0.0.0/8"), "{e}");
     }
 }

@@ -6,6 +6,7 @@ pub mod alloc;
 pub mod auth;
 pub mod builds;
 pub mod certs;
+pub mod client_addr;
 pub mod config;
 pub mod convert;
 pub mod db;
@@ -174,8 +175,15 @@ pub async fn start(
         auth: auth.clone(),
         store,
         counters,
+        proxies: client_addr::TrustedProxies::new(config.trusted_proxy.clone()),
+        flood: Default::default(),
     });
-    let app = server::router(shared.clone(), access, config.dashboard_dir.as_deref()).await?;
+    let app = server::router(
+        shared.clone(),
+        access.clone(),
+        config.dashboard_dir.as_deref(),
+    )
+    .await?;
 
     let tasks = TaskTracker::new();
     let sd = shutdown.clone();
@@ -217,6 +225,7 @@ pub async fn start(
     registry_tasks(&tasks, &shutdown, &registry, config.heartbeat_ttl());
     builds_tasks(&tasks, &shutdown, builds);
     auth_tasks(&tasks, &shutdown, auth);
+    audit_tasks(&tasks, &shutdown, access);
     settings_tasks(&tasks, &shutdown, settings.clone(), &shared);
     metrics_tasks(&tasks, &shutdown, shared.store.clone(), metrics, settings);
     // The persister ends when the registry (its only sender) is dropped; do not wait on it
@@ -237,6 +246,23 @@ pub async fn start(
         tasks,
         shutdown,
     })
+}
+
+/// Summaries of flooding anonymous failures, written once their minute is over and at
+/// shutdown (see `access::flood`).
+fn audit_tasks(tasks: &TaskTracker, shutdown: &CancellationToken, access: Arc<AccessState>) {
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(crate::access::flood::WINDOW / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = sd.cancelled() => break,
+                _ = tick.tick() => access.write_flood_summaries(false).await,
+            }
+        }
+        access.write_flood_summaries(true).await;
+    });
 }
 
 /// The master's performance sampler (see `perf`).

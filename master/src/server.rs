@@ -322,7 +322,9 @@ fn metrics_text(shared: &crate::service::Shared) -> axum::response::Response {
 # HELP exile_spawner_links Spawner links open.\n# TYPE exile_spawner_links gauge\nexile_spawner_links {}\n\
 # HELP exile_watch_subscribers Watch streams open.\n# TYPE exile_watch_subscribers gauge\nexile_watch_subscribers {}\n\
 # HELP exile_received_bytes_total Request body bytes received.\n# TYPE exile_received_bytes_total counter\nexile_received_bytes_total {}\n\
-# HELP exile_sent_bytes_total Response body bytes sent.\n# TYPE exile_sent_bytes_total counter\nexile_sent_bytes_total {}\n",
+# HELP exile_sent_bytes_total Response body bytes sent.\n# TYPE exile_sent_bytes_total counter\nexile_sent_bytes_total {}\n\
+# HELP exile_password_hashes_total Password hashes run to check a password (logins, password changes).\n# TYPE exile_password_hashes_total counter\nexile_password_hashes_total {}\n\
+# HELP exile_auth_throttled_total Logins and enrollments refused by the throttle.\n# TYPE exile_auth_throttled_total counter\nexile_auth_throttled_total {}\n",
         s.uptime_seconds,
         s.spawners_total,
         s.spawners_online,
@@ -336,7 +338,9 @@ fn metrics_text(shared: &crate::service::Shared) -> axum::response::Response {
         s.open_links,
         s.watch_subscribers,
         s.bytes_in,
-        s.bytes_out
+        s.bytes_out,
+        shared.auth.password_hashes(),
+        shared.auth.throttled()
     );
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],

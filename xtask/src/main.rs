@@ -397,8 +397,8 @@ fn test() -> Result<()> {
     let tests = cargo(&[&["test"], &PACKAGES[..], &["--no-fail-fast"]].concat());
     // A representative part of the system tests again with every sandbox serving TLS (a CA
     // and certificate generated for the run; clients and spawners trust only that CA):
-    // instance lifecycle, uploads, the authorization walk, and what tools and browsers get on
-    // the port. The tls:: tests run TLS in both passes anyway. Run from here, with the same
+    // instance lifecycle, uploads, the authorization walk and the attacks on login, and what
+    // tools and browsers get on the port. The tls:: tests run TLS in both passes anyway. Run from here, with the same
     // packages and environment as the pass above, so nothing is compiled again.
     let tls = cargo_with(
         &[
@@ -411,6 +411,7 @@ fn test() -> Result<()> {
                 "lifecycle::",
                 "access::",
                 "interfaces::",
+                "security::",
             ],
             &[
                 "builds::push_list",

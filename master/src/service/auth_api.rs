@@ -6,7 +6,7 @@ use super::SharedRef;
 use crate::access::ctx;
 use crate::auth::{
     API_TOKEN_PREFIX, blocking_hash, check_password_policy, check_username, hash_secret, new_id,
-    new_secret, verify_password,
+    new_secret,
 };
 use crate::db::entities::{api_token, user};
 use crate::error::Error;
@@ -204,9 +204,7 @@ impl AuthService for AuthApi {
             .ok_or_else(|| Error::NotFound("user is gone".into()))?;
         let hash = u.password_hash.clone();
         let current = r.current_password;
-        let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &current))
-            .await
-            .map_err(|e| Error::Internal(format!("verify task: {e}")))?;
+        let ok = self.0.auth.check_password(hash, current).await?;
         if !ok {
             return Err(Error::PermissionDenied("the current password is wrong".into()).into());
         }

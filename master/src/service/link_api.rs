@@ -60,16 +60,27 @@ impl SpawnerLink for LinkApi {
         }
         let id = new_id("spw");
         c.set_target(id.clone());
-        if !self
+        // Tokens are long random secrets, but a source that keeps presenting bad ones is
+        // slowed all the same, like a login.
+        let attempt = self.0.auth.admit_enrollment(&c.peer)?;
+        let consumed = self
             .0
             .store
             .consume_enrollment_token(&hash_secret(&r.token), &id, now_unix_ms())
-            .await?
-        {
-            return Err(Error::Unauthenticated(
-                "enrollment token is unknown, used, revoked or expired".into(),
-            )
-            .into());
+            .await;
+        match consumed {
+            Ok(true) => attempt.succeeded(),
+            Ok(false) => {
+                attempt.failed();
+                return Err(Error::Unauthenticated(
+                    "enrollment token is unknown, used, revoked or expired".into(),
+                )
+                .into());
+            }
+            Err(e) => {
+                attempt.not_judged();
+                return Err(e.into());
+            }
         }
         let credential = new_secret(CREDENTIAL_PREFIX);
         let now = now_unix_ms();

@@ -14,6 +14,7 @@ mod metrics;
 mod resilience;
 mod revocation;
 mod rollouts;
+mod security;
 mod server;
 mod settings;
 mod spawner_logs;

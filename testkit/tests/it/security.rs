@@ -1,0 +1,263 @@
+//! Attacks on authentication, each asserted to fail: a password guesser cannot lock the
+//! owner out, concurrent guesses cannot all reach the password hash, a forged
+//! X-Forwarded-For from an untrusted peer changes nothing, and an enrollment flood is slowed
+//! and cannot grow the audit log a row per attempt.
+
+use tonic::transport::Channel;
+
+use exile_api::v1 as pb;
+use exile_api::v1::auth_service_client::AuthServiceClient;
+use exile_api::v1::spawner_link_client::SpawnerLinkClient;
+use exile_master::access::flood::ROWS_PER_WINDOW;
+use exile_testkit::{Sandbox, SandboxOptions};
+
+/// A sandbox with no spawners and these master flags.
+async fn sandbox(master_args: &[&str]) -> Sandbox {
+    Sandbox::start(SandboxOptions {
+        spawners: 0,
+        master_args: master_args.iter().map(|a| (*a).to_owned()).collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A request that claims, through X-Forwarded-For, to come from `from`.
+fn forwarded<T>(msg: T, from: Option<&str>) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(from) = from {
+        req.metadata_mut()
+            .insert("x-forwarded-for", from.parse().unwrap());
+    }
+    req
+}
+
+/// One login of `username` from `from`; Ok(()) or the status code.
+async fn login(
+    ch: &Channel,
+    from: Option<&str>,
+    username: &str,
+    password: &str,
+) -> Result<(), tonic::Status> {
+    let req = pb::LoginRequest {
+        username: username.into(),
+        password: password.into(),
+    };
+    AuthServiceClient::new(ch.clone())
+        .login(forwarded(req, from))
+        .await
+        .map(|_| ())
+}
+
+async fn audit(sb: &Sandbox, action: &str) -> Vec<pb::AuditEntry> {
+    sb.admin()
+        .await
+        .unwrap()
+        .system
+        .list_audit_log(pb::ListAuditLogRequest {
+            limit: 1000,
+            action: action.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
+/// A counter from the master's /metrics.
+async fn metric(sb: &Sandbox, name: &str) -> u64 {
+    let text = exile_testkit::http_get(sb.master_addr(), "/metrics")
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics:\n{text}"))
+}
+
+const ATTACKER: &str = "203.0.113.66";
+const OWNER: &str = "198.51.100.7";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_guesser_is_slowed_and_the_owner_still_logs_in() {
+    // Both sources reach the master through a proxy on loopback that it trusts.
+    let sb = sandbox(&["--trusted-proxy=127.0.0.1/32"]).await;
+    let ch = exile_testkit::connect(sb.master_addr()).await.unwrap();
+    let password = sb.admin_password().to_owned();
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        let e = login(&ch, Some(ATTACKER), "admin", "wrong-password")
+            .await
+            .unwrap_err();
+        if e.code() == tonic::Code::ResourceExhausted {
+            assert!(e.message().contains("try again in"), "{e:?}");
+        }
+        codes.push(e.code());
+    }
+    use tonic::Code::{ResourceExhausted, Unauthenticated};
+    assert_eq!(&codes[..5], &[Unauthenticated; 5], "{codes:?}");
+    assert_eq!(&codes[5..], &[ResourceExhausted; 7], "{codes:?}");
+    // The attacker's source is held back even with the right password: a guess that
+    // happens to be right during the wait does not get in either...
+    let e = login(&ch, Some(ATTACKER), "admin", &password)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ResourceExhausted, "{e:?}");
+    // ...while the owner, from elsewhere, gets in at once, again and again.
+    for i in 0..3 {
+        login(&ch, Some(OWNER), "admin", &password)
+            .await
+            .unwrap_or_else(|e| panic!("owner refused on login {i}: {e:?}"));
+    }
+    // The audit log names each source as the proxy forwarded it.
+    let entries = audit(&sb, "Login").await;
+    let from = |peer: &str, ok: bool| {
+        entries
+            .iter()
+            .filter(|e| e.peer == peer && (e.result == "ok") == ok)
+            .count()
+    };
+    assert_eq!(from(OWNER, true), 3, "{entries:?}");
+    // 13 failures: the first of the minute as rows, the rest counted into a summary.
+    assert_eq!(
+        from(ATTACKER, false),
+        ROWS_PER_WINDOW as usize,
+        "{entries:?}"
+    );
+    assert_eq!(from("127.0.0.1", false), 0, "{entries:?}");
+    sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_wrong_guesses_cannot_all_reach_the_password_hash() {
+    let sb = sandbox(&[]).await;
+    let ch = exile_testkit::connect(sb.master_addr()).await.unwrap();
+    let hashes_before = metric(&sb, "exile_password_hashes_total").await;
+    let guesses = (0..20).map(|i| {
+        let ch = ch.clone();
+        async move {
+            login(&ch, None, "admin", &format!("wrong-guess-{i}"))
+                .await
+                .unwrap_err()
+                .code()
+        }
+    });
+    let codes = futures::future::join_all(guesses).await;
+    let count = |c: tonic::Code| codes.iter().filter(|&&x| x == c).count();
+    let judged = count(tonic::Code::Unauthenticated);
+    // Five free failures per source and account; the master may also turn a guess away
+    // when all its hash slots are busy (UNAVAILABLE), but never lets more through.
+    assert!(judged <= 5, "{codes:?}");
+    assert!(count(tonic::Code::ResourceExhausted) >= 15, "{codes:?}");
+    assert_eq!(
+        judged + count(tonic::Code::ResourceExhausted) + count(tonic::Code::Unavailable),
+        20,
+        "{codes:?}"
+    );
+    let hashes = metric(&sb, "exile_password_hashes_total").await - hashes_before;
+    assert_eq!(
+        hashes, judged as u64,
+        "one hash per judged guess: {codes:?}"
+    );
+    assert!(metric(&sb, "exile_auth_throttled_total").await >= 15);
+    sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+    // A proxy range is configured, but loopback is not in it.
+    let sb = sandbox(&["--trusted-proxy=10.0.0.0/8"]).await;
+    let ch = exile_testkit::connect(sb.master_addr()).await.unwrap();
+    let mut codes = Vec::new();
+    for i in 0..7 {
+        // A fresh forged source each time, as a guesser dodging the throttle would send.
+        let forged = format!("192.0.2.{i}");
+        let e = login(&ch, Some(&forged), "admin", "wrong-password")
+            .await
+            .unwrap_err();
+        codes.push(e.code());
+    }
+    assert_eq!(
+        codes.last(),
+        Some(&tonic::Code::ResourceExhausted),
+        "the forged addresses did not spread the guesses: {codes:?}"
+    );
+    let entries = audit(&sb, "Login").await;
+    let failed: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.result != "ok")
+        .map(|e| e.peer.as_str())
+        .collect();
+    assert_eq!(failed, vec!["127.0.0.1"; 7], "{entries:?}");
+    sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_enroll_flood_is_slowed_and_its_audit_rows_stay_bounded() {
+    let mut sb = sandbox(&["--trusted-proxy=127.0.0.1/32"]).await;
+    let ch = exile_testkit::connect(sb.master_addr()).await.unwrap();
+    let mut link = SpawnerLinkClient::new(ch.clone());
+    let flood = 60;
+    let mut codes = Vec::new();
+    for i in 0..flood {
+        let req = pb::EnrollRequest {
+            token: format!("exe_{i:064x}"),
+            name: "intruder".into(),
+            host: "intruder".into(),
+        };
+        codes.push(
+            link.enroll(forwarded(req, Some(ATTACKER)))
+                .await
+                .unwrap_err()
+                .code(),
+        );
+    }
+    use tonic::Code::{ResourceExhausted, Unauthenticated};
+    assert_eq!(&codes[..10], &[Unauthenticated; 10], "{codes:?}");
+    assert!(
+        codes[10..].iter().all(|c| *c == ResourceExhausted),
+        "{codes:?}"
+    );
+    // A real spawner enrolling from another address is not held back by the flood.
+    let admin = sb.admin().await.unwrap();
+    exile_testkit::sim::enroll(&admin, sb.master_addr(), "honest")
+        .await
+        .unwrap();
+    // Only the first failures of the minute got rows (the flood took well under a minute;
+    // were it slower, a second minute could add as many again, never one per attempt).
+    let rows = |entries: &[pb::AuditEntry]| {
+        entries
+            .iter()
+            .filter(|e| e.peer == ATTACKER && e.result != "ok" && e.result != "aggregated")
+            .count()
+    };
+    let entries = audit(&sb, "Enroll").await;
+    let written = rows(&entries);
+    assert!(
+        (ROWS_PER_WINDOW as usize..=2 * ROWS_PER_WINDOW as usize).contains(&written),
+        "{written} rows for {flood} failures: {entries:?}"
+    );
+    assert!(entries.iter().any(|e| e.result == "ok"), "{entries:?}");
+    // The rest are counted, and their summary is written by the minute's end at the latest
+    // (here: at shutdown).
+    sb.stop_master().await.unwrap();
+    sb.start_master().await.unwrap();
+    let entries = audit(&sb, "Enroll").await;
+    let counted: u64 = entries
+        .iter()
+        .filter(|e| e.peer == ATTACKER && e.result == "aggregated")
+        .map(|e| {
+            e.detail
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("a count opens the summary: {e:?}"))
+        })
+        .sum();
+    assert_eq!(
+        rows(&entries) as u64 + counted,
+        flood,
+        "every failure is either a row or counted: {entries:?}"
+    );
+    sb.shutdown().await;
+}
