@@ -404,7 +404,14 @@ fn test() -> Result<()> {
         &[
             &["test"],
             &PACKAGES[..],
-            &["--test", "it", "--", "lifecycle::", "access::", "interfaces::"],
+            &[
+                "--test",
+                "it",
+                "--",
+                "lifecycle::",
+                "access::",
+                "interfaces::",
+            ],
             &[
                 "builds::push_list",
                 "builds::hostile_archives",
