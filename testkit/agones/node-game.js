@@ -13,10 +13,15 @@ const go = (n) => new Promise((resolve) => {
 async function main() {
   const sdk = new AgonesSDK();
   await sdk.connect();
+  // Ready only once the watch is open, so it sees every state from the first.
+  let watching;
+  const opened = new Promise((resolve) => { watching = resolve; });
   sdk.watchGameServer((gs) => {
     const labels = Object.fromEntries(gs.objectMeta.labelsMap);
     fs.appendFileSync('watch.log', JSON.stringify({ state: gs.status.state, labels }) + '\n');
+    watching();
   }, (err) => fs.appendFileSync('errors.log', `watch: ${err}\n`));
+  await opened;
   await sdk.ready();
   await go(1);
   await sdk.setLabel('map', 'dust');

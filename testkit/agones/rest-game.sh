@@ -20,6 +20,8 @@ until [ "$(call POST /health '{}')" = 200 ]; do
   n=$((n + 1)); [ $n -gt 200 ] && exit 3; sleep 0.05
 done
 curl -sN "$A/watch/gameserver" > watch.log &
+# Ready only once the watch is open, so it sees every state from the first.
+until [ -s watch.log ]; do sleep 0.05; done
 [ "$(call POST /ready '{}')" = 200 ] || exit 4
 go 1
 [ "$(call PUT /metadata/label '{"key":"map","value":"dust"}')" = 200 ] || exit 5
@@ -33,5 +35,8 @@ go 4
 call GET /v1beta1/counters/rooms > beta.code; cp last.json beta.json
 call GET /gameserver > gameserver.code; cp last.json gameserver.json
 go 5
-call POST /shutdown '{}' > shutdown.code
-exec sleep 60
+# Shutdown stops the game: the stop signal comes to its whole process group while the answer
+# is on its way, so that one curl ignores it, and the game exits once it has the answer.
+trap 'exit 0' TERM
+(trap '' TERM; call POST /shutdown '{}' > shutdown.code)
+sleep 60 & wait

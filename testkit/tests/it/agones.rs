@@ -57,9 +57,13 @@ async fn spawn(admin: &Clients, env: &[(&str, &str)]) -> pb::Instance {
         .unwrap()
 }
 
-/// The instance's directory, where the game runs and leaves its files.
+/// The game's directory (the instance's `data/`), where it runs and leaves its files.
 fn instance_dir(sb: &Sandbox, id: &str) -> PathBuf {
-    sb.dir().join("spawner-0").join("instances").join(id)
+    sb.dir()
+        .join(sb.spawner_name(0))
+        .join("instances")
+        .join(id)
+        .join("data")
 }
 
 /// The contents of `name` in `dir` once the game has written it (non-empty).
@@ -438,7 +442,8 @@ async fn only_the_instances_own_processes_reach_its_agones_ports() {
 
 /// Builds the Rust game (`testkit/agones-rust-game`, on the `agones` crate from crates.io,
 /// whose build script needs `protoc`) into `target/agones-rust-game` and returns the binary;
-/// prints how long the build took. `None` (a loud skip) without protoc.
+/// prints how long the build took. `None` (a loud skip) without protoc. `cargo xtask test`
+/// builds it the same way before the tests start, so this finds it done.
 fn rust_game() -> Option<PathBuf> {
     if !have(
         "protoc",
