@@ -1,8 +1,9 @@
 //! Games written against Agones' SDK, unchanged, under a real spawner: the REST SDK driven
-//! with curl, the official Node.js SDK from npm, and calls from outside the instance refused.
-//! Each game goes Ready → SetLabel → Health → Allocate → Reserve → Shutdown, one step each
-//! time the test drops a `go-N` file in its directory, so every step is seen in Exile's Watch
-//! before the next.
+//! with curl, the official Node.js SDK from npm and the official Rust SDK from crates.io, a
+//! fleet's Agones game handed out by a matchmaker, and calls from outside the instance
+//! refused. Each game goes Ready → SetLabel → Health → Allocate → Reserve → Shutdown, one step
+//! each time the test drops a `go-N` file in its directory, so every step is seen in Exile's
+//! Watch before the next.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -219,6 +220,117 @@ async fn a_rest_sdk_game_runs_unchanged_under_curl() {
         ["Scheduled", "Ready", "Allocated", "Reserved"],
         "the states WatchGameServer streamed"
     );
+    sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agones_game_in_a_fleet_is_allocated_by_a_matchmaker() {
+    if !have("curl", "the Agones fleet allocation test") {
+        return;
+    }
+    let command = format!("/bin/sh {}", games_dir().join("rest-game.sh").display());
+    let build = agones_build(&command);
+    let sb = sandbox(&build, &command).await;
+    let admin = sb.admin().await.unwrap();
+    let mut w = Watcher::open(&admin).await.unwrap();
+    admin
+        .fleets
+        .clone()
+        .create_fleet(pb::CreateFleetRequest {
+            name: "arena".into(),
+            spec: Some(pb::FleetSpec {
+                replicas: 1,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    // The game says Ready through Agones' SDK: only then may the fleet hand it out.
+    w.until("the fleet's game Ready", |w| {
+        w.last.values().any(|i| i.state() == S::Ready)
+    })
+    .await
+    .unwrap();
+    let id = w
+        .last
+        .values()
+        .find(|i| i.state() == S::Ready)
+        .unwrap()
+        .id
+        .clone();
+    let allocated = admin
+        .allocations
+        .clone()
+        .allocate(pb::AllocateRequest {
+            required: Some(pb::AllocationSelector {
+                fleet: "arena".into(),
+                ..Default::default()
+            }),
+            labels: [("match".to_owned(), "m-1".to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(allocated.instance_id, id);
+    w.until("the game Allocated", |w| w.state(&id) == Some(S::Allocated))
+        .await
+        .unwrap();
+    // The game learns it through WatchGameServer, as under Agones, with the match's label.
+    let watch_log = instance_dir(&sb, &id).join("watch.log");
+    eventually(
+        "the game's watch to show the allocation",
+        Duration::from_secs(30),
+        || {
+            let log = std::fs::read_to_string(&watch_log).unwrap_or_default();
+            async move {
+                log.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .any(|v| {
+                        v["result"]["status"]["state"] == "Allocated"
+                            && v["result"]["object_meta"]["labels"]["match"] == "m-1"
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spawn_flag_serves_the_agones_sdk_to_any_build() {
+    if !have("curl", "the Agones spawn flag test") {
+        return;
+    }
+    let command = format!("/bin/sh {}", games_dir().join("rest-game.sh").display());
+    // A manifest that does not ask for the Agones SDK.
+    let build = tempfile::tempdir().unwrap();
+    let manifest = format!("[run]\ncommand = {command:?}\n");
+    std::fs::write(build.path().join("exile-build.toml"), manifest).unwrap();
+    let sb = sandbox(&build, &command).await;
+    let admin = sb.admin().await.unwrap();
+    let mut w = Watcher::open(&admin).await.unwrap();
+    let game = admin
+        .instances
+        .clone()
+        .spawn_instance(pb::SpawnInstanceRequest {
+            agones_sdk: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    w.until("the game Ready through the Agones SDK", |w| {
+        w.state(&game.id) == Some(S::Ready)
+    })
+    .await
+    .unwrap();
+    let (grpc_port, http_port) = agones_ports(&instance_dir(&sb, &game.id)).await;
+    assert!(grpc_port > 0 && http_port > 0 && grpc_port != http_port);
     sb.shutdown().await;
 }
 
