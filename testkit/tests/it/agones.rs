@@ -334,6 +334,76 @@ async fn the_spawn_flag_serves_the_agones_sdk_to_any_build() {
     sb.shutdown().await;
 }
 
+/// Whether something listens on loopback `port`.
+async fn listening(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_spawner_serves_the_same_agones_ports_to_the_adopted_game() {
+    if !have("curl", "the Agones re-adoption test") {
+        return;
+    }
+    let command = format!("/bin/sh {}", games_dir().join("rest-game.sh").display());
+    let build = agones_build(&command);
+    let mut sb = sandbox(&build, &command).await;
+    let admin = sb.admin().await.unwrap();
+    let mut w = Watcher::open(&admin).await.unwrap();
+    let game = spawn(&admin, &[]).await;
+    let dir = instance_dir(&sb, &game.id);
+    let (grpc_port, http_port) = agones_ports(&dir).await;
+    w.until("the game Ready", |w| w.state(&game.id) == Some(S::Ready))
+        .await
+        .unwrap();
+
+    sb.stop_spawner(0).await.unwrap();
+    let t = Duration::from_secs(30);
+    eventually("the Agones ports closed with the spawner", t, || async {
+        (!listening(grpc_port).await && !listening(http_port).await).then_some(())
+    })
+    .await
+    .unwrap();
+    sb.start_spawner(0).unwrap();
+    eventually("the Agones ports open again", t, || async {
+        (listening(grpc_port).await && listening(http_port).await).then_some(())
+    })
+    .await
+    .unwrap();
+    // The game, never restarted, goes on with the ports it was handed at its start.
+    go(&dir, 1);
+    w.until("the game's label after the restart", |w| {
+        w.last[&game.id]
+            .labels
+            .get("agones.dev/sdk-map")
+            .map(String::as_str)
+            == Some("dust")
+    })
+    .await
+    .unwrap();
+    go(&dir, 2);
+    w.until("the game Allocated after the restart", |w| {
+        w.state(&game.id) == Some(S::Allocated)
+    })
+    .await
+    .unwrap();
+    // Unknown while the spawner was away; never Starting again.
+    let mut seen: Vec<S> = w.history[&game.id]
+        .iter()
+        .copied()
+        .filter(|s| *s != S::Unknown)
+        .collect();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        vec![S::Starting, S::Running, S::Ready, S::Allocated],
+        "the game was adopted, not started again: {:?}",
+        w.history[&game.id]
+    );
+    sb.shutdown().await;
+}
+
 /// Whether this is CI (`CI` set to anything but empty, `0` or `false`).
 fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
