@@ -1,16 +1,20 @@
-//! Compiles `proto/exile/v1/*.proto` with protox (no system protoc) and tonic-prost-build.
+//! Compiles `proto/exile/v1/*.proto` and the Agones SDK interface in `proto/agones/*.proto` with
+//! protox (no system protoc) and tonic-prost-build.
 
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
-    let dir = root.join("exile/v1");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "proto"))
-        .collect();
-    files.sort();
-    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut files = Vec::new();
+    for dir in [root.join("exile/v1"), root.join("agones")] {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "proto"))
+            .collect();
+        found.sort();
+        println!("cargo:rerun-if-changed={}", dir.display());
+        files.extend(found);
+    }
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

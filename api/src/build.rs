@@ -6,7 +6,7 @@ pub mod manifest;
 
 use std::collections::HashMap;
 
-pub use manifest::{MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, ManifestError};
+pub use manifest::{MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, ManifestError, SdkKind};
 
 /// Longest build name or version, bytes.
 pub const MAX_NAME_LEN: usize = 64;

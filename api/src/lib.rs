@@ -6,6 +6,18 @@ pub mod v1 {
     tonic::include_proto!("exile.v1");
 }
 
+/// The Agones game-server SDK interface (`proto/agones`), which the spawner serves to the
+/// instances of builds written against an Agones client SDK.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod agones {
+    tonic::include_proto!("agones.dev.sdk");
+
+    /// Agones' player tracking (`agones.dev.sdk.alpha`).
+    pub mod alpha {
+        tonic::include_proto!("agones.dev.sdk.alpha");
+    }
+}
+
 pub mod build;
 pub mod fleet;
 pub mod format;

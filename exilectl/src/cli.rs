@@ -487,6 +487,10 @@ pub struct SpawnArgs {
     /// backoff and crash-loop limit of its restart policy).
     #[arg(long, value_enum)]
     pub unhealthy: Option<UnhealthyArg>,
+    /// Serve the Agones SDK to the instance (`AGONES_SDK_GRPC_PORT`, `AGONES_SDK_HTTP_PORT`)
+    /// even when its build's manifest does not say `sdk = "agones"`.
+    #[arg(long)]
+    pub agones_sdk: bool,
     /// Extra arguments for the game server, after `--`.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,

@@ -157,6 +157,7 @@ pub fn check_spec(name: &str, spec: &pb::FleetSpec) -> Result<Checked> {
             args: spec.args.clone(),
             restart_policy: spec.restart_policy,
             health_check: spec.health_check,
+            agones_sdk: false,
         },
     })
 }

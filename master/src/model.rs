@@ -187,6 +187,8 @@ pub struct SpawnSettings {
     pub restart_policy: Option<pb::RestartPolicy>,
     /// Health check asked for.
     pub health_check: Option<pb::HealthCheck>,
+    /// Serve the Agones SDK to the instance whatever its build's manifest says.
+    pub agones_sdk: bool,
 }
 
 impl SpawnSettings {
@@ -198,6 +200,7 @@ impl SpawnSettings {
             args: self.args.clone(),
             restart_policy: self.restart_policy,
             health_check: self.health_check,
+            agones_sdk: self.agones_sdk,
             ..Default::default()
         };
         hex::encode(cmd.encode_to_vec())
@@ -218,6 +221,7 @@ impl SpawnSettings {
             args: cmd.args,
             restart_policy: cmd.restart_policy,
             health_check: cmd.health_check,
+            agones_sdk: cmd.agones_sdk,
         }
     }
 }

@@ -263,6 +263,7 @@ async fn dispatch_instance(
                 args: spawn.args,
                 restart_policy: spawn.restart_policy,
                 health_check: spawn.health_check,
+                agones: spawn.agones_sdk,
             };
             manager.spawn(spec, ctx).await
         }

@@ -90,6 +90,16 @@ pub struct Config {
     #[arg(long, env = "EXILE_SPAWNER_PORT_RANGE", default_value = "7800-7999")]
     pub port_range: String,
 
+    /// Loopback ports handed out in pairs to the Agones SDK of instances whose build speaks it
+    /// (`sdk = "agones"` in its manifest), as first-last (both included); each such instance
+    /// gets its own pair in `AGONES_SDK_GRPC_PORT` and `AGONES_SDK_HTTP_PORT`.
+    #[arg(
+        long,
+        env = "EXILE_SPAWNER_AGONES_PORT_RANGE",
+        default_value = "9357-9556"
+    )]
+    pub agones_port_range: String,
+
     /// Version name of the host build in --build-dir.
     #[arg(long, env = "EXILE_SPAWNER_BUILD_VERSION", default_value = "local")]
     pub build_version: String,
@@ -243,6 +253,7 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.label_map()?;
         self.ports()?;
+        self.agones_ports()?;
         self.command_template()?;
         self.health()?;
         self.own_log_filter()?;
@@ -381,6 +392,24 @@ impl Config {
     /// The port range, parsed from `first-last` (or a single port).
     pub fn ports(&self) -> Result<RangeInclusive<u16>> {
         parse_port_range(&self.port_range)
+    }
+
+    /// The Agones SDK port range; it must not overlap the game port range.
+    pub fn agones_ports(&self) -> Result<RangeInclusive<u16>> {
+        let range = parse_port_range(&self.agones_port_range).map_err(|_| {
+            Error::Config(format!(
+                "--agones-port-range `{}` must look like 9357-9556 (first-last, 1..=65535, first <= last)",
+                self.agones_port_range
+            ))
+        })?;
+        let games = self.ports()?;
+        if range.start() <= games.end() && games.start() <= range.end() {
+            return Err(Error::Config(format!(
+                "--agones-port-range {} overlaps --port-range {}; give them separate ports",
+                self.agones_port_range, self.port_range
+            )));
+        }
+        Ok(range)
     }
 
     /// The build command split into words, placeholders still in; `None` when there is no

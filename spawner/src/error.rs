@@ -87,6 +87,12 @@ pub enum Error {
     /// An SDK call without a secret, or with one that names no instance.
     #[error("missing or unknown SDK secret: send `authorization: Bearer $EXILE_SDK_TOKEN`")]
     Unauthenticated,
+    /// A call to an instance's own SDK port from a process outside the instance.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A call of the Agones SDK that Exile does not serve.
+    #[error("{0}")]
+    Unimplemented(String),
     /// An internal task went away (the spawner is shutting down).
     #[error("the instance manager has shut down")]
     ManagerGone,
@@ -106,9 +112,10 @@ impl Error {
     pub fn kind(&self) -> CommandErrorKind {
         match self {
             Error::NotFound(_) | Error::OtherSpawner { .. } => CommandErrorKind::NotFound,
-            Error::FailedPrecondition(_) | Error::Unauthenticated => {
-                CommandErrorKind::FailedPrecondition
-            }
+            Error::FailedPrecondition(_)
+            | Error::Unauthenticated
+            | Error::PermissionDenied(_)
+            | Error::Unimplemented(_) => CommandErrorKind::FailedPrecondition,
             Error::InvalidArgument(_) | Error::Config(_) => CommandErrorKind::InvalidArgument,
             Error::DeadlineExceeded | Error::Cancelled => CommandErrorKind::DeadlineExceeded,
             Error::Build(e) => e.kind(),

@@ -26,6 +26,21 @@ use crate::supervisor::ExitRecord;
 const ADOPTED_POLL: Duration = Duration::from_millis(500);
 /// How often a stopping process is checked for exit when it is not our child.
 const STOP_POLL: Duration = Duration::from_millis(20);
+/// Most player ids an instance tracks (Agones player tracking).
+const MAX_PLAYER_IDS: usize = 1000;
+/// Longest player id, bytes.
+const MAX_PLAYER_ID: usize = 256;
+
+/// A player id: 1 to [`MAX_PLAYER_ID`] bytes, no control characters.
+fn check_player_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_PLAYER_ID || id.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "player id {id:?} must be 1 to {MAX_PLAYER_ID} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
 /// Lines of output a crash message ends with.
 const CRASH_TAIL_LINES: u32 = 20;
 /// Bytes of output a crash message may hold.
@@ -202,6 +217,28 @@ pub enum SdkCall {
         /// Label value.
         value: String,
     },
+    /// Sets an annotation, or removes it when `value` is empty.
+    Annotation {
+        /// Annotation key.
+        key: String,
+        /// Annotation value.
+        value: String,
+    },
+    /// A player joined (Agones player tracking): its id is added, the count follows.
+    PlayerConnect {
+        /// The player's id.
+        id: String,
+    },
+    /// A player left: its id is removed, the count follows.
+    PlayerDisconnect {
+        /// The player's id.
+        id: String,
+    },
+    /// How many players fit (Agones player tracking).
+    PlayerCapacity {
+        /// Players that fit.
+        capacity: u32,
+    },
     /// The master handed the instance to players (not the game: it learns it through
     /// WatchInstance): Ready → Allocated with what the allocation sets.
     Assign {
@@ -346,6 +383,8 @@ impl InstanceActor {
         // A game that had used the SDK is checked again, its clock restarted from now.
         let used_sdk = v1::InstanceState::from(rec.state).set_by_game();
         let now = tokio::time::Instant::now();
+        let mut rec = rec;
+        rec.reserved_until_unix_ms = 0;
         Self {
             healthy_state: if rec.state == State::Unhealthy {
                 State::Ready
@@ -386,6 +425,7 @@ impl InstanceActor {
                 () = sleep_until(health_deadline) => self.unhealthy().await,
                 () = sleep_until(reserved_until) => {
                     self.reserved_until = None;
+                    self.rec.reserved_until_unix_ms = 0;
                     self.set_state(State::Ready, "reservation expired");
                 }
                 () = sleep_until(self.restart_at) => {
@@ -644,6 +684,7 @@ impl InstanceActor {
             SdkCall::Health => {}
             SdkCall::Ready => match self.rec.state {
                 _ if self.reserved_until.take().is_some() => {
+                    self.rec.reserved_until_unix_ms = 0;
                     self.set_state(State::Ready, "the game is ready again")
                 }
                 State::Running => self.set_state(State::Ready, "the game is ready"),
@@ -658,17 +699,75 @@ impl InstanceActor {
             },
             SdkCall::Reserve { ttl } => {
                 self.reserved_until = Some(tokio::time::Instant::now() + ttl);
+                self.rec.reserved_until_unix_ms = exile_api::now_unix_ms()
+                    .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
                 let message = format!("reserved by the game for {}s", ttl.as_secs());
                 if self.rec.state == State::Unhealthy {
                     self.healthy_state = State::Allocated;
+                    self.report();
                 } else {
                     self.set_state(State::Allocated, message);
                 }
             }
             SdkCall::Allocate => {
                 self.reserved_until = None;
-                if self.rec.state != State::Allocated {
+                let was_reserved = std::mem::take(&mut self.rec.reserved_until_unix_ms) != 0;
+                if self.rec.state != State::Allocated || was_reserved {
                     self.set_state(State::Allocated, "allocated by the game");
+                }
+            }
+            SdkCall::PlayerConnect { id } => {
+                if !self.rec.player_ids.contains(&id) {
+                    let capacity = self.rec.max_players;
+                    if capacity != 0 && self.rec.player_ids.len() >= capacity as usize {
+                        return Err(Error::FailedPrecondition(format!(
+                            "player {id} cannot join: the instance is at its capacity of {capacity} players"
+                        )));
+                    }
+                    check_player_id(&id)?;
+                    if self.rec.player_ids.len() >= MAX_PLAYER_IDS {
+                        return Err(Error::FailedPrecondition(format!(
+                            "player {id} cannot join: the instance tracks {MAX_PLAYER_IDS} players already"
+                        )));
+                    }
+                    self.rec.player_ids.push(id);
+                    self.rec.players = u32::try_from(self.rec.player_ids.len()).unwrap_or(u32::MAX);
+                    self.report();
+                }
+            }
+            SdkCall::PlayerDisconnect { id } => {
+                let before = self.rec.player_ids.len();
+                self.rec.player_ids.retain(|p| *p != id);
+                if self.rec.player_ids.len() != before {
+                    self.rec.players = u32::try_from(self.rec.player_ids.len()).unwrap_or(u32::MAX);
+                    self.report();
+                }
+            }
+            SdkCall::PlayerCapacity { capacity } => {
+                if self.rec.max_players != capacity {
+                    self.rec.max_players = capacity;
+                    self.report();
+                }
+            }
+            SdkCall::Annotation { key, value } => {
+                exile_api::limits::check_label("annotation", &key, &value)
+                    .map_err(Error::InvalidArgument)?;
+                if !value.is_empty()
+                    && !self.rec.annotations.contains_key(&key)
+                    && self.rec.annotations.len() >= exile_api::limits::MAX_LABELS
+                {
+                    return Err(Error::InvalidArgument(format!(
+                        "annotation {key}: the instance has {} annotations already, the most it may carry",
+                        exile_api::limits::MAX_LABELS
+                    )));
+                }
+                let changed = if value.is_empty() {
+                    self.rec.annotations.remove(&key).is_some()
+                } else {
+                    self.rec.annotations.insert(key, value.clone()).as_ref() != Some(&value)
+                };
+                if changed {
+                    self.report();
                 }
             }
             SdkCall::Players { count, max } => {
@@ -727,6 +826,7 @@ impl InstanceActor {
             )));
         }
         self.reserved_until = None;
+        self.rec.reserved_until_unix_ms = 0;
         self.rec.labels.extend(labels);
         self.rec.annotations.extend(annotations);
         self.rec.allocation_metadata = metadata;
@@ -836,8 +936,12 @@ impl InstanceActor {
         env.extend(
             crate::manifest::merged_env(&build_env, &self.rec.env)
                 .into_iter()
-                .filter(|(k, _)| !k.starts_with("EXILE_SDK_")),
+                .filter(|(k, _)| !k.starts_with("EXILE_SDK_") && !k.starts_with("AGONES_SDK_")),
         );
+        if let Some(agones) = self.rec.agones {
+            env.push(("AGONES_SDK_GRPC_PORT".to_owned(), agones.grpc.to_string()));
+            env.push(("AGONES_SDK_HTTP_PORT".to_owned(), agones.http.to_string()));
+        }
         if !self.rec.sdk_token.is_empty() {
             let served: Vec<(String, String)> = [
                 ("EXILE_SDK_ADDR", self.settings.sdk_addr),
@@ -870,6 +974,9 @@ impl InstanceActor {
         }
         self.rec.players = 0;
         self.rec.max_players = 0;
+        self.rec.player_ids.clear();
+        self.rec.reserved_until_unix_ms = 0;
+        self.reserved_until = None;
         self.heard = None;
         self.started = tokio::time::Instant::now();
         self.set_state(State::Starting, "starting");

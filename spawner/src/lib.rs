@@ -4,6 +4,7 @@
 //! shutdown signal. [`Manager`] (instances, ports, persistence) is usable on its own, which is
 //! how the tests drive it without a master.
 
+pub mod agones;
 mod backoff;
 pub mod backup;
 pub mod builds;
@@ -114,6 +115,16 @@ async fn run_agent(
         sdk::http::serve(sdk_http_listener, manager.clone(), sdk_shutdown.clone())
             .with_current_subscriber(),
     );
+    // Each instance whose build speaks the Agones SDK gets its own endpoint.
+    let agones_host = agones::Host::new(
+        manager.clone(),
+        agones::HostSettings {
+            namespace: config.region.clone(),
+            address: config.advertised_address.clone(),
+        },
+        sdk_shutdown.clone(),
+    );
+    sdk_tasks.spawn(agones_host.run().with_current_subscriber());
     tracing::info!(
         name = %config.spawner_name(),
         master = %config.master,

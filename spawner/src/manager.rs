@@ -66,6 +66,8 @@ pub struct ManagerConfig {
     pub sdk_addr: Option<std::net::SocketAddr>,
     /// Address of the SDK's HTTP form handed to games; `None` when it is not served.
     pub sdk_http_addr: Option<std::net::SocketAddr>,
+    /// Loopback ports handed out in pairs to the Agones SDK of instances that speak it.
+    pub agones_ports: RangeInclusive<u16>,
 }
 
 impl ManagerConfig {
@@ -117,6 +119,7 @@ impl ManagerConfig {
             health,
             sdk_addr: None,
             sdk_http_addr: None,
+            agones_ports: config.agones_ports()?,
         })
     }
 }
@@ -153,6 +156,8 @@ pub struct SpawnSpec {
     pub restart_policy: Option<v1::RestartPolicy>,
     /// Health check asked for; `None` (or each field left unset) takes the build's default.
     pub health_check: Option<v1::HealthCheck>,
+    /// Serve the Agones SDK to this instance even when its build's manifest does not ask.
+    pub agones: bool,
 }
 
 enum Request {
@@ -351,6 +356,7 @@ impl Manager {
         let (events, _) = broadcast::channel(1024);
         let mut task = ManagerTask {
             ports: PortAllocator::new(config.ports.clone()),
+            agones_ports: PortAllocator::new(config.agones_ports.clone()),
             config,
             settings,
             instances: BTreeMap::new(),

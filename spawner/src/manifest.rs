@@ -116,6 +116,8 @@ pub(crate) struct Resolved {
     pub restart: RestartPolicy,
     /// Its health check.
     pub health: HealthCheck,
+    /// Whether its build speaks the Agones SDK.
+    pub agones: bool,
 }
 
 /// Resolves what an instance of `build` runs: the manifest's command (else the spawner's),
@@ -178,6 +180,7 @@ pub(crate) fn resolve(
         ports,
         restart,
         health,
+        agones: m.sdk == exile_api::build::SdkKind::Agones,
     })
 }
 

@@ -35,6 +35,8 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match e {
             Error::Unauthenticated => Status::unauthenticated(e.to_string()),
+            Error::PermissionDenied(_) => Status::permission_denied(e.to_string()),
+            Error::Unimplemented(_) => Status::unimplemented(e.to_string()),
             Error::NotFound(_) => Status::not_found(e.to_string()),
             Error::FailedPrecondition(_) => Status::failed_precondition(e.to_string()),
             Error::InvalidArgument(_) | Error::Config(_) => Status::invalid_argument(e.to_string()),
@@ -86,7 +88,7 @@ async fn bind_kept(
 
 /// Runs one front end's `server`, which stops accepting once `shutdown` is cancelled and then
 /// waits for the calls still open; those still open [`SHUTDOWN_GRACE`] later are dropped.
-async fn serve_bounded<E: std::fmt::Display>(
+pub(crate) async fn serve_bounded<E: std::fmt::Display>(
     server: impl Future<Output = std::result::Result<(), E>>,
     shutdown: &CancellationToken,
     what: &str,
@@ -117,45 +119,55 @@ fn bearer(authorization: Option<&str>) -> &str {
         .unwrap_or_default()
 }
 
-/// The SDK calls, shared by both front ends. Each takes the caller's `authorization` value and
-/// acts on the instance whose secret it carries, never on another.
+/// Who is calling: how a front end names the caller's instance.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Who<'a> {
+    /// The `authorization` value of a call to the shared endpoint: the instance whose secret
+    /// it carries.
+    Bearer(Option<&'a str>),
+    /// The instance whose own endpoint was called, its caller already checked to be one of the
+    /// instance's processes (the Agones endpoint).
+    Instance(&'a str),
+}
+
+/// The SDK calls, shared by every front end (Exile's and Agones'). Each acts on the caller's
+/// instance ([`Who`]), never on another.
 #[derive(Debug, Clone)]
-struct Core {
-    manager: Manager,
+pub(crate) struct Core {
+    pub(crate) manager: Manager,
     /// Ends open watches when the endpoint shuts down, so they never hold it open.
-    shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl Core {
-    /// The caller's instance, from its bearer secret.
-    async fn caller(&self, authorization: Option<&str>) -> Result<InstanceRecord> {
-        self.manager.by_sdk_token(bearer(authorization)).await
+    /// The caller's instance.
+    pub(crate) async fn caller(&self, who: Who<'_>) -> Result<InstanceRecord> {
+        match who {
+            Who::Bearer(authorization) => self.manager.by_sdk_token(bearer(authorization)).await,
+            Who::Instance(id) => self.manager.get(id).await,
+        }
     }
 
-    async fn apply(
-        &self,
-        authorization: Option<&str>,
-        call: SdkCall,
-    ) -> Result<v1::InstanceStatus> {
-        let rec = self.caller(authorization).await?;
+    pub(crate) async fn apply(&self, who: Who<'_>, call: SdkCall) -> Result<v1::InstanceStatus> {
+        let rec = self.caller(who).await?;
         Ok(self.manager.sdk(&rec.id, call).await?.to_status())
     }
 
-    async fn ready(&self, authorization: Option<&str>) -> Result<v1::InstanceStatus> {
-        self.apply(authorization, SdkCall::Ready).await
+    pub(crate) async fn ready(&self, who: Who<'_>) -> Result<v1::InstanceStatus> {
+        self.apply(who, SdkCall::Ready).await
     }
 
-    async fn health(&self, authorization: Option<&str>) -> Result<()> {
-        self.apply(authorization, SdkCall::Health).await.map(drop)
+    pub(crate) async fn health(&self, who: Who<'_>) -> Result<()> {
+        self.apply(who, SdkCall::Health).await.map(drop)
     }
 
-    async fn set_players(
+    pub(crate) async fn set_players(
         &self,
-        authorization: Option<&str>,
+        who: Who<'_>,
         count: u32,
         max: u32,
     ) -> Result<v1::InstanceStatus> {
-        let rec = self.caller(authorization).await?;
+        let rec = self.caller(who).await?;
         if max != 0 && count > max {
             return Err(Error::InvalidArgument(format!(
                 "count {count} is more than max {max}"
@@ -165,29 +177,28 @@ impl Core {
         Ok(self.manager.sdk(&rec.id, call).await?.to_status())
     }
 
-    async fn set_label(
+    pub(crate) async fn set_label(
         &self,
-        authorization: Option<&str>,
+        who: Who<'_>,
         key: String,
         value: String,
     ) -> Result<v1::InstanceStatus> {
-        self.apply(authorization, SdkCall::Label { key, value })
-            .await
+        self.apply(who, SdkCall::Label { key, value }).await
     }
 
-    async fn get_instance(&self, authorization: Option<&str>) -> Result<v1::InstanceStatus> {
-        Ok(self.caller(authorization).await?.to_status())
+    pub(crate) async fn get_instance(&self, who: Who<'_>) -> Result<v1::InstanceStatus> {
+        Ok(self.caller(who).await?.to_status())
     }
 
     /// The instance now, then after every change; ends when the instance is removed or the
     /// endpoint shuts down.
-    async fn watch(
+    pub(crate) async fn watch(
         &self,
-        authorization: Option<&str>,
+        who: Who<'_>,
     ) -> Result<impl Stream<Item = v1::InstanceStatus> + Send + 'static> {
         // Subscribe before reading the current view, so no change falls in between.
         let events = self.manager.subscribe();
-        let rec = self.caller(authorization).await?;
+        let rec = self.caller(who).await?;
         let first = rec.to_status();
         let state = WatchState {
             events,
@@ -203,8 +214,8 @@ impl Core {
         Ok(views.take_until(self.shutdown.clone().cancelled_owned()))
     }
 
-    async fn shutdown(&self, authorization: Option<&str>) -> Result<()> {
-        let rec = self.caller(authorization).await?;
+    pub(crate) async fn shutdown(&self, who: Who<'_>) -> Result<()> {
+        let rec = self.caller(who).await?;
         if !rec.state.has_process() {
             return Err(Error::FailedPrecondition(format!(
                 "instance {} is {}; nothing to stop",
@@ -222,16 +233,26 @@ impl Core {
         Ok(())
     }
 
-    async fn allocate(&self, authorization: Option<&str>) -> Result<v1::InstanceStatus> {
-        self.apply(authorization, SdkCall::Allocate).await
+    pub(crate) async fn allocate(&self, who: Who<'_>) -> Result<v1::InstanceStatus> {
+        self.apply(who, SdkCall::Allocate).await
     }
 
-    async fn reserve(
+    /// Sets (or with an empty value removes) one annotation of the caller's instance.
+    pub(crate) async fn set_annotation(
         &self,
-        authorization: Option<&str>,
+        who: Who<'_>,
+        key: String,
+        value: String,
+    ) -> Result<v1::InstanceStatus> {
+        self.apply(who, SdkCall::Annotation { key, value }).await
+    }
+
+    pub(crate) async fn reserve(
+        &self,
+        who: Who<'_>,
         ttl_seconds: u32,
     ) -> Result<v1::InstanceStatus> {
-        let rec = self.caller(authorization).await?;
+        let rec = self.caller(who).await?;
         if !(1..=MAX_RESERVE_SECS).contains(&ttl_seconds) {
             return Err(Error::InvalidArgument(format!(
                 "ttl_seconds must be 1 to {MAX_RESERVE_SECS}, not {ttl_seconds}"
@@ -255,7 +276,7 @@ struct WatchState {
 
 impl WatchState {
     /// The next view of the instance; `None` once it is removed or the manager is gone.
-    async fn next(&mut self) -> Option<v1::InstanceStatus> {
+    pub(crate) async fn next(&mut self) -> Option<v1::InstanceStatus> {
         use tokio::sync::broadcast::error::RecvError;
         if let Some(first) = self.first.take() {
             return Some(first);

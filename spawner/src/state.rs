@@ -201,6 +201,26 @@ pub struct InstanceRecord {
     /// Id of the last allocation applied (kept: the master orders statuses by it).
     #[serde(default)]
     pub allocation_id: String,
+    /// The instance's own Agones SDK ports, when its build speaks the Agones SDK; kept for
+    /// the instance's life, so a restarted or re-adopted game keeps its address.
+    #[serde(default)]
+    pub agones: Option<AgonesPorts>,
+    /// When the game's reservation (the SDK's Reserve) lapses back to Ready, Unix ms; 0 while
+    /// none holds.
+    #[serde(default)]
+    pub reserved_until_unix_ms: i64,
+    /// Players connected by id, as the game reported them through Agones' player tracking.
+    #[serde(default)]
+    pub player_ids: Vec<String>,
+}
+
+/// The loopback port pair of an instance's Agones SDK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgonesPorts {
+    /// gRPC (`AGONES_SDK_GRPC_PORT`).
+    pub grpc: u16,
+    /// HTTP with JSON (`AGONES_SDK_HTTP_PORT`).
+    pub http: u16,
 }
 
 impl InstanceRecord {
@@ -266,6 +286,9 @@ impl InstanceRecord {
             annotations: self.annotations.clone().into_iter().collect(),
             allocation_metadata: self.allocation_metadata.clone(),
             allocation_id: self.allocation_id.clone(),
+            reserved_until_unix_ms: self.reserved_until_unix_ms,
+            agones_grpc_port: self.agones.map_or(0, |a| u32::from(a.grpc)),
+            agones_http_port: self.agones.map_or(0, |a| u32::from(a.http)),
         }
     }
 }
@@ -392,6 +415,12 @@ mod tests {
             annotations: BTreeMap::from([("match".into(), "m-1".into())]),
             allocation_metadata: b"{\"map\":\"dust\"}".to_vec(),
             allocation_id: "alc-1".into(),
+            agones: Some(AgonesPorts {
+                grpc: 9357,
+                http: 9358,
+            }),
+            reserved_until_unix_ms: 7,
+            player_ids: vec!["p1".into()],
         }
     }
 

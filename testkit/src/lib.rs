@@ -51,6 +51,9 @@ pub struct SandboxOptions {
     pub heartbeat_ttl_ms: u64,
     /// Build command of the spawners instead of the demo game (`{port}` etc. as usual).
     pub build_command: Option<String>,
+    /// Host build directory of the spawners (its `exile-build.toml` is the host build's
+    /// manifest) instead of the demo game's directory.
+    pub build_dir: Option<PathBuf>,
     /// Static dashboard bundle the master serves (`--dashboard-dir`), if any.
     pub dashboard_dir: Option<PathBuf>,
     /// More master flags (e.g. `--fleet-unreachable-grace-ms=2000`).
@@ -77,6 +80,7 @@ impl Default for SandboxOptions {
             heartbeat_interval_ms: 200,
             heartbeat_ttl_ms: 1500,
             build_command: None,
+            build_dir: None,
             dashboard_dir: None,
             master_args: Vec::new(),
             master_process: false,
@@ -429,11 +433,20 @@ impl Sandbox {
             format!("--label=host={name}"),
             format!("--capacity={}", self.opts.capacity),
             format!("--port-range={}-{}", base, base + span),
-            "--build-version=demo-1".to_owned(),
+            // Right after the game ports, a pair per instance (and one to spare).
             format!(
-                "--build-dir={}",
-                game.parent().unwrap_or(Path::new(".")).display()
+                "--agones-port-range={}-{}",
+                base + span + 1,
+                base + span + 2 + self.opts.capacity.max(1) * 2
             ),
+            "--build-version=demo-1".to_owned(),
+            match &self.opts.build_dir {
+                Some(dir) => format!("--build-dir={}", dir.display()),
+                None => format!(
+                    "--build-dir={}",
+                    game.parent().unwrap_or(Path::new(".")).display()
+                ),
+            },
             match &self.opts.build_command {
                 Some(command) => format!("--build-command={command}"),
                 None => format!("--build-command={} --port {{port}}", game.display()),

@@ -394,6 +394,7 @@ fn test() -> Result<()> {
     // out of both: it has no tests, and its bundler dependencies could change the resolution.
     const PACKAGES: [&str; 3] = ["--workspace", "--exclude", "xtask"];
     cargo(&[&["build"], &PACKAGES[..], &["--bins", "--tests"]].concat())?;
+    agones_rust_game()?;
     let tests = cargo(&[&["test"], &PACKAGES[..], &["--no-fail-fast"]].concat());
     // A representative part of the system tests again with every sandbox serving TLS (a CA
     // and certificate generated for the run; clients and spawners trust only that CA):
@@ -428,6 +429,44 @@ fn test() -> Result<()> {
     tests?;
     tls?;
     bench
+}
+
+/// Builds the Agones Rust SDK test game (`testkit/agones-rust-game`, its own Cargo project
+/// and lock file) before the tests run, so its compile does not compete with running system
+/// tests for the CPU; the test's own build of it (same command as `rust_game` in
+/// `testkit/tests/it/agones.rs`) then finds it done. Without protoc (the `agones` crate's
+/// build script needs it) the test reports that itself.
+fn agones_rust_game() -> Result<()> {
+    let have_protoc = Command::new("protoc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_protoc {
+        return Ok(());
+    }
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("agones-rust-game");
+    let started = Instant::now();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["build", "--locked", "--manifest-path"])
+        .arg(root.join("testkit/agones-rust-game/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        // The workspace's compile wrapper (CI's clippy-driver) is not for this project.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
+        .status()?;
+    if !status.success() {
+        bail!("the Agones Rust SDK test game did not build");
+    }
+    println!(
+        "agones-rust-game built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// The binaries `exile-bench` runs: master, spawner (with the supervisor), the demo game, and

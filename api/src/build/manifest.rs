@@ -4,6 +4,7 @@
 //! for a host build, from `--build-dir`). Every field is optional:
 //!
 //! ```toml
+//! sdk = "agones"          # exile (default) | agones: also serve the Agones SDK to instances
 //! [run]
 //! command = "./server +set net_port {port:game} +set query_port {port:query}"
 //! [env]
@@ -95,6 +96,20 @@ pub struct Manifest {
     pub restart: v1::RestartPolicy,
     /// Health defaults; each unset field takes the spawner's.
     pub health: v1::HealthCheck,
+    /// Which game-server SDK the build speaks besides Exile's own.
+    pub sdk: SdkKind,
+}
+
+/// The game-server SDK a build is written against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SdkKind {
+    /// Exile's own SDK only (`EXILE_SDK_*`).
+    #[default]
+    Exile,
+    /// Agones' SDK as well: each instance gets its own Agones SDK ports
+    /// (`AGONES_SDK_GRPC_PORT`, `AGONES_SDK_HTTP_PORT`).
+    Agones,
 }
 
 /// One named port of an instance.
@@ -147,6 +162,8 @@ impl StopSignal {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
+    #[serde(default)]
+    sdk: SdkKind,
     #[serde(default)]
     run: RawRun,
     #[serde(default)]
@@ -378,6 +395,7 @@ impl Manifest {
             stop_grace_secs: raw.stop.grace_secs,
             restart,
             health,
+            sdk: raw.sdk,
         })
     }
 
@@ -430,6 +448,15 @@ mod tests {
         assert_eq!(m.ports[0].name, "game");
         assert_eq!(m.ports[0].protocol, v1::Protocol::TcpUdp);
         assert_eq!(m.stop_signal, StopSignal::Term);
+    }
+
+    #[test]
+    fn the_sdk_is_exile_unless_the_manifest_says_agones() {
+        assert_eq!(Manifest::parse("").unwrap().sdk, SdkKind::Exile);
+        let m = Manifest::parse("sdk = \"agones\"\n[run]\ncommand = \"./server\"\n").unwrap();
+        assert_eq!(m.sdk, SdkKind::Agones);
+        let e = Manifest::parse("sdk = \"steam\"").unwrap_err();
+        assert!(e.problem.contains("unknown variant `steam`"), "{e}");
     }
 
     #[test]

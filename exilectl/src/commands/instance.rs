@@ -237,6 +237,7 @@ fn spawn_request(a: SpawnArgs) -> SpawnInstanceRequest {
             a.health_initial_delay,
             a.unhealthy,
         ),
+        agones_sdk: a.agones_sdk,
     }
 }
 
@@ -399,8 +400,10 @@ mod tests {
             health_failure_threshold: Some(4),
             health_initial_delay: None,
             unhealthy: Some(crate::cli::UnhealthyArg::Restart),
+            agones_sdk: true,
             args: vec!["-x".into()],
         });
+        assert!(req.agones_sdk);
         assert_eq!(req.spawner_id, "");
         assert_eq!(req.region, "eu");
         assert_eq!(req.spawner_selector["gpu"], "yes");

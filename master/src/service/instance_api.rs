@@ -205,6 +205,7 @@ pub async fn launch(shared: &Shared, r: Reserved) -> Result<pb::Instance> {
         args: settings.args,
         restart_policy: settings.restart_policy,
         health_check: settings.health_check,
+        agones_sdk: settings.agones_sdk,
         build,
     });
     let outcome = match link.request(action, shared.command_timeout).await {
@@ -389,6 +390,7 @@ impl InstanceService for InstanceApi {
                 args: r.args,
                 restart_policy: r.restart_policy,
                 health_check: r.health_check,
+                agones_sdk: r.agones_sdk,
             },
         };
         let instance = spawn(

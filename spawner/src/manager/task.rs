@@ -17,7 +17,7 @@ use crate::instance::{InstanceActor, Op, OpContext, Settings, ToManager};
 use crate::manifest::{BuildSource, Resolved};
 use crate::ports::{PortAllocator, is_free};
 use crate::process::CommandTemplate;
-use crate::state::{HeldPort, InstanceRecord, State, StateFile};
+use crate::state::{AgonesPorts, HeldPort, InstanceRecord, State, StateFile};
 
 pub(super) struct Entry {
     record: InstanceRecord,
@@ -29,6 +29,8 @@ pub(super) struct ManagerTask {
     pub(super) settings: Arc<Settings>,
     pub(super) instances: BTreeMap<String, Entry>,
     pub(super) ports: PortAllocator,
+    /// Hands out the Agones SDK port pairs.
+    pub(super) agones_ports: PortAllocator,
     pub(super) events: broadcast::Sender<v1::InstanceEvent>,
     pub(super) to_manager: mpsc::UnboundedSender<ToManager>,
     pub(super) persist: Option<watch::Sender<Arc<StateFile>>>,
@@ -96,7 +98,7 @@ impl ManagerTask {
         reply: oneshot::Sender<Result<InstanceRecord>>,
     ) -> Result<()> {
         let checked = ctx.check().and_then(|()| self.check_spawn(&spec));
-        let (build_version, resolved, ports) = match checked {
+        let (build_version, resolved, ports, agones) = match checked {
             Ok(ok) => ok,
             Err(e) => {
                 let text = e.to_string();
@@ -134,6 +136,9 @@ impl ManagerTask {
             annotations: BTreeMap::new(),
             allocation_metadata: Vec::new(),
             allocation_id: String::new(),
+            agones,
+            reserved_until_unix_ms: 0,
+            player_ids: Vec::new(),
         };
         self.add_actor(rec, false);
         self.save();
@@ -152,7 +157,10 @@ impl ManagerTask {
 
     /// Checks a spawn and resolves, once, everything the instance takes from its build; then
     /// chooses its ports.
-    fn check_spawn(&mut self, spec: &SpawnSpec) -> Result<(String, Resolved, Vec<HeldPort>)> {
+    fn check_spawn(
+        &mut self,
+        spec: &SpawnSpec,
+    ) -> Result<(String, Resolved, Vec<HeldPort>, Option<AgonesPorts>)> {
         validate_id(&spec.id)?;
         exile_api::limits::check_args(&spec.args).map_err(Error::InvalidArgument)?;
         exile_api::limits::check_labels("labels", spec.labels.iter())
@@ -216,7 +224,42 @@ impl ManagerTask {
         )?;
         let wanted = resolved.ports.clone();
         let ports = self.assign_ports(&spec.id, &wanted)?;
-        Ok((version, resolved, ports))
+        let agones = if spec.agones || resolved.agones {
+            Some(self.assign_agones_ports(&spec.id)?)
+        } else {
+            None
+        };
+        Ok((version, resolved, ports, agones))
+    }
+
+    /// A loopback port pair for the Agones SDK of a new instance, from `--agones-port-range`:
+    /// never one another instance holds, never one bound by another process.
+    fn assign_agones_ports(&mut self, id: &str) -> Result<AgonesPorts> {
+        let mut held: HashSet<u16> = self
+            .instances
+            .values()
+            .filter_map(|e| e.record.agones)
+            .flat_map(|a| [a.grpc, a.http])
+            .collect();
+        let mut pick = || {
+            let port = self
+                .agones_ports
+                .allocate(&held, crate::ports::Protocol::Tcp)?;
+            held.insert(port);
+            Some(port)
+        };
+        match (pick(), pick()) {
+            (Some(grpc), Some(http)) => Ok(AgonesPorts { grpc, http }),
+            _ => {
+                let range = self.agones_ports.range();
+                Err(Error::FailedPrecondition(format!(
+                    "spawner {} has no free port pair left in {}-{} (--agones-port-range) for the Agones SDK of instance {id}",
+                    self.config.name,
+                    range.start(),
+                    range.end()
+                )))
+            }
+        }
     }
 
     /// A number for each port of `wanted`, never one another instance holds: its previous

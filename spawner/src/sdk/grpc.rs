@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::Core;
+use super::{Core, Who};
 use crate::error::Result;
 use crate::manager::Manager;
 
@@ -50,12 +50,14 @@ struct SdkService {
     core: Core,
 }
 
-/// The `authorization` metadata of a call.
-fn auth<T>(request: &Request<T>) -> Option<&str> {
-    request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
+/// The caller, by the `authorization` metadata of its call.
+fn auth<T>(request: &Request<T>) -> Who<'_> {
+    Who::Bearer(
+        request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 type WatchStream =

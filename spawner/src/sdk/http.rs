@@ -45,8 +45,8 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::Core;
 use super::json::{self, Empty, ErrorAnswer, InstanceAnswer};
+use super::{Core, Who};
 use crate::error::{Error, Result};
 use crate::manager::Manager;
 
@@ -168,11 +168,13 @@ fn instance_answer(status: exile_api::v1::InstanceStatus) -> Response {
     answer(StatusCode::OK, &InstanceAnswer::from(status))
 }
 
-/// The `Authorization` value of a request.
-fn auth(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+/// The caller, by the `Authorization` value of its request.
+fn auth(headers: &HeaderMap) -> Who<'_> {
+    Who::Bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 /// Decodes a request body; a blank one counts as `{}`.

@@ -126,6 +126,7 @@ pub fn config(
         restart_default: Default::default(),
         sdk_addr: None,
         sdk_http_addr: None,
+        agones_ports: free_port_range(4),
         health: exile_spawner::HealthCheck::default(),
     }
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod access;
+mod agones;
 mod allocation;
 mod builds;
 mod chaos;

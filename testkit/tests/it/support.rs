@@ -20,6 +20,8 @@ pub struct Watcher {
     pub removed: Vec<String>,
     /// Latest player count of each instance.
     pub players: HashMap<String, u32>,
+    /// Latest view of each instance.
+    pub last: HashMap<String, pb::Instance>,
 }
 
 impl Watcher {
@@ -39,6 +41,7 @@ impl Watcher {
             spawners: HashMap::new(),
             removed: vec![],
             players: HashMap::new(),
+            last: HashMap::new(),
         };
         let first = w.next().await?;
         anyhow::ensure!(
@@ -62,11 +65,13 @@ impl Watcher {
                 for i in &s.instances {
                     self.push(&i.id, i.state());
                     self.players.insert(i.id.clone(), i.players);
+                    self.last.insert(i.id.clone(), i.clone());
                 }
             }
             Some(Kind::InstanceUpdated(i)) => {
                 self.push(&i.id, i.state());
                 self.players.insert(i.id.clone(), i.players);
+                self.last.insert(i.id.clone(), i.clone());
             }
             Some(Kind::InstanceRemoved(id)) => self.removed.push(id.clone()),
             Some(Kind::SpawnerUpdated(s)) => {

@@ -1,0 +1,225 @@
+//! The gRPC face of an instance's Agones SDK: `agones.dev.sdk.SDK` and the player tracking of
+//! `agones.dev.sdk.alpha.SDK` on the instance's `AGONES_SDK_GRPC_PORT`. Every other Agones
+//! service (the counters and lists of `agones.dev.sdk.beta`) answers UNIMPLEMENTED with a
+//! sentence saying so.
+
+use std::pin::Pin;
+
+use exile_api::agones as pb;
+use exile_api::agones::alpha as alpha_pb;
+use exile_api::agones::alpha::sdk_server::{Sdk as AlphaSdk, SdkServer as AlphaSdkServer};
+use exile_api::agones::sdk_server::{Sdk, SdkServer};
+use futures::{Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Endpoint;
+use crate::error::{Error, Result};
+
+/// Serves one instance's Agones SDK over gRPC on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    endpoint: Endpoint,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut routes = tonic::service::Routes::new(SdkServer::new(Stable(endpoint.clone())))
+        .add_service(AlphaSdkServer::new(Alpha(endpoint)))
+        .prepare();
+    let router = std::mem::take(routes.axum_router_mut());
+    *routes.axum_router_mut() = router.fallback(unimplemented);
+    let server = tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    crate::sdk::serve_bounded(server, &shutdown, "Agones SDK").await
+}
+
+/// Any method of a service not served here.
+async fn unimplemented(uri: axum::http::Uri) -> axum::response::Response {
+    let what = uri.path().trim_start_matches('/');
+    let message = if what.starts_with("agones.dev.sdk.beta.") {
+        format!(
+            "{what}: Exile does not keep Agones counters and lists; track them in the game, or use labels (SetLabel)"
+        )
+    } else {
+        format!("{what}: Exile's Agones SDK does not serve this call")
+    };
+    Status::unimplemented(message).into_http()
+}
+
+/// Admits the caller of `request` (one of the instance's processes) or refuses it.
+async fn admit<T>(endpoint: &Endpoint, request: &Request<T>) -> Result<(), Status> {
+    endpoint
+        .admit(request.remote_addr(), request.local_addr())
+        .await
+        .map_err(Status::from)
+}
+
+fn empty() -> Response<pb::Empty> {
+    Response::new(pb::Empty {})
+}
+
+/// `agones.dev.sdk.SDK` for one instance.
+#[derive(Debug, Clone)]
+struct Stable(Endpoint);
+
+type GameServerStream = Pin<Box<dyn Stream<Item = Result<pb::GameServer, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Sdk for Stable {
+    async fn ready(&self, request: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
+        admit(&self.0, &request).await?;
+        self.0.ready().await?;
+        Ok(empty())
+    }
+
+    async fn allocate(&self, request: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
+        admit(&self.0, &request).await?;
+        self.0.allocate().await?;
+        Ok(empty())
+    }
+
+    async fn shutdown(&self, request: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
+        admit(&self.0, &request).await?;
+        self.0.shutdown().await?;
+        Ok(empty())
+    }
+
+    async fn health(
+        &self,
+        request: Request<Streaming<pb::Empty>>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        admit(&self.0, &request).await?;
+        let mut pings = request.into_inner();
+        // Each message is one ping; the stream ends when the game closes it.
+        while let Some(ping) = pings.next().await {
+            ping?;
+            self.0.health().await?;
+        }
+        Ok(empty())
+    }
+
+    async fn get_game_server(
+        &self,
+        request: Request<pb::Empty>,
+    ) -> Result<Response<pb::GameServer>, Status> {
+        admit(&self.0, &request).await?;
+        Ok(Response::new(self.0.game_server().await?))
+    }
+
+    type WatchGameServerStream = GameServerStream;
+
+    async fn watch_game_server(
+        &self,
+        request: Request<pb::Empty>,
+    ) -> Result<Response<Self::WatchGameServerStream>, Status> {
+        admit(&self.0, &request).await?;
+        let views = self.0.watch().await?;
+        Ok(Response::new(Box::pin(views.map(Ok))))
+    }
+
+    async fn set_label(
+        &self,
+        request: Request<pb::KeyValue>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        admit(&self.0, &request).await?;
+        let pb::KeyValue { key, value } = request.into_inner();
+        self.0.set_label(&key, value).await?;
+        Ok(empty())
+    }
+
+    async fn set_annotation(
+        &self,
+        request: Request<pb::KeyValue>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        admit(&self.0, &request).await?;
+        let pb::KeyValue { key, value } = request.into_inner();
+        self.0.set_annotation(&key, value).await?;
+        Ok(empty())
+    }
+
+    async fn reserve(&self, request: Request<pb::Duration>) -> Result<Response<pb::Empty>, Status> {
+        admit(&self.0, &request).await?;
+        self.0.reserve(request.get_ref().seconds).await?;
+        Ok(empty())
+    }
+}
+
+/// `agones.dev.sdk.alpha.SDK` (player tracking) for one instance.
+#[derive(Debug, Clone)]
+struct Alpha(Endpoint);
+
+#[tonic::async_trait]
+impl AlphaSdk for Alpha {
+    async fn player_connect(
+        &self,
+        request: Request<alpha_pb::PlayerId>,
+    ) -> Result<Response<alpha_pb::Bool>, Status> {
+        admit(&self.0, &request).await?;
+        let added = self
+            .0
+            .player_connect(request.into_inner().player_id)
+            .await?;
+        Ok(Response::new(alpha_pb::Bool { bool: added }))
+    }
+
+    async fn player_disconnect(
+        &self,
+        request: Request<alpha_pb::PlayerId>,
+    ) -> Result<Response<alpha_pb::Bool>, Status> {
+        admit(&self.0, &request).await?;
+        let removed = self
+            .0
+            .player_disconnect(request.into_inner().player_id)
+            .await?;
+        Ok(Response::new(alpha_pb::Bool { bool: removed }))
+    }
+
+    async fn set_player_capacity(
+        &self,
+        request: Request<alpha_pb::Count>,
+    ) -> Result<Response<alpha_pb::Empty>, Status> {
+        admit(&self.0, &request).await?;
+        self.0.set_player_capacity(request.get_ref().count).await?;
+        Ok(Response::new(alpha_pb::Empty {}))
+    }
+
+    async fn get_player_capacity(
+        &self,
+        request: Request<alpha_pb::Empty>,
+    ) -> Result<Response<alpha_pb::Count>, Status> {
+        admit(&self.0, &request).await?;
+        let (capacity, _) = self.0.players().await?;
+        Ok(Response::new(alpha_pb::Count { count: capacity }))
+    }
+
+    async fn get_player_count(
+        &self,
+        request: Request<alpha_pb::Empty>,
+    ) -> Result<Response<alpha_pb::Count>, Status> {
+        admit(&self.0, &request).await?;
+        let (_, ids) = self.0.players().await?;
+        let count = i64::try_from(ids.len()).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Response::new(alpha_pb::Count { count }))
+    }
+
+    async fn is_player_connected(
+        &self,
+        request: Request<alpha_pb::PlayerId>,
+    ) -> Result<Response<alpha_pb::Bool>, Status> {
+        admit(&self.0, &request).await?;
+        let (_, ids) = self.0.players().await?;
+        let connected = ids.contains(&request.get_ref().player_id);
+        Ok(Response::new(alpha_pb::Bool { bool: connected }))
+    }
+
+    async fn get_connected_players(
+        &self,
+        request: Request<alpha_pb::Empty>,
+    ) -> Result<Response<alpha_pb::PlayerIdList>, Status> {
+        admit(&self.0, &request).await?;
+        let (_, list) = self.0.players().await?;
+        Ok(Response::new(alpha_pb::PlayerIdList { list }))
+    }
+}
