@@ -247,9 +247,126 @@ pub fn check_env<'a>(
     Ok(())
 }
 
+/// Environment names no game is given unless the `security.env_allowed` setting names them:
+/// each changes how the game's programs load or run (the dynamic linker, the shell, language
+/// runtimes' option and module-path variables, glibc's tunables and lookups), so whoever may
+/// spawn could otherwise run code of their choosing inside any build. A trailing `*` is a
+/// prefix.
+pub const REFUSED_ENV: &[&str] = &[
+    "LD_*",
+    "DYLD_*",
+    "GLIBC_TUNABLES",
+    "GCONV_PATH",
+    "LOCPATH",
+    "HOSTALIASES",
+    "RES_OPTIONS",
+    "MALLOC_*",
+    "PATH",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "BASH_FUNC_*",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "PYTHON*",
+    "PERL5OPT",
+    "PERL5LIB",
+    "PERLLIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "DOTNET_STARTUP_HOOKS",
+    "CORECLR_*",
+    "MONO_*",
+];
+
+/// Whether `name` matches `pattern`: the same name, or a prefix when the pattern ends in `*`.
+pub fn env_pattern_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+/// Checks the names a spawn, a fleet or a build gives a game against [`REFUSED_ENV`]; a name
+/// that `allowed` (the `security.env_allowed` setting: names or `PREFIX*` patterns) matches
+/// passes.
+pub fn check_env_policy<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+    allowed: &[String],
+) -> Result<(), String> {
+    for name in names {
+        let Some(rule) = REFUSED_ENV
+            .iter()
+            .find(|pattern| env_pattern_matches(pattern, name))
+        else {
+            continue;
+        };
+        if allowed.iter().any(|a| env_pattern_matches(a, name)) {
+            continue;
+        }
+        return Err(format!(
+            "env: {name} is refused for games (it matches {rule}, which changes how the game's programs load or run); an admin may allow it with `exilectl config set {ENV_ALLOWED_SETTING} {name}`"
+        ));
+    }
+    Ok(())
+}
+
+/// The setting that lists environment names allowed despite [`REFUSED_ENV`].
+pub const ENV_ALLOWED_SETTING: &str = "security.env_allowed";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loader_shell_and_runtime_variables_are_refused_unless_allowed() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        for bad in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "PATH",
+            "BASH_ENV",
+            "ENV",
+            "SHELLOPTS",
+            "PS4",
+            "JAVA_TOOL_OPTIONS",
+            "NODE_OPTIONS",
+            "PYTHONPATH",
+            "PYTHONSTARTUP",
+            "GLIBC_TUNABLES",
+            "BASH_FUNC_x%%",
+        ] {
+            let err = check_env_policy(&names(&[bad]), &[]).unwrap_err();
+            assert!(
+                err.contains(bad) && err.contains(ENV_ALLOWED_SETTING),
+                "{err}"
+            );
+        }
+        for fine in [
+            "GAME_MODE",
+            "MAP",
+            "PATHFINDER",
+            "LDAP_URL",
+            "MY_PATH",
+            "ENVIRONMENT",
+        ] {
+            assert_eq!(check_env_policy(&names(&[fine]), &[]), Ok(()), "{fine}");
+        }
+        // An allow-list entry lets exactly what it names through.
+        let allowed = names(&["LD_LIBRARY_PATH", "PYTHON*"]);
+        assert_eq!(
+            check_env_policy(&names(&["LD_LIBRARY_PATH", "PYTHONPATH"]), &allowed),
+            Ok(())
+        );
+        assert!(check_env_policy(&names(&["LD_PRELOAD"]), &allowed).is_err());
+    }
 
     #[test]
     fn display_names_are_short_printable_and_trimmed() {

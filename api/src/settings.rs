@@ -380,6 +380,12 @@ pub const SETTINGS: &[Setting] = &[
         description: "Longest lifetime an API token may be created with.",
         read_only: false, needs_restart: false, applied_by: AppliedBy::Master,
     },
+    Setting {
+        key: crate::limits::ENV_ALLOWED_SETTING, category: Category::Security,
+        ty: Type::List { max_items: 64, max_item_len: 128 }, default: "",
+        description: "Environment names (or PREFIX* patterns) a spawn, fleet or build may give a game although they are refused by default: LD_*, PATH, shell hooks, language runtimes' option variables.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Master,
+    },
 ];
 
 /// The declaration of a key.

@@ -174,7 +174,14 @@ impl Builds {
     /// Checks an upload whose bytes all arrived and stores it: archive rules, manifest,
     /// chunks into the blob store, rows in one transaction. On any refusal nothing of it
     /// stays (its file is removed; chunks it wrote are collected).
-    pub async fn finish(&self, upload: Upload, actor: &str) -> Result<pb::UploadBuildResponse> {
+    /// `env_allowed`: the `security.env_allowed` setting, which the manifest's environment is
+    /// checked against.
+    pub async fn finish(
+        &self,
+        upload: Upload,
+        actor: &str,
+        env_allowed: &[String],
+    ) -> Result<pb::UploadBuildResponse> {
         let (announced, temp) = upload.complete()?;
         let reference = announced.reference();
         if self
@@ -205,10 +212,11 @@ impl Builds {
         let parsed = if manifest.is_empty() {
             None
         } else {
-            Some(
-                Manifest::parse(&manifest)
-                    .map_err(|e| Error::InvalidArgument(format!("manifest: {e}")))?,
-            )
+            let m = Manifest::parse(&manifest)
+                .map_err(|e| Error::InvalidArgument(format!("manifest: {e}")))?;
+            exile_api::limits::check_env_policy(m.env.keys(), env_allowed)
+                .map_err(|e| Error::InvalidArgument(format!("manifest: {e}")))?;
+            Some(m)
         };
 
         let gc = self.gc.read().await;

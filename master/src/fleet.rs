@@ -196,6 +196,7 @@ fn not_found(name: &str) -> Error {
 /// CreateFleet.
 pub async fn create(shared: &Shared, name: String, spec: pb::FleetSpec) -> Result<pb::Fleet> {
     check_spec(&name, &spec)?;
+    shared.settings.check_env_policy(spec.env.keys())?;
     let _w = shared.fleets.write.lock().await;
     let now = now_unix_ms();
     let f = StoredFleet {
@@ -219,6 +220,7 @@ pub fn get(shared: &Shared, name: &str) -> Result<pb::Fleet> {
 /// UpdateFleet: the whole spec is replaced.
 pub async fn update(shared: &Shared, name: &str, spec: pb::FleetSpec) -> Result<pb::Fleet> {
     check_spec(name, &spec)?;
+    shared.settings.check_env_policy(spec.env.keys())?;
     let _w = shared.fleets.write.lock().await;
     let mut f = get(shared, name)?;
     f.spec = Some(spec);

@@ -109,6 +109,21 @@ impl Settings {
         Duration::from_millis(self.value(key).as_u64())
     }
 
+    /// Environment names games may be given despite the default refusal
+    /// (`security.env_allowed`).
+    pub fn env_allowed(&self) -> Vec<String> {
+        match self.value(exile_api::limits::ENV_ALLOWED_SETTING) {
+            Value::List(names) => names,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Checks the names of a game's environment against the policy.
+    pub fn check_env_policy<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> Result<()> {
+        exile_api::limits::check_env_policy(names, &self.env_allowed())
+            .map_err(Error::InvalidArgument)
+    }
+
     /// A bytes or int setting.
     pub fn number(&self, key: &str) -> u64 {
         self.value(key).as_u64()

@@ -96,7 +96,7 @@ async fn send(
     for part in data.chunks(MAX_UPLOAD_PART) {
         up.write(part.to_vec()).await?;
     }
-    b.finish(up, "tester").await
+    b.finish(up, "tester", &[]).await
 }
 
 fn noise(seed: u64, len: usize) -> Vec<u8> {
@@ -247,7 +247,7 @@ async fn each_bad_upload_is_refused_and_leaves_nothing() {
     // Fewer bytes than announced.
     let mut up = f.builds.begin(m()).unwrap();
     up.write(data[..100].to_vec()).await.unwrap();
-    let e = f.builds.finish(up, "t").await.unwrap_err();
+    let e = f.builds.finish(up, "t", &[]).await.unwrap_err();
     assert!(e.to_string().contains("after 100 of the 3000 bytes"), "{e}");
     f.assert_nothing_stored();
 
@@ -299,7 +299,7 @@ async fn each_bad_upload_is_refused_and_leaves_nothing() {
     send(&f.builds, metadata("oa", "2", &other), &other)
         .await
         .unwrap();
-    let e = f.builds.finish(up, "t").await.unwrap_err();
+    let e = f.builds.finish(up, "t", &[]).await.unwrap_err();
     assert!(matches!(e, Error::AlreadyExists(_)), "{e:?}");
     assert!(f.uploads_left().is_empty());
 }

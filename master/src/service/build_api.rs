@@ -108,7 +108,11 @@ impl BuildService for BuildApi {
         // On any error from here the upload (and so its file) is dropped; a refused stream
         // is not read further.
         self.receive(&mut upload, &mut stream).await?;
-        let r = self.0.builds.finish(upload, &c.principal.actor()).await?;
+        let r = self
+            .0
+            .builds
+            .finish(upload, &c.principal.actor(), &self.0.settings.env_allowed())
+            .await?;
         audit_stored(&c, &r);
         Ok(Response::new(r))
     }
@@ -182,7 +186,11 @@ impl BuildService for BuildApi {
         sessions.forget(&r.upload_id);
         drop(s);
         c.set_target(upload.announced.reference());
-        let r = self.0.builds.finish(upload, &c.principal.actor()).await?;
+        let r = self
+            .0
+            .builds
+            .finish(upload, &c.principal.actor(), &self.0.settings.env_allowed())
+            .await?;
         audit_stored(&c, &r);
         Ok(Response::new(r))
     }

@@ -358,6 +358,7 @@ impl InstanceService for InstanceApi {
         }
         let selector = check_labels("spawner_selector", &r.spawner_selector)?;
         check_env(&r.env)?;
+        self.0.settings.check_env_policy(r.env.keys())?;
         check_args(&r.args)?;
         if let Some(policy) = &r.restart_policy {
             check_restart_policy(policy)?;
