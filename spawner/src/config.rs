@@ -100,6 +100,31 @@ pub struct Config {
     )]
     pub agones_port_range: String,
 
+    /// Runs each instance's game as its own user: a uid from this range (first-last), kept
+    /// for the instance's life, with the same number as its group and no supplementary
+    /// groups. Needs the spawner to run as root (or with CAP_SETUID, CAP_SETGID, CAP_CHOWN
+    /// and CAP_FOWNER). Pick numbers no account on the host uses and a range per spawner.
+    /// Without it, games run as the spawner's own user, which a warning says at start.
+    #[arg(long, env = "EXILE_SPAWNER_RUN_AS_UIDS")]
+    pub run_as_uids: Option<String>,
+
+    /// Most files a game may hold open (RLIMIT_NOFILE).
+    #[arg(
+        long,
+        env = "EXILE_SPAWNER_GAME_MAX_OPEN_FILES",
+        default_value_t = 65_536
+    )]
+    pub game_max_open_files: u64,
+
+    /// Most processes and threads a game may run (RLIMIT_NPROC, which counts every process of
+    /// a user: set only with --run-as-uids, where each game has a user of its own).
+    #[arg(
+        long,
+        env = "EXILE_SPAWNER_GAME_MAX_PROCESSES",
+        default_value_t = 4_096
+    )]
+    pub game_max_processes: u64,
+
     /// Version name of the host build in --build-dir.
     #[arg(long, env = "EXILE_SPAWNER_BUILD_VERSION", default_value = "local")]
     pub build_version: String,
@@ -253,6 +278,13 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.label_map()?;
         self.ports()?;
+        self.run_as_uids()?;
+        if self.game_max_open_files < 64 || self.game_max_processes < 16 {
+            return Err(Error::Config(
+                "--game-max-open-files must be at least 64 and --game-max-processes at least 16"
+                    .into(),
+            ));
+        }
         self.agones_ports()?;
         self.command_template()?;
         self.health()?;
@@ -389,6 +421,25 @@ impl Config {
         Ok(map)
     }
 
+    /// The uids games run as (`--run-as-uids`), `None` when not given.
+    pub fn run_as_uids(&self) -> Result<Option<RangeInclusive<u32>>> {
+        let Some(text) = &self.run_as_uids else {
+            return Ok(None);
+        };
+        let bad = || {
+            Error::Config(format!(
+                "--run-as-uids `{text}` must look like 61000-61999: first-last, neither 0 (root) nor above 4294967294, at most 1000000 uids"
+            ))
+        };
+        let (first, last) = text.trim().split_once('-').ok_or_else(bad)?;
+        let first: u32 = first.trim().parse().map_err(|_| bad())?;
+        let last: u32 = last.trim().parse().map_err(|_| bad())?;
+        if first == 0 || first > last || last == u32::MAX || last - first >= 1_000_000 {
+            return Err(bad());
+        }
+        Ok(Some(first..=last))
+    }
+
     /// The port range, parsed from `first-last` (or a single port).
     pub fn ports(&self) -> Result<RangeInclusive<u16>> {
         parse_port_range(&self.port_range)
@@ -514,6 +565,27 @@ mod tests {
         }
         let twice = Config::parse_from(["exile-spawner", "--label", "a=1", "--label", "a=2"]);
         assert!(twice.label_map().is_err());
+    }
+
+    #[test]
+    fn run_as_uid_ranges() {
+        let with = |text: &str| {
+            let mut c = Config::with_defaults("http://m", "/tmp/x");
+            c.run_as_uids = Some(text.into());
+            c.run_as_uids()
+        };
+        assert_eq!(with("61000-61999").unwrap(), Some(61000..=61999));
+        for bad in [
+            "0-10",
+            "10-5",
+            "x-1",
+            "61000",
+            "1-4294967295",
+            "1-2000000",
+            "",
+        ] {
+            assert!(with(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub(crate) struct Settings {
     pub sdk_http_addr: Option<std::net::SocketAddr>,
     /// Health check of records that carry none (older than per-spawn health checks).
     pub health: HealthCheck,
+    /// The users games run as and their limits.
+    pub isolation: crate::isolation::Isolation,
 }
 
 impl Settings {
@@ -964,7 +966,31 @@ impl InstanceActor {
             env,
             log_max_bytes: self.settings.live.log_max_bytes(),
             log_files: self.settings.live.log_files(),
+            uid: self.run_uid(),
+            max_open_files: self.settings.isolation.max_open_files,
+            max_processes: self.settings.isolation.max_processes,
         }
+    }
+
+    /// The user the game runs as: its own uid while the spawner hands them out.
+    fn run_uid(&self) -> Option<u32> {
+        self.rec
+            .run_uid
+            .filter(|u| self.settings.isolation.owns(*u))
+    }
+
+    /// The instance's directories made ready for its game's user, and the build it runs
+    /// reachable by that user.
+    fn prepare_for_user(&self, inst: &InstanceDir, template: &CommandTemplate) -> Result<()> {
+        let Some(uid) = self.run_uid() else {
+            return Ok(());
+        };
+        let root = self.settings.layout.root();
+        crate::isolation::prepare_instance(root, inst.runtime(), &inst.data(), uid)
+            .map_err(|e| Error::io("could not prepare for its user", inst.runtime(), e))?;
+        let build_dir = template.build_dir();
+        crate::isolation::open_path(root, build_dir)
+            .map_err(|e| Error::io("could not open for its user", build_dir, e))
     }
 
     async fn launch(&mut self, template: &CommandTemplate) -> Result<()> {
@@ -984,7 +1010,10 @@ impl InstanceActor {
         // over to the current layout here.
         let inst = self.settings.layout.instance(&self.rec.id);
         let result = match inst.prepare() {
-            Ok(()) => process::launch(&self.launch_spec(template, &inst)).await,
+            Ok(()) => match self.prepare_for_user(&inst, template) {
+                Ok(()) => process::launch(&self.launch_spec(template, &inst)).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(Error::io("could not prepare", inst.runtime(), e)),
         };
         match result {

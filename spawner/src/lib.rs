@@ -15,6 +15,7 @@ pub mod enroll;
 pub mod error;
 pub mod health;
 mod instance;
+pub mod isolation;
 pub mod layout;
 mod link;
 pub mod live;

@@ -68,6 +68,8 @@ pub struct ManagerConfig {
     pub sdk_http_addr: Option<std::net::SocketAddr>,
     /// Loopback ports handed out in pairs to the Agones SDK of instances that speak it.
     pub agones_ports: RangeInclusive<u16>,
+    /// The users games run as and their limits.
+    pub isolation: crate::isolation::Isolation,
 }
 
 impl ManagerConfig {
@@ -89,6 +91,8 @@ impl ManagerConfig {
         };
         let data_dir = std::path::absolute(&config.data_dir)
             .map_err(|e| Error::io("could not resolve", &config.data_dir, e))?;
+        let isolation = crate::isolation::Isolation::from_config(config)?;
+        isolation.check_reachable(&data_dir)?;
         let ports = config.ports()?;
         if let Some(eph) = crate::ports::ephemeral_range() {
             let n = crate::ports::ephemeral_overlap(&ports, &eph);
@@ -120,6 +124,7 @@ impl ManagerConfig {
             sdk_addr: None,
             sdk_http_addr: None,
             agones_ports: config.agones_ports()?,
+            isolation,
         })
     }
 }
@@ -351,6 +356,7 @@ impl Manager {
             sdk_addr: config.sdk_addr,
             sdk_http_addr: config.sdk_http_addr,
             health: host_health,
+            isolation: config.isolation.clone(),
         });
         let (to_manager, from_actors) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
@@ -364,7 +370,12 @@ impl Manager {
             to_manager,
             persist: None,
         };
-        for mut rec in saved.instances {
+        let mut saved_instances = saved.instances;
+        crate::isolation::assign_missing_uids(
+            &task.config.isolation,
+            saved_instances.iter_mut().map(|r| &mut r.run_uid),
+        );
+        for mut rec in saved_instances {
             rec.health.get_or_insert(host_health);
             let adopt = rec.state.has_process() && supervisor_alive(&rec);
             let pending = rec.pid.is_none() && rec.pending_restart.is_some();

@@ -94,6 +94,12 @@ pub struct LaunchSpec {
     pub log_max_bytes: u64,
     /// Rotated log files kept.
     pub log_files: u32,
+    /// The user the game runs as; the supervisor's own when `None`.
+    pub uid: Option<u32>,
+    /// The game's RLIMIT_NOFILE.
+    pub max_open_files: u64,
+    /// The game's RLIMIT_NPROC (applied only with a `uid`).
+    pub max_processes: u64,
 }
 
 /// A freshly launched instance: the supervisor (our child) and the game (its child).
@@ -131,7 +137,19 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Launched> {
         .arg(format!("--dir={}", spec.dir.display()))
         .arg(format!("--cwd={}", spec.cwd.display()))
         .arg(format!("--log-max-bytes={}", spec.log_max_bytes))
-        .arg(format!("--log-files={}", spec.log_files));
+        .arg(format!("--log-files={}", spec.log_files))
+        .arg(format!("--max-open-files={}", spec.max_open_files))
+        .arg(format!("--max-processes={}", spec.max_processes));
+    if let Some(uid) = spec.uid {
+        command.arg(format!("--uid={uid}"));
+    }
+    // The supervisor outlives the spawner and needs nothing of its environment (which may
+    // hold the spawner's secrets) but what the game inherits.
+    command.env_clear().envs(
+        crate::isolation::INHERITED_ENV
+            .iter()
+            .filter_map(|name| std::env::var_os(name).map(|v| (*name, v))),
+    );
     command
         .arg("--env-from-stdin")
         .arg("--")

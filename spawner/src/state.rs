@@ -212,6 +212,10 @@ pub struct InstanceRecord {
     /// Players connected by id, as the game reported them through Agones' player tracking.
     #[serde(default)]
     pub player_ids: Vec<String>,
+    /// The user (and group) the game runs as, from `--run-as-uids`; kept for the instance's
+    /// life. `None`: the spawner's own user.
+    #[serde(default)]
+    pub run_uid: Option<u32>,
 }
 
 /// The loopback port pair of an instance's Agones SDK.
@@ -421,6 +425,7 @@ mod tests {
             }),
             reserved_until_unix_ms: 7,
             player_ids: vec!["p1".into()],
+            run_uid: Some(61000),
         }
     }
 

@@ -32,6 +32,7 @@ pub mod logfile;
 pub mod protocol;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -115,6 +116,17 @@ pub struct SupervisorArgs {
     /// environment, so only the game carries EXILE_INSTANCE_ID.
     #[arg(long)]
     pub env_from_stdin: bool,
+    /// Runs the game as this uid, with the same number as its group and no supplementary
+    /// groups; the game runs as the supervisor's user when not given.
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// The game's RLIMIT_NOFILE.
+    #[arg(long, default_value_t = 65_536)]
+    pub max_open_files: u64,
+    /// The game's RLIMIT_NPROC, set only with --uid (the limit counts all the user's
+    /// processes).
+    #[arg(long, default_value_t = 4_096)]
+    pub max_processes: u64,
     /// The game's program and arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -153,12 +165,62 @@ pub fn run(args: SupervisorArgs) -> i32 {
 
 type Pumps = Vec<std::thread::JoinHandle<()>>;
 
+/// What a game may not do, set in its process between fork and exec (after its user has
+/// been switched).
+#[derive(Clone, Copy)]
+struct GameLimits {
+    open_files: u64,
+    /// Only for a game with a user of its own: the limit counts every process of the user.
+    processes: Option<u64>,
+}
+
+/// Has `limits` applied in the game's process between fork and exec.
+///
+/// The one unsafe call of the spawner: std offers no other hook into the child between fork
+/// and exec (`CommandExt::pre_exec`), and `no_new_privs` and resource limits must be set
+/// there, by the game's own process, to bind it and what it runs.
+#[allow(unsafe_code)]
+fn confine(command: &mut Command, limits: GameLimits) {
+    // SAFETY: the hook runs in the forked child before exec and only makes the system calls
+    // of `GameLimits::apply` (umask, getrlimit, setrlimit, prctl), which are async-signal-safe; it
+    // allocates nothing and touches no lock.
+    unsafe {
+        command.pre_exec(move || limits.apply());
+    }
+}
+
+impl GameLimits {
+    /// `no_new_privs` (no setuid program gives the game more than it has), no core dumps
+    /// (they would hold the game's secrets), and the open-file and process limits.
+    fn apply(self) -> std::io::Result<()> {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        // Never above the hard limit the game inherits: it may no longer raise it.
+        let limit = |resource, n: u64| {
+            let (_, hard) = getrlimit(resource)?;
+            let n = n.min(hard);
+            setrlimit(resource, n, n)
+        };
+        nix::sys::prctl::set_no_new_privs()?;
+        // The usual umask for the game, not the spawner's private one: its files are its
+        // own, in a directory only its user may enter when it has a user of its own.
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+        limit(Resource::RLIMIT_NOFILE, self.open_files)?;
+        if let Some(n) = self.processes {
+            limit(Resource::RLIMIT_NPROC, n)?;
+        }
+        Ok(())
+    }
+}
+
 fn start(args: &SupervisorArgs) -> std::io::Result<(std::process::Child, Arc<Shared>, Pumps)> {
     let dir = InstanceDir::at(&args.dir);
     let _ = std::fs::remove_file(dir.exit_file());
     let socket_path = dir.socket();
     let _ = std::fs::remove_file(&socket_path);
     let listener = UnixListener::bind(&socket_path)?;
+    // Only the spawner's user may ask for a stop or write to the console, whatever the umask.
+    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))?;
     let log = RotatingLog::open(
         &dir.logs(),
         LogLimits {
@@ -179,7 +241,16 @@ fn start(args: &SupervisorArgs) -> std::io::Result<(std::process::Child, Arc<Sha
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Own group: a stop reaches every process of the game and nothing else.
-        .process_group(0);
+        .process_group(0)
+        // A clean environment: nothing of the spawner's but where programs are and how text
+        // and time are shown; the game's own variables follow.
+        .env_clear()
+        .envs(
+            crate::isolation::INHERITED_ENV
+                .iter()
+                .filter_map(|name| std::env::var_os(name).map(|v| (*name, v))),
+        )
+        .env("HOME", args.cwd.as_deref().unwrap_or(dir.runtime()));
     if args.env_from_stdin {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text)?;
@@ -187,6 +258,15 @@ fn start(args: &SupervisorArgs) -> std::io::Result<(std::process::Child, Arc<Sha
             .map_err(|e| std::io::Error::other(format!("bad environment on stdin: {e}")))?;
         command.envs(env);
     }
+    if let Some(uid) = args.uid {
+        // std drops the supplementary groups when root changes user.
+        command.uid(uid).gid(uid);
+    }
+    let limits = GameLimits {
+        open_files: args.max_open_files,
+        processes: args.uid.map(|_| args.max_processes),
+    };
+    confine(&mut command, limits);
     let mut child = command
         .spawn()
         .map_err(|e| std::io::Error::new(e.kind(), format!("could not start `{program}`: {e}")))?;

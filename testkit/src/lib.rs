@@ -70,6 +70,8 @@ pub struct SandboxOptions {
     /// With `tls`: the master signs spawners' client certificates with the test CA at
     /// enrollment (`--spawner-ca-cert`/`--spawner-ca-key`).
     pub issue_spawner_certs: bool,
+    /// More spawner flags (e.g. `--run-as-uids=63000-63099`), for every spawner.
+    pub spawner_args: Vec<String>,
 }
 
 impl Default for SandboxOptions {
@@ -87,6 +89,7 @@ impl Default for SandboxOptions {
             master_ip: None,
             tls: tls::from_env(),
             issue_spawner_certs: false,
+            spawner_args: Vec::new(),
         }
     }
 }
@@ -343,6 +346,12 @@ impl Sandbox {
     pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
         init_tracing();
         let dir = tempfile::tempdir()?;
+        // Others may pass through (not list) it, as through /var/lib, so games that run as
+        // users of their own (--run-as-uids) reach their directories.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )?;
         let ip = opts.master_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
         let master_addr = listener.local_addr()?;
@@ -457,6 +466,7 @@ impl Sandbox {
         if let Some(c) = &self.certs {
             args.push(format!("--ca-file={}", c.ca_file.display()));
         }
+        args.extend(self.opts.spawner_args.iter().cloned());
         self.spawners.push(SandboxSpawner {
             name: name.to_owned(),
             args,

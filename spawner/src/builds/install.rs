@@ -349,6 +349,10 @@ fn unpack(
     let dir = Scratch::new(layout.tmp_path("unpack"));
     exile_archive::extract_source(archive(layout, chunks, spec), dir.path(), &options)
         .map_err(refused)?;
+    // Games may run as users of their own (--run-as-uids): they read and run the build, so
+    // it is readable by all whatever the archive's modes or the umask.
+    crate::isolation::share_build(dir.path())
+        .map_err(|e| BuildError::io("could not share the unpacked build", dir.path(), &e))?;
     Ok((dir, summary))
 }
 

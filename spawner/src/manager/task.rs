@@ -98,7 +98,8 @@ impl ManagerTask {
         reply: oneshot::Sender<Result<InstanceRecord>>,
     ) -> Result<()> {
         let checked = ctx.check().and_then(|()| self.check_spawn(&spec));
-        let (build_version, resolved, ports, agones) = match checked {
+        let checked = checked.and_then(|ok| Ok((ok, self.assign_uid(&spec.id)?)));
+        let ((build_version, resolved, ports, agones), run_uid) = match checked {
             Ok(ok) => ok,
             Err(e) => {
                 let text = e.to_string();
@@ -139,6 +140,7 @@ impl ManagerTask {
             agones,
             reserved_until_unix_ms: 0,
             player_ids: Vec::new(),
+            run_uid,
         };
         self.add_actor(rec, false);
         self.save();
@@ -230,6 +232,23 @@ impl ManagerTask {
             None
         };
         Ok((version, resolved, ports, agones))
+    }
+
+    /// The user a new instance's game runs as, when the spawner hands them out: one no other
+    /// instance holds.
+    fn assign_uid(&self, id: &str) -> Result<Option<u32>> {
+        let iso = &self.config.isolation;
+        let Some(range) = &iso.uids else {
+            return Ok(None);
+        };
+        let held: HashSet<u32> = self
+            .instances
+            .values()
+            .filter_map(|e| e.record.run_uid)
+            .collect();
+        iso.pick_uid(&held)
+            .map(Some)
+            .ok_or_else(|| crate::isolation::no_uid_left(&self.config.name, range, id))
     }
 
     /// A loopback port pair for the Agones SDK of a new instance, from `--agones-port-range`:

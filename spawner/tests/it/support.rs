@@ -128,6 +128,7 @@ pub fn config(
         sdk_http_addr: None,
         agones_ports: free_port_range(4),
         health: exile_spawner::HealthCheck::default(),
+        isolation: Default::default(),
     }
 }
 

@@ -10,6 +10,7 @@ mod builds;
 mod chaos;
 mod fleets;
 mod interfaces;
+mod isolation;
 mod lifecycle;
 mod metrics;
 mod resilience;

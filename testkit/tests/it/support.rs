@@ -184,3 +184,17 @@ pub async fn spawn(c: &exile_testkit::Clients, spawner: &str) -> Result<pb::Inst
     r.instance
         .ok_or_else(|| anyhow!("no instance in the answer"))
 }
+
+/// Whether this is CI (`CI` set to anything but empty, `0` or `false`).
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// A test cannot run on this host: a loud skip, or under CI (where `.ci/run` provides what
+/// every test needs, as root) a failure.
+pub fn cannot_run(what: &str, why: &str) {
+    assert!(!under_ci(), "{what} cannot run under CI=true: {why}");
+    use std::io::Write as _;
+    // Straight to stderr, past the harness's capture, so a passing skip is still seen.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {what}: {why}");
+}
