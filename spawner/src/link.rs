@@ -236,6 +236,10 @@ impl Link {
         }
 
         let mut ticker = heartbeat_ticker(self.heartbeat);
+        // What commands send (results, streamed chunks) passes through here, after the
+        // instance events queued before it: the master never sees a command's result before
+        // the state changes that led to it (a Stop's Stopping, then its Stopped).
+        let (results, mut from_commands) = mpsc::channel::<v1::SpawnerMessage>(OUTBOX);
         let mut running: HashMap<u64, CancellationToken> = HashMap::new();
         let mut tasks: JoinSet<u64> = JoinSet::new();
         let end = loop {
@@ -272,9 +276,37 @@ impl Link {
                         break failed(true, "the outgoing stream closed");
                     }
                 }
+                Some(out) = from_commands.recv() => {
+                    let mut lost = None;
+                    loop {
+                        match events.try_recv() {
+                            Ok(event) => {
+                                if tx.send(msg(spawner_message::Kind::InstanceEvent(event))).await.is_err() {
+                                    lost = Some("the outgoing stream closed".to_owned());
+                                    break;
+                                }
+                            }
+                            Err(broadcast::error::TryRecvError::Empty) => break,
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                lost = Some(format!("{n} instance events were dropped; resyncing"));
+                                break;
+                            }
+                            Err(broadcast::error::TryRecvError::Closed) => {
+                                lost = Some("the instance manager stopped".to_owned());
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(why) = lost {
+                        break failed(true, why);
+                    }
+                    if tx.send(out).await.is_err() {
+                        break failed(true, "the outgoing stream closed");
+                    }
+                }
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
-                        if let Some(new) = self.on_master_message(message, &tx, &mut running, &mut tasks) {
+                        if let Some(new) = self.on_master_message(message, &results, &mut running, &mut tasks) {
                             ticker = heartbeat_ticker(new);
                         }
                     }
