@@ -24,6 +24,7 @@ pub mod format;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fs;
 pub mod limits;
+pub mod secret;
 pub mod settings;
 pub mod state;
 #[cfg(feature = "transport")]

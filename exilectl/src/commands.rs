@@ -92,7 +92,18 @@ pub async fn run(cli: Cli) -> Result<()> {
 /// A password from a flag or env, a line of stdin, or a no-echo prompt on a terminal.
 fn read_password(given: Option<String>, from_stdin: bool, prompt: &str) -> Result<String> {
     let password = match given {
-        Some(p) => p,
+        Some(p) => {
+            if exile_api::secret::given_on_command_line(std::env::args_os(), "--password") {
+                eprintln!(
+                    "warning: {}",
+                    exile_api::secret::command_line_warning(
+                        "--password",
+                        "with EXILE_PASSWORD, --password-stdin or the prompt"
+                    )
+                );
+            }
+            p
+        }
         None if from_stdin => read_stdin_line()?,
         None if std::io::stdin().is_terminal() => {
             rpassword::prompt_password(prompt).context("cannot read the password")?

@@ -24,9 +24,18 @@ pub struct Config {
     /// Directory of the built dashboard to serve (index.html and assets).
     #[arg(long, env = "EXILE_MASTER_DASHBOARD_DIR")]
     pub dashboard_dir: Option<PathBuf>,
-    /// Password of the `admin` user created on first start; generated and printed when unset.
+    /// Password of the `admin` user created on first start; when unset one is generated and
+    /// written to `initial-admin-password` (mode 0600) in the data dir. On the command line it
+    /// is visible to every local user: prefer the environment or --admin-password-file.
     #[arg(long, env = "EXILE_MASTER_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    /// File holding the first admin's password (its first line).
+    #[arg(
+        long,
+        env = "EXILE_MASTER_ADMIN_PASSWORD_FILE",
+        conflicts_with = "admin_password"
+    )]
+    pub admin_password_file: Option<PathBuf>,
     /// How often spawners send heartbeats, in milliseconds.
     #[arg(
         long,
@@ -165,6 +174,20 @@ pub enum CertsCommand {
 }
 
 impl Config {
+    /// The first admin's password, from --admin-password or --admin-password-file.
+    pub fn admin_password(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.admin_password_file else {
+            return Ok(self.admin_password.clone());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --admin-password-file {}: {e}", path.display()))?;
+        let password = text.lines().next().unwrap_or_default().to_owned();
+        if password.is_empty() {
+            return Err(format!("--admin-password-file {} is empty", path.display()));
+        }
+        Ok(Some(password))
+    }
+
     /// Heartbeat interval.
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms.max(50))

@@ -109,7 +109,13 @@ pub async fn start(
         .await?,
     );
     let auth = Arc::new(Auth::new(store.clone(), session_policy(&settings))?);
-    let generated_admin_password = auth.bootstrap_admin(config.admin_password.clone()).await?;
+    let given = config.admin_password().map_err(Error::InvalidArgument)?;
+    let generated_admin_password = auth.bootstrap_admin(given).await?;
+    if let Some(pw) = &generated_admin_password {
+        // A file only the master's user reads, not the log or journal where it would stay.
+        let path = config.data_dir.join(INITIAL_ADMIN_PASSWORD_FILE);
+        write_private(&path, &format!("{pw}\n")).map_err(Error::Serve)?;
+    }
     let (registry, persister) = Registry::load(store.clone(), config.heartbeat_ttl()).await?;
     let builds = builds::Builds::open(
         store.clone(),
@@ -495,6 +501,9 @@ async fn spawner_tls(config: &Config, store: &Store) -> Result<(tls::SpawnerTls,
         roots,
     ))
 }
+
+/// Where the first admin's generated password is written, in the data dir.
+pub const INITIAL_ADMIN_PASSWORD_FILE: &str = "initial-admin-password";
 
 /// Writes a file readable by its owner only, atomically (`exile_api::fs::write_private`).
 pub fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {

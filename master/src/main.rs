@@ -4,6 +4,9 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
+    // Everything the master creates (database, blobs, certificates, logs) is its own alone,
+    // whatever umask it was started with.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     // Before the runtime starts any thread: see `exile_master::alloc`.
     let tuned = exile_master::alloc::tune();
     tokio::runtime::Builder::new_multi_thread()
@@ -26,6 +29,18 @@ async fn run(allocator_tuned: bool) -> anyhow::Result<()> {
     if let Some(exile_master::config::Command::Certs(c)) = &config.command {
         return certs(c);
     }
+    if exile_api::secret::given_on_command_line(std::env::args_os(), "--admin-password") {
+        tracing::warn!(
+            "{}",
+            exile_api::secret::command_line_warning(
+                "--admin-password",
+                "with EXILE_MASTER_ADMIN_PASSWORD or --admin-password-file FILE (mode 0600)"
+            )
+        );
+    }
+    let password_file = config
+        .data_dir
+        .join(exile_master::INITIAL_ADMIN_PASSWORD_FILE);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -33,9 +48,13 @@ async fn run(allocator_tuned: bool) -> anyhow::Result<()> {
     let master = exile_master::start(config, listener, shutdown.clone()).await?;
     let scheme = if master.tls { "https" } else { "http" };
     println!("Exile master listening on {scheme}://{}", master.addr);
-    if let Some(pw) = &master.generated_admin_password {
-        println!("Created user `admin` with password: {pw}");
-        println!("(shown once; change it with `exilectl user passwd`)");
+    if master.generated_admin_password.is_some() {
+        let path = std::path::absolute(&password_file).unwrap_or(password_file);
+        println!(
+            "Created user `admin`; its password is in {} (mode 0600).",
+            path.display()
+        );
+        println!("Change it with `exilectl user passwd`, then delete that file.");
     }
     let sd = shutdown.clone();
     tokio::spawn(async move {

@@ -975,4 +975,103 @@ mod tests {
         assert_eq!(removed(&fx), ["b"]);
         assert_eq!(st.count_of("sp"), 0);
     }
+
+    /// The link's decode path under hostile input: bytes a spawner (or whoever holds its
+    /// credential) sends, decoded as the master decodes them and applied to the registry as
+    /// the link handler applies them, never panic and leave the indexes exact.
+    mod hostile_link_messages {
+        use super::*;
+        use pb::spawner_message::Kind as Msg;
+        use proptest::prelude::*;
+        use prost::Message;
+
+        /// Valid messages of each kind, the starting points of the mutations.
+        fn seeds() -> Vec<Vec<u8>> {
+            let mut a = status("a", pb::InstanceState::Ready, 3);
+            a.labels.insert("mode".into(), "ctf".into());
+            a.players = 4;
+            let msgs = [
+                Msg::Hello(hello(vec![
+                    a.clone(),
+                    status("b", pb::InstanceState::Allocated, 1),
+                ])),
+                Msg::Heartbeat(pb::Heartbeat {
+                    instances: vec![pb::InstanceMetrics {
+                        id: "a".into(),
+                        players: 9,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                Msg::InstanceEvent(pb::InstanceEvent {
+                    status: Some(a),
+                    removed: false,
+                }),
+                Msg::InstanceEvent(pb::InstanceEvent {
+                    status: Some(status("b", pb::InstanceState::Stopped, 7)),
+                    removed: true,
+                }),
+            ];
+            msgs.into_iter()
+                .map(|k| pb::SpawnerMessage { kind: Some(k) }.encode_to_vec())
+                .collect()
+        }
+
+        /// What the link handler does with a decoded message, on a linked spawner.
+        fn apply(m: pb::SpawnerMessage) {
+            let mut st = enrolled();
+            let mut fx = Effects::default();
+            let now = Instant::now();
+            let (l, _r) = link(1);
+            let base = hello(vec![status("a", pb::InstanceState::Ready, 1)]);
+            match m.kind {
+                Some(Msg::Hello(h)) if crate::service::link_api::check_hello(&h).is_ok() => {
+                    let _ = st.attach(&mut fx, "sp", &h, l, now);
+                }
+                Some(Msg::Heartbeat(mut hb)) => {
+                    st.attach(&mut fx, "sp", &base, l, now).unwrap();
+                    st.heartbeat(&mut fx, "sp", 1, &mut hb, now, true);
+                }
+                Some(Msg::InstanceEvent(ev)) => {
+                    st.attach(&mut fx, "sp", &base, l, now).unwrap();
+                    st.instance_event(&mut fx, "sp", 1, ev);
+                }
+                _ => {}
+            }
+            st.sweep(&mut fx, now + 2 * TTL, TTL);
+            assert_index_exact(&st);
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            #[test]
+            fn mutated_link_messages_never_panic_the_master(
+                seed in 0usize..4,
+                edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..12),
+                cut in any::<usize>(),
+                tail in proptest::collection::vec(any::<u8>(), 0..48),
+            ) {
+                let mut bytes = seeds()[seed].clone();
+                for (at, b) in edits {
+                    let i = at % bytes.len();
+                    bytes[i] = b;
+                }
+                bytes.truncate(cut % (bytes.len() + 1));
+                bytes.extend(tail);
+                if let Ok(m) = pb::SpawnerMessage::decode(bytes.as_slice()) {
+                    apply(m);
+                }
+            }
+
+            #[test]
+            fn random_bytes_never_panic_the_master(
+                bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            ) {
+                if let Ok(m) = pb::SpawnerMessage::decode(bytes.as_slice()) {
+                    apply(m);
+                }
+            }
+        }
+    }
 }

@@ -22,7 +22,7 @@ pub struct LinkApi(pub SharedRef);
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<pb::MasterMessage, Status>> + Send>>;
 
-fn check_hello(h: &pb::Hello) -> Result<(), Error> {
+pub(crate) fn check_hello(h: &pb::Hello) -> Result<(), Error> {
     if h.capacity == 0 || h.capacity > 100_000 {
         return Err(Error::InvalidArgument(
             "hello.capacity: must be 1 to 100000".into(),

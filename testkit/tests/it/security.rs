@@ -261,3 +261,81 @@ async fn an_enroll_flood_is_slowed_and_its_audit_rows_stay_bounded() {
     );
     sb.shutdown().await;
 }
+
+/// Lines of `child`'s stdout until `want` is among them (or it ends); what was read.
+fn read_until(child: &mut std::process::Child, want: &str) -> String {
+    use std::io::BufRead;
+    let mut out = String::new();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        out.push_str(&line);
+        out.push('\n');
+        if line.contains(want) {
+            break;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_admin_password_goes_to_a_private_file_and_argv_secrets_warn() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // First start without a password: one is generated, written to a 0600 file and not
+    // printed (stdout goes to the journal under systemd).
+    let mut master = Command::new(exile_testkit::master_bin().unwrap())
+        .arg(format!("--listen={addr}"))
+        .arg(format!("--data-dir={}", dir.path().join("m").display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = read_until(&mut master, "exilectl user passwd");
+    let file = dir
+        .path()
+        .join("m")
+        .join(exile_master::INITIAL_ADMIN_PASSWORD_FILE);
+    assert!(out.contains(&file.display().to_string()), "{out}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert!(password.len() >= 16, "a generated password: {password:?}");
+    assert!(!out.contains(&password), "the password was printed: {out}");
+    exile_testkit::login(addr, "admin", &password)
+        .await
+        .unwrap();
+    master.kill().unwrap();
+    master.wait().unwrap();
+
+    // A password on the command line works but warns that every local user can read it.
+    let dir2 = tempfile::tempdir().unwrap();
+    let addr2 = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut master = Command::new(exile_testkit::master_bin().unwrap())
+        .arg(format!("--listen={addr2}"))
+        .arg(format!("--data-dir={}", dir2.path().display()))
+        .arg("--admin-password=visible-in-ps-output")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The master logs to stdout; the warning comes before it listens.
+    let out = read_until(&mut master, "Exile master listening on");
+    assert!(
+        out.contains("--admin-password on the command line can be read by every local user"),
+        "{out}"
+    );
+    exile_testkit::login(addr2, "admin", "visible-in-ps-output")
+        .await
+        .unwrap();
+    master.kill().unwrap();
+    master.wait().unwrap();
+}
