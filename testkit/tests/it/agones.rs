@@ -478,16 +478,7 @@ async fn a_node_sdk_game_runs_unchanged() {
     let node_path = modules.to_string_lossy().into_owned();
     // NODE_PATH is refused for games unless an admin lets it through, as a studio that
     // ships its modules outside the build would.
-    admin
-        .settings
-        .clone()
-        .set_setting(pb::SetSettingRequest {
-            key: exile_api::limits::ENV_ALLOWED_SETTING.into(),
-            value: "NODE_PATH".into(),
-            scope: String::new(),
-        })
-        .await
-        .unwrap();
+    crate::support::set_setting(&admin, exile_api::limits::ENV_ALLOWED_SETTING, "NODE_PATH").await;
     let game = spawn(&admin, &[("NODE_PATH", &node_path)]).await;
     let dir = walk(&sb, &mut w, &game.id).await;
     let errors = std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default();

@@ -495,6 +495,17 @@ async fn hostile_archives_are_refused_at_upload_with_the_reason() {
         "{}",
         e.message()
     );
+    // A manifest that hooks the game's loader through its environment.
+    let zip = game_zip(b"payload");
+    let mut m = metadata("evil", "4", &zip);
+    m.manifest = format!("{MANIFEST}[env]\nLD_PRELOAD = \"/tmp/evil.so\"\n");
+    let e = push(&mut builds, m, &zip).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(
+        e.message().contains("LD_PRELOAD") && e.message().contains("security.env_allowed"),
+        "{}",
+        e.message()
+    );
     let list = builds
         .list_builds(pb::ListBuildsRequest::default())
         .await

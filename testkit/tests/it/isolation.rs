@@ -11,7 +11,7 @@ use exile_api::v1 as pb;
 use exile_testkit::{Clients, Sandbox, SandboxOptions, eventually};
 use futures::StreamExt;
 
-use crate::support::{cannot_run, spawn};
+use crate::support::{cannot_run, set_setting, spawn};
 
 /// A "game" that runs each console line in a shell, between markers the test finds in its
 /// log: what an attacker who took over a game server can do.
@@ -232,16 +232,7 @@ async fn loader_and_runtime_hook_variables_are_refused_unless_an_admin_allows_th
     assert!(e.message().contains("JAVA_TOOL_OPTIONS"), "{}", e.message());
 
     // An admin allows one name: that one passes and reaches the game, the rest stay refused.
-    admin
-        .settings
-        .clone()
-        .set_setting(pb::SetSettingRequest {
-            key: "security.env_allowed".into(),
-            value: "LD_BIND_NOW".into(),
-            scope: String::new(),
-        })
-        .await
-        .unwrap();
+    set_setting(&admin, "security.env_allowed", "LD_BIND_NOW").await;
     let mut req = with_env("LD_BIND_NOW");
     req.env.insert("LD_BIND_NOW".into(), "1".into());
     let i = admin

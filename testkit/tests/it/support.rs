@@ -198,3 +198,16 @@ pub fn cannot_run(what: &str, why: &str) {
     // Straight to stderr, past the harness's capture, so a passing skip is still seen.
     let _ = writeln!(std::io::stderr(), "SKIPPED: {what}: {why}");
 }
+
+/// Sets a global setting as an admin would.
+pub async fn set_setting(c: &exile_testkit::Clients, key: &str, value: &str) {
+    c.settings
+        .clone()
+        .set_setting(pb::SetSettingRequest {
+            key: key.into(),
+            value: value.into(),
+            scope: String::new(),
+        })
+        .await
+        .unwrap();
+}
