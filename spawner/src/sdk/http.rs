@@ -324,4 +324,59 @@ mod tests {
             "internal causes stay in the log"
         );
     }
+
+    /// What a game sends as a body, hostile or broken: mutated valid bodies and random
+    /// bytes decode to a value or to 400 Bad Request with a sentence, never a panic.
+    mod hostile_bodies {
+        use super::*;
+        use proptest::prelude::*;
+
+        const SEEDS: [&str; 5] = [
+            r#"{"count":3,"max":16}"#,
+            r#"{"key":"mode","value":"ctf"}"#,
+            r#"{"ttl_seconds":30}"#,
+            "{}",
+            "",
+        ];
+
+        fn decode_all(bytes: &[u8]) {
+            let body = || Ok(Bytes::copy_from_slice(bytes));
+            let check = |e: HttpError| {
+                assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                assert!(!e.message.is_empty());
+            };
+            let _ = parse::<json::NoParams>(body()).map_err(check);
+            let _ = parse::<json::SetPlayers>(body()).map_err(check);
+            let _ = parse::<json::SetLabel>(body()).map_err(check);
+            let _ = parse::<json::Reserve>(body()).map_err(check);
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn mutated_bodies_are_values_or_bad_requests(
+                seed in 0usize..5,
+                edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+                tail in proptest::collection::vec(any::<u8>(), 0..16),
+            ) {
+                let mut bytes = SEEDS[seed].as_bytes().to_vec();
+                for (at, b) in edits {
+                    if !bytes.is_empty() {
+                        let i = at % bytes.len();
+                        bytes[i] = b;
+                    }
+                }
+                bytes.extend(tail);
+                decode_all(&bytes);
+            }
+
+            #[test]
+            fn random_bodies_are_values_or_bad_requests(
+                bytes in proptest::collection::vec(any::<u8>(), 0..128),
+            ) {
+                decode_all(&bytes);
+            }
+        }
+    }
 }
