@@ -228,7 +228,7 @@ impl Auth {
                 ],
                 vec![Key::User(username.to_owned())],
             )
-            .map_err(|wait| self.refused("failed logins", wait))?;
+            .map_err(|wait| self.refused("failed logins from this address", wait))?;
         let user = match self.store.get_user(username).await {
             Ok(u) => u,
             Err(e) => {
@@ -280,16 +280,22 @@ impl Auth {
                 vec![Key::Enroll(crate::client_addr::throttle_source(peer))],
                 vec![],
             )
-            .map_err(|wait| self.refused("failed enrollments", wait))
+            .map_err(|wait| self.refused("failed enrollments from this address", wait))
+    }
+
+    /// Admits a ChangePassword check of the current password by the session `session_hash`,
+    /// throttled per session. The caller settles the attempt: a wrong password is a failure.
+    pub fn admit_password_change(&self, session_hash: &str) -> Result<throttle::Attempt<'_>> {
+        self.throttle
+            .admit(vec![Key::PasswordChange(session_hash.to_owned())], vec![])
+            .map_err(|wait| self.refused("wrong current passwords from this session", wait))
     }
 
     fn refused(&self, what: &str, wait: Duration) -> Error {
         self.throttled.fetch_add(1, Ordering::Relaxed);
         // Rounded up: "try again in 0 s" would be refused again.
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        Error::ResourceExhausted(format!(
-            "too many {what} from this address; try again in {secs} s"
-        ))
+        Error::ResourceExhausted(format!("too many {what}; try again in {secs} s"))
     }
 
     /// A slot to run one password hash in, waiting a little when all are busy; refused

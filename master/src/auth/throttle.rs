@@ -67,6 +67,15 @@ pub mod policy {
         cap: Duration::from_secs(60),
         decay: Duration::from_secs(10),
     };
+    /// Wrong current passwords given to ChangePassword by one session: a stolen session
+    /// cannot guess the password at hash speed, and the owner, signing in again, has a
+    /// session of its own.
+    pub const PASSWORD_CHANGE: Policy = Policy {
+        free: 3,
+        base: Duration::from_secs(2),
+        cap: Duration::from_secs(300),
+        decay: Duration::from_secs(60),
+    };
     /// Enrollment tokens tried per source.
     pub const ENROLL: Policy = Policy {
         free: 10,
@@ -87,6 +96,8 @@ pub enum Key {
     User(String),
     /// A client address trying enrollment tokens.
     Enroll(String),
+    /// A session (by its hash) giving ChangePassword its current password.
+    PasswordChange(String),
 }
 
 impl Key {
@@ -96,6 +107,7 @@ impl Key {
             Key::Pair(..) => policy::PAIR,
             Key::User(_) => policy::USER,
             Key::Enroll(_) => policy::ENROLL,
+            Key::PasswordChange(_) => policy::PASSWORD_CHANGE,
         }
     }
 }

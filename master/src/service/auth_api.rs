@@ -204,10 +204,19 @@ impl AuthService for AuthApi {
             .ok_or_else(|| Error::NotFound("user is gone".into()))?;
         let hash = u.password_hash.clone();
         let current = r.current_password;
-        let ok = self.0.auth.check_password(hash, current).await?;
+        let attempt = self.0.auth.admit_password_change(session_hash)?;
+        let ok = match self.0.auth.check_password(hash, current).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                attempt.not_judged();
+                return Err(e.into());
+            }
+        };
         if !ok {
+            attempt.failed();
             return Err(Error::PermissionDenied("the current password is wrong".into()).into());
         }
+        attempt.succeeded();
         let new_hash = blocking_hash(r.new_password).await?;
         self.0.store.set_password(username, new_hash).await?;
         self.0

@@ -339,3 +339,49 @@ async fn the_first_admin_password_goes_to_a_private_file_and_argv_secrets_warn()
     master.kill().unwrap();
     master.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_session_cannot_guess_the_password_through_change_password() {
+    let sb = sandbox(&[]).await;
+    let addr = sb.master_addr();
+    let stolen = exile_testkit::login(addr, "admin", exile_testkit::ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let c = exile_testkit::clients(exile_testkit::connect(addr).await.unwrap(), &stolen).unwrap();
+    let change = |current: &str| pb::ChangePasswordRequest {
+        current_password: current.into(),
+        new_password: "a-new-long-password-1".into(),
+    };
+    let mut codes = Vec::new();
+    for i in 0..6 {
+        let e = c
+            .auth
+            .clone()
+            .change_password(change(&format!("guess-{i}")))
+            .await
+            .unwrap_err();
+        codes.push(e.code());
+        if e.code() == tonic::Code::ResourceExhausted {
+            assert!(e.message().contains("try again in"), "{}", e.message());
+        }
+    }
+    assert_eq!(codes[..3], [tonic::Code::PermissionDenied; 3], "{codes:?}");
+    assert!(
+        codes[3..].contains(&tonic::Code::ResourceExhausted),
+        "guesses past the free ones are slowed: {codes:?}"
+    );
+    // The owner, signing in again, has a session of its own and changes the password.
+    let own = exile_testkit::login(addr, "admin", exile_testkit::ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let c = exile_testkit::clients(exile_testkit::connect(addr).await.unwrap(), &own).unwrap();
+    c.auth
+        .clone()
+        .change_password(change(exile_testkit::ADMIN_PASSWORD))
+        .await
+        .unwrap();
+    exile_testkit::login(addr, "admin", "a-new-long-password-1")
+        .await
+        .unwrap();
+    sb.shutdown().await;
+}
