@@ -42,13 +42,31 @@ pub struct Rule {
     pub access: Access,
     /// Whether calls are written to the audit log.
     pub audited: bool,
+    /// A long-lived answer (Watch, followed logs), counted against its caller's
+    /// [`streams::MAX_STREAMS_PER_PRINCIPAL`].
+    pub stream: bool,
 }
 
 const fn rule(access: Access, audited: bool) -> Rule {
-    Rule { access, audited }
+    Rule {
+        access,
+        audited,
+        stream: false,
+    }
+}
+
+/// A streaming method's rule: never audited (it changes nothing), its open answers capped
+/// per caller.
+const fn stream(access: Access) -> Rule {
+    Rule {
+        access,
+        audited: false,
+        stream: true,
+    }
 }
 
 mod revoke;
+pub mod streams;
 
 use Access::{Public, Spawner};
 const VIEWER: Access = Access::Role(Role::Viewer);
@@ -87,14 +105,14 @@ pub const RULES: &[(&str, Rule)] = &[
     ("/exile.v1.InstanceService/RemoveInstance",       rule(OPERATOR, true)),
     // Operator: logs (an instance's output or a spawner's own log) can hold secrets.
     // Reading changes nothing, so not audited.
-    ("/exile.v1.InstanceService/StreamLogs",           rule(OPERATOR, false)),
+    ("/exile.v1.InstanceService/StreamLogs",           stream(OPERATOR)),
     ("/exile.v1.InstanceService/SendConsoleCommand",   rule(OPERATOR, true)),
     ("/exile.v1.InstanceService/RenameInstance",       rule(OPERATOR, true)),
     ("/exile.v1.BackupService/CreateBackup",           rule(OPERATOR, true)),
     ("/exile.v1.BackupService/ListBackups",            rule(VIEWER, false)),
     ("/exile.v1.BackupService/RestoreBackup",          rule(OPERATOR, true)),
     ("/exile.v1.BackupService/DeleteBackup",           rule(OPERATOR, true)),
-    ("/exile.v1.EventService/Watch",                   rule(VIEWER, false)),
+    ("/exile.v1.EventService/Watch",                   stream(VIEWER)),
     ("/exile.v1.SystemService/GetStats",               rule(VIEWER, false)),
     ("/exile.v1.MetricsService/GetMetricsHistory",     rule(VIEWER, false)),
     ("/exile.v1.MetricsService/GetMasterHistory",      rule(VIEWER, false)),
@@ -310,6 +328,8 @@ pub struct AccessState {
     pub proxies: crate::client_addr::TrustedProxies,
     /// Which anonymous failures get an audit row of their own.
     pub flood: flood::FloodGate,
+    /// Streams each principal holds open.
+    pub streams: Arc<streams::StreamSlots>,
 }
 
 impl AccessState {
@@ -440,6 +460,14 @@ where
                     }
                 },
             };
+            let slot = if rule.stream && principal.role().is_some() {
+                match state.streams.take(&principal) {
+                    Ok(slot) => Some(slot),
+                    Err(why) => return refuse(tonic::Status::resource_exhausted(why)),
+                }
+            } else {
+                None
+            };
             let note = Arc::new(Mutex::new(AuditNote::default()));
             req.extensions_mut().insert(CallCtx {
                 principal: principal.clone(),
@@ -473,12 +501,17 @@ where
             };
             let resp = resp.map(|b| {
                 let b = Counters::counted(b, &state.counters, false);
-                match &token {
+                let b = match &token {
                     // A call that failed at once has nothing more to send.
                     Some(token) if code == 0 => {
                         revoke::revocable(b, &state.auth, token, &principal)
                     }
                     _ => b,
+                };
+                // The stream's slot is given back when its answer ends.
+                match slot {
+                    Some(slot) => streams::holding(b, slot),
+                    None => b,
                 }
             });
             if rule.audited {

@@ -183,6 +183,7 @@ pub async fn start(
         counters,
         proxies: client_addr::TrustedProxies::new(config.trusted_proxy.clone()),
         flood: Default::default(),
+        streams: Default::default(),
     });
     let app = server::router(
         shared.clone(),

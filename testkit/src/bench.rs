@@ -780,14 +780,31 @@ async fn fanout(
         Vec<pb::InstanceStatus>,
     )],
 ) -> Result<Fanout> {
-    const PER_CONNECTION: usize = 50;
+    // Subscribers as dashboards open them: a connection and a viewer token for each few,
+    // under the master's cap of streams per credential.
+    const PER_CONNECTION: usize = 25;
     let stop = tokio_util::sync::CancellationToken::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(subscribers.max(1));
     let mut subs = Vec::with_capacity(subscribers);
     let mut clients: Option<Clients> = None;
+    let admin = master.admin().await?;
     for i in 0..subscribers {
         if i % PER_CONNECTION == 0 {
-            clients = Some(master.admin().await?);
+            let secret = admin
+                .auth
+                .clone()
+                .create_api_token(pb::CreateApiTokenRequest {
+                    name: format!("bench-watcher-{i}"),
+                    role: pb::Role::Viewer as i32,
+                    ttl_seconds: 3600,
+                })
+                .await?
+                .into_inner()
+                .secret;
+            clients = Some(crate::clients(
+                crate::connect(master.addr()).await?,
+                &secret,
+            )?);
         }
         let mut c = clients.clone().ok_or_else(|| anyhow!("no connection"))?;
         let (stop, ready) = (stop.clone(), ready_tx.clone());

@@ -385,3 +385,48 @@ async fn a_stolen_session_cannot_guess_the_password_through_change_password() {
         .unwrap();
     sb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_credential_cannot_hold_more_than_its_share_of_streams() {
+    use exile_master::access::streams::MAX_STREAMS_PER_PRINCIPAL;
+    let sb = sandbox(&[]).await;
+    let admin = sb.admin().await.unwrap();
+    let watch = |c: &exile_testkit::Clients| {
+        let mut events = c.events.clone();
+        async move { events.watch(pb::WatchRequest::default()).await }
+    };
+    let mut open = Vec::new();
+    for _ in 0..MAX_STREAMS_PER_PRINCIPAL {
+        open.push(watch(&admin).await.unwrap().into_inner());
+    }
+    let e = watch(&admin).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("streams open"), "{}", e.message());
+    // Unary calls are not streams: they still go through.
+    admin
+        .system
+        .clone()
+        .get_stats(pb::GetStatsRequest::default())
+        .await
+        .unwrap();
+    // Another user is not held back by this one's streams.
+    let (viewer, _) = sb
+        .clients_with_role("watcher", pb::Role::Viewer)
+        .await
+        .unwrap();
+    let mut theirs = watch(&viewer).await.unwrap().into_inner();
+    assert!(theirs.message().await.unwrap().is_some());
+    // A stream closed by its client gives its slot back.
+    drop(open.pop());
+    exile_testkit::eventually(
+        "a slot given back",
+        std::time::Duration::from_secs(10),
+        || {
+            let admin = admin.clone();
+            async move { watch(&admin).await.ok().map(|_| ()) }
+        },
+    )
+    .await
+    .unwrap();
+    sb.shutdown().await;
+}
