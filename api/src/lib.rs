@@ -25,6 +25,8 @@ pub mod format;
 pub mod fs;
 pub mod limits;
 pub mod secret;
+#[cfg(feature = "server")]
+pub mod serve;
 pub mod settings;
 pub mod state;
 #[cfg(feature = "transport")]

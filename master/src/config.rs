@@ -146,6 +146,22 @@ pub struct Config {
         value_name = "CIDR"
     )]
     pub trusted_proxy: Vec<crate::client_addr::Cidr>,
+    /// Connections the master keeps open at once; more are closed as they arrive. Keep it
+    /// under the process's open-file limit.
+    #[arg(long, env = "EXILE_MASTER_MAX_CONNECTIONS", default_value_t = exile_api::serve::Limits::master().max_connections)]
+    pub max_connections: usize,
+    /// Connections one address may keep open at once (a --trusted-proxy is not capped per
+    /// address). Many spawners share one connection's link streams, so this is rarely
+    /// reached honestly.
+    #[arg(long, env = "EXILE_MASTER_MAX_CONNECTIONS_PER_SOURCE", default_value_t = exile_api::serve::Limits::master().max_per_source)]
+    pub max_connections_per_source: usize,
+    /// A connection with no request in flight this long is closed (e.g. 2m; open streams
+    /// such as Watch and spawner links are requests in flight).
+    #[arg(long, env = "EXILE_MASTER_IDLE_TIMEOUT", default_value = "2m", value_parser = exile_api::format::parse_duration)]
+    pub idle_timeout: Duration,
+    /// An HTTP/1 request's head must arrive within this long (slow clients are dropped).
+    #[arg(long, env = "EXILE_MASTER_HEADER_TIMEOUT", default_value = "10s", value_parser = exile_api::format::parse_duration)]
+    pub header_timeout: Duration,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -194,7 +194,7 @@ pub async fn start(
 
     let tasks = TaskTracker::new();
     let sd = shutdown.clone();
-    let svc = app.into_make_service_with_connect_info::<tls::Peer>();
+    let limits = listen_limits(&config);
     match &certs {
         Some(certs) => {
             let clients = if client_roots.is_empty() {
@@ -206,25 +206,12 @@ pub async fn start(
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
             let listener = tls::TlsListener::new(listener, acceptor, shutdown.clone())
                 .map_err(Error::Serve)?;
-            tasks.spawn(async move {
-                if let Err(e) = axum::serve(listener, svc)
-                    .with_graceful_shutdown(sd.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(error = %e, "server stopped with an error");
-                }
-            });
+            tasks.spawn(exile_api::serve::serve(listener, app, limits, "master", sd));
             tasks.spawn(certs.clone().watch(shutdown.clone()));
         }
         None => {
-            tasks.spawn(async move {
-                if let Err(e) = axum::serve(listener, svc)
-                    .with_graceful_shutdown(sd.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(error = %e, "server stopped with an error");
-                }
-            });
+            let listener = tls::PlainListener(listener);
+            tasks.spawn(exile_api::serve::serve(listener, app, limits, "master", sd));
         }
     }
     tasks.spawn(fleet::reconcile::run(shared.clone()));
@@ -445,6 +432,19 @@ fn session_policy(settings: &settings::Settings) -> SessionPolicy {
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The bounds of the master's port, from its flags.
+fn listen_limits(config: &Config) -> exile_api::serve::Limits {
+    let proxies = client_addr::TrustedProxies::new(config.trusted_proxy.clone());
+    exile_api::serve::Limits {
+        max_connections: config.max_connections.max(1),
+        max_per_source: config.max_connections_per_source.max(1),
+        exempt: Arc::new(move |ip| proxies.trusts(ip)),
+        header_timeout: config.header_timeout.max(Duration::from_millis(100)),
+        idle_timeout: config.idle_timeout.max(Duration::from_millis(100)),
+        ..exile_api::serve::Limits::master()
+    }
 }
 
 /// The server certificate to serve with, or None for plain HTTP, which needs a loopback

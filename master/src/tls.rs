@@ -200,18 +200,37 @@ pub struct Peer {
     pub client_cert: Option<CertificateDer<'static>>,
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
-        Peer {
-            addr: *stream.remote_addr(),
-            client_cert: None,
-        }
+impl exile_api::serve::Source for Peer {
+    fn socket_addr(&self) -> SocketAddr {
+        self.addr
     }
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        stream.remote_addr().clone()
+/// A plain TCP listener whose connections name their peer as a [`Peer`] (without a
+/// certificate), as the TLS listener's do.
+pub struct PlainListener(pub TcpListener);
+
+impl axum::serve::Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        let _ = io.set_nodelay(true);
+        (
+            io,
+            Peer {
+                addr,
+                client_cert: None,
+            },
+        )
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(Peer {
+            addr: self.0.local_addr()?,
+            client_cert: None,
+        })
     }
 }
 

@@ -86,21 +86,23 @@ async fn bind_kept(
     Ok(listener)
 }
 
-/// Runs one front end's `server`, which stops accepting once `shutdown` is cancelled and then
-/// waits for the calls still open; those still open [`SHUTDOWN_GRACE`] later are dropped.
-pub(crate) async fn serve_bounded<E: std::fmt::Display>(
-    server: impl Future<Output = std::result::Result<(), E>>,
+/// Serves one front end's `app` on `listener` with `limits` (the shared listener's caps and
+/// timeouts); once `shutdown` is cancelled it stops accepting and waits for the calls still
+/// open, and those still open [`SHUTDOWN_GRACE`] later are dropped.
+pub(crate) async fn serve_bounded(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: exile_api::serve::Limits,
     shutdown: &CancellationToken,
-    what: &str,
+    what: &'static str,
 ) -> Result<()> {
+    let server = exile_api::serve::serve(listener, app, limits, what, shutdown.clone());
     let grace = async {
         shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        result = server => {
-            result.map_err(|e| Error::Internal(format!("the {what} endpoint failed: {e}")))
-        }
+        () = server => Ok(()),
         () = grace => {
             tracing::warn!("{what} calls still open at shutdown were dropped");
             Ok(())

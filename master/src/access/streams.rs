@@ -4,11 +4,8 @@
 //! when its answer ends, however it ends (finished, cancelled, revoked, client gone).
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::body::Body;
 
 use crate::model::Principal;
@@ -76,35 +73,7 @@ impl Drop for StreamSlot {
 
 /// An answer's body that holds its stream slot until it is dropped.
 pub fn holding(body: Body, slot: StreamSlot) -> Body {
-    Body::new(Holding {
-        inner: body,
-        _slot: slot,
-    })
-}
-
-struct Holding {
-    inner: Body,
-    _slot: StreamSlot,
-}
-
-impl HttpBody for Holding {
-    type Data = tonic::codegen::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+    Body::new(exile_api::serve::Holding::new(body, slot))
 }
 
 #[cfg(test)]

@@ -23,16 +23,14 @@ pub async fn serve(
     endpoint: Endpoint,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let mut routes = tonic::service::Routes::new(SdkServer::new(Stable(endpoint.clone())))
         .add_service(AlphaSdkServer::new(Alpha(endpoint)))
         .prepare();
     let router = std::mem::take(routes.axum_router_mut());
     *routes.axum_router_mut() = router.fallback(unimplemented);
-    let server = tonic::transport::Server::builder()
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-    crate::sdk::serve_bounded(server, &shutdown, "Agones SDK").await
+    let app = routes.into_axum_router();
+    let limits = exile_api::serve::Limits::agones();
+    crate::sdk::serve_bounded(listener, app, limits, &shutdown, "Agones SDK").await
 }
 
 /// Any method of a service not served here.
@@ -51,7 +49,16 @@ async fn unimplemented(uri: axum::http::Uri) -> axum::response::Response {
 /// Admits the caller of `request` (one of the instance's processes) or refuses it.
 async fn admit<T>(endpoint: &Endpoint, request: &Request<T>) -> Result<(), Status> {
     endpoint
-        .admit(request.remote_addr(), request.local_addr())
+        .admit(
+            request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+            request
+                .extensions()
+                .get::<exile_api::serve::LocalAddr>()
+                .map(|l| l.0),
+        )
         .await
         .map_err(Status::from)
 }

@@ -18,7 +18,6 @@
 //! does, with the HTTP status of the same code: 403 for a caller outside the instance, 501 for
 //! the counters and lists (`/v1beta1/…`), which Exile does not keep.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -58,13 +57,8 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| Error::Internal(format!("could not read the Agones HTTP address: {e}")))?;
     let app = router(Ctx { endpoint, local });
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .into_future();
-    crate::sdk::serve_bounded(server, &shutdown, "Agones SDK HTTP").await
+    let limits = exile_api::serve::Limits::agones();
+    crate::sdk::serve_bounded(listener, app, limits, &shutdown, "Agones SDK HTTP").await
 }
 
 fn router(ctx: Ctx) -> Router {

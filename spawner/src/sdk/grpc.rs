@@ -31,17 +31,23 @@ pub async fn serve(
     manager: Manager,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let service = SdkService {
         core: Core {
             manager,
             shutdown: shutdown.clone(),
         },
     };
-    let server = tonic::transport::Server::builder()
-        .add_service(GameServerSdkServer::new(service))
-        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-    super::serve_bounded(server, &shutdown, "SDK").await
+    let app = tonic::service::Routes::new(GameServerSdkServer::new(service))
+        .prepare()
+        .into_axum_router();
+    super::serve_bounded(
+        listener,
+        app,
+        exile_api::serve::Limits::sdk(),
+        &shutdown,
+        "SDK",
+    )
+    .await
 }
 
 /// The `GameServerSdk` service: decodes, calls the shared core, encodes.

@@ -28,7 +28,6 @@
 //! 405 for a wrong method, 409 for a call the instance's state forbids, 413 for a body over
 //! 64 KiB.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -72,10 +71,14 @@ pub async fn serve(
         manager,
         shutdown: shutdown.clone(),
     });
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    super::serve_bounded(server, &shutdown, "SDK HTTP").await
+    super::serve_bounded(
+        listener,
+        app,
+        exile_api::serve::Limits::sdk(),
+        &shutdown,
+        "SDK HTTP",
+    )
+    .await
 }
 
 fn router(core: Core) -> Router {

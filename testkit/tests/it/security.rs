@@ -430,3 +430,92 @@ async fn one_credential_cannot_hold_more_than_its_share_of_streams() {
     .unwrap();
     sb.shutdown().await;
 }
+
+/// Whether the master closed `conn`: a read sees the end (or a reset) within `within`.
+async fn closed_within(conn: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_one_address_cannot_take_every_connection() {
+    use std::time::Duration;
+    let sb = sandbox(&["--idle-timeout", "2s", "--max-connections-per-source", "8"]).await;
+    let admin = sb.admin().await.unwrap();
+    let addr = sb.master_addr();
+    // A Watch is a request in flight: it outlives the idle timeout.
+    let mut watch = admin
+        .events
+        .clone()
+        .watch(pb::WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch.message().await.unwrap().is_some());
+    // A connection that never sends a byte is closed.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(15)).await,
+        "a silent connection outlived a 2 s idle timeout by 15 s"
+    );
+    // Over this address's share, connections are closed as they arrive; those admitted stay
+    // open (for the idle timeout, longer than this look).
+    let mut conns = Vec::new();
+    for _ in 0..12 {
+        conns.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let closed = futures::future::join_all(
+        conns
+            .iter_mut()
+            .map(|c| closed_within(c, Duration::from_millis(500))),
+    )
+    .await;
+    let refused = closed.iter().filter(|c| **c).count();
+    let held: Vec<_> = conns
+        .into_iter()
+        .zip(&closed)
+        .filter(|(_, c)| !**c)
+        .collect();
+    assert!(
+        refused >= 4,
+        "only {refused} of 12 connections over a cap of 8 were refused"
+    );
+    assert!(
+        held.len() <= 8,
+        "{} connections held from one address",
+        held.len()
+    );
+    drop(held);
+    // The watch still streams, and calls still go through once the slots come back.
+    exile_testkit::eventually("calls served again", Duration::from_secs(15), || {
+        let admin = admin.clone();
+        async move {
+            admin
+                .system
+                .clone()
+                .get_stats(pb::GetStatsRequest::default())
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    admin
+        .instances
+        .clone()
+        .list_instances(pb::ListInstancesRequest::default())
+        .await
+        .unwrap();
+    drop(watch);
+    sb.shutdown().await;
+}
