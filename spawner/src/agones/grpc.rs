@@ -32,6 +32,12 @@ pub async fn serve(
         .add_service(BetaSdkServer::new(Beta(endpoint)))
         .prepare();
     let router = std::mem::take(routes.axum_router_mut());
+    // The counters and lists of Agones' older SDKs, on the alpha service: tonic's alpha
+    // server would refuse them without a word.
+    let router = OLD_ALPHA_COUNTS.iter().fold(router, |router, method| {
+        let path = format!("/agones.dev.sdk.alpha.SDK/{method}");
+        router.route(&path, axum::routing::any(unimplemented))
+    });
     *routes.axum_router_mut() = router.fallback(unimplemented);
     let server = tonic::transport::Server::builder()
         .add_routes(routes)
@@ -39,9 +45,26 @@ pub async fn serve(
     crate::sdk::serve_bounded(server, &shutdown, "Agones SDK").await
 }
 
-/// Any method of a service not served here.
+/// The methods older Agones SDKs (1.31 to 1.36) call for counters and lists on the alpha
+/// service, which moved to the beta one.
+const OLD_ALPHA_COUNTS: [&str; 6] = [
+    "GetCounter",
+    "UpdateCounter",
+    "GetList",
+    "UpdateList",
+    "AddListValue",
+    "RemoveListValue",
+];
+
+/// Any method of a service not served here, and the old alpha counters and lists.
 async fn unimplemented(uri: axum::http::Uri) -> axum::response::Response {
     let what = uri.path().trim_start_matches('/');
+    if what.starts_with("agones.dev.sdk.alpha.SDK/") {
+        return Status::unimplemented(format!(
+            "{what}: counters and lists are served on agones.dev.sdk.beta.SDK, where Agones 1.37 and later SDKs call them; update the game's Agones SDK"
+        ))
+        .into_http();
+    }
     Status::unimplemented(format!(
         "{what}: Exile's Agones SDK does not serve this call; it serves agones.dev.sdk.SDK, the player tracking of agones.dev.sdk.alpha.SDK and the counters and lists of agones.dev.sdk.beta.SDK"
     ))

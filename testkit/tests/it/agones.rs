@@ -744,6 +744,22 @@ async fn only_the_instances_own_processes_reach_its_agones_ports() {
         status.message().contains("agones.dev.sdk.beta.SDK"),
         "{status:?}"
     );
+    // Older Agones SDKs call counters on the alpha service: told where they went.
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/agones.dev.sdk.alpha.SDK/GetCounter");
+    let answer: Result<tonic::Response<exile_api::agones::Empty>, _> = grpc
+        .unary(
+            tonic::Request::new(exile_api::agones::Empty {}),
+            path,
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    let status = answer.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(
+        status.message().contains("update the game's Agones SDK"),
+        "{status:?}"
+    );
     sb.shutdown().await;
 }
 
