@@ -16,9 +16,15 @@ pub mod agones {
     pub mod alpha {
         tonic::include_proto!("agones.dev.sdk.alpha");
     }
+
+    /// Agones' counters and lists (`agones.dev.sdk.beta`).
+    pub mod beta {
+        tonic::include_proto!("agones.dev.sdk.beta");
+    }
 }
 
 pub mod build;
+pub mod counts;
 pub mod fleet;
 pub mod format;
 #[cfg(not(target_arch = "wasm32"))]

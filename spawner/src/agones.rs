@@ -6,6 +6,8 @@
 //!
 //! The calls are the shared SDK [`Core`]'s, so the Agones face cannot drift from Exile's own:
 //! Ready, Allocate, Reserve, Shutdown, Health and labels act on the instance the same way.
+//! Agones' counters and lists (its beta SDK) are those the build's manifest declares, kept in
+//! the instance's record and changed only by its actor, like player tracking.
 //! [`Host`] keeps one pair of listeners per such instance, opened as the manager reports the
 //! instance and closed when it is removed.
 
@@ -19,6 +21,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use exile_api::agones as pb;
+use exile_api::agones::beta as beta_pb;
+use exile_api::counts::{Counter, CounterUpdate, Counts, List, ListUpdate};
 use exile_api::v1;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
@@ -104,16 +108,12 @@ impl Endpoint {
     /// The instance as a GameServer, now.
     pub async fn game_server(&self) -> Result<pb::GameServer> {
         let rec = self.core.manager.get(&self.id).await?;
-        Ok(self.to_game_server(&rec.to_status(), rec.health))
-    }
-
-    /// A GameServer view of `status`.
-    fn to_game_server(
-        &self,
-        status: &v1::InstanceStatus,
-        health: Option<crate::health::HealthCheck>,
-    ) -> pb::GameServer {
-        game_server(status, health, &self.settings)
+        Ok(game_server(
+            &rec.to_status(),
+            rec.health,
+            &rec.agones_counts,
+            &self.settings,
+        ))
     }
 
     /// Ready: the instance becomes Ready.
@@ -166,7 +166,8 @@ impl Endpoint {
         self.core.reserve(self.who(), seconds).await.map(drop)
     }
 
-    /// The instance as a GameServer now, then after every change.
+    /// The instance as a GameServer now, then after every change (counters and lists
+    /// included: each of their changes is one).
     pub async fn watch(
         &self,
     ) -> Result<impl futures::Stream<Item = pb::GameServer> + Send + 'static> {
@@ -175,7 +176,84 @@ impl Endpoint {
         let views = self.core.watch(self.who()).await?;
         let settings = self.settings.clone();
         let health = rec.health;
-        Ok(views.map(move |status| game_server(&status, health, &settings)))
+        let manager = self.core.manager.clone();
+        let id = self.id.clone();
+        Ok(views.then(move |status| {
+            let (manager, id, settings) = (manager.clone(), id.clone(), settings.clone());
+            async move {
+                // The link's status does not carry the counters and lists (they stay on this
+                // host); the record, at least as new as `status`, does.
+                let counts = match manager.get(&id).await {
+                    Ok(rec) => rec.agones_counts,
+                    Err(_) => Default::default(),
+                };
+                game_server(&status, health, &counts, &settings)
+            }
+        }))
+    }
+
+    /// Counters: one counter.
+    pub async fn counter(&self, name: &str) -> Result<beta_pb::Counter> {
+        let rec = self.core.caller(self.who()).await?;
+        let counter = rec.agones_counts.counter(name)?;
+        Ok(counter_pb(name, counter))
+    }
+
+    /// Counters: applies `update` to counter `name` and returns it.
+    pub async fn update_counter(
+        &self,
+        name: String,
+        update: CounterUpdate,
+    ) -> Result<beta_pb::Counter> {
+        let call = crate::instance::SdkCall::UpdateCounter {
+            name: name.clone(),
+            update,
+        };
+        let rec = self.core.manager.sdk(&self.id, call).await?;
+        Ok(counter_pb(&name, rec.agones_counts.counter(&name)?))
+    }
+
+    /// Lists: one list.
+    pub async fn list(&self, name: &str) -> Result<beta_pb::List> {
+        let rec = self.core.caller(self.who()).await?;
+        Ok(list_pb(name, rec.agones_counts.list(name)?))
+    }
+
+    /// Lists: applies `update` to list `name` and returns it.
+    pub async fn update_list(&self, name: String, update: ListUpdate) -> Result<beta_pb::List> {
+        let call = crate::instance::SdkCall::UpdateList {
+            name: name.clone(),
+            update,
+        };
+        self.list_after(name, call).await
+    }
+
+    /// Lists: appends `value` to list `name` and returns it.
+    pub async fn add_list_value(&self, name: String, value: String) -> Result<beta_pb::List> {
+        let call = crate::instance::SdkCall::AddListValue {
+            name: name.clone(),
+            value,
+        };
+        self.list_after(name, call).await
+    }
+
+    /// Lists: removes `value` from list `name` and returns it.
+    pub async fn remove_list_value(&self, name: String, value: String) -> Result<beta_pb::List> {
+        let call = crate::instance::SdkCall::RemoveListValue {
+            name: name.clone(),
+            value,
+        };
+        self.list_after(name, call).await
+    }
+
+    /// List `name` as `call`, applied by the instance's actor, left it.
+    async fn list_after(
+        &self,
+        name: String,
+        call: crate::instance::SdkCall,
+    ) -> Result<beta_pb::List> {
+        let rec = self.core.manager.sdk(&self.id, call).await?;
+        Ok(list_pb(&name, rec.agones_counts.list(&name)?))
     }
 
     /// Player tracking: adds `id`; false when it was connected already.
@@ -214,6 +292,24 @@ impl Endpoint {
     }
 }
 
+/// A counter as Agones' beta SDK answers it.
+fn counter_pb(name: &str, c: Counter) -> beta_pb::Counter {
+    beta_pb::Counter {
+        name: name.to_owned(),
+        count: c.count,
+        capacity: c.capacity,
+    }
+}
+
+/// A list as Agones' beta SDK answers it.
+fn list_pb(name: &str, l: &List) -> beta_pb::List {
+    beta_pb::List {
+        name: name.to_owned(),
+        capacity: l.capacity,
+        values: l.values.clone(),
+    }
+}
+
 /// The Agones word for an instance state.
 pub fn state_name(state: v1::InstanceState, reserved: bool) -> &'static str {
     use v1::InstanceState as S;
@@ -231,10 +327,12 @@ pub fn state_name(state: v1::InstanceState, reserved: bool) -> &'static str {
 }
 
 /// A GameServer view of an instance: name and uid the instance id, namespace the region,
-/// labels and annotations the instance's, state in Agones' words, ports by name, players.
+/// labels and annotations the instance's, state in Agones' words, ports by name, players,
+/// counters and lists.
 pub fn game_server(
     status: &v1::InstanceStatus,
     health: Option<crate::health::HealthCheck>,
+    counts: &Counts,
     settings: &HostSettings,
 ) -> pb::GameServer {
     use pb::game_server::{ObjectMeta, Spec, Status, spec, status as st};
@@ -282,8 +380,24 @@ pub fn game_server(
                 capacity: i64::from(status.max_players),
                 ids: Vec::new(),
             }),
-            counters: Default::default(),
-            lists: Default::default(),
+            counters: (counts.counters.iter())
+                .map(|(name, c)| {
+                    let counter = st::CounterStatus {
+                        count: c.count,
+                        capacity: c.capacity,
+                    };
+                    (name.clone(), counter)
+                })
+                .collect(),
+            lists: (counts.lists.iter())
+                .map(|(name, l)| {
+                    let list = st::ListStatus {
+                        capacity: l.capacity,
+                        values: l.values.clone(),
+                    };
+                    (name.clone(), list)
+                })
+                .collect(),
             addresses: vec![st::Address {
                 r#type: "ExternalIP".into(),
                 address: settings.address.clone(),
@@ -481,7 +595,25 @@ mod tests {
             ..Default::default()
         };
         let health = crate::health::HealthCheck::default();
-        let gs = game_server(&status, Some(health), &settings());
+        let counts = Counts {
+            counters: [(
+                "rooms".to_owned(),
+                Counter {
+                    count: 2,
+                    capacity: 5,
+                },
+            )]
+            .into(),
+            lists: [(
+                "players".to_owned(),
+                List {
+                    capacity: 8,
+                    values: vec!["p1".into()],
+                },
+            )]
+            .into(),
+        };
+        let gs = game_server(&status, Some(health), &counts, &settings());
         let meta = gs.object_meta.unwrap();
         assert_eq!((meta.name.as_str(), meta.namespace.as_str()), ("g-1", "eu"));
         assert_eq!(meta.resource_version, "12");
@@ -497,6 +629,12 @@ mod tests {
         );
         let players = st.players.unwrap();
         assert_eq!((players.count, players.capacity), (2, 8));
+        assert_eq!(
+            (st.counters["rooms"].count, st.counters["rooms"].capacity),
+            (2, 5)
+        );
+        assert_eq!(st.lists["players"].capacity, 8);
+        assert_eq!(st.lists["players"].values, ["p1"]);
         let h = gs.spec.unwrap().health.unwrap();
         assert_eq!(
             h.failure_threshold,

@@ -93,6 +93,9 @@ pub enum Error {
     /// A call of the Agones SDK that Exile does not serve.
     #[error("{0}")]
     Unimplemented(String),
+    /// A game's Agones counter or list call broke a rule of counters and lists.
+    #[error(transparent)]
+    Counts(#[from] exile_api::counts::CountsError),
     /// An internal task went away (the spawner is shutting down).
     #[error("the instance manager has shut down")]
     ManagerGone,
@@ -119,6 +122,17 @@ impl Error {
             Error::InvalidArgument(_) | Error::Config(_) => CommandErrorKind::InvalidArgument,
             Error::DeadlineExceeded | Error::Cancelled => CommandErrorKind::DeadlineExceeded,
             Error::Build(e) => e.kind(),
+            // Only the game's own SDK calls fail so; no command does.
+            Error::Counts(e) => match e {
+                exile_api::counts::CountsError::NotFound(_) => CommandErrorKind::NotFound,
+                exile_api::counts::CountsError::InvalidArgument(_) => {
+                    CommandErrorKind::InvalidArgument
+                }
+                exile_api::counts::CountsError::OutOfRange(_)
+                | exile_api::counts::CountsError::AlreadyExists(_) => {
+                    CommandErrorKind::FailedPrecondition
+                }
+            },
             Error::Io { .. }
             | Error::Launch { .. }
             | Error::Parse { .. }

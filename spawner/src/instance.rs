@@ -253,6 +253,34 @@ pub enum SdkCall {
         /// The master's id of this allocation.
         id: String,
     },
+    /// Changes an Agones counter (Agones' UpdateCounter).
+    UpdateCounter {
+        /// The counter.
+        name: String,
+        /// The change.
+        update: exile_api::counts::CounterUpdate,
+    },
+    /// Changes an Agones list's capacity or values (Agones' UpdateList).
+    UpdateList {
+        /// The list.
+        name: String,
+        /// The change.
+        update: exile_api::counts::ListUpdate,
+    },
+    /// Appends a value to an Agones list.
+    AddListValue {
+        /// The list.
+        name: String,
+        /// The value.
+        value: String,
+    },
+    /// Removes a value from an Agones list.
+    RemoveListValue {
+        /// The list.
+        name: String,
+        /// The value.
+        value: String,
+    },
 }
 
 /// Messages from instance actors to the manager.
@@ -781,6 +809,18 @@ impl InstanceActor {
             }
             // Handled above, before the game counts as heard from.
             SdkCall::Assign { .. } => {}
+            SdkCall::UpdateCounter { name, update } => {
+                self.change_counts(|c| c.update_counter(&name, update).map(drop))?;
+            }
+            SdkCall::UpdateList { name, update } => {
+                self.change_counts(|c| c.update_list(&name, update).map(drop))?;
+            }
+            SdkCall::AddListValue { name, value } => {
+                self.change_counts(|c| c.add_list_value(&name, &value).map(drop))?;
+            }
+            SdkCall::RemoveListValue { name, value } => {
+                self.change_counts(|c| c.remove_list_value(&name, &value).map(drop))?;
+            }
             SdkCall::Label { key, value } => {
                 exile_api::limits::check_label("label", &key, &value)
                     .map_err(Error::InvalidArgument)?;
@@ -843,6 +883,22 @@ impl InstanceActor {
         {
             let _ = reply.send(result);
         }
+    }
+
+    /// Applies a change to the Agones counters and lists; a refused change leaves them as
+    /// they were, and only a real change is reported.
+    fn change_counts(
+        &mut self,
+        change: impl FnOnce(
+            &mut exile_api::counts::Counts,
+        ) -> Result<(), exile_api::counts::CountsError>,
+    ) -> Result<()> {
+        let before = self.rec.agones_counts.clone();
+        change(&mut self.rec.agones_counts)?;
+        if self.rec.agones_counts != before {
+            self.report();
+        }
+        Ok(())
     }
 
     fn report(&mut self) {
@@ -1001,6 +1057,10 @@ impl InstanceActor {
         self.rec.players = 0;
         self.rec.max_players = 0;
         self.rec.player_ids.clear();
+        // A new game process knows nothing of the last one's counters and lists.
+        self.rec.agones_counts = (self.rec.build.as_ref())
+            .map(|b| b.agones_counts.clone())
+            .unwrap_or_default();
         self.rec.reserved_until_unix_ms = 0;
         self.reserved_until = None;
         self.heard = None;

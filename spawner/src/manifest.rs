@@ -176,6 +176,7 @@ pub(crate) fn resolve(
             stop_grace: m
                 .stop_grace_secs
                 .map_or(default_grace, |s| Duration::from_secs(u64::from(s))),
+            agones_counts: m.agones.clone(),
         },
         ports,
         restart,

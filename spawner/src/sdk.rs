@@ -43,6 +43,15 @@ impl From<Error> for Status {
             Error::DeadlineExceeded => Status::deadline_exceeded(e.to_string()),
             Error::Cancelled => Status::cancelled(e.to_string()),
             Error::ManagerGone => Status::unavailable(e.to_string()),
+            Error::Counts(c) => {
+                use exile_api::counts::CountsError as C;
+                match c {
+                    C::NotFound(m) => Status::not_found(m),
+                    C::OutOfRange(m) => Status::out_of_range(m),
+                    C::AlreadyExists(m) => Status::already_exists(m),
+                    C::InvalidArgument(m) => Status::invalid_argument(m),
+                }
+            }
             other => {
                 tracing::error!(error = %other, "SDK call failed");
                 Status::internal("internal error; see the spawner log")

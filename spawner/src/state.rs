@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use exile_api::counts::Counts;
 use exile_api::v1;
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +118,10 @@ pub struct BuildRun {
     pub stop_signal: i32,
     /// Time between the stop signal and SIGKILL when a stop names none.
     pub stop_grace: Duration,
+    /// The Agones counters and lists the manifest declares: what each launch of the game
+    /// starts from.
+    #[serde(default, skip_serializing_if = "Counts::is_empty")]
+    pub agones_counts: Counts,
 }
 
 /// Everything the spawner remembers about one instance across restarts.
@@ -212,6 +217,10 @@ pub struct InstanceRecord {
     /// Players connected by id, as the game reported them through Agones' player tracking.
     #[serde(default)]
     pub player_ids: Vec<String>,
+    /// The Agones counters and lists as the game left them (Agones' beta SDK); back to the
+    /// build's declared ones at each launch.
+    #[serde(default, skip_serializing_if = "Counts::is_empty")]
+    pub agones_counts: Counts,
     /// The user (and group) the game runs as, from `--run-as-uids`; kept for the instance's
     /// life. `None`: the spawner's own user.
     #[serde(default)]
@@ -382,6 +391,7 @@ mod tests {
                 env: BTreeMap::from([("MODE".into(), "ctf".into())]),
                 stop_signal: 2,
                 stop_grace: Duration::from_secs(20),
+                agones_counts: counts(),
             }),
             ports: vec![
                 HeldPort::game(7800),
@@ -425,8 +435,51 @@ mod tests {
             }),
             reserved_until_unix_ms: 7,
             player_ids: vec!["p1".into()],
+            agones_counts: {
+                let mut c = counts();
+                if let Some(l) = c.lists.get_mut("players") {
+                    l.values.push("p1".into());
+                }
+                c
+            },
             run_uid: Some(61000),
         }
+    }
+
+    fn counts() -> Counts {
+        Counts {
+            counters: BTreeMap::from([(
+                "rooms".into(),
+                exile_api::counts::Counter {
+                    count: 1,
+                    capacity: 10,
+                },
+            )]),
+            lists: BTreeMap::from([(
+                "players".into(),
+                exile_api::counts::List {
+                    capacity: 8,
+                    values: vec![],
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn records_of_older_spawners_read_with_no_counters_or_lists() {
+        let mut json = serde_json::to_value(record("a")).unwrap();
+        let rec = json.as_object_mut().unwrap();
+        rec.remove("agones_counts");
+        rec["build"]
+            .as_object_mut()
+            .unwrap()
+            .remove("agones_counts");
+        let old: InstanceRecord = serde_json::from_value(json).unwrap();
+        assert!(old.agones_counts.is_empty());
+        assert!(old.build.unwrap().agones_counts.is_empty());
+        let kept: InstanceRecord =
+            serde_json::from_value(serde_json::to_value(record("a")).unwrap()).unwrap();
+        assert_eq!(kept.agones_counts.lists["players"].values, ["p1"]);
     }
 
     #[test]

@@ -34,12 +34,21 @@ async function main() {
   await go(4);
   const gs = await sdk.getGameServer();
   fs.writeFileSync('gameserver.json', JSON.stringify(gs));
+  // Counters and lists from the manifest: `rooms` (1 of 10), `players` (["bot"], capacity 3).
+  const log = [];
+  log.push(`start ${await sdk.beta.getCounterCount('rooms')}`);
+  await sdk.beta.incrementCounter('rooms', 2);
+  log.push(`moved ${await sdk.beta.getCounterCount('rooms')}`);
   try {
-    await sdk.beta.getCounterCount('rooms');
-    fs.writeFileSync('beta.code', 'OK');
+    await sdk.beta.incrementCounter('rooms', 100);
+    log.push('past capacity OK');
   } catch (err) {
-    fs.writeFileSync('beta.code', String(err.code));
+    log.push(`past capacity ${err.code}`);
   }
+  await sdk.beta.appendListValue('players', 'n1');
+  log.push(`list ${JSON.stringify(await sdk.beta.getListValues('players'))}`);
+  fs.writeFileSync('counts.log', log.join('\n') + '\n');
+  fs.writeFileSync('counts.done', '');
   await go(5);
   await sdk.shutdown();
 }

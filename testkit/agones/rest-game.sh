@@ -14,6 +14,8 @@ call() {
   curl -s -o last.json -w '%{http_code}' -X "$1" -H 'Content-Type: application/json' -d "$3" "$A$2"
 }
 go() { while [ ! -e "go-$1" ]; do sleep 0.05; done; }
+# beta NAME METHOD PATH BODY: a counters/lists call, its code in NAME.code, answer in NAME.json.
+beta() { call "$2" "$3" "$4" > "$1.code"; cp last.json "$1.json"; }
 # The SDK may open a moment after the game starts, as with Agones' sidecar.
 n=0
 until [ "$(call POST /health '{}')" = 200 ]; do
@@ -24,6 +26,8 @@ curl -sN "$A/watch/gameserver" > watch.log &
 until [ -s watch.log ]; do sleep 0.05; done
 [ "$(call POST /ready '{}')" = 200 ] || exit 4
 go 1
+# A counter bump before the label: once the label shows, the bump is in.
+beta counter-early PATCH /v1beta1/counters/rooms '{"countDiff":1}'
 [ "$(call PUT /metadata/label '{"key":"map","value":"dust"}')" = 200 ] || exit 5
 [ "$(call PUT /metadata/annotation '{"key":"round","value":"1"}')" = 200 ] || exit 6
 go 2
@@ -32,7 +36,18 @@ go 2
 go 3
 [ "$(call POST /reserve '{"seconds":"30"}')" = 200 ] || exit 9
 go 4
-call GET /v1beta1/counters/rooms > beta.code; cp last.json beta.json
+# The manifest's counter `rooms` (1 of 10) and list `players` (["bot"], capacity 3).
+beta counter-get GET /v1beta1/counters/rooms ''
+beta counter-add PATCH /v1beta1/counters/rooms '{"countDiff":"2"}'
+beta counter-over PATCH /v1beta1/counters/rooms '{"countDiff":20}'
+beta counter-capacity PATCH /v1beta1/counters/rooms '{"capacity":"5"}'
+beta counter-unknown GET /v1beta1/counters/nope ''
+beta list-capacity PATCH /v1beta1/lists/players '{"capacity":"4"}'
+beta list-add POST /v1beta1/lists/players:addValue '{"value":"p1"}'
+beta list-again POST /v1beta1/lists/players:addValue '{"value":"p1"}'
+beta list-remove POST /v1beta1/lists/players:removeValue '{"value":"bot"}'
+beta list-get GET /v1beta1/lists/players ''
+touch counts.done
 call GET /gameserver > gameserver.code; cp last.json gameserver.json
 go 5
 # Shutdown stops the game: the stop signal comes to its whole process group while the answer

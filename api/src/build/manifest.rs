@@ -5,6 +5,12 @@
 //!
 //! ```toml
 //! sdk = "agones"          # exile (default) | agones: also serve the Agones SDK to instances
+//! [agones.counters.rooms] # Agones counters each instance keeps (sdk = "agones" only)
+//! count = 0               # default 0
+//! capacity = 10           # default 1000
+//! [agones.lists.players]  # Agones lists each instance keeps (sdk = "agones" only)
+//! capacity = 16           # 0 to 1000, default 1000
+//! values = []             # default none
 //! [run]
 //! command = "./server +set net_port {port:game} +set query_port {port:query}"
 //! [env]
@@ -38,6 +44,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::counts::{Counter, Counts, List};
 use crate::limits;
 use crate::v1;
 
@@ -98,6 +105,8 @@ pub struct Manifest {
     pub health: v1::HealthCheck,
     /// Which game-server SDK the build speaks besides Exile's own.
     pub sdk: SdkKind,
+    /// The Agones counters and lists each instance starts with (`sdk = "agones"` only).
+    pub agones: Counts,
 }
 
 /// The game-server SDK a build is written against.
@@ -176,6 +185,39 @@ struct Raw {
     restart: RawRestart,
     #[serde(default)]
     health: RawHealth,
+    #[serde(default)]
+    agones: RawAgones,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgones {
+    #[serde(default)]
+    counters: BTreeMap<String, RawCounter>,
+    #[serde(default)]
+    lists: BTreeMap<String, RawList>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCounter {
+    #[serde(default)]
+    count: i64,
+    #[serde(default = "default_capacity")]
+    capacity: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawList {
+    #[serde(default = "default_capacity")]
+    capacity: i64,
+    #[serde(default)]
+    values: Vec<String>,
+}
+
+fn default_capacity() -> i64 {
+    crate::counts::DEFAULT_CAPACITY
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -387,6 +429,32 @@ impl Manifest {
         };
         limits::check_health_check(&health)
             .map_err(|e| problem(e.replace("health_check.", "health.")))?;
+        let agones = Counts {
+            counters: (raw.agones.counters.into_iter())
+                .map(|(name, c)| {
+                    let counter = Counter {
+                        count: c.count,
+                        capacity: c.capacity,
+                    };
+                    (name, counter)
+                })
+                .collect(),
+            lists: (raw.agones.lists.into_iter())
+                .map(|(name, l)| {
+                    let list = List {
+                        capacity: l.capacity,
+                        values: l.values,
+                    };
+                    (name, list)
+                })
+                .collect(),
+        };
+        agones.check().map_err(problem)?;
+        if !agones.is_empty() && raw.sdk != SdkKind::Agones {
+            return Err(problem(
+                "agones.counters and agones.lists are kept for the Agones SDK: add sdk = \"agones\"",
+            ));
+        }
         Ok(Self {
             command,
             env: raw.env,
@@ -396,6 +464,7 @@ impl Manifest {
             restart,
             health,
             sdk: raw.sdk,
+            agones,
         })
     }
 
@@ -457,6 +526,36 @@ mod tests {
         assert_eq!(m.sdk, SdkKind::Agones);
         let e = Manifest::parse("sdk = \"steam\"").unwrap_err();
         assert!(e.problem.contains("unknown variant `steam`"), "{e}");
+    }
+
+    #[test]
+    fn agones_counters_and_lists_are_declared_checked_and_defaulted() {
+        let m = Manifest::parse(
+            "sdk = \"agones\"\n[agones.counters.rooms]\ncapacity = 10\n[agones.counters.games]\n[agones.lists.players]\ncapacity = 4\nvalues = [\"bot\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            m.agones.counters["rooms"],
+            Counter {
+                count: 0,
+                capacity: 10
+            }
+        );
+        assert_eq!(m.agones.counters["games"].capacity, 1000);
+        assert_eq!(m.agones.lists["players"].values, ["bot"]);
+        assert!(Manifest::parse("").unwrap().agones.is_empty());
+        let e = Manifest::parse("[agones.counters.rooms]\n").unwrap_err();
+        assert!(e.problem.contains("sdk = \"agones\""), "{e}");
+        let e =
+            Manifest::parse("sdk = \"agones\"\n[agones.counters.rooms]\ncount = 5\ncapacity = 4\n")
+                .unwrap_err();
+        assert!(e.problem.contains("agones.counters.rooms"), "{e}");
+        let e = Manifest::parse("sdk = \"agones\"\n[agones.lists.players]\ncapacity = 5000\n")
+            .unwrap_err();
+        assert!(e.problem.contains("0 to 1000"), "{e}");
+        let e =
+            Manifest::parse("sdk = \"agones\"\n[agones.lists.players]\nsize = 5\n").unwrap_err();
+        assert!(e.problem.contains("size"), "{e}");
     }
 
     #[test]

@@ -13,10 +13,20 @@
 //! | `GET /alpha/player/capacity`, `/count`  | —                            | `{"count":"10"}`     |
 //! | `GET /alpha/player/connected/{playerID}`| —                            | `{"bool":true}`      |
 //! | `GET /alpha/player/connected`           | —                            | `{"list":["p1"]}`    |
+//! | `GET /v1beta1/counters/{name}`          | —                            | Counter              |
+//! | `PATCH /v1beta1/counters/{name}`        | `{"countDiff":"1"}`, `{"count":"5","capacity":"10"}` | Counter |
+//! | `GET /v1beta1/lists/{name}`             | —                            | List                 |
+//! | `PATCH /v1beta1/lists/{name}[?updateMask=capacity,values]` | `{"capacity":"8","values":[]}` | List |
+//! | `POST /v1beta1/lists/{name}:addValue`, `:removeValue` | `{"value":"p1"}`   | List                 |
+//!
+//! A Counter reads `{"name":"rooms","count":"1","capacity":"10"}`, a List
+//! `{"name":"players","capacity":"8","values":["p1"]}`. Without `updateMask`, a list PATCH
+//! changes the fields its body holds, as Agones' gateway does.
 //!
 //! Errors answer `{"code":<gRPC code>,"message":"<sentence>","details":[]}` as Agones' gateway
-//! does, with the HTTP status of the same code: 403 for a caller outside the instance, 501 for
-//! the counters and lists (`/v1beta1/…`), which Exile does not keep.
+//! does, with the HTTP status of the same code: 403 for a caller outside the instance, 404 for
+//! an undeclared counter or list, 400 for a count or capacity out of range, 409 for a value
+//! already in its list.
 
 use std::net::SocketAddr;
 
@@ -32,6 +42,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use exile_api::counts::{CounterUpdate, ListUpdate};
 
 use super::Endpoint;
 use super::json;
@@ -81,6 +93,14 @@ fn router(ctx: Ctx) -> Router {
         .route("/alpha/player/count", get(get_count))
         .route("/alpha/player/connected", get(connected_players))
         .route("/alpha/player/connected/{player_id}", get(is_connected))
+        .route(
+            "/v1beta1/counters/{name}",
+            get(get_counter).patch(update_counter),
+        )
+        .route(
+            "/v1beta1/lists/{name}",
+            get(get_list).patch(update_list).post(list_value),
+        )
         .fallback(not_served)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), admit))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -266,18 +286,95 @@ async fn is_connected(State(ctx): State<Ctx>, Path(player_id): Path<String>) -> 
     })
 }
 
-/// Paths not served: the counters and lists are UNIMPLEMENTED, anything else unknown.
+async fn get_counter(State(ctx): State<Ctx>, Path(name): Path<String>) -> Answer {
+    let counter = ctx.endpoint.counter(&name).await?;
+    ok(&json::BetaCounter::from(counter))
+}
+
+async fn update_counter(State(ctx): State<Ctx>, Path(name): Path<String>, body: Bytes) -> Answer {
+    let json::CounterUpdateRequest {
+        count,
+        capacity,
+        count_diff,
+    } = parse(&body)?;
+    let update = CounterUpdate {
+        capacity,
+        count,
+        diff: count_diff,
+    };
+    let counter = ctx.endpoint.update_counter(name, update).await?;
+    ok(&json::BetaCounter::from(counter))
+}
+
+async fn get_list(State(ctx): State<Ctx>, Path(name): Path<String>) -> Answer {
+    let list = ctx.endpoint.list(&name).await?;
+    ok(&json::BetaList::from(list))
+}
+
+/// The paths of an `updateMask` (or `update_mask`) query parameter, comma-separated.
+fn mask_in_query(query: Option<&str>) -> Option<Vec<String>> {
+    let query = query?;
+    let value = query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        matches!(key, "updateMask" | "update_mask").then_some(value)
+    })?;
+    let value = value.replace("%2C", ",").replace("%2c", ",");
+    Some(
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+async fn update_list(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+    uri: Uri,
+    body: Bytes,
+) -> Answer {
+    let patch: json::ListPatch = parse(&body)?;
+    let paths = mask_in_query(uri.query())
+        .unwrap_or_else(|| patch.mask().into_iter().map(str::to_owned).collect());
+    let update = ListUpdate::from_mask(
+        &paths,
+        patch.capacity.unwrap_or(0),
+        patch.values.unwrap_or_default(),
+    )
+    .map_err(Error::from)?;
+    let list = ctx.endpoint.update_list(name, update).await?;
+    ok(&json::BetaList::from(list))
+}
+
+/// `POST /v1beta1/lists/{name}:addValue` and `:removeValue`: the action is the segment's end.
+async fn list_value(State(ctx): State<Ctx>, Path(segment): Path<String>, body: Bytes) -> Answer {
+    let Some((name, action)) = segment.rsplit_once(':') else {
+        return Err(no_route(&format!("/v1beta1/lists/{segment}")));
+    };
+    let json::ListValue { value } = parse(&body)?;
+    let list = match action {
+        "addValue" => ctx.endpoint.add_list_value(name.to_owned(), value).await?,
+        "removeValue" => {
+            ctx.endpoint
+                .remove_list_value(name.to_owned(), value)
+                .await?
+        }
+        _ => return Err(no_route(&format!("/v1beta1/lists/{segment}"))),
+    };
+    ok(&json::BetaList::from(list))
+}
+
+fn no_route(path: &str) -> HttpError {
+    HttpError(tonic::Status::not_found(format!(
+        "no Agones SDK route {path}"
+    )))
+}
+
+/// Paths not served.
 async fn not_served(uri: Uri) -> HttpError {
-    let path = uri.path();
-    if path.starts_with("/v1beta1/") {
-        HttpError(tonic::Status::unimplemented(format!(
-            "{path}: Exile does not keep Agones counters and lists; track them in the game, or use labels (PUT /metadata/label)"
-        )))
-    } else {
-        HttpError(tonic::Status::not_found(format!(
-            "no Agones SDK route {path}"
-        )))
-    }
+    no_route(uri.path())
 }
 
 #[cfg(test)]
@@ -286,12 +383,15 @@ mod tests {
     use proptest::prelude::*;
 
     /// Agones' REST bodies as games send them, with 64-bit integers as numbers or strings.
-    const SEEDS: [&str; 5] = [
+    const SEEDS: [&str; 8] = [
         r#"{"seconds":"10"}"#,
         r#"{"seconds":10}"#,
         r#"{"key":"map","value":"dust"}"#,
         r#"{"playerID":"p1"}"#,
         r#"{"count":"8"}"#,
+        r#"{"count":"5","capacity":11,"countDiff":"-2"}"#,
+        r#"{"capacity":"120","values":["p3","p4"]}"#,
+        r#"{"value":"player9"}"#,
     ];
 
     fn decode_all(bytes: &[u8]) {
@@ -301,6 +401,23 @@ mod tests {
         let _ = parse::<json::KeyValue>(&body).map_err(check);
         let _ = parse::<json::PlayerId>(&body).map_err(check);
         let _ = parse::<json::Count>(&body).map_err(check);
+        let _ = parse::<json::CounterUpdateRequest>(&body).map_err(check);
+        let _ = parse::<json::ListPatch>(&body).map_err(check);
+        let _ = parse::<json::ListValue>(&body).map_err(check);
+    }
+
+    #[test]
+    fn the_update_mask_comes_from_the_query_in_either_spelling() {
+        assert_eq!(mask_in_query(None), None);
+        assert_eq!(mask_in_query(Some("x=1")), None);
+        assert_eq!(
+            mask_in_query(Some("updateMask=capacity,values")).unwrap(),
+            ["capacity", "values"]
+        );
+        assert_eq!(
+            mask_in_query(Some("a=b&update_mask=capacity%2Cvalues")).unwrap(),
+            ["capacity", "values"]
+        );
     }
 
     proptest! {
@@ -310,7 +427,7 @@ mod tests {
         /// panic (the 64-bit integer reader included).
         #[test]
         fn mutated_bodies_are_values_or_bad_requests(
-            seed in 0usize..5,
+            seed in 0usize..8,
             edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
             tail in proptest::collection::vec(any::<u8>(), 0..16),
         ) {

@@ -25,6 +25,95 @@ fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     }
 }
 
+/// An optional 64-bit integer from JSON (a `google.protobuf.Int64Value`): absent or `null`
+/// for none, else a number or a string holding one.
+fn opt_int64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrap(#[serde(deserialize_with = "int64")] i64);
+    Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(n)| n))
+}
+
+/// Body of `PATCH /v1beta1/counters/{name}`: Agones' `CounterUpdateRequest` (its `name`, if
+/// any, gives way to the path's).
+#[derive(Debug, Default, Deserialize)]
+pub struct CounterUpdateRequest {
+    #[serde(default, deserialize_with = "opt_int64")]
+    pub count: Option<i64>,
+    #[serde(default, deserialize_with = "opt_int64")]
+    pub capacity: Option<i64>,
+    #[serde(rename = "countDiff", default, deserialize_with = "int64")]
+    pub count_diff: i64,
+}
+
+/// Body of `PATCH /v1beta1/lists/{name}`: Agones' `List`, each field `None` when the body
+/// leaves it out (which tells the update mask when the query names none).
+#[derive(Debug, Default, Deserialize)]
+pub struct ListPatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "opt_int64")]
+    pub capacity: Option<i64>,
+    #[serde(default)]
+    pub values: Option<Vec<String>>,
+}
+
+impl ListPatch {
+    /// The update mask the gateway derives from the body: the fields it holds.
+    pub fn mask(&self) -> Vec<&'static str> {
+        let mut paths = Vec::new();
+        if self.capacity.is_some() {
+            paths.push("capacity");
+        }
+        if self.values.is_some() {
+            paths.push("values");
+        }
+        paths
+    }
+}
+
+/// Body of `POST /v1beta1/lists/{name}:addValue` and `:removeValue`.
+#[derive(Debug, Deserialize)]
+pub struct ListValue {
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A counter as the gateway writes it.
+#[derive(Debug, Serialize)]
+pub struct BetaCounter {
+    name: String,
+    count: String,
+    capacity: String,
+}
+
+impl From<exile_api::agones::beta::Counter> for BetaCounter {
+    fn from(c: exile_api::agones::beta::Counter) -> Self {
+        Self {
+            name: c.name,
+            count: c.count.to_string(),
+            capacity: c.capacity.to_string(),
+        }
+    }
+}
+
+/// A list as the gateway writes it.
+#[derive(Debug, Serialize)]
+pub struct BetaList {
+    name: String,
+    capacity: String,
+    values: Vec<String>,
+}
+
+impl From<exile_api::agones::beta::List> for BetaList {
+    fn from(l: exile_api::agones::beta::List) -> Self {
+        Self {
+            name: l.name,
+            capacity: l.capacity.to_string(),
+            values: l.values,
+        }
+    }
+}
+
 /// Body of `PUT /metadata/label` and `PUT /metadata/annotation`.
 #[derive(Debug, Deserialize)]
 pub struct KeyValue {
@@ -271,6 +360,30 @@ mod tests {
     }
 
     #[test]
+    fn counters_and_lists_read_like_agones_rest() {
+        let c = serde_json::to_value(BetaCounter::from(exile_api::agones::beta::Counter {
+            name: "rooms".into(),
+            count: 1,
+            capacity: 10,
+        }))
+        .unwrap();
+        assert_eq!(
+            c,
+            serde_json::json!({"name": "rooms", "count": "1", "capacity": "10"})
+        );
+        let l = serde_json::to_value(BetaList::from(exile_api::agones::beta::List {
+            name: "players".into(),
+            capacity: 100,
+            values: vec!["p0".into()],
+        }))
+        .unwrap();
+        assert_eq!(
+            l,
+            serde_json::json!({"name": "players", "capacity": "100", "values": ["p0"]})
+        );
+    }
+
+    #[test]
     fn bodies_take_integers_as_numbers_or_strings_and_skip_unknown_fields() {
         let d: Duration = serde_json::from_str(r#"{"seconds":"5"}"#).unwrap();
         assert_eq!(d.seconds, 5);
@@ -281,6 +394,23 @@ mod tests {
         assert_eq!((kv.key.as_str(), kv.value.as_str()), ("map", "dust"));
         let p: PlayerId = serde_json::from_str(r#"{"playerID":"p1"}"#).unwrap();
         assert_eq!(p.player_id, "p1");
+        let c: CounterUpdateRequest =
+            serde_json::from_str(r#"{"count":"5","capacity":11,"countDiff":"-2"}"#).unwrap();
+        assert_eq!((c.count, c.capacity, c.count_diff), (Some(5), Some(11), -2));
+        let c: CounterUpdateRequest =
+            serde_json::from_str(r#"{"countDiff":1,"count":null,"name":"rooms"}"#).unwrap();
+        assert_eq!((c.count, c.capacity, c.count_diff), (None, None, 1));
+        assert!(serde_json::from_str::<CounterUpdateRequest>(r#"{"count":"many"}"#).is_err());
+        let l: ListPatch = serde_json::from_str(r#"{"capacity":"120","values":["a"]}"#).unwrap();
+        assert_eq!(l.mask(), ["capacity", "values"]);
+        assert_eq!(
+            (l.capacity, l.values.as_deref()),
+            (Some(120), Some(&["a".to_owned()][..]))
+        );
+        let l: ListPatch = serde_json::from_str(r#"{"capacity":7}"#).unwrap();
+        assert_eq!(l.mask(), ["capacity"]);
+        let v: ListValue = serde_json::from_str(r#"{"value":"player9"}"#).unwrap();
+        assert_eq!(v.value, "player9");
         let c: Count = serde_json::from_str(r#"{"count":"10"}"#).unwrap();
         assert_eq!(c.count, 10);
         assert_eq!(

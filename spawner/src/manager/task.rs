@@ -107,6 +107,7 @@ impl ManagerTask {
                 return Err(Error::FailedPrecondition(text));
             }
         };
+        let agones_counts = resolved.run.agones_counts.clone();
         let rec = InstanceRecord {
             id: spec.id.clone(),
             build_version,
@@ -140,6 +141,7 @@ impl ManagerTask {
             agones,
             reserved_until_unix_ms: 0,
             player_ids: Vec::new(),
+            agones_counts,
             run_uid,
         };
         self.add_actor(rec, false);

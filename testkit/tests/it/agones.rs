@@ -11,6 +11,7 @@ use std::time::Duration;
 use exile_api::v1 as pb;
 use exile_testkit::{Clients, Sandbox, SandboxOptions, eventually};
 use pb::InstanceState as S;
+use serde_json::json;
 
 use crate::support::Watcher;
 
@@ -19,10 +20,14 @@ fn games_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("agones")
 }
 
-/// A host build whose manifest asks for the Agones SDK and runs `command`.
+/// The counters and lists every Agones test build declares; the games count on them.
+const COUNTS: &str = "[agones.counters.rooms]\ncount = 1\ncapacity = 10\n[agones.lists.players]\ncapacity = 3\nvalues = [\"bot\"]\n";
+
+/// A host build whose manifest asks for the Agones SDK, declares [`COUNTS`] and runs
+/// `command`.
 fn agones_build(command: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = format!("sdk = \"agones\"\n[run]\ncommand = {command:?}\n");
+    let manifest = format!("sdk = \"agones\"\n{COUNTS}[run]\ncommand = {command:?}\n");
     std::fs::write(dir.path().join("exile-build.toml"), manifest).unwrap();
     dir
 }
@@ -82,6 +87,28 @@ async fn file(dir: &Path, name: &str) -> String {
     .unwrap()
 }
 
+/// Waits until the game has left `name` (maybe empty) in `dir`.
+async fn wait_for(dir: &Path, name: &str) {
+    let path = dir.join(name);
+    eventually(
+        &format!("{name} from the game"),
+        Duration::from_secs(30),
+        || {
+            let there = path.exists();
+            async move { there.then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// A counters/lists call of the REST game: its HTTP code and its answer.
+async fn beta_call(dir: &Path, name: &str) -> (String, serde_json::Value) {
+    let code = file(dir, &format!("{name}.code")).await.trim().to_owned();
+    let body = serde_json::from_str(&file(dir, &format!("{name}.json")).await).unwrap();
+    (code, body)
+}
+
 fn go(dir: &Path, step: u32) {
     std::fs::write(dir.join(format!("go-{step}")), "").unwrap();
 }
@@ -123,9 +150,9 @@ async fn walk(sb: &Sandbox, w: &mut Watcher, id: &str) -> PathBuf {
     .await
     .unwrap();
     go(&dir, 4);
-    // Reads the game makes while reserved, then the shutdown it asks for.
+    // Counters, lists and reads the game makes while reserved, then the shutdown it asks for.
+    wait_for(&dir, "counts.done").await;
     file(&dir, "gameserver.json").await;
-    file(&dir, "beta.code").await;
     go(&dir, 5);
     w.until("the game Stopped", |w| w.state(id) == Some(S::Stopped))
         .await
@@ -198,23 +225,95 @@ async fn a_rest_sdk_game_runs_unchanged_under_curl() {
     assert_eq!(gs["status"]["address"], "127.0.0.1");
     assert_eq!(gs["status"]["ports"][0]["name"], "game");
     assert_eq!(gs["status"]["ports"][0]["port"], game.ports[0].port);
-    // Counters and lists are not kept: a sentence, not a silent OK.
-    assert_eq!(file(&dir, "beta.code").await.trim(), "501");
-    let beta: serde_json::Value = serde_json::from_str(&file(&dir, "beta.json").await).unwrap();
-    assert_eq!(beta["code"], 12, "UNIMPLEMENTED: {beta}");
-    assert!(
-        beta["message"]
-            .as_str()
-            .unwrap()
-            .contains("counters and lists"),
-        "{beta}"
+    // Counters and lists, as Agones' gateway answers them: `rooms` was 1 of 10 and went up
+    // by 1 at step 1, `players` held "bot" with room for 3.
+    let calls = [
+        (
+            "counter-early",
+            "200",
+            json!({"name": "rooms", "count": "2", "capacity": "10"}),
+        ),
+        (
+            "counter-get",
+            "200",
+            json!({"name": "rooms", "count": "2", "capacity": "10"}),
+        ),
+        (
+            "counter-add",
+            "200",
+            json!({"name": "rooms", "count": "4", "capacity": "10"}),
+        ),
+        (
+            "counter-capacity",
+            "200",
+            json!({"name": "rooms", "count": "4", "capacity": "5"}),
+        ),
+        (
+            "list-capacity",
+            "200",
+            json!({"name": "players", "capacity": "4", "values": ["bot"]}),
+        ),
+        (
+            "list-add",
+            "200",
+            json!({"name": "players", "capacity": "4", "values": ["bot", "p1"]}),
+        ),
+        (
+            "list-remove",
+            "200",
+            json!({"name": "players", "capacity": "4", "values": ["p1"]}),
+        ),
+        (
+            "list-get",
+            "200",
+            json!({"name": "players", "capacity": "4", "values": ["p1"]}),
+        ),
+    ];
+    for (name, code, answer) in calls {
+        assert_eq!(
+            beta_call(&dir, name).await,
+            (code.to_owned(), answer),
+            "{name}"
+        );
+    }
+    // Refusals in gRPC's words: OUT_OF_RANGE, NOT_FOUND, ALREADY_EXISTS.
+    for (name, http, grpc) in [
+        ("counter-over", "400", 11),
+        ("counter-unknown", "404", 5),
+        ("list-again", "409", 6),
+    ] {
+        let (code, body) = beta_call(&dir, name).await;
+        assert_eq!(
+            (code.as_str(), &body["code"]),
+            (http, &json!(grpc)),
+            "{name}: {body}"
+        );
+        assert!(
+            !body["message"].as_str().unwrap().is_empty(),
+            "{name}: {body}"
+        );
+    }
+    // GetGameServer shows them, last as the game left them.
+    assert_eq!(
+        gs["status"]["counters"],
+        json!({"rooms": {"count": "4", "capacity": "5"}})
+    );
+    assert_eq!(
+        gs["status"]["lists"],
+        json!({"players": {"capacity": "4", "values": ["p1"]}})
     );
     assert_eq!(file(&dir, "shutdown.code").await.trim(), "200");
-    // Its WatchGameServer saw each change, as `{"result": GameServer}` lines.
-    let seen = states_seen(
-        &file(&dir, "watch.log").await,
-        |v| &v["result"]["status"]["state"],
+    // Its WatchGameServer saw each change, as `{"result": GameServer}` lines, a counter's
+    // too.
+    let watch_log = file(&dir, "watch.log").await;
+    assert!(
+        watch_log.lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["result"]["status"]["counters"]["rooms"]["count"] == "2")
+        }),
+        "no WatchGameServer view showed the counter's change:\n{watch_log}"
     );
+    let seen = states_seen(&watch_log, |v| &v["result"]["status"]["state"]);
     assert_eq!(
         seen,
         ["Scheduled", "Ready", "Allocated", "Reserved"],
@@ -357,6 +456,18 @@ async fn a_restarted_spawner_serves_the_same_agones_ports_to_the_adopted_game() 
     w.until("the game Ready", |w| w.state(&game.id) == Some(S::Ready))
         .await
         .unwrap();
+    // Step 1 (its counter up by one, then its label, then its annotation) is over before
+    // the spawner goes away.
+    go(&dir, 1);
+    w.until("the game's annotation", |w| {
+        w.last[&game.id]
+            .annotations
+            .get("agones.dev/sdk-round")
+            .map(String::as_str)
+            == Some("1")
+    })
+    .await
+    .unwrap();
 
     sb.stop_spawner(0).await.unwrap();
     let t = Duration::from_secs(30);
@@ -372,22 +483,24 @@ async fn a_restarted_spawner_serves_the_same_agones_ports_to_the_adopted_game() 
     .await
     .unwrap();
     // The game, never restarted, goes on with the ports it was handed at its start.
-    go(&dir, 1);
-    w.until("the game's label after the restart", |w| {
-        w.last[&game.id]
-            .labels
-            .get("agones.dev/sdk-map")
-            .map(String::as_str)
-            == Some("dust")
-    })
-    .await
-    .unwrap();
     go(&dir, 2);
     w.until("the game Allocated after the restart", |w| {
         w.state(&game.id) == Some(S::Allocated)
     })
     .await
     .unwrap();
+    go(&dir, 3);
+    w.until("the reservation after the restart", |w| {
+        w.last[&game.id]
+            .message
+            .starts_with("reserved by the game for 30s")
+    })
+    .await
+    .unwrap();
+    go(&dir, 4);
+    wait_for(&dir, "counts.done").await;
+    // The counter kept its step-1 value across the restart: 1 declared, plus 1.
+    assert_eq!(beta_call(&dir, "counter-get").await.1["count"], "2");
     // Unknown while the spawner was away; never Starting again.
     let mut seen: Vec<S> = w.history[&game.id]
         .iter()
@@ -495,8 +608,11 @@ async fn a_node_sdk_game_runs_unchanged() {
             .contains(&serde_json::json!(["agones.dev/sdk-map", "dust"])),
         "{gs}"
     );
-    // grpc status 12: UNIMPLEMENTED.
-    assert_eq!(file(&dir, "beta.code").await.trim(), "12");
+    // Counters and lists through the SDK's beta (11: OUT_OF_RANGE).
+    assert_eq!(
+        file(&dir, "counts.log").await,
+        "start 1\nmoved 3\npast capacity 11\nlist [\"bot\",\"n1\"]\n"
+    );
     let seen = states_seen(&file(&dir, "watch.log").await, |v| &v["state"]);
     assert_eq!(
         seen,
@@ -591,13 +707,30 @@ async fn only_the_instances_own_processes_reach_its_agones_ports() {
     assert_eq!(String::from_utf8_lossy(&other.stdout), "403");
     // A was never allocated by any of them.
     assert_eq!(w.state(&a.id), Some(S::Ready));
-    // A service Exile does not serve answers UNIMPLEMENTED, whoever asks.
+    // Nor its counters and lists.
+    let mut beta = exile_api::agones::beta::sdk_client::SdkClient::new(
+        exile_testkit::connect(([127, 0, 0, 1], grpc_port).into())
+            .await
+            .unwrap(),
+    );
+    let refused = beta
+        .get_counter(exile_api::agones::beta::GetCounterRequest {
+            name: "rooms".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let (code, body) = http(http_port, "GET", "/v1beta1/counters/rooms").await;
+    assert_eq!(code, 403, "{body}");
+    // A service Exile does not serve answers UNIMPLEMENTED with a sentence, whoever asks.
     let channel = exile_testkit::connect(([127, 0, 0, 1], grpc_port).into())
         .await
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
-    let path = http::uri::PathAndQuery::from_static("/agones.dev.sdk.beta.SDK/GetCounter");
+    let path = http::uri::PathAndQuery::from_static(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    );
     let answer: Result<tonic::Response<exile_api::agones::Empty>, _> = grpc
         .unary(
             tonic::Request::new(exile_api::agones::Empty {}),
@@ -608,7 +741,23 @@ async fn only_the_instances_own_processes_reach_its_agones_ports() {
     let status = answer.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
     assert!(
-        status.message().contains("counters and lists"),
+        status.message().contains("agones.dev.sdk.beta.SDK"),
+        "{status:?}"
+    );
+    // Older Agones SDKs call counters on the alpha service: told where they went.
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/agones.dev.sdk.alpha.SDK/GetCounter");
+    let answer: Result<tonic::Response<exile_api::agones::Empty>, _> = grpc
+        .unary(
+            tonic::Request::new(exile_api::agones::Empty {}),
+            path,
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    let status = answer.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(
+        status.message().contains("update the game's Agones SDK"),
         "{status:?}"
     );
     sb.shutdown().await;
@@ -669,8 +818,25 @@ async fn a_rust_sdk_game_runs_unchanged() {
     let gs: serde_json::Value = serde_json::from_str(&file(&dir, "gameserver.json").await).unwrap();
     assert_eq!(gs["name"], game.id.as_str());
     assert_eq!(gs["state"], "Reserved");
-    // tonic's code 12: UNIMPLEMENTED.
-    assert_eq!(file(&dir, "beta.code").await.trim(), "12");
+    // Counters and lists through the crate's beta(): 11 OUT_OF_RANGE, 5 NOT_FOUND, 6
+    // ALREADY_EXISTS; GetGameServer shows where they ended.
+    assert_eq!(
+        file(&dir, "counts.log").await,
+        [
+            "start 1",
+            "moved 2",
+            "set 5/5",
+            "past capacity 11",
+            "below zero 11",
+            "unknown 5",
+            "again 6",
+            "gone 5",
+            "list 1/4 p1=true bot=false [\"p1\"]",
+            "gameserver rooms 5/5 players 4/[\"p1\"]",
+            "",
+        ]
+        .join("\n")
+    );
     let watch_log = file(&dir, "watch.log").await;
     let seen = states_seen(&watch_log, |v| &v["state"]);
     assert_eq!(
