@@ -117,6 +117,9 @@ pub struct BuildRun {
     pub stop_signal: i32,
     /// Time between the stop signal and SIGKILL when a stop names none.
     pub stop_grace: Duration,
+    /// Memory and CPU caps from the build's manifest; unset ones take the spawner's.
+    #[serde(default)]
+    pub caps: exile_api::limits::ResourceCaps,
 }
 
 /// Everything the spawner remembers about one instance across restarts.
@@ -382,6 +385,10 @@ mod tests {
                 env: BTreeMap::from([("MODE".into(), "ctf".into())]),
                 stop_signal: 2,
                 stop_grace: Duration::from_secs(20),
+                caps: exile_api::limits::ResourceCaps {
+                    memory_bytes: Some(1 << 30),
+                    cpu_millicores: None,
+                },
             }),
             ports: vec![
                 HeldPort::game(7800),
