@@ -321,9 +321,135 @@ pub fn check_env_policy<'a>(
 /// The setting that lists environment names allowed despite [`REFUSED_ENV`].
 pub const ENV_ALLOWED_SETTING: &str = "security.env_allowed";
 
+/// Smallest memory cap of a game, bytes: 16 MiB. Below it no game server starts; the kernel
+/// would kill it at once.
+pub const MIN_MEMORY_CAP: u64 = 16 << 20;
+/// Largest memory cap of a game, bytes: 16 TiB.
+pub const MAX_MEMORY_CAP: u64 = 16 << 40;
+/// CPU caps of a game, thousandths of a core: a hundredth of a core to 1024 cores.
+pub const CPU_CAP_MILLICORES: RangeInclusive<u32> = 10..=1_024_000;
+
+/// Memory and CPU caps of one game (all its processes together), enforced by a spawner
+/// through cgroups v2 where its host allows; `None` leaves that resource uncapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ResourceCaps {
+    /// Most memory, bytes (cgroup `memory.max`; no swap beyond it).
+    pub memory_bytes: Option<u64>,
+    /// Most CPU time, thousandths of a core per wall-clock second (cgroup `cpu.max`).
+    pub cpu_millicores: Option<u32>,
+}
+
+impl ResourceCaps {
+    /// Whether nothing is capped.
+    pub fn is_empty(&self) -> bool {
+        self.memory_bytes.is_none() && self.cpu_millicores.is_none()
+    }
+
+    /// These caps, each unset one taken from `defaults`.
+    #[must_use]
+    pub fn or(self, defaults: Self) -> Self {
+        Self {
+            memory_bytes: self.memory_bytes.or(defaults.memory_bytes),
+            cpu_millicores: self.cpu_millicores.or(defaults.cpu_millicores),
+        }
+    }
+
+    /// `memory 2GiB, cpu 1.5 cores`, for messages; `no caps` when empty.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(m) = self.memory_bytes {
+            parts.push(format!("memory {}", crate::settings::format_bytes(m)));
+        }
+        if let Some(c) = self.cpu_millicores {
+            parts.push(format!("cpu {} cores", f64::from(c) / 1000.0));
+        }
+        if parts.is_empty() {
+            return "no caps".to_owned();
+        }
+        parts.join(", ")
+    }
+}
+
+/// Parses a memory cap (`2GiB`, `512MiB`, or bytes) within [`MIN_MEMORY_CAP`] and
+/// [`MAX_MEMORY_CAP`]; `field` names it in the error.
+pub fn parse_memory_cap(field: &str, text: &str) -> Result<u64, String> {
+    let bytes = crate::settings::parse_bytes(text)
+        .ok_or_else(|| format!("{field}: {text:?} is not a size (e.g. 512MiB, 2GiB)"))?;
+    check_memory_cap(field, bytes)?;
+    Ok(bytes)
+}
+
+/// Checks a memory cap in bytes: [`MIN_MEMORY_CAP`] to [`MAX_MEMORY_CAP`].
+pub fn check_memory_cap(field: &str, bytes: u64) -> Result<(), String> {
+    use crate::settings::format_bytes;
+    if !(MIN_MEMORY_CAP..=MAX_MEMORY_CAP).contains(&bytes) {
+        return Err(format!(
+            "{field} must be {} to {}, not {}",
+            format_bytes(MIN_MEMORY_CAP),
+            format_bytes(MAX_MEMORY_CAP),
+            format_bytes(bytes)
+        ));
+    }
+    Ok(())
+}
+
+/// A CPU cap given in cores (`1.5`) as thousandths of a core, within
+/// [`CPU_CAP_MILLICORES`]; `field` names it in the error.
+pub fn cpu_cap_millicores(field: &str, cores: f64) -> Result<u32, String> {
+    let millis = (cores * 1000.0).round();
+    let (lo, hi) = (*CPU_CAP_MILLICORES.start(), *CPU_CAP_MILLICORES.end());
+    if !millis.is_finite() || millis < f64::from(lo) || millis > f64::from(hi) {
+        return Err(format!(
+            "{field} must be {} to {} cores, not {cores}",
+            f64::from(lo) / 1000.0,
+            f64::from(hi) / 1000.0
+        ));
+    }
+    // In range and finite, so the cast cannot truncate.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(millis as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resource_caps_are_bounded_and_fall_back_field_by_field() {
+        assert_eq!(parse_memory_cap("limits.memory", "2GiB"), Ok(2 << 30));
+        assert_eq!(parse_memory_cap("limits.memory", "16MiB"), Ok(16 << 20));
+        let e = parse_memory_cap("limits.memory", "1MiB").unwrap_err();
+        assert_eq!(e, "limits.memory must be 16MiB to 16384GiB, not 1MiB");
+        let e = parse_memory_cap("limits.memory", "lots").unwrap_err();
+        assert!(
+            e.starts_with("limits.memory: \"lots\" is not a size"),
+            "{e}"
+        );
+        assert_eq!(cpu_cap_millicores("limits.cpu", 1.5), Ok(1500));
+        assert_eq!(cpu_cap_millicores("limits.cpu", 0.01), Ok(10));
+        assert_eq!(cpu_cap_millicores("limits.cpu", 1024.0), Ok(1_024_000));
+        for bad in [0.0, 0.004, -1.0, 1025.0, f64::NAN, f64::INFINITY] {
+            let e = cpu_cap_millicores("limits.cpu", bad).unwrap_err();
+            assert!(
+                e.starts_with("limits.cpu must be 0.01 to 1024 cores"),
+                "{e}"
+            );
+        }
+        let build = ResourceCaps {
+            memory_bytes: Some(1 << 30),
+            cpu_millicores: None,
+        };
+        let spawner = ResourceCaps {
+            memory_bytes: Some(4 << 30),
+            cpu_millicores: Some(2000),
+        };
+        let both = build.or(spawner);
+        assert_eq!(both.memory_bytes, Some(1 << 30));
+        assert_eq!(both.cpu_millicores, Some(2000));
+        assert_eq!(both.describe(), "memory 1GiB, cpu 2 cores");
+        assert!(ResourceCaps::default().is_empty());
+        assert_eq!(ResourceCaps::default().describe(), "no caps");
+    }
 
     #[test]
     fn loader_shell_and_runtime_variables_are_refused_unless_allowed() {

@@ -125,6 +125,24 @@ pub struct Config {
     )]
     pub game_max_processes: u64,
 
+    /// Memory cap of each game (all its processes together: `512MiB`, `2GiB`) when its
+    /// build's manifest sets none (`[limits] memory`). Enforced through cgroups v2 where the
+    /// host allows (see --cgroup-root); elsewhere games run uncapped and say so.
+    #[arg(long, env = "EXILE_SPAWNER_GAME_MAX_MEMORY")]
+    pub game_max_memory: Option<String>,
+
+    /// CPU cap of each game in cores (`1.5`) when its build's manifest sets none
+    /// (`[limits] cpu`). Enforced through cgroups v2 like the memory cap.
+    #[arg(long, env = "EXILE_SPAWNER_GAME_MAX_CPU")]
+    pub game_max_cpu: Option<f64>,
+
+    /// The cgroup v2 directory under which capped games get a cgroup each (memory and cpu
+    /// must be offered to it, and the spawner may write it). Default: the spawner's own
+    /// cgroup, which systemd hands over with Delegate=yes; the spawner then moves itself into
+    /// its `spawner` child.
+    #[arg(long, env = "EXILE_SPAWNER_CGROUP_ROOT")]
+    pub cgroup_root: Option<PathBuf>,
+
     /// Version name of the host build in --build-dir.
     #[arg(long, env = "EXILE_SPAWNER_BUILD_VERSION", default_value = "local")]
     pub build_version: String,
@@ -279,6 +297,7 @@ impl Config {
         self.label_map()?;
         self.ports()?;
         self.run_as_uids()?;
+        self.game_caps()?;
         if self.game_max_open_files < 64 || self.game_max_processes < 16 {
             return Err(Error::Config(
                 "--game-max-open-files must be at least 64 and --game-max-processes at least 16"
@@ -419,6 +438,24 @@ impl Config {
             }
         }
         Ok(map)
+    }
+
+    /// The caps of games whose build sets none (`--game-max-memory`, `--game-max-cpu`).
+    pub fn game_caps(&self) -> Result<exile_api::limits::ResourceCaps> {
+        use exile_api::limits;
+        Ok(limits::ResourceCaps {
+            memory_bytes: self
+                .game_max_memory
+                .as_deref()
+                .map(|m| limits::parse_memory_cap("--game-max-memory", m))
+                .transpose()
+                .map_err(Error::Config)?,
+            cpu_millicores: self
+                .game_max_cpu
+                .map(|c| limits::cpu_cap_millicores("--game-max-cpu", c))
+                .transpose()
+                .map_err(Error::Config)?,
+        })
     }
 
     /// The uids games run as (`--run-as-uids`), `None` when not given.

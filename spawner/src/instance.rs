@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use exile_api::limits::ResourceCaps;
 use exile_api::v1;
 use nix::sys::signal::Signal;
 use tokio::process::Child;
@@ -14,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::backup::BackupRecord;
+use crate::cgroup::Cgroups;
 use crate::error::{Error, Result};
 use crate::health::{HealthCheck, UnhealthyAction};
 use crate::layout::InstanceDir;
@@ -367,6 +369,32 @@ pub(crate) struct InstanceActor {
     healthy_state: State,
     /// When a reservation (Allocated through `Reserve`) lapses back to Ready.
     reserved_until: Option<tokio::time::Instant>,
+    /// Why the game runs without the memory/CPU caps it asks for, added to the messages of
+    /// its running states so operators see it; `None` when it has none or they hold.
+    caps_note: Option<String>,
+}
+
+/// An instance's caps: its build's, each unset one the spawner's.
+fn caps_of(rec: &InstanceRecord, settings: &Settings) -> ResourceCaps {
+    let build = rec.build.as_ref().map(|b| b.caps).unwrap_or_default();
+    build.or(settings.isolation.default_caps)
+}
+
+/// What an instance's messages say when its caps cannot be enforced.
+fn caps_note(caps: &ResourceCaps, why: &str) -> String {
+    format!(
+        "memory/CPU caps unsupported, running without {}: {why}",
+        caps.describe()
+    )
+}
+
+/// The note of an instance whose caps this host cannot enforce at all.
+fn unsupported_note(rec: &InstanceRecord, settings: &Settings) -> Option<String> {
+    let caps = caps_of(rec, settings);
+    match &settings.isolation.cgroups {
+        Cgroups::Unsupported(why) if !caps.is_empty() => Some(caps_note(&caps, why)),
+        _ => None,
+    }
 }
 
 impl InstanceActor {
@@ -382,6 +410,7 @@ impl InstanceActor {
             .as_ref()
             .map(|p| tokio::time::Instant::now() + p.delay(exile_api::now_unix_ms()));
         Self {
+            caps_note: unsupported_note(&rec, &settings),
             rec,
             proc: None,
             settings,
@@ -415,7 +444,14 @@ impl InstanceActor {
         let now = tokio::time::Instant::now();
         let mut rec = rec;
         rec.reserved_until_unix_ms = 0;
+        let caps_note = unsupported_note(&rec, &settings);
+        if let Some(note) = &caps_note
+            && !rec.message.contains(note.as_str())
+        {
+            rec.message = format!("{}; {note}", rec.message);
+        }
         Self {
+            caps_note,
             healthy_state: if rec.state == State::Unhealthy {
                 State::Ready
             } else {
@@ -907,8 +943,18 @@ impl InstanceActor {
     }
 
     fn set_state(&mut self, state: State, message: impl Into<String>) {
+        let mut message = message.into();
+        if let Some(note) = &self.caps_note
+            && matches!(state, State::Running | State::Ready | State::Allocated)
+        {
+            message = if message.is_empty() {
+                note.clone()
+            } else {
+                format!("{message}; {note}")
+            };
+        }
         self.rec.state = state;
-        self.rec.message = message.into();
+        self.rec.message = message;
         self.report();
     }
 
@@ -967,7 +1013,35 @@ impl InstanceActor {
             .map_or_else(|| self.settings.live.stop_grace(), |b| b.stop_grace)
     }
 
-    fn launch_spec(&self, template: &CommandTemplate, inst: &InstanceDir) -> LaunchSpec {
+    /// The cgroup the game joins, its caps written in, when it has caps and this host can
+    /// enforce them; otherwise why not goes into the instance's messages and the log.
+    fn cgroup_for_launch(&mut self) -> Option<PathBuf> {
+        let caps = caps_of(&self.rec, &self.settings);
+        self.caps_note = None;
+        if caps.is_empty() {
+            return None;
+        }
+        let why = match &self.settings.isolation.cgroups {
+            Cgroups::Available(tree) => match tree.create(&self.rec.id, &caps) {
+                Ok(dir) => return Some(dir),
+                Err(e) => format!(
+                    "could not set up the cgroup {}: {e}",
+                    tree.instance(&self.rec.id).display()
+                ),
+            },
+            Cgroups::Unsupported(why) => why.clone(),
+        };
+        tracing::warn!(instance = %self.rec.id, caps = %caps.describe(), "memory/CPU caps unsupported: {why}; the game runs without them");
+        self.caps_note = Some(caps_note(&caps, &why));
+        None
+    }
+
+    fn launch_spec(
+        &self,
+        template: &CommandTemplate,
+        inst: &InstanceDir,
+        cgroup: Option<PathBuf>,
+    ) -> LaunchSpec {
         let dir = &inst.data();
         let ports = &self.rec.ports;
         let (program, args) = template.expand(ports, &self.rec.id, dir, &self.rec.args);
@@ -1025,6 +1099,7 @@ impl InstanceActor {
             uid: self.run_uid(),
             max_open_files: self.settings.isolation.max_open_files,
             max_processes: self.settings.isolation.max_processes,
+            cgroup,
         }
     }
 
@@ -1069,9 +1144,10 @@ impl InstanceActor {
         // The game is down: an instance directory an older spawner laid out is brought
         // over to the current layout here.
         let inst = self.settings.layout.instance(&self.rec.id);
+        let cgroup = self.cgroup_for_launch();
         let result = match inst.prepare() {
             Ok(()) => match self.prepare_for_user(&inst, template) {
-                Ok(()) => process::launch(&self.launch_spec(template, &inst)).await,
+                Ok(()) => process::launch(&self.launch_spec(template, &inst, cgroup)).await,
                 Err(e) => Err(e),
             },
             Err(e) => Err(Error::io("could not prepare", inst.runtime(), e)),
@@ -1246,6 +1322,15 @@ impl InstanceActor {
         .await;
         if let Ok(Err((dir, e))) = removed {
             tracing::warn!(instance = %self.rec.id, dir = %dir.display(), error = %e, "could not delete the instance directory");
+        }
+        // Its cgroup goes after its processes (the kill waits for them to be reaped).
+        if let Cgroups::Available(tree) = &self.settings.isolation.cgroups {
+            let (tree, id) = (tree.clone(), self.rec.id.clone());
+            let cgroup = tree.instance(&id);
+            let removed = tokio::task::spawn_blocking(move || tree.remove(&id)).await;
+            if let Ok(Err(e)) = removed {
+                tracing::warn!(instance = %self.rec.id, cgroup = %cgroup.display(), error = %e, "could not remove the instance's cgroup");
+            }
         }
         tracing::info!(instance = %self.rec.id, "instance removed");
         self.rec.revision += 1;

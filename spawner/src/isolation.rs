@@ -10,7 +10,9 @@
 //! core dumps, and limits on open files and processes; see `supervisor`.
 //!
 //! Switching users needs root (or CAP_SETUID, CAP_SETGID, CAP_CHOWN, CAP_FOWNER). Without
-//! it the spawner says so loudly at start and games run as its own user.
+//! it the spawner says so loudly at start and games run as its own user. Memory and CPU caps
+//! need cgroups v2 with both controllers delegated to the spawner (see `cgroup`); without
+//! them the spawner says so at start, and each capped instance in its message.
 
 use std::collections::HashSet;
 use std::io;
@@ -34,6 +36,10 @@ pub struct Isolation {
     pub max_open_files: u64,
     /// RLIMIT_NPROC of a game.
     pub max_processes: u64,
+    /// Memory and CPU caps of games whose build sets none.
+    pub default_caps: exile_api::limits::ResourceCaps,
+    /// Whether caps can be enforced here, and where.
+    pub cgroups: crate::cgroup::Cgroups,
 }
 
 impl Default for Isolation {
@@ -42,6 +48,8 @@ impl Default for Isolation {
             uids: None,
             max_open_files: 65_536,
             max_processes: 4_096,
+            default_caps: exile_api::limits::ResourceCaps::default(),
+            cgroups: crate::cgroup::Cgroups::default(),
         }
     }
 }
@@ -77,10 +85,22 @@ impl Isolation {
                 None
             }
         };
+        let cgroups = crate::cgroup::Cgroups::detect(config.cgroup_root.as_deref());
+        match &cgroups {
+            crate::cgroup::Cgroups::Available(tree) => tracing::info!(
+                cgroup_root = %tree.root().display(),
+                "memory/CPU caps of games enforced through cgroups v2"
+            ),
+            crate::cgroup::Cgroups::Unsupported(reason) => tracing::warn!(
+                "memory/CPU caps unsupported: {reason}. Games whose build or spawner sets caps run without them and their instances say so"
+            ),
+        }
         Ok(Self {
             uids,
             max_open_files: config.game_max_open_files,
             max_processes: config.game_max_processes,
+            default_caps: config.game_caps()?,
+            cgroups,
         })
     }
 

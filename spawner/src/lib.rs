@@ -8,6 +8,7 @@ pub mod agones;
 mod backoff;
 pub mod backup;
 pub mod builds;
+pub mod cgroup;
 mod commands;
 pub mod config;
 mod disk;

@@ -177,6 +177,7 @@ pub(crate) fn resolve(
                 .stop_grace_secs
                 .map_or(default_grace, |s| Duration::from_secs(u64::from(s))),
             agones_counts: m.agones.clone(),
+            caps: m.limits,
         },
         ports,
         restart,
@@ -356,7 +357,10 @@ policy = "always"
         let fallback = vec!["unused".to_owned()];
         let mut s = source(&m, Some(&fallback));
         s.name = "";
-        resolve_plain(&s).unwrap();
+        let r = resolve_plain(&s).unwrap();
+        // The caps ride with the instance's build for its life.
+        assert_eq!(r.run.caps.memory_bytes, Some(2 << 30));
+        assert_eq!(r.run.caps.cpu_millicores, Some(1500));
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub struct LaunchSpec {
     pub max_open_files: u64,
     /// The game's RLIMIT_NPROC (applied only with a `uid`).
     pub max_processes: u64,
+    /// The cgroup the game joins before it runs (its caps are written there already).
+    pub cgroup: Option<PathBuf>,
 }
 
 /// A freshly launched instance: the supervisor (our child) and the game (its child).
@@ -142,6 +144,9 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Launched> {
         .arg(format!("--max-processes={}", spec.max_processes));
     if let Some(uid) = spec.uid {
         command.arg(format!("--uid={uid}"));
+    }
+    if let Some(cgroup) = &spec.cgroup {
+        command.arg(format!("--cgroup={}", cgroup.display()));
     }
     // The supervisor outlives the spawner and needs nothing of its environment (which may
     // hold the spawner's secrets) but what the game inherits.

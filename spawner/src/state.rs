@@ -122,6 +122,9 @@ pub struct BuildRun {
     /// starts from.
     #[serde(default, skip_serializing_if = "Counts::is_empty")]
     pub agones_counts: Counts,
+    /// Memory and CPU caps from the build's manifest; unset ones take the spawner's.
+    #[serde(default)]
+    pub caps: exile_api::limits::ResourceCaps,
 }
 
 /// Everything the spawner remembers about one instance across restarts.
@@ -392,6 +395,10 @@ mod tests {
                 stop_signal: 2,
                 stop_grace: Duration::from_secs(20),
                 agones_counts: counts(),
+                caps: exile_api::limits::ResourceCaps {
+                    memory_bytes: Some(1 << 30),
+                    cpu_millicores: None,
+                },
             }),
             ports: vec![
                 HeldPort::game(7800),

@@ -127,6 +127,10 @@ pub struct SupervisorArgs {
     /// processes).
     #[arg(long, default_value_t = 4_096)]
     pub max_processes: u64,
+    /// A cgroup v2 directory the game joins before it runs, so its caps bind it and all it
+    /// forks; the supervisor itself stays where it is.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
     /// The game's program and arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -167,11 +171,14 @@ type Pumps = Vec<std::thread::JoinHandle<()>>;
 
 /// What a game may not do, set in its process between fork and exec (after its user has
 /// been switched).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct GameLimits {
     open_files: u64,
     /// Only for a game with a user of its own: the limit counts every process of the user.
     processes: Option<u64>,
+    /// The `cgroup.procs` of the game's cgroup, opened before the fork by the supervisor
+    /// (whose credentials the kernel checks, not the game's after its user switch).
+    cgroup_procs: Option<Arc<std::fs::File>>,
 }
 
 /// Has `limits` applied in the game's process between fork and exec.
@@ -182,8 +189,8 @@ struct GameLimits {
 #[allow(unsafe_code)]
 fn confine(command: &mut Command, limits: GameLimits) {
     // SAFETY: the hook runs in the forked child before exec and only makes the system calls
-    // of `GameLimits::apply` (umask, getrlimit, setrlimit, prctl), which are async-signal-safe; it
-    // allocates nothing and touches no lock.
+    // of `GameLimits::apply` (write on an open descriptor, umask, getrlimit, setrlimit,
+    // prctl), which are async-signal-safe; it allocates nothing and touches no lock.
     unsafe {
         command.pre_exec(move || limits.apply());
     }
@@ -192,8 +199,13 @@ fn confine(command: &mut Command, limits: GameLimits) {
 impl GameLimits {
     /// `no_new_privs` (no setuid program gives the game more than it has), no core dumps
     /// (they would hold the game's secrets), and the open-file and process limits.
-    fn apply(self) -> std::io::Result<()> {
+    fn apply(&self) -> std::io::Result<()> {
         use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        // First, so the caps hold from the game's first instruction and for all it forks.
+        // `0` is "the writing process".
+        if let Some(procs) = &self.cgroup_procs {
+            nix::unistd::write(&**procs, b"0")?;
+        }
         // Never above the hard limit the game inherits: it may no longer raise it.
         let limit = |resource, n: u64| {
             let (_, hard) = getrlimit(resource)?;
@@ -262,9 +274,23 @@ fn start(args: &SupervisorArgs) -> std::io::Result<(std::process::Child, Arc<Sha
         // std drops the supplementary groups when root changes user.
         command.uid(uid).gid(uid);
     }
+    let cgroup_procs = match &args.cgroup {
+        Some(dir) => {
+            let path = dir.join("cgroup.procs");
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("could not open {}: {e}", path.display()))
+                })?;
+            Some(Arc::new(file))
+        }
+        None => None,
+    };
     let limits = GameLimits {
         open_files: args.max_open_files,
         processes: args.uid.map(|_| args.max_processes),
+        cgroup_procs,
     };
     confine(&mut command, limits);
     let mut child = command

@@ -35,6 +35,9 @@
 //! failure_threshold = 3
 //! initial_delay_secs = 10
 //! action = "restart"      # restart | leave
+//! [limits]                # caps of all the game's processes together (cgroups v2)
+//! memory = "2GiB"         # 16MiB to 16384GiB; no swap beyond it
+//! cpu = 1.5               # cores, 0.01 to 1024
 //! ```
 //!
 //! Placeholders in the command: `{port}` (the first port), `{port:NAME}`, `{instance_id}`,
@@ -107,6 +110,8 @@ pub struct Manifest {
     pub sdk: SdkKind,
     /// The Agones counters and lists each instance starts with (`sdk = "agones"` only).
     pub agones: Counts,
+    /// Memory and CPU caps of each instance; unset ones take the spawner's defaults.
+    pub limits: limits::ResourceCaps,
 }
 
 /// The game-server SDK a build is written against.
@@ -187,6 +192,8 @@ struct Raw {
     health: RawHealth,
     #[serde(default)]
     agones: RawAgones,
+    #[serde(default)]
+    limits: RawLimits,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +225,21 @@ struct RawList {
 
 fn default_capacity() -> i64 {
     crate::counts::DEFAULT_CAPACITY
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory: Option<RawSize>,
+    cpu: Option<f64>,
+}
+
+/// A size written as text (`"2GiB"`) or as a number of bytes.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -455,7 +477,26 @@ impl Manifest {
                 "agones.counters and agones.lists are kept for the Agones SDK: add sdk = \"agones\"",
             ));
         }
+        let caps = limits::ResourceCaps {
+            memory_bytes: match raw.limits.memory {
+                None => None,
+                Some(RawSize::Bytes(n)) => {
+                    limits::check_memory_cap("limits.memory", n).map_err(problem)?;
+                    Some(n)
+                }
+                Some(RawSize::Text(t)) => {
+                    Some(limits::parse_memory_cap("limits.memory", &t).map_err(problem)?)
+                }
+            },
+            cpu_millicores: raw
+                .limits
+                .cpu
+                .map(|c| limits::cpu_cap_millicores("limits.cpu", c))
+                .transpose()
+                .map_err(problem)?,
+        };
         Ok(Self {
+            limits: caps,
             command,
             env: raw.env,
             ports,
@@ -596,6 +637,23 @@ action = "leave"
         assert_eq!(m.restart.max_restarts, 3);
         assert_eq!(m.health.period_ms, Some(500));
         assert_eq!(m.health.action, v1::UnhealthyAction::Leave as i32);
+    }
+
+    #[test]
+    fn limits_are_read_as_sizes_and_cores_and_bounded() {
+        let m = Manifest::parse("[limits]\nmemory = \"2GiB\"\ncpu = 1.5\n").unwrap();
+        assert_eq!(m.limits.memory_bytes, Some(2 << 30));
+        assert_eq!(m.limits.cpu_millicores, Some(1500));
+        let m = Manifest::parse("[limits]\nmemory = 268435456\ncpu = 2\n").unwrap();
+        assert_eq!(m.limits.memory_bytes, Some(256 << 20));
+        assert_eq!(m.limits.cpu_millicores, Some(2000));
+        assert!(Manifest::parse("").unwrap().limits.is_empty());
+        let e = Manifest::parse("[limits]\nmemory = \"1MiB\"\n").unwrap_err();
+        assert!(e.problem.starts_with("limits.memory must be 16MiB"), "{e}");
+        let e = Manifest::parse("[limits]\ncpu = 0\n").unwrap_err();
+        assert!(e.problem.starts_with("limits.cpu must be 0.01"), "{e}");
+        let e = Manifest::parse("[limits]\nswap = 1\n").unwrap_err();
+        assert!(e.problem.contains("swap"), "{e}");
     }
 
     #[test]

@@ -262,3 +262,119 @@ async fn loader_and_runtime_hook_variables_are_refused_unless_an_admin_allows_th
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     sb.shutdown().await;
 }
+
+/// Memory and CPU caps from a build's manifest, through cgroups v2. Where the host can give
+/// a test a cgroup with both controllers (root, a cgroup v2 host), the game and what it forks
+/// run in the instance's cgroup with the caps written there, and the cgroup goes with the
+/// instance. Elsewhere (cgroup v1 or hybrid hosts, no delegation) the game runs uncapped and
+/// its instance says why. Either way the test prints which path it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_and_cpu_caps_bind_the_game_or_the_instance_says_they_are_unsupported() {
+    use exile_spawner::cgroup;
+    let build = tempfile::tempdir().unwrap();
+    std::fs::write(
+        build.path().join("exile-build.toml"),
+        "[limits]\nmemory = \"64MiB\"\ncpu = 0.5\n",
+    )
+    .unwrap();
+    // A cgroup of the test's own under the top of a cgroup v2 hierarchy that hands memory
+    // and cpu to its children: only root on a cgroup v2 host may make one.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let top = cgroup::locate_own("0::/\n", &mountinfo).ok();
+    let enabled = |dir: &std::path::Path| {
+        std::fs::read_to_string(dir.join("cgroup.subtree_control")).is_ok_and(|s| {
+            cgroup::CONTROLLERS
+                .iter()
+                .all(|c| s.split_whitespace().any(|e| e == *c))
+        })
+    };
+    let test_root = top
+        .filter(|top| nix::unistd::geteuid().is_root() && enabled(top))
+        .map(|top| top.join(format!("exile-test-{}", std::process::id())))
+        .filter(|dir| std::fs::create_dir(dir).is_ok());
+    let _cleanup = TestCgroup(test_root.clone());
+    let mut spawner_args = Vec::new();
+    if let Some(root) = &test_root {
+        spawner_args.push(format!("--cgroup-root={}", root.display()));
+    }
+    let sb = Sandbox::start(SandboxOptions {
+        spawners: 1,
+        build_command: Some(SHELL_GAME.into()),
+        build_dir: Some(build.path().to_owned()),
+        spawner_args,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = sb.admin().await.unwrap();
+    let spawner = sb.spawner_ids().await.unwrap().remove(0);
+    let game = spawn(&admin, &spawner).await.unwrap();
+    let game = running(&admin, &game.id).await;
+    const UNSUPPORTED: &str =
+        "memory/CPU caps unsupported, running without memory 64MiB, cpu 0.5 cores: ";
+
+    if let Some(reason) = game.message.split_once(UNSUPPORTED).map(|(_, r)| r) {
+        eprintln!("caps: the unsupported path ({reason})");
+        assert!(
+            test_root.is_none(),
+            "a cgroup with memory and cpu was there: {reason}"
+        );
+        assert!(!reason.is_empty());
+        // The game runs all the same, in no cgroup of Exile's.
+        let own = std::fs::read_to_string(format!("/proc/{}/cgroup", game.pid)).unwrap();
+        assert!(!own.contains("/exile-"), "{own}");
+        assert_eq!(run(&admin, &game.id, 1, "echo alive").await, "alive\n");
+    } else {
+        eprintln!("caps: the cgroup v2 path ({:?})", test_root);
+        assert_eq!(game.message, "", "no note when the caps hold");
+        // The game and a process it forks are in the instance's cgroup.
+        let suffix = format!("/exile-{}", game.id);
+        let own = std::fs::read_to_string(format!("/proc/{}/cgroup", game.pid)).unwrap();
+        let dir = cgroup::locate_own(&own, &mountinfo).unwrap();
+        assert!(dir.ends_with(&suffix[1..]), "{}", dir.display());
+        if let Some(root) = &test_root {
+            assert_eq!(dir, root.join(&suffix[1..]));
+        }
+        let child = run(&admin, &game.id, 1, "cat /proc/self/cgroup").await;
+        assert!(child.trim_end().ends_with(&suffix), "{child}");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("memory.max").trim(), (64u64 << 20).to_string());
+        assert_eq!(read("cpu.max").trim(), "50000 100000");
+        admin
+            .instances
+            .clone()
+            .remove_instance(pb::RemoveInstanceRequest {
+                id: game.id.clone(),
+            })
+            .await
+            .unwrap();
+        eventually("the cgroup removed", Duration::from_secs(10), || async {
+            (!dir.exists()).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    sb.shutdown().await;
+}
+
+/// A cgroup the test made: removed at the end whatever happened, with any child the test
+/// left (its processes killed first).
+struct TestCgroup(Option<std::path::PathBuf>);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let Some(root) = &self.0 else { return };
+        for child in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            if child.path().is_dir() {
+                let _ = std::fs::write(child.path().join("cgroup.kill"), "1");
+                for _ in 0..100 {
+                    if std::fs::remove_dir(child.path()).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(root);
+    }
+}
