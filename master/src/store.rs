@@ -11,7 +11,7 @@ pub use settings::SettingWrite;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use crate::db::entities::{
@@ -514,7 +514,7 @@ impl Store {
         last.sort_by_key(|op| matches!(op, Write::DisplayName { .. }));
         let ops = last;
         let attempt = async {
-            let tx = self.db.begin().await?;
+            let tx = crate::db::begin_write(&self.db).await?;
             for op in &ops {
                 write_on(&tx, op).await?;
             }

@@ -3,10 +3,7 @@
 use std::collections::HashSet;
 
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::Store;
 use crate::builds::{Activation, BuildMeta, Chunk, selector_json};
@@ -70,7 +67,7 @@ impl Store {
     /// Stores a build and its chunk list in one transaction. AlreadyExists when its name and
     /// version are taken.
     pub async fn insert_build(&self, meta: &BuildMeta, chunks: &[Chunk]) -> Result<()> {
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let row = build::ActiveModel {
             id: Set(meta.id.clone()),
             name: Set(meta.name.clone()),
@@ -187,7 +184,7 @@ impl Store {
     /// returns the chunks it had (the caller collects those no other build uses). Refused
     /// while the build is activated anywhere.
     pub async fn delete_build(&self, build_id: &str) -> Result<Vec<Chunk>> {
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         // Write first: an SQLite transaction that reads and then writes fails (BUSY_SNAPSHOT)
         // when another connection wrote in between; one that starts by writing holds the
         // write lock from its first statement. Dropping `txn` on an error rolls this back.
@@ -240,7 +237,7 @@ impl Store {
     /// in the history, in one transaction.
     pub async fn activate_build(&self, a: &Activation) -> Result<()> {
         let selector = a.selector_json();
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         build_activation::Entity::insert(build_activation::ActiveModel {
             name: Set(a.name.clone()),
             selector: Set(selector.clone()),

@@ -4,7 +4,7 @@
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    QuerySelect,
 };
 
 use super::Store;
@@ -47,7 +47,7 @@ impl Store {
     /// Sets or removes one value and records the change, in one transaction. Returns the
     /// version the change made and the value before it.
     pub async fn write_setting(&self, w: SettingWrite<'_>) -> Result<(u64, Option<String>)> {
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
         let old = setting::Entity::find_by_id((w.key.to_owned(), w.scope.to_owned()))
             .one(&txn)
             .await?
@@ -125,5 +125,48 @@ impl Store {
             .exec(&self.db)
             .await?;
         Ok(r.rows_affected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writers that read before they write (a setting's old value) run on several pooled
+    /// connections at once: each waits its turn instead of failing "database is locked".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_setting_writes_all_land_with_their_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::new(crate::db::open(&url).await.unwrap());
+        let writers: Vec<_> = (0..32)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let value = i.to_string();
+                    store
+                        .write_setting(SettingWrite {
+                            key: "spawners.stop_grace",
+                            scope: "",
+                            value: Some(&value),
+                            actor: "test",
+                            at: i64::from(i),
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for w in writers {
+            versions.push(w.await.unwrap().expect("every write lands").0);
+        }
+        versions.sort_unstable();
+        versions.dedup();
+        assert_eq!(versions.len(), 32, "each write has its own version");
+        let history = store
+            .setting_history("spawners.stop_grace", 100)
+            .await
+            .unwrap();
+        assert_eq!(history.len(), 32);
     }
 }
