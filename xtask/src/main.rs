@@ -333,6 +333,10 @@ fn dashboard(release: bool) -> Result<()> {
         .web(true)?
         // Without the default module path, init() has no URL to fetch the wasm from.
         .omit_default_module_path(false)
+        // Function names only serve debuggers and panics' stack traces; a release bundle
+        // leaves them out (a fifth of the wasm).
+        .remove_name_section(release)
+        .remove_producers_section(release)
         .generate(&dist)
         .context("wasm-bindgen")?;
     for entry in std::fs::read_dir(root.join(DASHBOARD_STATIC))? {
