@@ -133,12 +133,7 @@ impl std::error::Error for CountsError {}
 /// Checks a counter or list name: 1 to [`MAX_NAME`] letters, digits, '.', '_' or '-' (it
 /// travels in REST paths).
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if crate::limits::is_plain_name(name, MAX_NAME) {
         Ok(())
     } else {
         Err(format!(

@@ -47,16 +47,20 @@ pub fn check_id(field: &str, id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `name` is 1 to `max` bytes of ASCII letters, digits, '.', '_' or '-': the shape of
+/// names that travel in paths (instance ids, user names, Agones counter and list names).
+pub fn is_plain_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// Checks an instance id, which a spawner turns into a directory name: 1 to [`MAX_ID`] of
 /// letters, digits, '-', '_' or '.', and never `.` or `..`.
 pub fn check_instance_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_ID
-        && id != "."
-        && id != ".."
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ok = is_plain_name(id, MAX_ID) && id != "." && id != "..";
     if ok {
         Ok(())
     } else {

@@ -87,12 +87,7 @@ pub fn check_password_policy(password: &str) -> Result<()> {
 
 /// Checks a user name.
 pub fn check_username(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if exile_api::limits::is_plain_name(name, 64) {
         Ok(())
     } else {
         Err(Error::InvalidArgument(
