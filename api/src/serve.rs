@@ -7,7 +7,8 @@
 //!   trusted proxy, are not capped per source). A connection over a cap is closed at once,
 //!   and the refusals are logged once per [`REFUSAL_LOG_EVERY`], counted, not once each.
 //! - **Header timeout**: an HTTP/1 request's head must arrive within
-//!   [`Limits::header_timeout`], or the connection is closed (slow-loris).
+//!   [`Limits::header_timeout`], or the connection is closed (slow-loris). A [`Handshake`]
+//!   before HTTP (TLS) runs inside the connection's slot and has the same time to finish.
 //! - **Idle timeout**: a connection with no request in flight for [`Limits::idle_timeout`] is
 //!   closed: gracefully (HTTP/2 GOAWAY, HTTP/1 close), then dropped if it still lingers. This
 //!   also covers a client that never sends a byte, which neither protocol's own timers see.
@@ -277,11 +278,46 @@ impl<B: HttpBody + Unpin, G: Unpin> HttpBody for Holding<B, G> {
     }
 }
 
+/// What turns an accepted connection into the stream HTTP is served on, such as a TLS
+/// handshake. It runs inside the connection's own task with its slot already held, so a
+/// connection still in its handshake counts against the caps like any other, and it must
+/// finish within the listener's header timeout (or its idle timeout, if shorter).
+pub trait Handshake<I, A>: Clone + Send + Sync + 'static {
+    /// The stream after the handshake.
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    /// The peer as requests see it (`ConnectInfo`), e.g. with its client certificate.
+    type Addr: Clone + Send + Sync + 'static;
+
+    /// The handshake on `io` from `peer`, or why it failed.
+    fn handshake(
+        &self,
+        io: I,
+        peer: A,
+    ) -> impl Future<Output = Result<(Self::Io, Self::Addr), String>> + Send;
+}
+
+/// No handshake: HTTP is served on the accepted stream itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Plain;
+
+impl<I, A> Handshake<I, A> for Plain
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    A: Clone + Send + Sync + 'static,
+{
+    type Io = I;
+    type Addr = A;
+
+    async fn handshake(&self, io: I, peer: A) -> Result<(I, A), String> {
+        Ok((io, peer))
+    }
+}
+
 /// Serves `app` on `listener` with `limits` until `shutdown`; then stops accepting, lets open
 /// requests finish and returns once every connection has closed. `what` names the listener
 /// in logs.
 pub async fn serve<L>(
-    mut listener: L,
+    listener: L,
     app: axum::Router,
     limits: Limits,
     what: &'static str,
@@ -290,12 +326,29 @@ pub async fn serve<L>(
     L: axum::serve::Listener,
     L::Addr: Source + Clone + Send + Sync + 'static,
 {
+    serve_with(listener, Plain, app, limits, what, shutdown).await;
+}
+
+/// [`serve`], with `handshake` run on each connection (inside its slot) before HTTP.
+pub async fn serve_with<L, H>(
+    mut listener: L,
+    handshake: H,
+    app: axum::Router,
+    limits: Limits,
+    what: &'static str,
+    shutdown: CancellationToken,
+) where
+    L: axum::serve::Listener,
+    L::Addr: Source + Clone + Send + Sync + 'static,
+    H: Handshake<L::Io, L::Addr>,
+{
     let local = listener
         .local_addr()
         .ok()
         .map(|l| LocalAddr(l.socket_addr()));
     let counts = Arc::new(Counts::default());
     let tracker = tokio_util::task::TaskTracker::new();
+    let handshake_within = limits.header_timeout.min(limits.idle_timeout);
     loop {
         let (io, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -313,7 +366,23 @@ pub async fn serve<L>(
         let app = app.clone();
         let limits = limits.clone();
         let shutdown = shutdown.clone();
+        let handshake = handshake.clone();
         tracker.spawn(async move {
+            let done = tokio::select! {
+                () = shutdown.cancelled() => return,
+                done = tokio::time::timeout(handshake_within, handshake.handshake(io, peer)) => done,
+            };
+            let (io, peer) = match done {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    tracing::debug!(listener = what, source = %ip, error = %e, "handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(listener = what, source = %ip, "handshake timed out");
+                    return;
+                }
+            };
             serve_connection(io, peer, local, app, &limits, &shutdown).await;
             drop(slot);
         });
@@ -611,6 +680,57 @@ mod tests {
             again.is_some(),
             "the slot of a closed connection never came back"
         );
+        shutdown.cancel();
+    }
+
+    /// A handshake that never finishes (a client that opens TLS and then says nothing).
+    #[derive(Clone)]
+    struct Stalls;
+
+    impl Handshake<tokio::net::TcpStream, SocketAddr> for Stalls {
+        type Io = tokio::net::TcpStream;
+        type Addr = SocketAddr;
+
+        async fn handshake(
+            &self,
+            io: tokio::net::TcpStream,
+            peer: SocketAddr,
+        ) -> Result<(tokio::net::TcpStream, SocketAddr), String> {
+            std::future::pending::<()>().await;
+            Ok((io, peer))
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_in_their_handshake_hold_a_slot_until_the_header_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let limits = short(Duration::from_secs(600), Duration::from_millis(800), 2);
+        tokio::spawn(serve_with(
+            listener,
+            Stalls,
+            axum::Router::new(),
+            limits,
+            "test",
+            shutdown.clone(),
+        ));
+        let mut stalled = Vec::new();
+        for _ in 0..2 {
+            stalled.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // Two handshakes pending fill this address's share: a third is closed at once.
+        let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut over, Duration::from_millis(500)).await);
+        // The pending ones are cut off at the header timeout, and their slots come back.
+        for c in &mut stalled {
+            assert!(
+                closed_within(c, Duration::from_secs(10)).await,
+                "a handshake was still pending 10 s after an 800 ms header timeout"
+            );
+        }
+        let mut again = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(!closed_within(&mut again, Duration::from_millis(300)).await);
         shutdown.cancel();
     }
 }

@@ -159,7 +159,8 @@ pub struct Config {
     /// such as Watch and spawner links are requests in flight).
     #[arg(long, env = "EXILE_MASTER_IDLE_TIMEOUT", default_value = "2m", value_parser = exile_api::format::parse_duration)]
     pub idle_timeout: Duration,
-    /// An HTTP/1 request's head must arrive within this long (slow clients are dropped).
+    /// A TLS handshake, and an HTTP/1 request's head, must arrive within this long (slow
+    /// clients are dropped).
     #[arg(long, env = "EXILE_MASTER_HEADER_TIMEOUT", default_value = "10s", value_parser = exile_api::format::parse_duration)]
     pub header_timeout: Duration,
     #[command(subcommand)]

@@ -204,9 +204,14 @@ pub async fn start(
             };
             let config = tls::server_config(certs.clone(), clients).map_err(Error::Tls)?;
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-            let listener = tls::TlsListener::new(listener, acceptor, shutdown.clone())
-                .map_err(Error::Serve)?;
-            tasks.spawn(exile_api::serve::serve(listener, app, limits, "master", sd));
+            tasks.spawn(exile_api::serve::serve_with(
+                tls::PlainListener(listener),
+                tls::TlsHandshake(acceptor),
+                app,
+                limits,
+                "master",
+                sd,
+            ));
             tasks.spawn(certs.clone().watch(shutdown.clone()));
         }
         None => {

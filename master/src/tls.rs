@@ -13,17 +13,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 /// How often the certificate files are looked at for changes.
 const POLL: Duration = Duration::from_secs(2);
-/// A client has this long to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshaken connections waiting for the HTTP server to take them.
-const BACKLOG: usize = 256;
 
 /// The crypto provider every TLS config of the master uses (ring, like the clients).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -206,8 +201,8 @@ impl exile_api::serve::Source for Peer {
     }
 }
 
-/// A plain TCP listener whose connections name their peer as a [`Peer`] (without a
-/// certificate), as the TLS listener's do.
+/// The master's TCP listener: its connections name their peer as a [`Peer`], without a
+/// certificate until a [`TlsHandshake`] adds the one the client presented.
 pub struct PlainListener(pub TcpListener);
 
 impl axum::serve::Listener for PlainListener {
@@ -234,76 +229,35 @@ impl axum::serve::Listener for PlainListener {
     }
 }
 
-/// A listener whose connections are TLS sessions. Handshakes run in their own tasks so a
-/// slow or silent client does not hold up the others.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
-    local: SocketAddr,
-}
+/// The TLS handshake on each connection of the master's port. `exile_api::serve` runs it
+/// inside the connection's slot, bounded by the header timeout, so connections still
+/// handshaking count against the connection caps.
+#[derive(Clone)]
+pub struct TlsHandshake(pub TlsAcceptor);
 
-impl TlsListener {
-    /// Accepts on `tcp` until `shutdown`.
-    pub fn new(
-        tcp: TcpListener,
-        acceptor: TlsAcceptor,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(BACKLOG);
-        tokio::spawn(async move {
-            loop {
-                let (stream, addr) = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    r = tcp.accept() => match r {
-                        Ok(c) => c,
-                        Err(e) => {
-                            // Out of file descriptors and the like: wait a little.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
-                };
-                let _ = stream.set_nodelay(true);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let client_cert = tls
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|c| c.first())
-                                .map(|c| c.clone().into_owned());
-                            let _ = tx.send((tls, Peer { addr, client_cert })).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(Self { ready, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
+impl exile_api::serve::Handshake<TcpStream, Peer> for TlsHandshake {
     type Io = TlsStream<TcpStream>;
     type Addr = Peer;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(c) => c,
-            // The accept loop ended (shutdown): nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(Peer {
-            addr: self.local,
-            client_cert: None,
-        })
+    async fn handshake(&self, io: TcpStream, peer: Peer) -> Result<(Self::Io, Peer), String> {
+        let tls = self
+            .0
+            .accept(io)
+            .await
+            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        let client_cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.clone().into_owned());
+        Ok((
+            tls,
+            Peer {
+                addr: peer.addr,
+                client_cert,
+            },
+        ))
     }
 }
 
