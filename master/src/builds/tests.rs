@@ -761,8 +761,8 @@ async fn instance_count_changes_are_announced_once_per_build_not_per_change() {
     f.registry.flush_build_updates();
     let mut updates = Vec::new();
     while let Ok(ev) = rx.try_recv() {
-        if let Some(pb::watch_event::Kind::BuildUpdated(u)) = ev.kind {
-            updates.push(u);
+        if let Some(pb::watch_event::Kind::BuildUpdated(u)) = &ev.kind {
+            updates.push(u.clone());
         }
     }
     assert_eq!(updates.len(), 1, "{updates:?}");

@@ -75,7 +75,7 @@ impl EventService for EventApi {
 struct Feed {
     registry: Arc<Registry>,
     shutdown: CancellationToken,
-    rx: broadcast::Receiver<pb::WatchEvent>,
+    rx: broadcast::Receiver<Arc<pb::WatchEvent>>,
     /// Events to send before the channel's next: the snapshot, and after a lag the Lagged
     /// notice and a fresh snapshot.
     queued: VecDeque<pb::WatchEvent>,
@@ -128,7 +128,7 @@ impl Feed {
                     {
                         continue;
                     }
-                    return Some(Ok(ev));
+                    return Some(Ok(Arc::unwrap_or_clone(ev)));
                 }
                 Err(RecvError::Lagged(n)) => {
                     // Too slow to keep up: say so, then start over from a fresh snapshot.
