@@ -290,8 +290,8 @@ async fn a_viewer_reads_settings_but_cannot_change_them() {
     sb.shutdown().await;
 }
 
-/// The settings version a spawner acknowledged.
-async fn acknowledged(c: &Clients, id: &str) -> u64 {
+/// A spawner as the master shows it.
+async fn spawner(c: &Clients, id: &str) -> pb::Spawner {
     c.spawners
         .clone()
         .get_spawner(pb::GetSpawnerRequest { id: id.into() })
@@ -300,7 +300,11 @@ async fn acknowledged(c: &Clients, id: &str) -> u64 {
         .into_inner()
         .spawner
         .unwrap()
-        .settings_version
+}
+
+/// The settings version a spawner acknowledged.
+async fn acknowledged(c: &Clients, id: &str) -> u64 {
+    spawner(c, id).await.settings_version
 }
 
 async fn wait_acknowledged(c: &Clients, id: &str, version: u64) {
@@ -500,16 +504,7 @@ async fn a_port_range_set_for_a_region_or_a_label_applies_to_new_instances_live(
         .unwrap()
         .version;
     wait_acknowledged(&admin, &ids[1], v).await;
-    let error = admin
-        .spawners
-        .clone()
-        .get_spawner(pb::GetSpawnerRequest { id: ids[1].clone() })
-        .await
-        .unwrap()
-        .into_inner()
-        .spawner
-        .unwrap()
-        .settings_error;
+    let error = spawner(&admin, &ids[1]).await.settings_error;
     assert!(error.contains("--agones-port-range"), "{error:?}");
     let p = game_port(&spawn(&admin, &ids[1]).await.unwrap());
     assert!((label.0..=label.1).contains(&p), "{p} not in {label:?}");
