@@ -16,6 +16,8 @@ pub const MAX_HEALTH_INITIAL_DELAY_MS: u32 = 86_400_000;
 pub const MAX_RESTARTS: u32 = 1000;
 /// Longest crash-loop window, seconds: a week.
 pub const MAX_RESTART_WINDOW_SECS: u32 = 7 * 86_400;
+/// Most instances out of service at once a rollout may ask for.
+pub const MAX_ROLLOUT_UNAVAILABLE: u32 = 1000;
 /// Most environment variables a spawn or a build may set.
 pub const MAX_ENV_VARS: usize = 128;
 /// Longest environment variable name, bytes.

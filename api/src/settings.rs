@@ -87,6 +87,13 @@ pub enum Type {
     },
     /// One of a fixed set of words.
     Enum(&'static [&'static str]),
+    /// A range of whole numbers `first-last` (both included, first ≤ last) within `min..=max`.
+    Range {
+        /// Smallest first.
+        min: i64,
+        /// Largest last.
+        max: i64,
+    },
     /// A comma-separated list of words.
     List {
         /// Most items.
@@ -106,6 +113,7 @@ impl Type {
             Type::Bytes { .. } => "bytes",
             Type::Str { .. } => "string",
             Type::Enum(_) => "enum",
+            Type::Range { .. } => "range",
             Type::List { .. } => "list",
         }
     }
@@ -115,6 +123,7 @@ impl Type {
         match *self {
             Type::Bool => String::new(),
             Type::Int { min, max } => format!("{min}..{max}"),
+            Type::Range { min, max } => format!("first-last within {min}..{max}"),
             Type::Duration { min_ms, max_ms } => {
                 format!("{}..{}", format_duration(min_ms), format_duration(max_ms))
             }
@@ -173,6 +182,8 @@ pub enum Value {
     Bytes(u64),
     /// Text (also an enum's word).
     Str(String),
+    /// A range, both ends included.
+    Range(i64, i64),
     /// A list of words.
     List(Vec<String>),
 }
@@ -187,6 +198,7 @@ impl Value {
             Value::Duration(ms) => format_duration(*ms),
             Value::Bytes(n) => format_bytes(*n),
             Value::Str(s) => s.clone(),
+            Value::Range(first, last) => format!("{first}-{last}"),
             Value::List(items) => items.join(","),
         }
     }
@@ -197,7 +209,7 @@ impl Value {
             Value::Duration(n) | Value::Bytes(n) => *n,
             Value::Int(n) => u64::try_from(*n).unwrap_or(0),
             Value::Bool(b) => u64::from(*b),
-            Value::Str(_) | Value::List(_) => 0,
+            Value::Str(_) | Value::Range(..) | Value::List(_) => 0,
         }
     }
 }
@@ -255,6 +267,23 @@ impl Setting {
                 }
                 Ok(Value::Str(text.to_owned()))
             }
+            Type::Range { min, max } => {
+                let (first, last) = text.split_once('-').unwrap_or((text, text));
+                let (Ok(first), Ok(last)) =
+                    (first.trim().parse::<i64>(), last.trim().parse::<i64>())
+                else {
+                    return Err(format!(
+                        "{key}: {text:?} is not a range (first-last, e.g. 7000-7999)"
+                    ));
+                };
+                if first > last {
+                    return Err(format!("{key}: {first}-{last} ends before it starts"));
+                }
+                if first < min || last > max {
+                    return Err(out_of(&format!("{first}-{last}")));
+                }
+                Ok(Value::Range(first, last))
+            }
             Type::Enum(words) => words
                 .iter()
                 .find(|w| **w == text)
@@ -305,6 +334,18 @@ pub const HEARTBEAT_INTERVAL: &str = "spawners.heartbeat_interval";
 /// Key of the switch that puts /metrics behind a token.
 pub const METRICS_REQUIRE_TOKEN: &str = "master.metrics_require_token";
 
+/// Key of the failed logins an address may make on an account before it waits.
+pub const LOGIN_FREE_FAILURES: &str = "master.login_free_failures";
+
+/// Key of the period after which one failed login is forgotten.
+pub const LOGIN_FORGET_EVERY: &str = "master.login_forget_every";
+
+/// Key of the longest wait for failed logins.
+pub const LOGIN_MAX_WAIT: &str = "master.login_max_wait";
+
+/// Key of the instances a rollout replaces at once by default.
+pub const ROLLOUT_MAX_UNAVAILABLE: &str = "builds.rollout_max_unavailable";
+
 /// THE declarations. A setting is declared here only when code applies it.
 #[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
@@ -351,6 +392,24 @@ pub const SETTINGS: &[Setting] = &[
         read_only: true, needs_restart: true, applied_by: AppliedBy::Master,
     },
     Setting {
+        key: LOGIN_FREE_FAILURES, category: Category::Master,
+        ty: Type::Int { min: 1, max: 1000 }, default: "5",
+        description: "Failed logins one address may make on one account before it must wait (the first wait is 2s, doubling with each further failure). Applies from the next attempt.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Master,
+    },
+    Setting {
+        key: LOGIN_FORGET_EVERY, category: Category::Master,
+        ty: Type::Duration { min_ms: SECOND, max_ms: DAY }, default: "1m",
+        description: "One failed login of an address on an account is forgotten per this period, continuously. Applies from the next attempt.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Master,
+    },
+    Setting {
+        key: LOGIN_MAX_WAIT, category: Category::Master,
+        ty: Type::Duration { min_ms: SECOND, max_ms: DAY }, default: "5m",
+        description: "Longest wait (lockout) an address is given for failed logins on one account. Applies to failures from then on.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Master,
+    },
+    Setting {
         key: HEARTBEAT_INTERVAL, category: Category::Spawners,
         ty: Type::Duration { min_ms: 100, max_ms: MINUTE }, default: "5s",
         description: "How often spawners send heartbeats; must stay below master.heartbeat_ttl.",
@@ -375,6 +434,72 @@ pub const SETTINGS: &[Setting] = &[
         read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
     },
     Setting {
+        key: "spawners.port_range", category: Category::Spawners,
+        ty: Type::Range { min: 1, max: 65535 }, default: "7800-7999",
+        description: "Ports handed to new instances, first-last; instances holding ports keep them. Set per region or label to give those spawners their own range; a spawner refuses a range that overlaps its --agones-port-range. Unset: each spawner's --port-range.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
+    },
+    Setting {
+        key: "spawners.restart_policy", category: Category::Spawners,
+        ty: Type::Enum(&["never", "on-failure", "always"]), default: "never",
+        description: "When an instance is restarted after it exits, for spawns that name no restart policy (a build's manifest goes over it). Unset: each spawner's --restart-policy.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
+    },
+    Setting {
+        key: "spawners.restart_max", category: Category::Spawners,
+        ty: Type::Int { min: 1, max: crate::limits::MAX_RESTARTS as i64 }, default: "5",
+        description: "Restarts allowed within spawners.restart_window before the instance ends Crashed, for spawns that name none (a build's manifest goes over it). Unset: each spawner's --restart-max.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
+    },
+    Setting {
+        key: "spawners.restart_window", category: Category::Spawners,
+        ty: Type::Duration { min_ms: SECOND, max_ms: crate::limits::MAX_RESTART_WINDOW_SECS as u64 * SECOND }, default: "5m",
+        description: "The window spawners.restart_max counts restarts in (whole seconds), for spawns that name none (a build's manifest goes over it). Unset: each spawner's --restart-window.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
+    },
+    Setting {
+        key: "spawners.restart_backoff", category: Category::Spawners,
+        ty: Type::Duration { min_ms: 1, max_ms: HOUR }, default: "1s",
+        description: "Delay before the first restart, doubling with each restart in the window, for spawns that name none (a build's manifest goes over it); must not exceed spawners.restart_backoff_max. Unset: each spawner's --restart-backoff-ms.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
+    },
+    Setting {
+        key: "spawners.restart_backoff_max", category: Category::Spawners,
+        ty: Type::Duration { min_ms: 1, max_ms: DAY }, default: "1m",
+        description: "Longest delay between restarts, for spawns that name none (a build's manifest goes over it). Unset: each spawner's --restart-backoff-max-ms.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
+    },
+    Setting {
+        key: "spawners.health_period", category: Category::Spawners,
+        ty: Type::Duration { min_ms: *crate::limits::HEALTH_PERIOD_MS.start() as u64, max_ms: *crate::limits::HEALTH_PERIOD_MS.end() as u64 }, default: "5s",
+        description: "Expected time between a game's SDK health pings, for spawns that name no health check (a build's manifest goes over it). Unset: each spawner's --health-period.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
+    },
+    Setting {
+        key: "spawners.health_failure_threshold", category: Category::Spawners,
+        ty: Type::Int { min: 1, max: crate::limits::MAX_HEALTH_FAILURES as i64 }, default: "3",
+        description: "Missed health periods after which a game is Unhealthy, for spawns that name no health check (a build's manifest goes over it). Unset: each spawner's --health-failure-threshold.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
+    },
+    Setting {
+        key: "spawners.health_initial_delay", category: Category::Spawners,
+        ty: Type::Duration { min_ms: 0, max_ms: crate::limits::MAX_HEALTH_INITIAL_DELAY_MS as u64 }, default: "0ms",
+        description: "Time after a start during which missed pings do not count, for spawns that name no health check (a build's manifest goes over it). Unset: each spawner's --health-initial-delay.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
+    },
+    Setting {
+        key: "spawners.unhealthy_action", category: Category::Spawners,
+        ty: Type::Enum(&["leave", "restart"]), default: "leave",
+        description: "What follows Unhealthy (leave the game running, or restart it under its restart policy), for spawns that name no health check (a build's manifest goes over it). Unset: each spawner's --unhealthy-action.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
+    },
+    Setting {
+        key: "spawners.backups_keep", category: Category::Spawners,
+        ty: Type::Int { min: 0, max: 10000 }, default: "0",
+        description: "Newest backups kept per instance: after each new backup of an instance, its older ones beyond this many are deleted. 0 (also when unset) keeps them all.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
+    },
+    Setting {
         key: "security.api_token_max_ttl", category: Category::Security,
         ty: Type::Duration { min_ms: HOUR, max_ms: 3650 * DAY }, default: "3650d",
         description: "Longest lifetime an API token may be created with.",
@@ -384,6 +509,18 @@ pub const SETTINGS: &[Setting] = &[
         key: crate::limits::ENV_ALLOWED_SETTING, category: Category::Security,
         ty: Type::List { max_items: 64, max_item_len: 128 }, default: "",
         description: "Environment names (or PREFIX* patterns) a spawn, fleet or build may give a game although they are refused by default: LD_*, PATH, shell hooks, language runtimes' option variables.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Master,
+    },
+    Setting {
+        key: "builds.keep_versions", category: Category::Builds,
+        ty: Type::Int { min: 0, max: 1000 }, default: "2",
+        description: "Newest versions of each uploaded build name a spawner keeps on disk at its next clean-up, besides those instances use and those the master wants held. Unset: each spawner's --builds-keep.",
+        read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
+    },
+    Setting {
+        key: ROLLOUT_MAX_UNAVAILABLE, category: Category::Builds,
+        ty: Type::Int { min: 1, max: crate::limits::MAX_ROLLOUT_UNAVAILABLE as i64 }, default: "1",
+        description: "Instances a rollout replaces at once when its request gives no max_unavailable (rollouts started from then on).",
         read_only: false, needs_restart: false, applied_by: AppliedBy::Master,
     },
 ];
@@ -639,6 +776,18 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("1..100"), "{e}");
         assert!(lookup("nope").unwrap_err().contains("nope"));
+    }
+
+    #[test]
+    fn port_ranges_parse_within_their_bounds() {
+        let s = lookup("spawners.port_range").unwrap();
+        assert_eq!(s.parse(" 7000 - 7099 "), Ok(Value::Range(7000, 7099)));
+        assert_eq!(s.parse("7000").unwrap().to_text(), "7000-7000");
+        assert!(s.parse("7099-7000").unwrap_err().contains("ends before"));
+        let e = s.parse("0-10").unwrap_err();
+        assert!(e.contains("1..65535") && e.contains(s.key), "{e}");
+        assert!(s.parse("70000-70001").is_err());
+        assert!(s.parse("a-b").unwrap_err().contains("not a range"));
     }
 
     #[test]

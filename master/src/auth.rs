@@ -166,12 +166,17 @@ impl Auth {
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
     }
 
-    /// Creates the authenticator.
-    pub fn new(store: Store, policy: SessionPolicy) -> Result<Self> {
+    /// Creates the authenticator; `login_limits` gives the address-and-account throttle
+    /// policy in force, read at each login.
+    pub fn new(
+        store: Store,
+        policy: SessionPolicy,
+        login_limits: throttle::PairPolicy,
+    ) -> Result<Self> {
         Ok(Auth {
             store,
             policy: std::sync::RwLock::new(policy),
-            throttle: Throttle::default(),
+            throttle: Throttle::new(login_limits),
             hash_slots: Arc::new(tokio::sync::Semaphore::new(hash_slots())),
             hash_waiting: AtomicUsize::new(0),
             password_hashes: AtomicU64::new(0),
@@ -509,6 +514,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(3600),
                 max_age: Duration::from_secs(86_400),
             },
+            Box::new(|| throttle::policy::PAIR),
         )
         .unwrap();
         let secret = new_secret(API_TOKEN_PREFIX);

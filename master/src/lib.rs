@@ -108,7 +108,12 @@ pub async fn start(
         )
         .await?,
     );
-    let auth = Arc::new(Auth::new(store.clone(), session_policy(&settings))?);
+    let login_settings = settings.clone();
+    let auth = Arc::new(Auth::new(
+        store.clone(),
+        session_policy(&settings),
+        Box::new(move || login_policy(&login_settings)),
+    )?);
     let given = config.admin_password().map_err(Error::InvalidArgument)?;
     let generated_admin_password = auth.bootstrap_admin(given).await?;
     if let Some(pw) = &generated_admin_password {
@@ -432,6 +437,18 @@ fn session_policy(settings: &settings::Settings) -> SessionPolicy {
     SessionPolicy {
         idle_timeout: settings.duration("master.session_idle_timeout"),
         max_age: settings.duration("master.session_max_age"),
+    }
+}
+
+/// The login throttle's address-and-account policy the settings say (the first wait stays
+/// the fixed one).
+fn login_policy(settings: &settings::Settings) -> auth::throttle::Policy {
+    use exile_api::settings as decl;
+    auth::throttle::Policy {
+        free: u32::try_from(settings.number(decl::LOGIN_FREE_FAILURES)).unwrap_or(u32::MAX),
+        decay: settings.duration(decl::LOGIN_FORGET_EVERY),
+        cap: settings.duration(decl::LOGIN_MAX_WAIT),
+        ..auth::throttle::policy::PAIR
     }
 }
 

@@ -36,7 +36,7 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// How often a driver looks at the fleet (besides when an action it started ends).
 const TICK: Duration = Duration::from_millis(250);
 /// Most instances out of service at once a rollout may ask for.
-const MAX_UNAVAILABLE: u32 = 1000;
+const MAX_UNAVAILABLE: u32 = exile_api::limits::MAX_ROLLOUT_UNAVAILABLE;
 
 /// Cancel handles of running rollouts, by id.
 fn running() -> &'static Mutex<HashMap<String, CancellationToken>> {
@@ -152,6 +152,17 @@ fn launch(shared: &SharedRef, actor: &str, l: Launch<'_>) -> Result<pb::Rollout>
         0
     } else {
         (total * canary_percent).div_ceil(100).max(1)
+    };
+    // A request that gives none takes the setting in force now.
+    let max_unavailable = if max_unavailable == 0 {
+        u32::try_from(
+            shared
+                .settings
+                .number(exile_api::settings::ROLLOUT_MAX_UNAVAILABLE),
+        )
+        .unwrap_or(1)
+    } else {
+        max_unavailable
     };
     let settings = Settings {
         max_unavailable: max_unavailable.max(1),

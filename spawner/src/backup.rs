@@ -235,6 +235,20 @@ pub fn delete(backups_dir: &Path, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the backups of `backups_dir` beyond the newest `keep` (0 keeps them all), and
+/// returns the ids deleted. Blocking; the instance's actor calls it after each new backup.
+pub fn prune(backups_dir: &Path, keep: usize) -> Result<Vec<String>> {
+    if keep == 0 {
+        return Ok(Vec::new());
+    }
+    let mut deleted = Vec::new();
+    for old in list(backups_dir)?.into_iter().skip(keep) {
+        delete(backups_dir, &old.id)?;
+        deleted.push(old.id);
+    }
+    Ok(deleted)
+}
+
 /// Unpacks a backup archive into `staging` (which must not exist) through the audited
 /// archive rules: no path or link out of the directory, no devices, no hard links but to
 /// files of the same archive, no entry replacing another, entries and bytes capped.
@@ -353,6 +367,32 @@ mod tests {
     fn write(p: &Path, s: &str) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, s).unwrap();
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_and_zero_keeps_all() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = crate::layout::Layout::new(t.path());
+        let i1 = layout.instance("i1");
+        i1.prepare().unwrap();
+        write(&i1.data().join("a"), "a");
+        let bdir = layout.backups("i1");
+        for n in 1..=4 {
+            let mut rec = create(&i1, &bdir, "i1", &format!("b{n}"), "").unwrap();
+            // Distinct creation times, b4 the newest.
+            rec.created_at_unix_ms = n;
+            std::fs::write(
+                bdir.join(format!("b{n}.json")),
+                serde_json::to_vec(&rec).unwrap(),
+            )
+            .unwrap();
+        }
+        assert!(prune(&bdir, 0).unwrap().is_empty());
+        assert_eq!(list(&bdir).unwrap().len(), 4);
+        assert_eq!(prune(&bdir, 2).unwrap(), ["b2", "b1"]);
+        let left: Vec<String> = list(&bdir).unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(left, ["b4", "b3"]);
+        assert!(!bdir.join("b1.tar.gz").exists(), "the archive goes too");
     }
 
     #[test]

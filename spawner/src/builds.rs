@@ -45,8 +45,11 @@ pub type InUseFn = Arc<dyn Fn() -> BoxFuture<'static, HashSet<BuildKey>> + Send 
 pub struct BuildsConfig {
     /// The spawner's data dir; builds live in its `builds/`.
     pub data_dir: PathBuf,
-    /// Newest versions kept per build name by collection (`--builds-keep`).
+    /// Newest versions kept per build name by collection (`--builds-keep`), unless `live`
+    /// has the setting `builds.keep_versions`.
     pub keep: usize,
+    /// The settings pushed by the master, read at each collection; `None` keeps `keep`.
+    pub live: Option<Arc<crate::live::LiveSettings>>,
     /// How long a version must have gone unused before collection removes it
     /// (`--builds-gc-grace-secs`).
     pub gc_grace: Duration,
@@ -61,6 +64,7 @@ impl BuildsConfig {
         Self {
             data_dir: config.data_dir.clone(),
             keep: usize::try_from(config.builds_keep).unwrap_or(usize::MAX),
+            live: None,
             gc_grace,
             gc_interval: (gc_grace / 2).clamp(Duration::from_secs(1), Duration::from_secs(60)),
         }
@@ -323,7 +327,12 @@ impl BuildStore {
                 })
                 .collect();
             let policy = gc::Policy {
-                keep: inner.config.keep,
+                keep: inner
+                    .config
+                    .live
+                    .as_ref()
+                    .and_then(|l| l.builds_keep())
+                    .unwrap_or(inner.config.keep),
                 grace_ms,
                 now,
             };

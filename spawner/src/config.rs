@@ -86,7 +86,9 @@ pub struct Config {
     #[arg(long = "label", env = "EXILE_SPAWNER_LABELS", value_delimiter = ',')]
     pub labels: Vec<String>,
 
-    /// Ports handed to instances, as first-last (both included).
+    /// Ports handed to instances, as first-last (both included). The run-time setting
+    /// `spawners.port_range` (global, or for this spawner's region or a label) replaces it live
+    /// for ports handed out from then on.
     #[arg(long, env = "EXILE_SPAWNER_PORT_RANGE", default_value = "7800-7999")]
     pub port_range: String,
 
@@ -185,7 +187,9 @@ pub struct Config {
     #[arg(long, env = "EXILE_SPAWNER_LOG_FILE_MAX_BYTES", default_value_t = 8 << 20)]
     pub log_file_max_bytes: u64,
 
-    /// Default restart policy for instances whose spawn does not name one.
+    /// Default restart policy for instances whose spawn does not name one. The run-time
+    /// settings `spawners.restart_*` replace this and the other --restart-* flags live, field by
+    /// field, for spawns from then on.
     #[arg(
         long,
         env = "EXILE_SPAWNER_RESTART_POLICY",
@@ -236,6 +240,8 @@ pub struct Config {
 
     /// Seconds between the SDK health pings a game is expected to send. Only games that have
     /// called the SDK at least once are checked: a build without the SDK is never unhealthy.
+    /// The run-time settings `spawners.health_*` and `spawners.unhealthy_action` replace this
+    /// and the other --health-* flags live, field by field, for spawns from then on.
     #[arg(long, env = "EXILE_SPAWNER_HEALTH_PERIOD", default_value_t = 5.0)]
     pub health_period: f64,
 
@@ -268,7 +274,8 @@ pub struct Config {
     pub unhealthy_action: crate::health::UnhealthyAction,
 
     /// Newest versions of each uploaded build name kept on disk by the clean-up, besides the
-    /// versions instances use and those the master wants held.
+    /// versions instances use and those the master wants held. The run-time setting
+    /// `builds.keep_versions` replaces it live, from the next clean-up.
     #[arg(long, env = "EXILE_SPAWNER_BUILDS_KEEP", default_value_t = 2)]
     pub builds_keep: u32,
 

@@ -617,8 +617,19 @@ impl InstanceActor {
         let layout = &self.settings.layout;
         let (inst, backups) = (layout.instance(&self.rec.id), layout.backups(&self.rec.id));
         let instance = self.rec.id.clone();
-        let made = tokio::task::spawn_blocking(move || {
-            crate::backup::create(&inst, &backups, &instance, &id, &note)
+        let keep = self.settings.live.backups_keep();
+        let made = tokio::task::spawn_blocking(move || -> Result<BackupRecord> {
+            let made = crate::backup::create(&inst, &backups, &instance, &id, &note)?;
+            // Retention runs here, in the actor that owns the instance's backups, once the
+            // new one is complete; failing to prune does not fail the backup.
+            match crate::backup::prune(&backups, keep) {
+                Ok(gone) if !gone.is_empty() => {
+                    tracing::info!(instance = %instance, deleted = ?gone, keep, "older backups deleted");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(instance = %instance, error = %e, "could not delete older backups"),
+            }
+            Ok(made)
         })
         .await
         .map_err(|e| Error::Internal(format!("the backup task failed: {e}")))?;

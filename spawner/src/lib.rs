@@ -101,7 +101,10 @@ async fn run_agent(
         })
     };
     let builds = BuildStore::open(
-        BuildsConfig::from_config(&config),
+        BuildsConfig {
+            live: Some(manager.live().clone()),
+            ..BuildsConfig::from_config(&config)
+        },
         in_use,
         shutdown.child_token(),
     )

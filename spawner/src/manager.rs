@@ -347,11 +347,15 @@ impl Manager {
             layout,
             template: config.template.clone(),
             spawner_name: config.name.clone(),
-            live: Arc::new(crate::live::LiveSettings::new(
-                config.stop_grace,
-                config.log_max_bytes,
-                config.log_files,
-            )),
+            live: Arc::new(crate::live::LiveSettings::new(crate::live::Flags {
+                stop_grace: config.stop_grace,
+                log_max_bytes: config.log_max_bytes,
+                log_files: config.log_files,
+                ports: config.ports.clone(),
+                agones_ports: config.agones_ports.clone(),
+                restart: config.restart_default,
+                health: config.health,
+            })),
             supervisor_bin: config.supervisor_bin.clone(),
             sdk_addr: config.sdk_addr,
             sdk_http_addr: config.sdk_http_addr,
@@ -422,7 +426,7 @@ impl Manager {
     }
 
     /// The settings the master may change while instances run.
-    pub fn live(&self) -> &crate::live::LiveSettings {
+    pub fn live(&self) -> &Arc<crate::live::LiveSettings> {
         &self.live
     }
 

@@ -58,7 +58,8 @@ pub enum BuildCommand {
         name: String,
         #[command(flatten)]
         spawners: SpawnerSelector,
-        /// Most instances out of service at once.
+        /// Most instances out of service at once (default: the setting
+        /// builds.rollout_max_unavailable, 1 unless set).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         max_unavailable: Option<u32>,
     },
@@ -158,9 +159,10 @@ pub struct StartRolloutArgs {
     /// Version the instances move to.
     #[arg(value_name = "NAME@VERSION", required = true, value_parser = parse_exact)]
     pub build: Option<String>,
-    /// Most instances out of service at once.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_unavailable: u32,
+    /// Most instances out of service at once (default: the setting
+    /// builds.rollout_max_unavailable, 1 unless set).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_unavailable: Option<u32>,
     /// Replace this share of the instances first and go on only when those run, e.g. 10%.
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     pub canary: Option<u32>,
@@ -372,7 +374,10 @@ mod tests {
         };
         assert!(r.command.is_none());
         assert_eq!(r.start.canary, Some(10));
-        assert_eq!(r.start.max_unavailable, 1);
+        assert_eq!(
+            r.start.max_unavailable, None,
+            "the master's setting decides"
+        );
         assert!(!r.start.wait);
 
         let BuildCommand::Rollout(r) = parse(&["rollout", "status", "rol-7", "--watch"]).unwrap()

@@ -101,10 +101,11 @@ pub enum Key {
 }
 
 impl Key {
-    fn policy(&self) -> Policy {
+    /// The policy of this key, given the address-and-account policy in force.
+    fn policy(&self, pair: Policy) -> Policy {
         match self {
             Key::Source(_) => policy::SOURCE,
-            Key::Pair(..) => policy::PAIR,
+            Key::Pair(..) => pair,
             Key::User(_) => policy::USER,
             Key::Enroll(_) => policy::ENROLL,
             Key::PasswordChange(_) => policy::PASSWORD_CHANGE,
@@ -131,11 +132,22 @@ impl Score {
 /// Keys kept before decayed ones are dropped (bounds memory under a spray of names).
 const PRUNE_ABOVE: usize = 100_000;
 
+/// Where the address-and-account policy in force comes from (the run-time settings), read
+/// once per attempt so a change applies from the next one.
+pub type PairPolicy = Box<dyn Fn() -> Policy + Send + Sync>;
+
 /// The scores of every key.
-#[derive(Default)]
 pub struct Throttle {
     // std Mutex: held for a few map operations, never across an await.
     scores: Mutex<HashMap<Key, Score>>,
+    pair: PairPolicy,
+}
+
+impl Default for Throttle {
+    /// The fixed numbers of [`policy`].
+    fn default() -> Self {
+        Throttle::new(Box::new(|| policy::PAIR))
+    }
 }
 
 /// An admitted attempt, charged as a failure until it is settled. Dropped unsettled (the
@@ -145,10 +157,20 @@ pub struct Attempt<'a> {
     throttle: &'a Throttle,
     /// Each charged key with the wait its failure earns.
     keys: Vec<(Key, Duration)>,
+    /// The address-and-account policy it was admitted under.
+    pair: Policy,
     settled: bool,
 }
 
 impl Throttle {
+    /// A throttle whose address-and-account policy is read from `pair` at each attempt.
+    pub fn new(pair: PairPolicy) -> Self {
+        Throttle {
+            scores: Mutex::default(),
+            pair,
+        }
+    }
+
     /// Admits an attempt on `keys` and charges it, or says how long to wait. `conditional`
     /// keys are charged too but only hold the attempt back when some key of `keys` already
     /// has failures.
@@ -166,11 +188,12 @@ impl Throttle {
         conditional: Vec<Key>,
         now: Instant,
     ) -> Result<Attempt<'_>, Duration> {
+        let pair = (self.pair)();
         let mut scores = self.lock();
         let suspicious = keys.iter().any(|k| {
             scores
                 .get(k)
-                .is_some_and(|s| s.current(&k.policy(), now) > 0.0)
+                .is_some_and(|s| s.current(&k.policy(pair), now) > 0.0)
         });
         let checked = if suspicious {
             keys.len() + conditional.len()
@@ -188,12 +211,12 @@ impl Throttle {
             return Err(wait);
         }
         if scores.len() > PRUNE_ABOVE {
-            scores.retain(|k, s| s.current(&k.policy(), now) > 0.0 || s.until > now);
+            scores.retain(|k, s| s.current(&k.policy(pair), now) > 0.0 || s.until > now);
         }
         let keys = keys
             .into_iter()
             .map(|k| {
-                let p = k.policy();
+                let p = k.policy(pair);
                 let s = scores.entry(k.clone()).or_insert(Score {
                     failures: 0.0,
                     at: now,
@@ -209,6 +232,7 @@ impl Throttle {
         Ok(Attempt {
             throttle: self,
             keys,
+            pair,
             settled: false,
         })
     }
@@ -226,7 +250,7 @@ impl Throttle {
     fn score_of(&self, key: &Key, now: Instant) -> f64 {
         self.lock()
             .get(key)
-            .map(|s| s.current(&key.policy(), now))
+            .map(|s| s.current(&key.policy((self.pair)()), now))
             .unwrap_or_default()
     }
 }
@@ -256,7 +280,7 @@ impl Attempt<'_> {
         self.settled = true;
         let mut scores = self.throttle.lock();
         for (k, wait) in &self.keys {
-            let p = k.policy();
+            let p = k.policy(self.pair);
             if forget_pair && matches!(k, Key::Pair(..)) {
                 scores.remove(k);
                 continue;
@@ -424,6 +448,51 @@ mod tests {
         assert!(login(&t, "6.6.0.1", "admin", now).is_err());
         // ...a clean source is not.
         succeed_at(login(&t, "10.0.0.1", "admin", now).expect("owner"), now);
+    }
+
+    #[test]
+    fn the_account_limits_in_force_apply_from_the_next_attempt() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let free = Arc::new(AtomicU32::new(2));
+        let read = free.clone();
+        let t = Throttle::new(Box::new(move || Policy {
+            free: read.load(Ordering::Relaxed),
+            cap: Duration::from_secs(30),
+            ..policy::PAIR
+        }));
+        let now = Instant::now();
+        for _ in 0..2 {
+            fail_at(login(&t, "6.6.6.6", "admin", now).expect("free"), now);
+        }
+        assert!(
+            login(&t, "6.6.6.6", "admin", now).is_err(),
+            "two free, not five"
+        );
+        // Raised: the same score no longer earns a wait...
+        free.store(4, Ordering::Relaxed);
+        let a = login(&t, "6.6.6.6", "admin", now);
+        assert!(a.is_err(), "the wait already earned stands");
+        let later = now + Duration::from_secs(2);
+        fail_at(
+            login(&t, "6.6.6.6", "admin", later).expect("after it"),
+            later,
+        );
+        fail_at(
+            login(&t, "6.6.6.6", "admin", later).expect("4 free now"),
+            later,
+        );
+        // ...and the cap in force bounds the waits.
+        let mut at = later;
+        for _ in 0..20 {
+            if let Ok(a) = login(&t, "6.6.6.6", "admin", at) {
+                fail_at(a, at);
+            }
+            at += Duration::from_secs(31);
+        }
+        let wait = t.wait_of(&pair("6.6.6.6", "admin"), at - Duration::from_secs(31));
+        assert!(wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(wait > Duration::from_secs(8), "{wait:?}");
     }
 
     #[test]

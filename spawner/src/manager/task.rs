@@ -185,7 +185,9 @@ impl ManagerTask {
             )));
         }
         let fallback = self.config.template.as_ref().map(CommandTemplate::words);
-        let flags = (&self.config.restart_default, &self.config.health);
+        // The spawner's defaults as the settings say now (each unset one: its flag).
+        let (restart, health) = self.settings.live.defaults();
+        let flags = (&restart, &health);
         let grace = self.settings.live.stop_grace();
         let (version, source) = match &spec.build {
             Some(build) => (
@@ -286,6 +288,16 @@ impl ManagerTask {
     /// A number for each port of `wanted`, never one another instance holds: its previous
     /// number while that is still free, else a new one.
     fn assign_ports(&mut self, id: &str, wanted: &[HeldPort]) -> Result<Vec<HeldPort>> {
+        let range = self.settings.live.port_range();
+        if *self.ports.range() != range {
+            // The setting changed: ports held elsewhere stay theirs, new ones come from here.
+            tracing::info!(
+                first = range.start(),
+                last = range.end(),
+                "port range for instances from now on"
+            );
+            self.ports = PortAllocator::new(range);
+        }
         let mut held = self.held_ports(Some(id));
         let mut chosen = Vec::with_capacity(wanted.len());
         for p in wanted {

@@ -88,6 +88,7 @@ async fn open_store(
     let config = BuildsConfig {
         data_dir: dir.to_owned(),
         keep,
+        live: None,
         gc_grace: grace,
         gc_interval: Duration::from_secs(3600),
     };

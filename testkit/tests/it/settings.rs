@@ -25,6 +25,7 @@ fn other_value(s: &decl::Setting) -> String {
         Type::Str { .. } => vec!["a".into(), "b".into()],
         Type::Enum(words) => words.iter().map(|w| (*w).to_owned()).collect(),
         Type::List { .. } => vec!["a,b".into(), "c".into()],
+        Type::Range { min, max } => vec![format!("{min}-{min}"), format!("{max}-{max}")],
     };
     candidates
         .into_iter()
@@ -39,6 +40,7 @@ fn out_of_bounds(s: &decl::Setting) -> Option<String> {
         Type::Duration { max_ms, .. } => Some(decl::format_duration(max_ms + 1)),
         Type::Bytes { max, .. } => Some(decl::format_bytes(max + 1)),
         Type::Enum(_) => Some("no-such-word".into()),
+        Type::Range { min, max } => Some(format!("{min}-{}", max + 1)),
         _ => None,
     }
 }
@@ -288,8 +290,8 @@ async fn a_viewer_reads_settings_but_cannot_change_them() {
     sb.shutdown().await;
 }
 
-/// The settings version a spawner acknowledged.
-async fn acknowledged(c: &Clients, id: &str) -> u64 {
+/// A spawner as the master shows it.
+async fn spawner(c: &Clients, id: &str) -> pb::Spawner {
     c.spawners
         .clone()
         .get_spawner(pb::GetSpawnerRequest { id: id.into() })
@@ -298,7 +300,11 @@ async fn acknowledged(c: &Clients, id: &str) -> u64 {
         .into_inner()
         .spawner
         .unwrap()
-        .settings_version
+}
+
+/// The settings version a spawner acknowledged.
+async fn acknowledged(c: &Clients, id: &str) -> u64 {
+    spawner(c, id).await.settings_version
 }
 
 async fn wait_acknowledged(c: &Clients, id: &str, version: u64) {
@@ -425,5 +431,118 @@ async fn a_log_rotation_change_applies_live_where_its_scope_says() {
         !large_dir.join("output.log.1").exists(),
         "the spawner outside the scope kept its own limit"
     );
+    sb.shutdown().await;
+}
+
+/// The number of an instance's game port.
+fn game_port(i: &pb::Instance) -> u32 {
+    i.ports.first().map(|p| p.port).expect("a game port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_range_set_for_a_region_or_a_label_applies_to_new_instances_live() {
+    let sb = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    let admin = sb.admin().await.unwrap();
+    let ids = sb.spawner_ids().await.unwrap();
+    let before = spawn(&admin, &ids[0]).await.unwrap();
+    let old_port = game_port(&before);
+
+    // Ranges in the gap the sandbox leaves between its spawners' own (2,000 ports apart).
+    let region = (old_port + 1000, old_port + 1019);
+    let label = (old_port + 1500, old_port + 1519);
+    set(
+        &admin,
+        "spawners.port_range",
+        &format!("{}-{}", region.0, region.1),
+        "region:local",
+    )
+    .await
+    .unwrap();
+    let scope = format!("label:host={}", sb.spawner_name(1));
+    let version = set(
+        &admin,
+        "spawners.port_range",
+        &format!("{}-{}", label.0, label.1),
+        &scope,
+    )
+    .await
+    .unwrap()
+    .version;
+    for id in &ids {
+        wait_acknowledged(&admin, id, version).await;
+    }
+
+    // Without a restart of either spawner: the region's range on spawner 0, the label's
+    // (which beats the region) on spawner 1.
+    let in_region = spawn(&admin, &ids[0]).await.unwrap();
+    let in_label = spawn(&admin, &ids[1]).await.unwrap();
+    let p = game_port(&in_region);
+    assert!((region.0..=region.1).contains(&p), "{p} not in {region:?}");
+    let p = game_port(&in_label);
+    assert!((label.0..=label.1).contains(&p), "{p} not in {label:?}");
+    let still = admin
+        .instances
+        .clone()
+        .get_instance(pb::GetInstanceRequest {
+            id: before.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    assert_eq!(
+        game_port(&still),
+        old_port,
+        "a running instance keeps its port"
+    );
+
+    // A range over the spawner's Agones ports is refused by that spawner, which says so and
+    // keeps the range in force.
+    let v = set(&admin, "spawners.port_range", "1-65535", &scope)
+        .await
+        .unwrap()
+        .version;
+    wait_acknowledged(&admin, &ids[1], v).await;
+    let error = spawner(&admin, &ids[1]).await.settings_error;
+    assert!(error.contains("--agones-port-range"), "{error:?}");
+    let p = game_port(&spawn(&admin, &ids[1]).await.unwrap());
+    assert!((label.0..=label.1).contains(&p), "{p} not in {label:?}");
+    sb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_throttle_locks_out_after_the_failures_set() {
+    let sb = Sandbox::start(SandboxOptions {
+        spawners: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = sb.admin().await.unwrap();
+    let ch = exile_testkit::connect(sb.master_addr()).await.unwrap();
+    let login = |password: &str| {
+        let mut c = pb::auth_service_client::AuthServiceClient::new(ch.clone());
+        let req = pb::LoginRequest {
+            username: "admin".into(),
+            password: password.into(),
+        };
+        async move { c.login(req).await.map(|_| ()) }
+    };
+    set(&admin, decl::LOGIN_FREE_FAILURES, "2", "")
+        .await
+        .unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        codes.push(login("wrong-password").await.unwrap_err().code());
+    }
+    use tonic::Code::{ResourceExhausted, Unauthenticated};
+    assert_eq!(
+        codes,
+        [Unauthenticated, Unauthenticated, ResourceExhausted],
+        "two failures allowed, not the default five"
+    );
+    let e = login(sb.admin_password()).await.unwrap_err();
+    assert_eq!(e.code(), ResourceExhausted, "locked out: {e:?}");
     sb.shutdown().await;
 }

@@ -104,7 +104,7 @@ fn start_request(a: &StartRolloutArgs) -> Result<StartRolloutRequest> {
     };
     Ok(StartRolloutRequest {
         build,
-        max_unavailable: a.max_unavailable,
+        max_unavailable: a.max_unavailable.unwrap_or(0),
         canary_percent: a.canary.unwrap_or(0),
         failure_threshold: a.failure_threshold.unwrap_or(0),
         spawner_selector: a.spawners.to_map().map_err(|e| anyhow!(e))?,
