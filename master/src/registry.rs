@@ -477,12 +477,25 @@ fn live_link(e: &SpawnerEntry) -> Result<Link> {
     }
 }
 
+/// Shortest time between two commits of the persister. A change after a quiet spell is
+/// written at once; under a stream of changes (allocations: each moves an instance two or
+/// three times) the writes of this long are gathered into one transaction in which each row
+/// is written once, so the store's cost follows the rows that changed, not the changes.
+/// Nothing waits on these writes: the registry in memory is the truth while the master runs,
+/// and an orderly shutdown writes what is gathered (the channel drains before it closes).
+const COMMIT_GAP: Duration = Duration::from_millis(100);
+
+/// Most changes gathered into one batch.
+const MAX_BATCH: usize = 8192;
+
 async fn persister(store: Store, mut rx: mpsc::UnboundedReceiver<Persist>) {
     let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 256).await > 0 {
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let started = tokio::time::Instant::now();
         for e in store.write_batch(&batch).await {
             tracing::error!(error = ?e, "could not persist a registry change");
         }
         batch.clear();
+        tokio::time::sleep_until(started + COMMIT_GAP).await;
     }
 }
