@@ -142,7 +142,12 @@ impl Registry {
     /// Runs a change of the state under the lock and sends what it caused.
     fn change<T>(&self, f: impl FnOnce(&mut State, &mut Effects) -> T) -> T {
         let mut st = self.lock();
-        let mut fx = Effects::default();
+        // Under the lock, as in `emit_instance`: a watcher subscribing later gets a snapshot
+        // that holds this change.
+        let mut fx = Effects {
+            unwatched: !self.watched(),
+            ..Effects::default()
+        };
         let out = f(&mut st, &mut fx);
         self.apply(fx);
         out

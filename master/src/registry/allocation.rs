@@ -177,10 +177,12 @@ impl Registry {
             st.idempotency.by_key.insert(req.key.clone(), id.clone());
             st.idempotency.order.push_back((now, req.key.clone()));
         }
-        self.save_instance(&rec);
         self.emit_instance(&st, &id);
+        let instance = Self::instance_pb(&st, &rec);
+        // The copy taken above goes to the store as is.
+        let _ = self.persist.send(super::Persist::Instance(Box::new(rec)));
         Ok(Allocated {
-            instance: Self::instance_pb(&st, &rec),
+            instance,
             link,
             command: pb::AllocateCommand {
                 instance_id: id,
