@@ -515,9 +515,19 @@ impl Store {
         let ops = last;
         let attempt = async {
             let tx = crate::db::begin_write(&self.db).await?;
+            // Runs of instance rows go out as multi-row upserts; the order of the writes is
+            // otherwise kept.
+            let mut rows: Vec<&InstanceRecord> = Vec::new();
             for op in &ops {
+                if let Write::Instance(r) = op {
+                    rows.push(r);
+                    continue;
+                }
+                upsert_instances_on(&tx, &rows).await?;
+                rows.clear();
                 write_on(&tx, op).await?;
             }
+            upsert_instances_on(&tx, &rows).await?;
             tx.commit().await?;
             Ok::<(), Error>(())
         };
@@ -717,50 +727,61 @@ fn spawner_active(info: &SpawnerInfo) -> spawner::ActiveModel {
 
 /// Inserts or replaces an instance, on `db` (the pool or a transaction).
 async fn upsert_instance_on<C: ConnectionTrait>(db: &C, r: &InstanceRecord) -> Result<()> {
-    let am = instance::ActiveModel {
-        id: Set(r.id.clone()),
-        spawner_id: Set(r.spawner_id.clone()),
-        state: Set(r.state.as_str_name().to_owned()),
-        build_version: Set(r.build_version.clone()),
-        build_name: Set(r.build_name.clone()),
-        spawn_settings: Set(r.spawn.encode()),
-        ports: Set(serde_json::to_string(&r.ports).unwrap_or_else(|_| "[]".into())),
-        pid: Set(i64::from(r.pid)),
-        restart_count: Set(i64::from(r.restart_count)),
-        labels: Set(serde_json::to_string(&r.labels).unwrap_or_else(|_| "{}".into())),
-        players: Set(i64::from(r.players)),
-        max_players: Set(i64::from(r.max_players)),
-        created_at: Set(r.created_at),
-        started_at: Set(r.started_at),
-        state_changed_at: Set(r.state_changed_at),
-        exit_code: Set(r.exit_code.map(i64::from)),
-        message: Set(r.message.clone()),
-        // Written by RenameInstance alone; a new row starts with the column's default.
-        display_name: NotSet,
-    };
-    instance::Entity::insert(am)
-        .on_conflict(
-            OnConflict::column(instance::Column::Id)
-                .update_columns([
-                    instance::Column::SpawnerId,
-                    instance::Column::State,
-                    instance::Column::BuildVersion,
-                    instance::Column::BuildName,
-                    instance::Column::Ports,
-                    instance::Column::Pid,
-                    instance::Column::RestartCount,
-                    instance::Column::Labels,
-                    instance::Column::Players,
-                    instance::Column::MaxPlayers,
-                    instance::Column::StartedAt,
-                    instance::Column::StateChangedAt,
-                    instance::Column::ExitCode,
-                    instance::Column::Message,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
+    upsert_instances_on(db, &[r]).await
+}
+
+/// Most instance rows in one statement (17 bound values each, far below SQLite's limit).
+const ROWS_PER_UPSERT: usize = 256;
+
+/// Inserts or replaces instances, many rows per statement: a batch of registry changes is
+/// mostly instance rows, and one statement for many rows costs a fraction of one per row.
+async fn upsert_instances_on<C: ConnectionTrait>(db: &C, rows: &[&InstanceRecord]) -> Result<()> {
+    for chunk in rows.chunks(ROWS_PER_UPSERT) {
+        let models = chunk.iter().map(|r| instance::ActiveModel {
+            id: Set(r.id.clone()),
+            spawner_id: Set(r.spawner_id.clone()),
+            state: Set(r.state.as_str_name().to_owned()),
+            build_version: Set(r.build_version.clone()),
+            build_name: Set(r.build_name.clone()),
+            spawn_settings: Set(r.spawn.encode()),
+            ports: Set(serde_json::to_string(&r.ports).unwrap_or_else(|_| "[]".into())),
+            pid: Set(i64::from(r.pid)),
+            restart_count: Set(i64::from(r.restart_count)),
+            labels: Set(serde_json::to_string(&r.labels).unwrap_or_else(|_| "{}".into())),
+            players: Set(i64::from(r.players)),
+            max_players: Set(i64::from(r.max_players)),
+            created_at: Set(r.created_at),
+            started_at: Set(r.started_at),
+            state_changed_at: Set(r.state_changed_at),
+            exit_code: Set(r.exit_code.map(i64::from)),
+            message: Set(r.message.clone()),
+            // Written by RenameInstance alone; a new row starts with the column's default.
+            display_name: NotSet,
+        });
+        instance::Entity::insert_many(models)
+            .on_conflict(
+                OnConflict::column(instance::Column::Id)
+                    .update_columns([
+                        instance::Column::SpawnerId,
+                        instance::Column::State,
+                        instance::Column::BuildVersion,
+                        instance::Column::BuildName,
+                        instance::Column::Ports,
+                        instance::Column::Pid,
+                        instance::Column::RestartCount,
+                        instance::Column::Labels,
+                        instance::Column::Players,
+                        instance::Column::MaxPlayers,
+                        instance::Column::StartedAt,
+                        instance::Column::StateChangedAt,
+                        instance::Column::ExitCode,
+                        instance::Column::Message,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
     Ok(())
 }
 

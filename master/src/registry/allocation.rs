@@ -8,7 +8,8 @@
 //! before the command reached the spawner) must not hand the instance out a second time, so
 //! it is read as Allocated. A Ready status carrying the id is the match already over.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 
 use super::{Link, Registry, State, live_link};
 use crate::error::{Error, Result};
@@ -177,10 +178,12 @@ impl Registry {
             st.idempotency.by_key.insert(req.key.clone(), id.clone());
             st.idempotency.order.push_back((now, req.key.clone()));
         }
-        self.save_instance(&rec);
         self.emit_instance(&st, &id);
+        let instance = Self::instance_pb(&st, &rec);
+        // The copy taken above goes to the store as is.
+        let _ = self.persist.send(super::Persist::Instance(Box::new(rec)));
         Ok(Allocated {
-            instance: Self::instance_pb(&st, &rec),
+            instance,
             link,
             command: pb::AllocateCommand {
                 instance_id: id,
@@ -270,30 +273,37 @@ fn pick(st: &State, sel: &Selector, packed: bool) -> Option<String> {
     } else {
         st.index.ready.get(&sel.fleet).into_iter().collect()
     };
-    let mut spawners: Vec<(usize, &str)> = groups
+    // Best spawner on top: packed wants the most allocated, distributed the fewest, ties
+    // the lower id. A heap rather than a sort: the first spawner tried nearly always holds
+    // a match, so ordering them all is wasted work on every allocation.
+    let mut spawners: BinaryHeap<(i64, Reverse<&str>)> = groups
         .iter()
         .copied()
         .flat_map(HashMap::keys)
         .map(|sp| {
             let n = st.index.allocated.get(sp).copied().unwrap_or(0);
-            (n, sp.as_str())
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            (if packed { n } else { -n }, Reverse(sp.as_str()))
         })
         .collect();
-    if packed {
-        spawners.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-    } else {
-        spawners.sort_unstable();
-    }
-    spawners.dedup();
-    spawners.into_iter().find_map(|(_, sp)| {
-        groups
+    let mut tried = None;
+    while let Some((_, Reverse(sp))) = spawners.pop() {
+        // A spawner with Ready instances of several fleets comes up once per fleet.
+        if tried == Some(sp) {
+            continue;
+        }
+        tried = Some(sp);
+        let found = groups
             .iter()
             .copied()
             .filter_map(|g| g.get(sp))
             .flatten()
-            .find(|id| st.instances.get(*id).is_some_and(|r| sel.matches(r)))
-            .cloned()
-    })
+            .find(|id| st.instances.get(*id).is_some_and(|r| sel.matches(r)));
+        if let Some(id) = found {
+            return Some(id.clone());
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -25,10 +25,17 @@ pub(crate) struct Effects {
     pub writes: Vec<Persist>,
     /// Links replaced by a newer one, to close.
     pub closed: Vec<Link>,
+    /// Nobody watches: the wire form of changed spawners and instances is not built for
+    /// nobody (a master driven by a matchmaker often has no dashboard open, and each
+    /// allocation applies two statuses from the spawner: its confirmation and the match's end).
+    pub unwatched: bool,
 }
 
 impl Effects {
     fn spawner(&mut self, st: &RegistryState, id: &str) {
+        if self.unwatched {
+            return;
+        }
         if let Some(e) = st.spawners.get(id) {
             self.events
                 .push(pb::watch_event::Kind::SpawnerUpdated(st.spawner_pb(e)));
@@ -36,6 +43,9 @@ impl Effects {
     }
 
     fn instance(&mut self, st: &RegistryState, id: &str) {
+        if self.unwatched {
+            return;
+        }
         if let Some(r) = st.instances.get(id) {
             self.events
                 .push(pb::watch_event::Kind::InstanceUpdated(st.instance_pb(r)));
@@ -44,7 +54,9 @@ impl Effects {
 
     fn removed(&mut self, id: String) {
         self.writes.push(Persist::DeleteInstance(id.clone()));
-        self.events.push(pb::watch_event::Kind::InstanceRemoved(id));
+        if !self.unwatched {
+            self.events.push(pb::watch_event::Kind::InstanceRemoved(id));
+        }
     }
 }
 
@@ -445,7 +457,7 @@ impl RegistryState {
         mut status: pb::InstanceStatus,
     ) {
         let iid = status.id.clone();
-        let created = match self.instances.get(&iid) {
+        match self.instances.get(&iid) {
             Some(r) if r.spawner_id != spawner_id => {
                 tracing::warn!(instance = %iid, spawner = %spawner_id, owner = %r.spawner_id, "spawner reported an instance another spawner owns; ignored");
                 return;
@@ -454,13 +466,13 @@ impl RegistryState {
                 // Older than what we applied: an event that crossed a command result.
                 return;
             }
-            Some(r) => Some(r.clone()),
-            None => None,
-        };
-        let is_new = created.is_none();
+            _ => {}
+        }
         super::Registry::allocation_seen(self, &mut status);
-        let rec = record_from_status(spawner_id, status, created.as_ref());
-        if created.as_ref() == Some(&rec) {
+        let prev = self.instances.get(&iid);
+        let is_new = prev.is_none();
+        let rec = record_from_status(spawner_id, status, prev);
+        if prev == Some(&rec) {
             return;
         }
         fx.writes.push(Persist::Instance(Box::new(rec.clone())));
