@@ -112,6 +112,19 @@ impl Registry {
         Ok((reg, task))
     }
 
+    /// An empty registry over a fresh database in a temporary directory (kept while the
+    /// directory lives).
+    #[cfg(test)]
+    pub(crate) async fn for_tests() -> (Arc<Registry>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = crate::store::Store::new(crate::db::open(&url).await.expect("a database"));
+        let (reg, _) = Registry::load(store, Duration::from_secs(15))
+            .await
+            .expect("a registry");
+        (reg, dir)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep serving it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())

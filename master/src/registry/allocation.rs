@@ -310,8 +310,6 @@ fn pick(st: &State, sel: &Selector, packed: bool) -> Option<String> {
 mod tests {
     use super::*;
     use crate::model::SpawnerInfo;
-    use crate::store::Store;
-    use std::time::Duration;
 
     impl Registry {
         /// The maintained indexes equal ones rebuilt from every instance.
@@ -342,12 +340,7 @@ mod tests {
     }
 
     async fn registry() -> (std::sync::Arc<Registry>, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let store = Store::new(crate::db::open(&url).await.unwrap());
-        let (reg, _) = Registry::load(store, Duration::from_secs(15))
-            .await
-            .unwrap();
+        let (reg, dir) = Registry::for_tests().await;
         reg.enrolled(spawner("spw-1"));
         (reg, dir)
     }

@@ -150,18 +150,7 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
     use std::time::Duration;
-
-    async fn registry() -> (Arc<Registry>, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let store = Store::new(crate::db::open(&url).await.unwrap());
-        let (reg, _) = Registry::load(store, Duration::from_secs(15))
-            .await
-            .unwrap();
-        (reg, dir)
-    }
 
     fn rollout(n: usize) -> pb::Rollout {
         pb::Rollout {
@@ -181,7 +170,7 @@ mod tests {
     #[tokio::test]
     async fn a_watcher_that_falls_behind_is_told_and_starts_over_from_a_snapshot() {
         use pb::watch_event::Kind;
-        let (reg, _dir) = registry().await;
+        let (reg, _dir) = Registry::for_tests().await;
         let mut feed = Feed::new(reg.clone(), CancellationToken::new(), false);
         reg.publish_rollout(rollout(0));
         assert!(matches!(kind(feed.next().await), Kind::Snapshot(_)));
@@ -205,7 +194,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_watcher_gets_unavailable_at_shutdown_and_then_the_end() {
-        let (reg, _dir) = registry().await;
+        let (reg, _dir) = Registry::for_tests().await;
         let shutdown = CancellationToken::new();
         let mut feed = Feed::new(reg, shutdown.clone(), false);
         assert!(feed.next().await.is_some_and(|e| e.is_ok()));
