@@ -24,6 +24,8 @@ pub mod agones {
 }
 
 pub mod build;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cargo_env;
 pub mod counts;
 pub mod fleet;
 pub mod format;

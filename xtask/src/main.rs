@@ -121,7 +121,7 @@ impl Drop for Children {
 
 fn dev_run(listen: &str, dir: &Path, release: bool) -> Result<()> {
     let root = workspace_root();
-    let mut build = Command::new(env!("CARGO"));
+    let mut build = cargo_command();
     build.current_dir(&root).args([
         "build",
         "--bins",
@@ -251,13 +251,22 @@ fn dev_run(listen: &str, dir: &Path, release: bool) -> Result<()> {
     }
 }
 
+/// A cargo command as a developer's shell would run it: without the variables `cargo xtask`
+/// set for xtask itself (`exile_api::cargo_env`), which would have it compile ring, rustls and
+/// tonic again, and the next plain `cargo` call after it.
+fn cargo_command() -> Command {
+    let mut cargo = Command::new(env!("CARGO"));
+    exile_api::cargo_env::nested(&mut cargo);
+    cargo
+}
+
 fn cargo(args: &[&str]) -> Result<()> {
     cargo_with(args, &[])
 }
 
 /// Runs cargo with `args` and extra environment variables.
 fn cargo_with(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
-    let status = Command::new(env!("CARGO"))
+    let status = cargo_command()
         .current_dir(workspace_root())
         .args(args)
         .envs(env.iter().copied())
@@ -453,7 +462,7 @@ fn agones_rust_game() -> Result<()> {
         .map_or_else(|| root.join("target"), PathBuf::from)
         .join("agones-rust-game");
     let started = Instant::now();
-    let status = Command::new(env!("CARGO"))
+    let status = cargo_command()
         .current_dir(&root)
         .args(["build", "--locked", "--manifest-path"])
         .arg(root.join("testkit/agones-rust-game/Cargo.toml"))

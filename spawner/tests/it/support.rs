@@ -20,7 +20,7 @@ pub fn demo_game() -> PathBuf {
         // target/<profile>/deps/it-xxxx → target/<profile>/exile-demo-game
         let profile_dir = exe.parent().unwrap().parent().unwrap();
         let path = profile_dir.join("exile-demo-game");
-        let status = std::process::Command::new(env!("CARGO"))
+        let status = exile_api::cargo_env::nested(&mut std::process::Command::new(env!("CARGO")))
             .args([
                 "build",
                 "--quiet",

@@ -778,7 +778,8 @@ fn rust_game() -> Option<PathBuf> {
     let manifest = root.join("agones-rust-game/Cargo.toml");
     let target = target_dir().join("agones-rust-game");
     let started = std::time::Instant::now();
-    let out = std::process::Command::new(env!("CARGO"))
+    // As `cargo xtask test` builds it beforehand, so this finds that build done.
+    let out = exile_api::cargo_env::nested(&mut std::process::Command::new(env!("CARGO")))
         .args(["build", "--locked", "--manifest-path"])
         .arg(&manifest)
         .arg("--target-dir")
