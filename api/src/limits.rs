@@ -160,6 +160,31 @@ pub fn check_display_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The restart modes as manifests, flags and settings write them.
+pub const RESTART_MODE_WORDS: &[&str] = &["never", "on-failure", "always"];
+
+/// The restart mode a word of [`RESTART_MODE_WORDS`] names.
+pub fn restart_mode_named(word: &str) -> Option<v1::RestartMode> {
+    match word {
+        "never" => Some(v1::RestartMode::Never),
+        "on-failure" => Some(v1::RestartMode::OnFailure),
+        "always" => Some(v1::RestartMode::Always),
+        _ => None,
+    }
+}
+
+/// What to do with an unhealthy instance, as manifests, flags and settings write it.
+pub const UNHEALTHY_ACTION_WORDS: &[&str] = &["leave", "restart"];
+
+/// The action a word of [`UNHEALTHY_ACTION_WORDS`] names.
+pub fn unhealthy_action_named(word: &str) -> Option<v1::UnhealthyAction> {
+    match word {
+        "leave" => Some(v1::UnhealthyAction::Leave),
+        "restart" => Some(v1::UnhealthyAction::Restart),
+        _ => None,
+    }
+}
+
 /// Checks a restart policy's fields (0 means "the default" for each number).
 pub fn check_restart_policy(p: &v1::RestartPolicy) -> Result<(), String> {
     v1::RestartMode::try_from(p.mode)
@@ -602,5 +627,31 @@ mod tests {
                 .contains("reserved")
         );
         assert!(check_env_var("A", "a\0b").is_err());
+    }
+
+    #[test]
+    fn every_restart_mode_and_unhealthy_action_word_names_one() {
+        let modes: Vec<_> = RESTART_MODE_WORDS
+            .iter()
+            .map(|w| restart_mode_named(w).unwrap())
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                v1::RestartMode::Never,
+                v1::RestartMode::OnFailure,
+                v1::RestartMode::Always
+            ]
+        );
+        let actions: Vec<_> = UNHEALTHY_ACTION_WORDS
+            .iter()
+            .map(|w| unhealthy_action_named(w).unwrap())
+            .collect();
+        assert_eq!(
+            actions,
+            [v1::UnhealthyAction::Leave, v1::UnhealthyAction::Restart]
+        );
+        assert_eq!(restart_mode_named("sometimes"), None);
+        assert_eq!(unhealthy_action_named("RESTART"), None);
     }
 }

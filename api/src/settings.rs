@@ -441,7 +441,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "spawners.restart_policy", category: Category::Spawners,
-        ty: Type::Enum(&["never", "on-failure", "always"]), default: "never",
+        ty: Type::Enum(crate::limits::RESTART_MODE_WORDS), default: "never",
         description: "When an instance is restarted after it exits, for spawns that name no restart policy (a build's manifest goes over it). Unset: each spawner's --restart-policy.",
         read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
     },
@@ -489,7 +489,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "spawners.unhealthy_action", category: Category::Spawners,
-        ty: Type::Enum(&["leave", "restart"]), default: "leave",
+        ty: Type::Enum(crate::limits::UNHEALTHY_ACTION_WORDS), default: "leave",
         description: "What follows Unhealthy (leave the game running, or restart it under its restart policy), for spawns that name no health check (a build's manifest goes over it). Unset: each spawner's --unhealthy-action.",
         read_only: false, needs_restart: false, applied_by: AppliedBy::Spawner,
     },

@@ -498,7 +498,7 @@ impl Config {
             ))
         })?;
         let games = self.ports()?;
-        if range.start() <= games.end() && games.start() <= range.end() {
+        if crate::ports::overlap(&range, &games) {
             return Err(Error::Config(format!(
                 "--agones-port-range {} overlaps --port-range {}; give them separate ports",
                 self.agones_port_range, self.port_range

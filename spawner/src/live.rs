@@ -240,7 +240,7 @@ impl LiveSettings {
             return Err(format!("{PORT_RANGE}: {first}-{last} is not a port range"));
         };
         let agones = &self.flags.agones_ports;
-        if first <= *agones.end() && *agones.start() <= last {
+        if crate::ports::overlap(&(first..=last), agones) {
             return Err(format!(
                 "{PORT_RANGE}: {first}-{last} overlaps this spawner's --agones-port-range {}-{}",
                 agones.start(),
@@ -253,11 +253,10 @@ impl LiveSettings {
     /// The restart flags with the values set over them, field by field.
     fn restart_default(&self, r: &[Read; 5]) -> Result<RestartPolicy, String> {
         let mode = match r[0].value() {
-            Some(Value::Str(w)) if w == "on-failure" => v1::RestartMode::OnFailure,
-            Some(Value::Str(w)) if w == "always" => v1::RestartMode::Always,
-            Some(Value::Str(_)) => v1::RestartMode::Never,
-            _ => v1::RestartMode::Unspecified,
-        };
+            Some(Value::Str(w)) => exile_api::limits::restart_mode_named(w),
+            _ => None,
+        }
+        .unwrap_or(v1::RestartMode::Unspecified);
         let set = v1::RestartPolicy {
             mode: mode as i32,
             max_restarts: r[1].value().map_or(0, ms_u32),
@@ -276,10 +275,10 @@ impl LiveSettings {
     /// The health flags with the values set over them, field by field.
     fn health_default(&self, h: &[Read; 4]) -> Result<HealthCheck, String> {
         let action = match h[3].value() {
-            Some(Value::Str(w)) if w == "restart" => v1::UnhealthyAction::Restart,
-            Some(Value::Str(_)) => v1::UnhealthyAction::Leave,
-            _ => v1::UnhealthyAction::Unspecified,
-        };
+            Some(Value::Str(w)) => exile_api::limits::unhealthy_action_named(w),
+            _ => None,
+        }
+        .unwrap_or(v1::UnhealthyAction::Unspecified);
         let set = v1::HealthCheck {
             period_ms: h[0].value().map(ms_u32),
             failure_threshold: h[1].value().map(ms_u32),

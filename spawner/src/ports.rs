@@ -135,6 +135,11 @@ fn parse_ephemeral_range(text: &str) -> Option<RangeInclusive<u16>> {
     (lo <= hi).then_some(lo..=hi)
 }
 
+/// Whether two port ranges share a port.
+pub fn overlap(a: &RangeInclusive<u16>, b: &RangeInclusive<u16>) -> bool {
+    a.start() <= b.end() && b.start() <= a.end()
+}
+
 /// How many ports of `range` the kernel may also hand to outgoing connections: a game whose
 /// port was taken that way between allocation and its bind fails to start.
 pub fn ephemeral_overlap(range: &RangeInclusive<u16>, ephemeral: &RangeInclusive<u16>) -> usize {
@@ -146,6 +151,14 @@ pub fn ephemeral_overlap(range: &RangeInclusive<u16>, ephemeral: &RangeInclusive
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_overlap_when_they_share_a_port() {
+        assert!(overlap(&(7800..=7999), &(7999..=8100)));
+        assert!(overlap(&(9357..=9556), &(9000..=9999)));
+        assert!(!overlap(&(7800..=7999), &(8000..=8100)));
+        assert!(!overlap(&(9357..=9556), &(7800..=7999)));
+    }
 
     #[test]
     fn the_ephemeral_range_is_read_and_overlaps_counted() {
