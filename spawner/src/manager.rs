@@ -25,9 +25,6 @@ use crate::state::{InstanceRecord, State, StateFile};
 use crate::supervisor::ExitRecord;
 use task::{ManagerTask, persist_loop};
 
-/// Version written into `state.json`.
-const STATE_VERSION: u32 = 1;
-
 /// What the manager needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
@@ -408,7 +405,7 @@ impl Manager {
             rec.revision += 1;
             task.add_actor(rec, adopt);
         }
-        let (persist_tx, persist_rx) = watch::channel(Arc::new(task.snapshot()));
+        let (persist_tx, persist_rx) = watch::channel(task.snapshot());
         let data_dir = task.config.data_dir.clone();
         let persister = crate::own_log::spawn(persist_loop(data_dir, persist_rx));
         task.persist = Some(persist_tx);

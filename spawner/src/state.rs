@@ -309,6 +309,9 @@ impl InstanceRecord {
     }
 }
 
+/// Version written into `state.json`.
+pub const STATE_VERSION: u32 = 1;
+
 /// Contents of `state.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateFile {
@@ -342,14 +345,50 @@ impl StateFile {
 
     /// Writes the state file atomically.
     pub fn save(&self, data_dir: &Path) -> Result<()> {
-        let path = Self::path(data_dir);
-        let bytes = serde_json::to_vec_pretty(self).map_err(|source| Error::Parse {
-            path: path.clone(),
-            source,
-        })?;
-        // 0600: the records hold each instance's SDK secret.
-        write_atomic(&path, &bytes, 0o600)
+        save_records(data_dir, self.version, self.instances.iter())
     }
+}
+
+/// What the spawner's persister writes: the manager's records, shared rather than copied, so
+/// a change to one instance costs the manager a vector of pointers, not a copy of every record.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Every instance the spawner holds.
+    pub instances: Vec<std::sync::Arc<InstanceRecord>>,
+}
+
+impl Snapshot {
+    /// Writes it as the state file, atomically.
+    pub fn save(&self, data_dir: &Path) -> Result<()> {
+        save_records(data_dir, STATE_VERSION, self.instances.iter().map(|r| &**r))
+    }
+}
+
+/// `state.json` as written: the same shape as [`StateFile`], over borrowed records.
+#[derive(Serialize)]
+struct StateFileOut<'a> {
+    version: u32,
+    instances: Vec<&'a InstanceRecord>,
+}
+
+fn save_records<'a>(
+    data_dir: &Path,
+    version: u32,
+    records: impl Iterator<Item = &'a InstanceRecord>,
+) -> Result<()> {
+    let path = StateFile::path(data_dir);
+    let out = StateFileOut {
+        version,
+        instances: records.collect(),
+    };
+    // Compact: the file is rewritten on every change of any instance, and a spawner holding
+    // hundreds of them should not spend its CPU on indentation.
+    let bytes = serde_json::to_vec(&out).map_err(|source| Error::Parse {
+        path: path.clone(),
+        source,
+    })?;
+    // 0600: the records hold each instance's SDK secret.
+    write_atomic(&path, &bytes, 0o600)
 }
 
 /// Free bytes a new instance needs in the data directory: room for the state file that

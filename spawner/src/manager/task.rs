@@ -11,16 +11,17 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::{BuildToRun, ManagerConfig, Request, STATE_VERSION, SpawnSpec};
+use super::{BuildToRun, ManagerConfig, Request, SpawnSpec};
 use crate::error::{Error, Result};
 use crate::instance::{InstanceActor, Op, OpContext, Settings, ToManager};
 use crate::manifest::{BuildSource, Resolved};
 use crate::ports::{PortAllocator, is_free};
 use crate::process::CommandTemplate;
-use crate::state::{AgonesPorts, HeldPort, InstanceRecord, State, StateFile};
+use crate::state::{AgonesPorts, HeldPort, InstanceRecord, Snapshot, State};
 
 pub(super) struct Entry {
-    record: InstanceRecord,
+    /// Shared with the persister's snapshots: replaced whole on each update.
+    record: Arc<InstanceRecord>,
     ops: mpsc::UnboundedSender<Op>,
 }
 
@@ -33,7 +34,7 @@ pub(super) struct ManagerTask {
     pub(super) agones_ports: PortAllocator,
     pub(super) events: broadcast::Sender<v1::InstanceEvent>,
     pub(super) to_manager: mpsc::UnboundedSender<ToManager>,
-    pub(super) persist: Option<watch::Sender<Arc<StateFile>>>,
+    pub(super) persist: Option<watch::Sender<Snapshot>>,
 }
 
 impl ManagerTask {
@@ -83,7 +84,12 @@ impl ManagerTask {
                 None => op.fail(Error::NotFound(id)),
             },
             Request::List { reply } => {
-                let _ = reply.send(self.snapshot().instances);
+                let _ = reply.send(
+                    self.instances
+                        .values()
+                        .map(|e| InstanceRecord::clone(&e.record))
+                        .collect(),
+                );
             }
             Request::Shutdown { .. } => {}
         }
@@ -346,20 +352,20 @@ impl ManagerTask {
     fn on_actor(&mut self, msg: ToManager) {
         match msg {
             ToManager::Update(rec) => {
-                let status = rec.to_status();
-                if let Some(entry) = self.instances.get_mut(&rec.id) {
-                    entry.record = rec;
-                }
-                self.save();
+                // The event first: the master and its watchers need not wait for the snapshot.
                 let _ = self.events.send(v1::InstanceEvent {
-                    status: Some(status),
+                    status: Some(rec.to_status()),
                     removed: false,
                 });
+                if let Some(entry) = self.instances.get_mut(&rec.id) {
+                    entry.record = Arc::new(rec);
+                }
+                self.save();
             }
             ToManager::ReservePorts { id, wanted, reply } => {
                 let result = self.assign_ports(&id, &wanted);
                 if let (Ok(ports), Some(entry)) = (&result, self.instances.get_mut(&id)) {
-                    entry.record.ports.clone_from(ports);
+                    Arc::make_mut(&mut entry.record).ports.clone_from(ports);
                 }
                 let _ = reply.send(result);
             }
@@ -367,12 +373,12 @@ impl ManagerTask {
                 let _ = reply.send(result);
             }
             ToManager::Removed(rec) => {
-                self.instances.remove(&rec.id);
-                self.save();
                 let _ = self.events.send(v1::InstanceEvent {
                     status: Some(rec.to_status()),
                     removed: true,
                 });
+                self.instances.remove(&rec.id);
+                self.save();
             }
         }
     }
@@ -385,8 +391,13 @@ impl ManagerTask {
             InstanceActor::new(rec.clone(), self.settings.clone(), self.to_manager.clone())
         };
         crate::own_log::spawn(actor.run(ops_rx));
-        self.instances
-            .insert(rec.id.clone(), Entry { record: rec, ops });
+        self.instances.insert(
+            rec.id.clone(),
+            Entry {
+                record: Arc::new(rec),
+                ops,
+            },
+        );
     }
 
     /// Detaches (or stops) every actor, still serving their messages meanwhile: an actor in
@@ -416,22 +427,21 @@ impl ManagerTask {
         self.save();
     }
 
-    pub(super) fn snapshot(&self) -> StateFile {
-        StateFile {
-            version: STATE_VERSION,
+    pub(super) fn snapshot(&self) -> Snapshot {
+        Snapshot {
             instances: self.instances.values().map(|e| e.record.clone()).collect(),
         }
     }
 
     pub(super) fn save(&self) {
         if let Some(persist) = &self.persist {
-            persist.send_replace(Arc::new(self.snapshot()));
+            persist.send_replace(self.snapshot());
         }
     }
 }
 
 /// Writes the latest snapshot whenever it changes (coalescing bursts), off the manager task.
-pub(super) async fn persist_loop(data_dir: PathBuf, mut rx: watch::Receiver<Arc<StateFile>>) {
+pub(super) async fn persist_loop(data_dir: PathBuf, mut rx: watch::Receiver<Snapshot>) {
     loop {
         let state = rx.borrow_and_update().clone();
         let dir = data_dir.clone();
