@@ -89,7 +89,8 @@ pub(crate) struct Settings {
     /// Stop grace of records older than uploaded builds, and the log limits of launches:
     /// settings the master may change while instances run.
     pub live: Arc<crate::live::LiveSettings>,
-    pub supervisor_bin: PathBuf,
+    /// The supervisors games are launched under (one kept on standby).
+    pub supervisors: process::Supervisors,
     /// Where the SDK endpoint listens, handed to games as `EXILE_SDK_ADDR`; `None` when the
     /// spawner serves no SDK (the games then get no SDK variables).
     pub sdk_addr: Option<std::net::SocketAddr>,
@@ -1099,7 +1100,7 @@ impl InstanceActor {
             }
         }
         LaunchSpec {
-            supervisor: self.settings.supervisor_bin.clone(),
+            supervisors: self.settings.supervisors.clone(),
             program,
             args,
             dir: inst.runtime().to_owned(),
@@ -1165,7 +1166,6 @@ impl InstanceActor {
         };
         match result {
             Ok(launched) => {
-                tracing::info!(instance = %self.rec.id, pid = launched.pid, ports = ?self.rec.ports, build = %self.rec.build_name(), version = %self.rec.build_version, "instance started");
                 self.rec.pid = Some(launched.pid);
                 self.rec.start_ticks = launched.start_ticks;
                 self.rec.supervisor_pid = Some(launched.supervisor_pid);
@@ -1183,6 +1183,8 @@ impl InstanceActor {
                     None => String::new(),
                 };
                 self.set_state(State::Running, message);
+                // Logged after the state is reported, which the master and watchers wait for.
+                tracing::info!(instance = %self.rec.id, pid = launched.pid, ports = ?self.rec.ports, build = %self.rec.build_name(), version = %self.rec.build_version, "instance started");
                 Ok(())
             }
             Err(e) => {

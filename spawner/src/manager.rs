@@ -319,6 +319,7 @@ pub struct Manager {
     events: broadcast::Sender<v1::InstanceEvent>,
     layout: crate::layout::Layout,
     live: Arc<crate::live::LiveSettings>,
+    supervisors: crate::process::Supervisors,
 }
 
 impl std::fmt::Debug for Manager {
@@ -353,7 +354,7 @@ impl Manager {
                 restart: config.restart_default,
                 health: config.health,
             })),
-            supervisor_bin: config.supervisor_bin.clone(),
+            supervisors: crate::process::Supervisors::new(config.supervisor_bin.clone()),
             sdk_addr: config.sdk_addr,
             sdk_http_addr: config.sdk_http_addr,
             health: host_health,
@@ -413,13 +414,20 @@ impl Manager {
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let layout = task.settings.layout.clone();
         let live = task.settings.live.clone();
+        let supervisors = task.settings.supervisors.clone();
         crate::own_log::spawn(task.run(requests_rx, from_actors, persister));
         Ok(Self {
             requests,
             events,
             layout,
             live,
+            supervisors,
         })
+    }
+
+    /// The pid of the supervisor kept on standby for the next spawn, if one is ready.
+    pub fn supervisor_on_standby(&self) -> Option<u32> {
+        self.supervisors.standby_pid()
     }
 
     /// The settings the master may change while instances run.

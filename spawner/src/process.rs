@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -78,8 +79,8 @@ impl CommandTemplate {
 /// Everything needed to launch one game-server process under its supervisor.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
-    /// The `exile-supervisor` binary.
-    pub supervisor: PathBuf,
+    /// Where its supervisor comes from.
+    pub supervisors: Supervisors,
     /// Program to run.
     pub program: String,
     /// Its arguments.
@@ -122,104 +123,257 @@ pub struct Launched {
 /// How long a supervisor may take to report the game started.
 const SUPERVISOR_START: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Starts the supervisor, which starts the game in its own process group and owns its stdin
-/// and output; waits for its `started <pid>` line.
-pub async fn launch(spec: &LaunchSpec) -> Result<Launched> {
-    use tokio::io::AsyncBufReadExt;
-    let log_dir = crate::layout::InstanceDir::at(&spec.dir).logs();
-    std::fs::create_dir_all(&log_dir).map_err(|e| Error::io("could not create", &log_dir, e))?;
-    let sup_log = log_dir.join("supervisor.log");
-    let stderr = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&sup_log)
-        .map_err(|e| Error::io("could not open", &sup_log, e))?;
-    let mut command = Command::new(&spec.supervisor);
-    command
-        .arg(format!("--dir={}", spec.dir.display()))
-        .arg(format!("--cwd={}", spec.cwd.display()))
-        .arg(format!("--log-max-bytes={}", spec.log_max_bytes))
-        .arg(format!("--log-files={}", spec.log_files))
-        .arg(format!("--max-open-files={}", spec.max_open_files))
-        .arg(format!("--max-processes={}", spec.max_processes));
-    if let Some(uid) = spec.uid {
-        command.arg(format!("--uid={uid}"));
+/// A supervisor started ahead of need (`exile-supervisor --standby`), waiting on stdin for
+/// its instance; see [`crate::supervisor`].
+struct Standby {
+    child: Child,
+    pid: u32,
+    ticks: Option<u64>,
+}
+
+impl Standby {
+    /// Starts one. Like every supervisor it outlives the spawner once it has an instance, and
+    /// needs nothing of the spawner's environment (which may hold the spawner's secrets) but
+    /// what the game inherits.
+    fn start(bin: &Path) -> Result<Self> {
+        let mut command = Command::new(bin);
+        command
+            .arg(crate::supervisor::STANDBY_FLAG)
+            .env_clear()
+            .envs(
+                crate::isolation::INHERITED_ENV
+                    .iter()
+                    .filter_map(|name| std::env::var_os(name).map(|v| (*name, v))),
+            )
+            // Out of every directory until it has an instance: it keeps none busy meanwhile.
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            // Until it opens the instance's `supervisor.log`, it has nothing to say.
+            .stderr(Stdio::null())
+            .kill_on_drop(false);
+        let child = command.spawn().map_err(|source| Error::Launch {
+            program: bin.display().to_string(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        Ok(Self {
+            child,
+            pid,
+            ticks: start_ticks(pid),
+        })
     }
-    if let Some(cgroup) = &spec.cgroup {
-        command.arg(format!("--cgroup={}", cgroup.display()));
+
+    /// Still waiting for an instance. (Our child, not yet reaped: its pid is its own.)
+    fn is_waiting(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
-    // The supervisor outlives the spawner and needs nothing of its environment (which may
-    // hold the spawner's secrets) but what the game inherits.
-    command.env_clear().envs(
-        crate::isolation::INHERITED_ENV
-            .iter()
-            .filter_map(|name| std::env::var_os(name).map(|v| (*name, v))),
-    );
-    command
-        .arg("--env-from-stdin")
-        .arg("--")
-        .arg(&spec.program)
-        .args(&spec.args)
-        .current_dir(&spec.dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(stderr))
-        .kill_on_drop(false);
-    let mut child = command.spawn().map_err(|source| Error::Launch {
-        program: spec.supervisor.display().to_string(),
-        source,
-    })?;
-    // The environment (which may hold secrets) goes through a pipe, not the command line.
-    if let Some(mut stdin) = child.stdin.take() {
-        use tokio::io::AsyncWriteExt;
-        let env = serde_json::to_vec(&spec.env)
-            .map_err(|e| Error::Internal(format!("could not encode the environment: {e}")))?;
-        let written = tokio::time::timeout(SUPERVISOR_START, stdin.write_all(&env)).await;
-        if !matches!(written, Ok(Ok(()))) {
-            let _ = child.start_kill();
-            return Err(Error::Internal(
-                "could not hand the environment to the supervisor".into(),
-            ));
+}
+
+/// The spawner's supervisors: the binary, and the one kept on standby so a spawn does not wait
+/// for a process to start (its exec and the dynamic loader are most of a supervisor's cost).
+/// Dropping the last clone ends the standby (it reads the end of its stdin and exits).
+#[derive(Clone)]
+pub struct Supervisors {
+    bin: PathBuf,
+    standby: Arc<Mutex<Option<Standby>>>,
+}
+
+impl std::fmt::Debug for Supervisors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisors")
+            .field("bin", &self.bin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Supervisors {
+    /// Supervisors from `bin`, one kept on standby (the first made soon after this call,
+    /// inside a Tokio runtime).
+    pub fn new(bin: PathBuf) -> Self {
+        let this = Self {
+            bin,
+            standby: Arc::default(),
+        };
+        this.refill();
+        this
+    }
+
+    /// The binary.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// The pid of the supervisor on standby, if one is waiting.
+    pub fn standby_pid(&self) -> Option<u32> {
+        let mut slot = self.standby.lock().ok()?;
+        let standby = slot.as_mut()?;
+        standby.is_waiting().then_some(standby.pid)
+    }
+
+    /// The standby if it still waits, else a supervisor started now. The next standby starts
+    /// at once, on another thread: on a machine with a core to spare its start overlaps this
+    /// launch, and it is ready long before the next.
+    fn take(&self) -> Result<Standby> {
+        let taken = self.standby.lock().ok().and_then(|mut slot| slot.take());
+        self.refill();
+        match taken {
+            Some(mut s) => {
+                if s.is_waiting() {
+                    Ok(s)
+                } else {
+                    Standby::start(&self.bin)
+                }
+            }
+            None => Standby::start(&self.bin),
         }
     }
-    let supervisor_pid = child.id().unwrap_or(0);
-    let supervisor_ticks = start_ticks(supervisor_pid);
-    let Some(stdout) = child.stdout.take() else {
-        return Err(Error::Internal("the supervisor has no stdout".into()));
+
+    /// Makes a standby ready, unless one is by then.
+    fn refill(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let this = self.clone();
+        runtime.spawn(async move {
+            let Ok(mut slot) = this.standby.lock() else {
+                return;
+            };
+            if slot.as_mut().is_some_and(Standby::is_waiting) {
+                return;
+            }
+            match Standby::start(&this.bin) {
+                Ok(s) => *slot = Some(s),
+                Err(e) => tracing::warn!(error = %e, "could not start a supervisor on standby"),
+            }
+        });
+    }
+}
+
+/// The supervisor's flags for `spec` (the instance's; the environment travels apart).
+fn supervisor_args(spec: &LaunchSpec) -> Vec<String> {
+    let mut args = vec![
+        format!("--dir={}", spec.dir.display()),
+        format!("--cwd={}", spec.cwd.display()),
+        format!("--log-max-bytes={}", spec.log_max_bytes),
+        format!("--log-files={}", spec.log_files),
+        format!("--max-open-files={}", spec.max_open_files),
+        format!("--max-processes={}", spec.max_processes),
+    ];
+    if let Some(uid) = spec.uid {
+        args.push(format!("--uid={uid}"));
+    }
+    if let Some(cgroup) = &spec.cgroup {
+        args.push(format!("--cgroup={}", cgroup.display()));
+    }
+    args.push("--".into());
+    args.push(spec.program.clone());
+    args.extend(spec.args.iter().cloned());
+    args
+}
+
+/// Hands the instance to a supervisor (the standby, or one started now), which starts the
+/// game in its own process group and owns its stdin and output; waits for its `started <pid>`
+/// line.
+pub async fn launch(spec: &LaunchSpec) -> Result<Launched> {
+    let log_dir = crate::layout::InstanceDir::at(&spec.dir).logs();
+    std::fs::create_dir_all(&log_dir).map_err(|e| Error::io("could not create", &log_dir, e))?;
+    // Absolute: the supervisor reads them from outside the spawner's working directory.
+    let absolute =
+        |p: &Path| std::path::absolute(p).map_err(|e| Error::io("could not resolve", p, e));
+    let spec = &LaunchSpec {
+        dir: absolute(&spec.dir)?,
+        cwd: absolute(&spec.cwd)?,
+        ..spec.clone()
     };
+    // The instance, with its environment (which may hold secrets), goes through a pipe, not
+    // the command line.
+    let instructions = serde_json::to_vec(&crate::supervisor::Instructions {
+        args: supervisor_args(spec),
+        env: spec.env.clone(),
+    })
+    .map_err(|e| Error::Internal(format!("could not encode the instance: {e}")))?;
+    if let Some(launched) = hand_over(spec, spec.supervisors.take()?, &instructions).await? {
+        return Ok(launched);
+    }
+    // The standby died unheard (killed, out of memory) as it was handed the instance: one
+    // started for it now gets it instead.
+    let fresh = Standby::start(spec.supervisors.bin())?;
+    hand_over(spec, fresh, &instructions)
+        .await?
+        .ok_or_else(|| Error::Launch {
+            program: spec.program.clone(),
+            source: std::io::Error::other("the supervisor exited without starting it"),
+        })
+}
+
+/// Gives `supervisor` its `instructions` (closing its stdin) and reads its first line: the
+/// game started, or `None` when the supervisor was gone before it said anything.
+async fn hand_over(
+    spec: &LaunchSpec,
+    supervisor: Standby,
+    instructions: &[u8],
+) -> Result<Option<Launched>> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let Standby {
+        mut child,
+        pid: supervisor_pid,
+        ticks: supervisor_ticks,
+    } = supervisor;
+    let bin = spec.supervisors.bin();
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.start_kill();
+        return Err(Error::Internal(
+            "the supervisor has no stdin or stdout".into(),
+        ));
+    };
+    match tokio::time::timeout(SUPERVISOR_START, stdin.write_all(instructions)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
+            let _ = child.start_kill();
+            return Ok(None);
+        }
+        Err(_) => {
+            let _ = child.start_kill();
+            return Err(Error::Internal(format!(
+                "`{}` did not take its instance within {SUPERVISOR_START:?}",
+                bin.display()
+            )));
+        }
+    }
+    drop(stdin);
     let mut first = String::new();
     let mut stdout = tokio::io::BufReader::new(stdout);
     let read = stdout.read_line(&mut first);
     match tokio::time::timeout(SUPERVISOR_START, read).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(Error::io("could not read from", &spec.supervisor, e)),
+        Ok(Err(e)) => return Err(Error::io("could not read from", bin, e)),
         Err(_) => {
             let _ = child.start_kill();
             return Err(Error::Internal(format!(
                 "`{}` did not report within {SUPERVISOR_START:?}",
-                spec.supervisor.display()
+                bin.display()
             )));
         }
     }
     let first = first.trim_end();
     if let Some(pid) = first.strip_prefix("started ").and_then(|p| p.parse().ok()) {
-        return Ok(Launched {
+        return Ok(Some(Launched {
             child,
             supervisor_pid,
             supervisor_ticks,
             pid,
             start_ticks: start_ticks(pid),
-        });
+        }));
     }
     let _ = child.wait().await;
+    if first.is_empty() {
+        return Ok(None);
+    }
     let message = first.strip_prefix("error ").unwrap_or(first);
     Err(Error::Launch {
         program: spec.program.clone(),
-        source: std::io::Error::other(if message.is_empty() {
-            "the supervisor exited without starting it".to_owned()
-        } else {
-            message.to_owned()
-        }),
+        source: std::io::Error::other(message.to_owned()),
     })
 }
 

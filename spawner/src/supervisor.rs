@@ -27,6 +27,15 @@
 //! Protocol: one request line per connection, one answer line (`ok[ detail]` or
 //! `err <message>`): `console <line>`, `stop <grace_ms> [<signal number>]` (SIGTERM when no
 //! signal is given, the form supervisors started by older spawners understand), `ping`.
+//!
+//! # Standby
+//! Starting a process (exec, the dynamic loader, the runtime's start) is the largest part of
+//! a spawn that is not the game's own. So the spawner keeps one supervisor started ahead of
+//! need: `exile-supervisor --standby` waits on stdin for its [`Instructions`] (the flags below
+//! and the game's environment), then moves into the instance directory, sends its own
+//! complaints to the instance's `logs/supervisor.log` and runs as if started with them. A
+//! standby whose spawner goes away reads the end of its stdin and exits. Its command line
+//! names no instance; its working directory (`/proc/<pid>/cwd`) is the instance's.
 
 pub mod logfile;
 pub mod protocol;
@@ -92,11 +101,13 @@ impl ExitRecord {
     }
 }
 
-/// What the supervisor is told on its command line.
+/// What the supervisor is told on its command line (or, on standby, in its instructions).
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "exile-supervisor",
-    about = "Runs one Exile game-server instance (started by exile-spawner)."
+    about = "Runs one Exile game-server instance (started by exile-spawner).",
+    after_help = "Started as `exile-supervisor --standby`, it waits for these flags and the \
+                  game's environment as one JSON document on stdin."
 )]
 pub struct SupervisorArgs {
     /// Instance directory: holds the socket, logs and exit file.
@@ -136,6 +147,96 @@ pub struct SupervisorArgs {
     pub command: Vec<String>,
 }
 
+/// What a standby supervisor reads on stdin (all of it, to the end): the flags it would have
+/// been started with (no program name, no `--env-from-stdin`) and the game's environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instructions {
+    /// Flags and the game's command, as on the command line.
+    pub args: Vec<String>,
+    /// The game's environment beyond the inherited one.
+    pub env: Vec<(String, String)>,
+}
+
+/// The flag that starts a supervisor on standby.
+pub const STANDBY_FLAG: &str = "--standby";
+
+/// The supervisor binary's entry point: on standby, or with its flags; returns the process
+/// exit code.
+pub fn main() -> i32 {
+    use clap::Parser;
+    let mut argv = std::env::args_os().skip(1);
+    if let (Some(first), None) = (argv.next(), argv.next())
+        && first == STANDBY_FLAG
+    {
+        return standby();
+    }
+    let args = SupervisorArgs::parse();
+    let env = if args.env_from_stdin {
+        let mut text = String::new();
+        match std::io::stdin().read_to_string(&mut text).map(|_| {
+            serde_json::from_str::<Vec<(String, String)>>(&text)
+                .map_err(|e| format!("bad environment on stdin: {e}"))
+        }) {
+            Ok(Ok(env)) => env,
+            Ok(Err(e)) => return report_error(&args.dir, &e),
+            Err(e) => return report_error(&args.dir, &e.to_string()),
+        }
+    } else {
+        Vec::new()
+    };
+    run(args, env)
+}
+
+/// Waits for the instance, then runs it.
+fn standby() -> i32 {
+    use clap::Parser;
+    // Own session at once: from now on nothing sent to the spawner's group reaches it.
+    let _ = nix::unistd::setsid();
+    let mut text = String::new();
+    if std::io::stdin().read_to_string(&mut text).is_err() || text.trim().is_empty() {
+        // The spawner went away (or changed its mind) before it had an instance for us.
+        return 0;
+    }
+    let instructions: Instructions = match serde_json::from_str(&text) {
+        Ok(i) => i,
+        Err(e) => return say_error(&format!("bad instructions: {e}")),
+    };
+    let argv = std::iter::once("exile-supervisor".to_owned()).chain(instructions.args);
+    let args = match SupervisorArgs::try_parse_from(argv) {
+        Ok(args) => args,
+        Err(e) => {
+            let text = e.to_string();
+            return say_error(text.lines().next().unwrap_or("bad flags"));
+        }
+    };
+    if let Err(e) = std::env::set_current_dir(&args.dir) {
+        return say_error(&format!("could not enter {}: {e}", args.dir.display()));
+    }
+    let log = InstanceDir::at(&args.dir).logs().join("supervisor.log");
+    let redirected = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .and_then(|f| nix::unistd::dup2_stderr(&f).map_err(std::io::Error::from));
+    if let Err(e) = redirected {
+        return say_error(&format!("could not open {}: {e}", log.display()));
+    }
+    run(args, instructions.env)
+}
+
+/// The first line of stdout when the game could not be started.
+fn say_error(message: &str) -> i32 {
+    println!("error {message}");
+    let _ = std::io::stdout().flush();
+    1
+}
+
+/// [`say_error`], with the socket of a supervisor that got as far as binding it removed.
+fn report_error(dir: &Path, message: &str) -> i32 {
+    let _ = std::fs::remove_file(InstanceDir::at(dir).socket());
+    say_error(message)
+}
+
 struct Shared {
     game_pid: u32,
     stdin: Mutex<Option<std::process::ChildStdin>>,
@@ -147,27 +248,47 @@ struct Shared {
 ///
 /// The first line on stdout is `started <game pid>` or `error <message>`; nothing is written
 /// there afterwards (the spawner that reads it may be gone).
-pub fn run(args: SupervisorArgs) -> i32 {
+pub fn run(args: SupervisorArgs, env: Vec<(String, String)>) -> i32 {
     // Own session: not in the spawner's group or terminal. Fails only if we already lead a
-    // group, which is harmless.
+    // group (a standby made itself one), which is harmless.
     let _ = nix::unistd::setsid();
-    match start(&args) {
-        Ok((child, shared, pumps)) => {
-            println!("started {}", shared.game_pid);
+    match start(&args, env) {
+        Ok(started) => {
+            // Said before the threads are made: the spawner waits for this line, and the
+            // game's output waits in its pipes meanwhile, requests in the socket's backlog.
+            println!("started {}", started.shared.game_pid);
             let _ = std::io::stdout().flush();
+            let Started {
+                mut child,
+                shared,
+                listener,
+                log,
+            } = started;
+            let mut pumps = Vec::new();
+            if let Some(out) = child.stdout.take() {
+                pumps.push(pump(out, log.clone()));
+            }
+            if let Some(err) = child.stderr.take() {
+                pumps.push(pump(err, log));
+            }
+            let s = shared.clone();
+            std::thread::spawn(move || serve(listener, &s));
             supervise(&args.dir, child, &shared, pumps);
             0
         }
-        Err(e) => {
-            let _ = std::fs::remove_file(InstanceDir::at(&args.dir).socket());
-            println!("error {e}");
-            let _ = std::io::stdout().flush();
-            1
-        }
+        Err(e) => report_error(&args.dir, &e.to_string()),
     }
 }
 
 type Pumps = Vec<std::thread::JoinHandle<()>>;
+
+/// A game just started, before its supervisor's threads run.
+struct Started {
+    child: std::process::Child,
+    shared: Arc<Shared>,
+    listener: UnixListener,
+    log: Arc<Mutex<RotatingLog>>,
+}
 
 /// What a game may not do, set in its process between fork and exec (after its user has
 /// been switched).
@@ -225,7 +346,7 @@ impl GameLimits {
     }
 }
 
-fn start(args: &SupervisorArgs) -> std::io::Result<(std::process::Child, Arc<Shared>, Pumps)> {
+fn start(args: &SupervisorArgs, env: Vec<(String, String)>) -> std::io::Result<Started> {
     let dir = InstanceDir::at(&args.dir);
     let _ = std::fs::remove_file(dir.exit_file());
     let socket_path = dir.socket();
@@ -263,13 +384,7 @@ fn start(args: &SupervisorArgs) -> std::io::Result<(std::process::Child, Arc<Sha
                 .filter_map(|name| std::env::var_os(name).map(|v| (*name, v))),
         )
         .env("HOME", args.cwd.as_deref().unwrap_or(dir.runtime()));
-    if args.env_from_stdin {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text)?;
-        let env: Vec<(String, String)> = serde_json::from_str(&text)
-            .map_err(|e| std::io::Error::other(format!("bad environment on stdin: {e}")))?;
-        command.envs(env);
-    }
+    command.envs(env);
     if let Some(uid) = args.uid {
         // std drops the supplementary groups when root changes user.
         command.uid(uid).gid(uid);
@@ -302,16 +417,12 @@ fn start(args: &SupervisorArgs) -> std::io::Result<(std::process::Child, Arc<Sha
         exited: AtomicBool::new(false),
         stop_requested: AtomicBool::new(false),
     });
-    let mut pumps = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        pumps.push(pump(out, log.clone()));
-    }
-    if let Some(err) = child.stderr.take() {
-        pumps.push(pump(err, log));
-    }
-    let s = shared.clone();
-    std::thread::spawn(move || serve(listener, &s));
-    Ok((child, shared, pumps))
+    Ok(Started {
+        child,
+        shared,
+        listener,
+        log,
+    })
 }
 
 fn pump(

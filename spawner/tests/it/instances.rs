@@ -376,3 +376,52 @@ async fn the_environment_reaches_the_game_but_no_command_line() {
     assert!(!String::from_utf8_lossy(&environ).contains("EXILE_INSTANCE_ID"));
     manager.shutdown(true).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_spawn_takes_the_supervisor_on_standby_and_another_is_made_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::open(script_config(dir.path(), "sleep 30"))
+        .await
+        .unwrap();
+    let mut reaper = Reaper::default();
+    eventually("a supervisor is on standby", || {
+        manager.supervisor_on_standby().is_some()
+    })
+    .await;
+    let first = manager.supervisor_on_standby().unwrap();
+    let rec = manager.spawn(spec("a"), ctx()).await.unwrap();
+    reaper.watch(&rec);
+    assert_eq!(rec.state, State::Running);
+    assert_eq!(rec.supervisor_pid, Some(first), "the standby runs it");
+    // It moved into the instance's directory and names no instance on its command line.
+    let cwd = std::fs::read_link(format!("/proc/{first}/cwd")).unwrap();
+    assert!(cwd.ends_with("instances/a"), "{}", cwd.display());
+    let cmdline =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{first}/cmdline")).unwrap())
+            .into_owned();
+    assert!(cmdline.ends_with("\0--standby\0"), "{cmdline:?}");
+    eventually("another supervisor is on standby", || {
+        manager.supervisor_on_standby().is_some_and(|p| p != first)
+    })
+    .await;
+
+    // A standby that died is not handed an instance: the spawn starts a supervisor of its own.
+    let second = manager.supervisor_on_standby().unwrap();
+    kill9(second);
+    let rec = manager.spawn(spec("b"), ctx()).await.unwrap();
+    reaper.watch(&rec);
+    assert_eq!(rec.state, State::Running);
+    assert!(!matches!(rec.supervisor_pid, Some(p) if p == first || p == second));
+    eventually("a third supervisor is on standby", || {
+        manager
+            .supervisor_on_standby()
+            .is_some_and(|p| p != second && alive(p))
+    })
+    .await;
+    let third = manager.supervisor_on_standby().unwrap();
+
+    // The spawner's end is the standby's: it reads the end of its stdin and exits.
+    manager.shutdown(true).await.unwrap();
+    drop(manager);
+    eventually("the standby exits with its spawner", || !alive(third)).await;
+}

@@ -234,7 +234,7 @@ async fn kill_9_of_the_spawner_keeps_twenty_instances_with_logs_console_and_exit
     sb.shutdown().await;
 }
 
-/// Pid of the supervisor of instance `id` (the process whose command line names its dir).
+/// Pid of the supervisor of instance `id` (the supervisor working in its directory).
 fn supervisor_pid(id: &str) -> u32 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
@@ -242,10 +242,10 @@ fn supervisor_pid(id: &str) -> u32 {
     dir.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c);
-                c.contains("exile-supervisor") && c.contains(&format!("/{id}\0"))
-            })
+            let supervisor = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("exile-supervisor"));
+            supervisor
+                && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.ends_with(id))
         })
         .unwrap_or(0)
 }
