@@ -1,6 +1,7 @@
 //! Generated Exile v1 protocol types, clients and (with the `server` feature) servers.
 
 /// Everything generated from `proto/exile/v1`.
+#[cfg(feature = "proto")]
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("exile.v1");
@@ -8,6 +9,7 @@ pub mod v1 {
 
 /// The Agones game-server SDK interface (`proto/agones`), which the spawner serves to the
 /// instances of builds written against an Agones client SDK.
+#[cfg(feature = "proto")]
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod agones {
     tonic::include_proto!("agones.dev.sdk");
@@ -23,24 +25,32 @@ pub mod agones {
     }
 }
 
+#[cfg(feature = "proto")]
 pub mod build;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cargo_env;
+#[cfg(feature = "proto")]
 pub mod counts;
+#[cfg(feature = "proto")]
 pub mod fleet;
+#[cfg(feature = "proto")]
 pub mod format;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fs;
+#[cfg(feature = "proto")]
 pub mod limits;
 pub mod secret;
 #[cfg(feature = "server")]
 pub mod serve;
+#[cfg(feature = "proto")]
 pub mod settings;
+#[cfg(feature = "proto")]
 pub mod state;
 #[cfg(feature = "transport")]
 pub mod tls;
 
 /// Encoded `FileDescriptorSet` of the whole API, for gRPC reflection.
+#[cfg(feature = "proto")]
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("exile_descriptor");
 
 /// Unix time in milliseconds, the time unit used across the API.
