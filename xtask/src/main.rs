@@ -407,8 +407,32 @@ fn test() -> Result<()> {
     // out of both: it has no tests, and its bundler dependencies could change the resolution.
     const PACKAGES: [&str; 3] = ["--workspace", "--exclude", "xtask"];
     cargo(&[&["build"], &PACKAGES[..], &["--bins", "--tests"]].concat())?;
-    agones_rust_game()?;
-    let tests = cargo(&[&["test"], &PACKAGES[..], &["--no-fail-fast"]].concat());
+    // The spawner's tests take the demo game just built, with the workspace's features; on
+    // their own they build it under `-p exile-sdk`, whose features differ, and so compile
+    // tokio, tonic and the rest a second time.
+    let demo_game = workspace_root().join("target/debug/exile-demo-game");
+    let demo_game = demo_game.to_string_lossy().into_owned();
+    let env = [("EXILE_TEST_DEMO_GAME", demo_game.as_str())];
+    // Beside the other tests, which mostly wait on the processes they start: the Agones Rust
+    // SDK game's build (the test that runs it waits for this build's lock), and the browser
+    // test (one test, most of its time in Chromium), with the same packages and environment
+    // so nothing is compiled again.
+    let rust_game = agones_rust_game()?;
+    let browser = Beside::start(
+        "browser tests",
+        cargo_command()
+            .args([&["test"], &PACKAGES[..], &["--test", "browser"]].concat())
+            .envs(env),
+    )?;
+    let tests = cargo_with(
+        &[
+            &["test"],
+            &PACKAGES[..],
+            &["--no-fail-fast", "--", "--skip", BROWSER_TEST],
+        ]
+        .concat(),
+        &env,
+    );
     // A representative part of the system tests again with every sandbox serving TLS (a CA
     // and certificate generated for the run; clients and spawners trust only that CA):
     // instance lifecycle, uploads, the authorization walk and the attacks on login, and what
@@ -436,50 +460,101 @@ fn test() -> Result<()> {
         .concat(),
         &[("EXILE_TEST_TLS", "1")],
     );
+    let browser = browser.finish();
+    let rust_game = rust_game.map_or(Ok(()), Beside::finish);
     // The benchmark's quick mode on the debug binaries just built, so it cannot rot. It fails
     // on errors only: a missed target on a shared CI machine says little.
     let bench = run_bench(false, &["--quick".to_owned()]);
     tests?;
     tls?;
+    browser?;
+    rust_game?;
     bench
 }
 
-/// Builds the Agones Rust SDK test game (`testkit/agones-rust-game`, its own Cargo project
-/// and lock file) before the tests run, so its compile does not compete with running system
-/// tests for the CPU; the test's own build of it (same command as `rust_game` in
-/// `testkit/tests/it/agones.rs`) then finds it done. Without protoc (the `agones` crate's
-/// build script needs it) the test reports that itself.
-fn agones_rust_game() -> Result<()> {
+/// In the name of every test of `testkit/tests/browser`, which `cargo xtask test` runs
+/// beside the others (and so skips in their pass).
+const BROWSER_TEST: &str = "headless_chromium";
+
+/// A command run beside others, its output kept in a file under `target/` and shown, whole,
+/// when it has ended (so it does not interleave with what runs in front).
+struct Beside {
+    name: &'static str,
+    child: std::process::Child,
+    log: PathBuf,
+    started: Instant,
+}
+
+impl Beside {
+    fn start(name: &'static str, command: &mut Command) -> Result<Self> {
+        let dir = workspace_root().join("target/xtask");
+        std::fs::create_dir_all(&dir)?;
+        let log = dir.join(format!("{}.log", name.replace(' ', "-")));
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let child = command
+            .current_dir(workspace_root())
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("start the {name}"))?;
+        println!(
+            "{name}: started beside the rest (output in {})",
+            log.display()
+        );
+        Ok(Self {
+            name,
+            child,
+            log,
+            started: Instant::now(),
+        })
+    }
+
+    fn finish(mut self) -> Result<()> {
+        let status = self.child.wait()?;
+        let output = std::fs::read_to_string(&self.log).unwrap_or_default();
+        println!(
+            "\n== {} ({status}, {:.0} s):\n{output}",
+            self.name,
+            self.started.elapsed().as_secs_f64()
+        );
+        if !status.success() {
+            bail!("the {} failed", self.name);
+        }
+        Ok(())
+    }
+}
+
+/// Starts the build of the Agones Rust SDK test game (`testkit/agones-rust-game`, its own
+/// Cargo project, lock file and target directory) beside the tests; the test's own build of
+/// it (same command as `rust_game` in `testkit/tests/it/agones.rs`) waits for this one's lock
+/// and finds it done. Without protoc (the `agones` crate's build script needs it) the test
+/// reports that itself.
+fn agones_rust_game() -> Result<Option<Beside>> {
     let have_protoc = Command::new("protoc")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     if !have_protoc {
-        return Ok(());
+        return Ok(None);
     }
     let root = workspace_root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), PathBuf::from)
         .join("agones-rust-game");
-    let started = Instant::now();
-    let status = cargo_command()
-        .current_dir(&root)
-        .args(["build", "--locked", "--manifest-path"])
-        .arg(root.join("testkit/agones-rust-game/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        // The workspace's compile wrapper (CI's clippy-driver) is not for this project.
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("CLIPPY_ARGS")
-        .status()?;
-    if !status.success() {
-        bail!("the Agones Rust SDK test game did not build");
-    }
-    println!(
-        "agones-rust-game built in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    Beside::start(
+        "Agones Rust SDK game build",
+        cargo_command()
+            .args(["build", "--locked", "--manifest-path"])
+            .arg(root.join("testkit/agones-rust-game/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            // The workspace's compile wrapper (CI's clippy-driver) is not for this project.
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("CLIPPY_ARGS"),
+    )
+    .map(Some)
 }
 
 /// The binaries `exile-bench` runs: master, spawner (with the supervisor), the demo game, and

@@ -11,11 +11,21 @@ use exile_spawner::{InstanceRecord, Manager, ManagerConfig, State};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-/// Path of the demo game binary, built on first use so `cargo test -p exile-spawner` works
-/// on its own (cargo does not build a dependency's binaries for tests).
+/// Path of the demo game binary: `EXILE_TEST_DEMO_GAME` when set (`cargo xtask test` sets it
+/// to the one it has just built), else built on first use so `cargo test -p exile-spawner`
+/// works on its own (cargo does not build a dependency's binaries for tests).
 pub fn demo_game() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
+        if let Some(path) = std::env::var_os("EXILE_TEST_DEMO_GAME") {
+            let path = PathBuf::from(path);
+            assert!(
+                path.exists(),
+                "EXILE_TEST_DEMO_GAME: {} is missing",
+                path.display()
+            );
+            return path;
+        }
         let exe = std::env::current_exe().unwrap();
         // target/<profile>/deps/it-xxxx → target/<profile>/exile-demo-game
         let profile_dir = exe.parent().unwrap().parent().unwrap();

@@ -3,6 +3,9 @@
 //! built bundle (`dist/`), and Debian's headless Chromium, driven through chromedriver
 //! (WebDriver), uses it the way a person would. Skipped, loudly, when Chromium, chromedriver
 //! or the bundle is missing; `cargo xtask test` builds the bundle and CI installs both.
+//!
+//! `cargo xtask test` runs this binary beside the other tests and leaves it out of their pass
+//! with `--skip headless_chromium`: every test here has that in its name.
 
 use std::io::Write;
 use std::net::TcpListener;
