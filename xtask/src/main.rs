@@ -428,7 +428,14 @@ fn test() -> Result<()> {
         &[
             &["test"],
             &PACKAGES[..],
-            &["--no-fail-fast", "--", "--skip", BROWSER_TEST],
+            &[
+                "--no-fail-fast",
+                "--",
+                "--skip",
+                BROWSER_TEST,
+                "--skip",
+                PARTITION_TEST,
+            ],
         ]
         .concat(),
         &env,
@@ -462,15 +469,36 @@ fn test() -> Result<()> {
     );
     let browser = browser.finish();
     let rust_game = rust_game.map_or(Ok(()), Beside::finish);
+    // Only once Chromium is done: the partition test adds and cuts a veth pair, and Chromium,
+    // seeing the host's network change, drops the page it was loading. Beside the bench,
+    // which runs on loopback.
+    let partition = Beside::start(
+        "network partition test",
+        cargo_command()
+            .args(
+                [
+                    &["test"],
+                    &PACKAGES[..],
+                    &["--test", "it", "--", PARTITION_TEST],
+                ]
+                .concat(),
+            )
+            .envs(env),
+    )?;
     // The benchmark's quick mode on the debug binaries just built, so it cannot rot. It fails
     // on errors only: a missed target on a shared CI machine says little.
     let bench = run_bench(false, &["--quick".to_owned()]);
+    let partition = partition.finish();
     tests?;
     tls?;
     browser?;
     rust_game?;
+    partition?;
     bench
 }
+
+/// The chaos test that partitions a spawner in a network namespace of its own.
+const PARTITION_TEST: &str = "chaos::partition::";
 
 /// In the name of every test of `testkit/tests/browser`, which `cargo xtask test` runs
 /// beside the others (and so skips in their pass).
