@@ -29,6 +29,8 @@ pub mod agones {
 pub mod build;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cargo_env;
+#[cfg(feature = "cli")]
+pub mod cli;
 #[cfg(feature = "proto")]
 pub mod counts;
 #[cfg(feature = "proto")]

@@ -160,29 +160,64 @@ pub fn check_display_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The restart modes as manifests, flags and settings write them.
-pub const RESTART_MODE_WORDS: &[&str] = &["never", "on-failure", "always"];
+/// The restart modes as manifests, flags and settings write them, with what each means.
+pub const RESTART_MODES: [(&str, v1::RestartMode, &str); 3] = [
+    ("never", v1::RestartMode::Never, "never restart"),
+    (
+        "on-failure",
+        v1::RestartMode::OnFailure,
+        "restart after a non-zero exit code or a signal",
+    ),
+    (
+        "always",
+        v1::RestartMode::Always,
+        "restart after any exit that was not a requested stop",
+    ),
+];
+
+/// The words of [`RESTART_MODES`].
+pub const RESTART_MODE_WORDS: &[&str] =
+    &[RESTART_MODES[0].0, RESTART_MODES[1].0, RESTART_MODES[2].0];
 
 /// The restart mode a word of [`RESTART_MODE_WORDS`] names.
 pub fn restart_mode_named(word: &str) -> Option<v1::RestartMode> {
-    match word {
-        "never" => Some(v1::RestartMode::Never),
-        "on-failure" => Some(v1::RestartMode::OnFailure),
-        "always" => Some(v1::RestartMode::Always),
-        _ => None,
-    }
+    RESTART_MODES
+        .iter()
+        .find(|(w, _, _)| *w == word)
+        .map(|(_, mode, _)| *mode)
 }
 
-/// What to do with an unhealthy instance, as manifests, flags and settings write it.
-pub const UNHEALTHY_ACTION_WORDS: &[&str] = &["leave", "restart"];
+/// What to do with an unhealthy instance, as manifests, flags and settings write it, with
+/// what each means.
+pub const UNHEALTHY_ACTIONS: [(&str, v1::UnhealthyAction, &str); 2] = [
+    (
+        "leave",
+        v1::UnhealthyAction::Leave,
+        "mark it Unhealthy and leave it running for inspection",
+    ),
+    (
+        "restart",
+        v1::UnhealthyAction::Restart,
+        "mark it Unhealthy, then stop and restart it (with its restart policy's backoff and \
+         crash-loop limit)",
+    ),
+];
+
+/// The words of [`UNHEALTHY_ACTIONS`].
+pub const UNHEALTHY_ACTION_WORDS: &[&str] = &[UNHEALTHY_ACTIONS[0].0, UNHEALTHY_ACTIONS[1].0];
 
 /// The action a word of [`UNHEALTHY_ACTION_WORDS`] names.
 pub fn unhealthy_action_named(word: &str) -> Option<v1::UnhealthyAction> {
-    match word {
-        "leave" => Some(v1::UnhealthyAction::Leave),
-        "restart" => Some(v1::UnhealthyAction::Restart),
-        _ => None,
-    }
+    UNHEALTHY_ACTIONS
+        .iter()
+        .find(|(w, _, _)| *w == word)
+        .map(|(_, action, _)| *action)
+}
+
+/// The complaint about `word`, given for `what` (a setting's key, a manifest's field), which
+/// must be one of `words`.
+pub fn not_one_of(what: &str, words: &[&str], word: &str) -> String {
+    format!("{what}: {word:?} is not one of: {}", words.join(", "))
 }
 
 /// Checks a restart policy's fields (0 means "the default" for each number).
@@ -653,5 +688,9 @@ mod tests {
         );
         assert_eq!(restart_mode_named("sometimes"), None);
         assert_eq!(unhealthy_action_named("RESTART"), None);
+        assert_eq!(
+            not_one_of("restart.policy", RESTART_MODE_WORDS, "sometimes"),
+            "restart.policy: \"sometimes\" is not one of: never, on-failure, always"
+        );
     }
 }

@@ -288,7 +288,7 @@ impl Setting {
                 .iter()
                 .find(|w| **w == text)
                 .map(|w| Value::Str((*w).to_owned()))
-                .ok_or_else(|| format!("{key}: {text:?} is not {}", self.ty.bounds())),
+                .ok_or_else(|| crate::limits::not_one_of(key, words, text)),
             Type::List {
                 max_items,
                 max_item_len,

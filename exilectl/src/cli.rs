@@ -465,8 +465,8 @@ pub struct SpawnArgs {
     #[arg(long, value_enum)]
     pub strategy: Option<StrategyArg>,
     /// Restart the game server when it exits by itself (default: the spawner's policy).
-    #[arg(long, value_enum)]
-    pub restart: Option<RestartArg>,
+    #[arg(long, value_parser = exile_api::cli::restart_mode())]
+    pub restart: Option<exile_api::v1::RestartMode>,
     /// Crash-loop limit: restarts allowed within --restart-window before it ends Crashed.
     #[arg(long, requires = "restart")]
     pub max_restarts: Option<u32>,
@@ -485,8 +485,8 @@ pub struct SpawnArgs {
     pub health_initial_delay: Option<f64>,
     /// What follows Unhealthy: leave it running for inspection, or restart it (with the
     /// backoff and crash-loop limit of its restart policy).
-    #[arg(long, value_enum)]
-    pub unhealthy: Option<UnhealthyArg>,
+    #[arg(long, value_parser = exile_api::cli::unhealthy_action())]
+    pub unhealthy: Option<exile_api::v1::UnhealthyAction>,
     /// Serve the Agones SDK to the instance (`AGONES_SDK_GRPC_PORT`, `AGONES_SDK_HTTP_PORT`)
     /// even when its build's manifest does not say `sdk = "agones"`.
     #[arg(long)]
@@ -604,45 +604,6 @@ impl From<RoleArg> for Role {
             RoleArg::Viewer => Role::Viewer,
             RoleArg::Operator => Role::Operator,
             RoleArg::Admin => Role::Admin,
-        }
-    }
-}
-
-/// A restart policy mode, as typed on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RestartArg {
-    /// Never restart.
-    Never,
-    /// After a non-zero exit code or a signal.
-    OnFailure,
-    /// After any exit that was not a requested stop.
-    Always,
-}
-
-impl From<RestartArg> for exile_api::v1::RestartMode {
-    fn from(r: RestartArg) -> Self {
-        match r {
-            RestartArg::Never => Self::Never,
-            RestartArg::OnFailure => Self::OnFailure,
-            RestartArg::Always => Self::Always,
-        }
-    }
-}
-
-/// What follows Unhealthy, as typed on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum UnhealthyArg {
-    /// Mark it Unhealthy and leave it running for inspection.
-    Leave,
-    /// Mark it Unhealthy, then stop and restart it.
-    Restart,
-}
-
-impl From<UnhealthyArg> for exile_api::v1::UnhealthyAction {
-    fn from(a: UnhealthyArg) -> Self {
-        match a {
-            UnhealthyArg::Leave => Self::Leave,
-            UnhealthyArg::Restart => Self::Restart,
         }
     }
 }
@@ -844,7 +805,7 @@ mod tests {
         assert_eq!(a.health_period, Some(5.0));
         assert_eq!(a.health_failure_threshold, Some(3));
         assert_eq!(a.health_initial_delay, Some(0.5));
-        assert_eq!(a.unhealthy, Some(UnhealthyArg::Restart));
+        assert_eq!(a.unhealthy, Some(exile_api::v1::UnhealthyAction::Restart));
         for bad in [
             ["--health-period", "-1"],
             ["--health-period", "inf"],

@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
+// `.map` on the value parsers of `exile_api::cli`.
+use clap::builder::TypedValueParser as _;
+
 use crate::error::{Error, Result};
 
 /// Exile spawner: links this host to the master and runs game-server instances.
@@ -193,7 +196,7 @@ pub struct Config {
     #[arg(
         long,
         env = "EXILE_SPAWNER_RESTART_POLICY",
-        value_enum,
+        value_parser = exile_api::cli::restart_mode().map(crate::restart::RestartMode::from),
         default_value = "never"
     )]
     pub restart_policy: crate::restart::RestartMode,
@@ -268,7 +271,7 @@ pub struct Config {
     #[arg(
         long,
         env = "EXILE_SPAWNER_UNHEALTHY_ACTION",
-        value_enum,
+        value_parser = exile_api::cli::unhealthy_action().map(crate::health::UnhealthyAction::from),
         default_value = "leave"
     )]
     pub unhealthy_action: crate::health::UnhealthyAction,

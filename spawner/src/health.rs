@@ -18,7 +18,7 @@ pub const MAX_FAILURE_THRESHOLD: u32 = 1000;
 pub const MAX_INITIAL_DELAY: Duration = Duration::from_secs(86_400);
 
 /// What follows when a game misses its health pings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnhealthyAction {
     /// Mark it Unhealthy and leave it running for inspection.
@@ -27,6 +27,16 @@ pub enum UnhealthyAction {
     /// Mark it Unhealthy, stop it and restart it with the backoff and crash-loop limit of its
     /// restart policy.
     Restart,
+}
+
+impl From<v1::UnhealthyAction> for UnhealthyAction {
+    /// The action a word or a request names; `Unspecified` is the default, `leave`.
+    fn from(action: v1::UnhealthyAction) -> Self {
+        match action {
+            v1::UnhealthyAction::Unspecified | v1::UnhealthyAction::Leave => Self::Leave,
+            v1::UnhealthyAction::Restart => Self::Restart,
+        }
+    }
 }
 
 /// When a game that uses the SDK counts as unhealthy: no SDK call for `failure_threshold`
@@ -63,8 +73,7 @@ impl HealthCheck {
         };
         let action = match v1::UnhealthyAction::try_from(h.action) {
             Ok(v1::UnhealthyAction::Unspecified) => default.action,
-            Ok(v1::UnhealthyAction::Leave) => UnhealthyAction::Leave,
-            Ok(v1::UnhealthyAction::Restart) => UnhealthyAction::Restart,
+            Ok(action) => UnhealthyAction::from(action),
             Err(_) => {
                 return Err(Error::InvalidArgument(format!(
                     "health_check.action: {} is not a known action (use LEAVE or RESTART)",

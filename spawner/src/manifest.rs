@@ -329,7 +329,7 @@ policy = "always"
             ("[restart]\ncolour = 1\n", "line 2: unknown field `colour`"),
             (
                 "[restart]\npolicy = \"sometimes\"\n",
-                "line 2: unknown variant",
+                "restart.policy: \"sometimes\" is not one of: never, on-failure, always",
             ),
             ("[health]\nperiod_secs = \"5\"\n", "line 2: invalid type"),
             ("[helth]\n", "line 1: unknown field `helth`"),

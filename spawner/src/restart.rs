@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// When to restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RestartMode {
     /// Never restart.
@@ -20,6 +20,17 @@ pub enum RestartMode {
     OnFailure,
     /// After any exit that was not a requested stop.
     Always,
+}
+
+impl From<v1::RestartMode> for RestartMode {
+    /// The mode a word or a request names; `Unspecified` is the default, `never`.
+    fn from(mode: v1::RestartMode) -> Self {
+        match mode {
+            v1::RestartMode::Unspecified | v1::RestartMode::Never => Self::Never,
+            v1::RestartMode::OnFailure => Self::OnFailure,
+            v1::RestartMode::Always => Self::Always,
+        }
+    }
 }
 
 /// A complete restart policy (defaults already applied).
@@ -58,9 +69,7 @@ impl RestartPolicy {
         };
         let mode = match v1::RestartMode::try_from(p.mode) {
             Ok(v1::RestartMode::Unspecified) => default.mode,
-            Ok(v1::RestartMode::Never) => RestartMode::Never,
-            Ok(v1::RestartMode::OnFailure) => RestartMode::OnFailure,
-            Ok(v1::RestartMode::Always) => RestartMode::Always,
+            Ok(mode) => RestartMode::from(mode),
             Err(_) => {
                 return Err(Error::InvalidArgument(
                     "restart_policy.mode: unknown value".into(),

@@ -277,19 +277,12 @@ struct RawStop {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRestart {
-    policy: Option<RawPolicy>,
+    /// A word of `limits::RESTART_MODE_WORDS`.
+    policy: Option<String>,
     max_restarts: Option<u32>,
     window_secs: Option<u32>,
     backoff_ms: Option<u32>,
     backoff_max_ms: Option<u32>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum RawPolicy {
-    Never,
-    OnFailure,
-    Always,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -298,14 +291,8 @@ struct RawHealth {
     period_secs: Option<f64>,
     failure_threshold: Option<u32>,
     initial_delay_secs: Option<f64>,
-    action: Option<RawAction>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum RawAction {
-    Leave,
-    Restart,
+    /// A word of `limits::UNHEALTHY_ACTION_WORDS`.
+    action: Option<String>,
 }
 
 /// Seconds (fractions allowed) as whole milliseconds within `max_ms`.
@@ -399,11 +386,15 @@ impl Manifest {
         }
         let r = raw.restart;
         let restart = v1::RestartPolicy {
-            mode: match r.policy {
+            mode: match r.policy.as_deref() {
                 None => v1::RestartMode::Unspecified,
-                Some(RawPolicy::Never) => v1::RestartMode::Never,
-                Some(RawPolicy::OnFailure) => v1::RestartMode::OnFailure,
-                Some(RawPolicy::Always) => v1::RestartMode::Always,
+                Some(word) => limits::restart_mode_named(word).ok_or_else(|| {
+                    problem(limits::not_one_of(
+                        "restart.policy",
+                        limits::RESTART_MODE_WORDS,
+                        word,
+                    ))
+                })?,
             } as i32,
             max_restarts: r.max_restarts.unwrap_or(0),
             window_seconds: match r.window_secs {
@@ -443,10 +434,15 @@ impl Manifest {
                     )
                 })
                 .transpose()?,
-            action: match h.action {
+            action: match h.action.as_deref() {
                 None => v1::UnhealthyAction::Unspecified,
-                Some(RawAction::Leave) => v1::UnhealthyAction::Leave,
-                Some(RawAction::Restart) => v1::UnhealthyAction::Restart,
+                Some(word) => limits::unhealthy_action_named(word).ok_or_else(|| {
+                    problem(limits::not_one_of(
+                        "health.action",
+                        limits::UNHEALTHY_ACTION_WORDS,
+                        word,
+                    ))
+                })?,
             } as i32,
         };
         limits::check_health_check(&health)
@@ -567,6 +563,27 @@ mod tests {
         assert_eq!(m.sdk, SdkKind::Agones);
         let e = Manifest::parse("sdk = \"steam\"").unwrap_err();
         assert!(e.problem.contains("unknown variant `steam`"), "{e}");
+    }
+
+    #[test]
+    fn restart_and_health_words_are_the_shared_ones() {
+        let m =
+            Manifest::parse("[restart]\npolicy = \"on-failure\"\n[health]\naction = \"restart\"\n")
+                .unwrap();
+        assert_eq!(m.restart.mode, v1::RestartMode::OnFailure as i32);
+        assert_eq!(m.health.action, v1::UnhealthyAction::Restart as i32);
+        let e = Manifest::parse("[restart]\npolicy = \"sometimes\"\n").unwrap_err();
+        assert!(
+            e.problem
+                .contains("restart.policy: \"sometimes\" is not one of: never, on-failure, always"),
+            "{e}"
+        );
+        let e = Manifest::parse("[health]\naction = \"reboot\"\n").unwrap_err();
+        assert!(
+            e.problem
+                .contains("health.action: \"reboot\" is not one of: leave, restart"),
+            "{e}"
+        );
     }
 
     #[test]

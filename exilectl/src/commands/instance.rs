@@ -226,7 +226,7 @@ fn spawn_request(a: SpawnArgs) -> SpawnInstanceRequest {
             .map_or(PlacementStrategy::Unspecified, PlacementStrategy::from)
             as i32,
         restart_policy: a.restart.map(|mode| pb::RestartPolicy {
-            mode: pb::RestartMode::from(mode) as i32,
+            mode: mode as i32,
             max_restarts: a.max_restarts.unwrap_or(0),
             window_seconds: a.restart_window.unwrap_or(0),
             ..Default::default()
@@ -247,7 +247,7 @@ fn health_check(
     period: Option<f64>,
     failure_threshold: Option<u32>,
     initial_delay: Option<f64>,
-    action: Option<crate::cli::UnhealthyArg>,
+    action: Option<pb::UnhealthyAction>,
 ) -> Option<pb::HealthCheck> {
     if period.is_none()
         && failure_threshold.is_none()
@@ -262,7 +262,7 @@ fn health_check(
         period_ms: period.map(ms),
         failure_threshold,
         initial_delay_ms: initial_delay.map(ms),
-        action: action.map_or(pb::UnhealthyAction::Unspecified, Into::into) as i32,
+        action: action.unwrap_or(pb::UnhealthyAction::Unspecified) as i32,
     })
 }
 
@@ -378,7 +378,7 @@ fn instance_fields(i: &pb::Instance) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{RestartArg, StrategyArg};
+    use crate::cli::StrategyArg;
 
     #[test]
     fn spawn_request_carries_every_flag() {
@@ -393,13 +393,13 @@ mod tests {
             build: Some("openarena@0.8.9".into()),
             host_build_version: None,
             strategy: Some(StrategyArg::Packed),
-            restart: Some(RestartArg::OnFailure),
+            restart: Some(pb::RestartMode::OnFailure),
             max_restarts: Some(3),
             restart_window: None,
             health_period: Some(0.5),
             health_failure_threshold: Some(4),
             health_initial_delay: None,
-            unhealthy: Some(crate::cli::UnhealthyArg::Restart),
+            unhealthy: Some(pb::UnhealthyAction::Restart),
             agones_sdk: true,
             args: vec!["-x".into()],
         });
