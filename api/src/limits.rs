@@ -214,6 +214,25 @@ pub fn unhealthy_action_named(word: &str) -> Option<v1::UnhealthyAction> {
         .map(|(_, action, _)| *action)
 }
 
+/// A range as flags and settings write it: `first-last`, or one number for a range of one,
+/// with `first <= last` and both within `min..=max`. `what` (a setting's key, a flag) names it
+/// in the complaint.
+pub fn parse_range(what: &str, text: &str, min: i64, max: i64) -> Result<(i64, i64), String> {
+    let (first, last) = text.split_once('-').unwrap_or((text, text));
+    let (Ok(first), Ok(last)) = (first.trim().parse::<i64>(), last.trim().parse::<i64>()) else {
+        return Err(format!(
+            "{what}: {text:?} is not a range (first-last, e.g. 7000-7999)"
+        ));
+    };
+    if first > last {
+        return Err(format!("{what}: {first}-{last} ends before it starts"));
+    }
+    if first < min || last > max {
+        return Err(format!("{what}: {first}-{last} is outside {min}..{max}"));
+    }
+    Ok((first, last))
+}
+
 /// The complaint about `word`, given for `what` (a setting's key, a manifest's field), which
 /// must be one of `words`.
 pub fn not_one_of(what: &str, words: &[&str], word: &str) -> String {
@@ -688,6 +707,19 @@ mod tests {
         );
         assert_eq!(restart_mode_named("sometimes"), None);
         assert_eq!(unhealthy_action_named("RESTART"), None);
+        assert_eq!(parse_range("r", "7000-7010", 1, 65535), Ok((7000, 7010)));
+        assert_eq!(parse_range("r", " 7000 ", 1, 65535), Ok((7000, 7000)));
+        for (bad, says) in [
+            ("", "is not a range"),
+            ("a-b", "is not a range"),
+            ("1-2-3", "is not a range"),
+            ("10-5", "ends before it starts"),
+            ("0-10", "is outside 1..65535"),
+            ("70000-70001", "is outside 1..65535"),
+        ] {
+            let e = parse_range("r", bad, 1, 65535).unwrap_err();
+            assert!(e.starts_with("r: ") && e.contains(says), "{bad}: {e}");
+        }
         assert_eq!(
             not_one_of("restart.policy", RESTART_MODE_WORDS, "sometimes"),
             "restart.policy: \"sometimes\" is not one of: never, on-failure, always"

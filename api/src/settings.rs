@@ -268,17 +268,8 @@ impl Setting {
                 Ok(Value::Str(text.to_owned()))
             }
             Type::Range { min, max } => {
-                let (first, last) = text.split_once('-').unwrap_or((text, text));
-                let (Ok(first), Ok(last)) =
-                    (first.trim().parse::<i64>(), last.trim().parse::<i64>())
-                else {
-                    return Err(format!(
-                        "{key}: {text:?} is not a range (first-last, e.g. 7000-7999)"
-                    ));
-                };
-                if first > last {
-                    return Err(format!("{key}: {first}-{last} ends before it starts"));
-                }
+                // The syntax is the flags'; the bounds are this setting's, said as such.
+                let (first, last) = crate::limits::parse_range(key, text, i64::MIN, i64::MAX)?;
                 if first < min || last > max {
                     return Err(out_of(&format!("{first}-{last}")));
                 }

@@ -478,10 +478,16 @@ impl Config {
                 "--run-as-uids `{text}` must look like 61000-61999: first-last, neither 0 (root) nor above 4294967294, at most 1000000 uids"
             ))
         };
-        let (first, last) = text.trim().split_once('-').ok_or_else(bad)?;
-        let first: u32 = first.trim().parse().map_err(|_| bad())?;
-        let last: u32 = last.trim().parse().map_err(|_| bad())?;
-        if first == 0 || first > last || last == u32::MAX || last - first >= 1_000_000 {
+        if !text.contains('-') {
+            return Err(bad());
+        }
+        let (first, last) =
+            exile_api::limits::parse_range("--run-as-uids", text, 1, i64::from(u32::MAX - 1))
+                .map_err(|_| bad())?;
+        let (Ok(first), Ok(last)) = (u32::try_from(first), u32::try_from(last)) else {
+            return Err(bad());
+        };
+        if last - first >= 1_000_000 {
             return Err(bad());
         }
         Ok(Some(first..=last))
@@ -489,17 +495,12 @@ impl Config {
 
     /// The port range, parsed from `first-last` (or a single port).
     pub fn ports(&self) -> Result<RangeInclusive<u16>> {
-        parse_port_range(&self.port_range)
+        parse_port_range("--port-range", &self.port_range)
     }
 
     /// The Agones SDK port range; it must not overlap the game port range.
     pub fn agones_ports(&self) -> Result<RangeInclusive<u16>> {
-        let range = parse_port_range(&self.agones_port_range).map_err(|_| {
-            Error::Config(format!(
-                "--agones-port-range `{}` must look like 9357-9556 (first-last, 1..=65535, first <= last)",
-                self.agones_port_range
-            ))
-        })?;
+        let range = parse_port_range("--agones-port-range", &self.agones_port_range)?;
         let games = self.ports()?;
         if crate::ports::overlap(&range, &games) {
             return Err(Error::Config(format!(
@@ -560,22 +561,11 @@ pub fn host_name() -> String {
 }
 
 /// Parses `first-last` (both included) or a single port number.
-pub fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>> {
-    let bad = || {
-        Error::Config(format!(
-            "--port-range `{text}` must look like 7800-7999 (first-last, 1..=65535, first <= last)"
-        ))
-    };
-    let (first, last) = match text.split_once('-') {
-        Some((a, b)) => (a.trim(), b.trim()),
-        None => (text.trim(), text.trim()),
-    };
-    let first: u16 = first.parse().map_err(|_| bad())?;
-    let last: u16 = last.parse().map_err(|_| bad())?;
-    if first == 0 || first > last {
-        return Err(bad());
-    }
-    Ok(first..=last)
+pub fn parse_port_range(flag: &str, text: &str) -> Result<RangeInclusive<u16>> {
+    let (first, last) = exile_api::limits::parse_range(flag, text, 1, i64::from(u16::MAX))
+        .map_err(Error::Config)?;
+    let port = |p: i64| u16::try_from(p).map_err(|e| Error::Config(format!("{flag}: {e}")));
+    Ok(port(first)?..=port(last)?)
 }
 
 #[cfg(test)]
@@ -637,10 +627,12 @@ mod tests {
 
     #[test]
     fn port_ranges() {
-        assert_eq!(parse_port_range("7000-7010").unwrap(), 7000..=7010);
-        assert_eq!(parse_port_range("7000").unwrap(), 7000..=7000);
+        let parse = |text| parse_port_range("--port-range", text);
+        assert_eq!(parse("7000-7010").unwrap(), 7000..=7010);
+        assert_eq!(parse("7000").unwrap(), 7000..=7000);
         for bad in ["", "0-10", "10-5", "a-b", "70000-70001", "1-2-3"] {
-            assert!(parse_port_range(bad).is_err(), "{bad} accepted");
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("--port-range: "), "{bad}: {e}");
         }
     }
 
