@@ -737,6 +737,10 @@ impl Sandbox {
                 );
             }
         }
+        // A launch that raced the shutdown (a fleet still filling up, a rollout's next
+        // replacement) left a game nobody listed: every supervisor works in its instance's
+        // directory and every game in its data directory, all under this sandbox's.
+        kill_working_under(self.dir.path());
     }
 }
 
@@ -762,6 +766,37 @@ impl Drop for Sandbox {
         self.kill_seen();
         if self.certs.is_some() {
             tls::mark(self.master_addr, false);
+        }
+    }
+}
+
+/// Kills (SIGKILL) every process whose working directory is under `root`.
+fn kill_working_under(root: &Path) {
+    let Ok(root) = std::fs::canonicalize(root) else {
+        return;
+    };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let under =
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&root));
+        if let (true, Ok(pid)) = (under, i32::try_from(pid)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
