@@ -94,7 +94,8 @@ fn unpack(n: u32) -> RangeInclusive<u16> {
     first..=last
 }
 
-fn ms_u32(v: &Value) -> u32 {
+/// A numeric setting (a count, or milliseconds) as a u32, saturating.
+fn u32_of(v: &Value) -> u32 {
     u32::try_from(v.as_u64()).unwrap_or(u32::MAX)
 }
 
@@ -259,10 +260,10 @@ impl LiveSettings {
         .unwrap_or(v1::RestartMode::Unspecified);
         let set = v1::RestartPolicy {
             mode: mode as i32,
-            max_restarts: r[1].value().map_or(0, ms_u32),
-            window_seconds: r[2].value().map_or(0, |v| ms_u32(v) / 1000),
-            backoff_base_ms: r[3].value().map_or(0, ms_u32),
-            backoff_max_ms: r[4].value().map_or(0, ms_u32),
+            max_restarts: r[1].value().map_or(0, u32_of),
+            window_seconds: r[2].value().map_or(0, |v| u32_of(v) / 1000),
+            backoff_base_ms: r[3].value().map_or(0, u32_of),
+            backoff_max_ms: r[4].value().map_or(0, u32_of),
         };
         RestartPolicy::resolve(Some(&set), &self.flags.restart).map_err(|_| {
             format!(
@@ -280,9 +281,9 @@ impl LiveSettings {
         }
         .unwrap_or(v1::UnhealthyAction::Unspecified);
         let set = v1::HealthCheck {
-            period_ms: h[0].value().map(ms_u32),
-            failure_threshold: h[1].value().map(ms_u32),
-            initial_delay_ms: h[2].value().map(ms_u32),
+            period_ms: h[0].value().map(u32_of),
+            failure_threshold: h[1].value().map(u32_of),
+            initial_delay_ms: h[2].value().map(u32_of),
             action: action as i32,
         };
         HealthCheck::resolve(Some(&set), &self.flags.health).map_err(|e| e.to_string())

@@ -342,6 +342,16 @@ pub async fn login(addr: SocketAddr, username: &str, password: &str) -> Result<S
 }
 
 impl Sandbox {
+    /// A master alone, with every other option at its default: what tests of the master's
+    /// own services start from.
+    pub async fn master_only() -> Result<Sandbox> {
+        Self::start(SandboxOptions {
+            spawners: 0,
+            ..Default::default()
+        })
+        .await
+    }
+
     /// Starts a master and `opts.spawners` enrolled spawners, and waits until all are online.
     pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
         init_tracing();

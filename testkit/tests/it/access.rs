@@ -140,12 +140,7 @@ async fn methods(ch: Channel) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_checks_token_and_role() {
-    let sb = Sandbox::start(SandboxOptions {
-        spawners: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sb = Sandbox::master_only().await.unwrap();
     let admin = sb.admin().await.unwrap();
     let mut tokens = Vec::new();
     for role in [pb::Role::Allocator, pb::Role::Viewer, pb::Role::Operator] {
@@ -389,12 +384,7 @@ async fn spawner_credentials_cannot_use_the_control_api_and_revocation_bites() {
 /// the very next call: a revoked token, a logged-out session, a deleted user's session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_allocator_asks_who_it_is_and_ended_credentials_fail_on_the_next_call() {
-    let sb = Sandbox::start(SandboxOptions {
-        spawners: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sb = Sandbox::master_only().await.unwrap();
     let admin = sb.admin().await.unwrap();
     let created = admin
         .auth

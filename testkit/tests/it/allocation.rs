@@ -41,12 +41,7 @@ async fn ready_count(c: &Clients, pool: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_allocations_never_share_an_instance() {
-    let sb = Sandbox::start(SandboxOptions {
-        spawners: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sb = Sandbox::master_only().await.unwrap();
     let admin = sb.admin().await.unwrap();
     let addr = sb.master_addr();
     let stop = CancellationToken::new();

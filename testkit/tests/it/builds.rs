@@ -459,12 +459,7 @@ fn zip_bomb() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_archives_are_refused_at_upload_with_the_reason() {
-    let sb = Sandbox::start(SandboxOptions {
-        spawners: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sb = Sandbox::master_only().await.unwrap();
     let mut builds = sb.admin().await.unwrap().builds;
     let slip = zip_slip_tar();
     let e = push(&mut builds, metadata("evil", "1", &slip), &slip)
@@ -520,12 +515,7 @@ async fn hostile_archives_are_refused_at_upload_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_or_short_upload_leaves_nothing_and_a_viewer_cannot_upload() {
-    let sb = Sandbox::start(SandboxOptions {
-        spawners: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sb = Sandbox::master_only().await.unwrap();
     let admin = sb.admin().await.unwrap();
     let mut builds = admin.builds.clone();
     let archive = game_zip(&noise(3, 4 * 1024 * 1024));

@@ -224,12 +224,7 @@ async fn a_fleet_keeps_its_count_through_a_crash_and_a_cut_link() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_specs_are_checked_and_persisted() {
-    let mut sb = Sandbox::start(SandboxOptions {
-        spawners: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mut sb = Sandbox::master_only().await.unwrap();
     let admin = sb.admin().await.unwrap();
     let mut fleets = admin.fleets.clone();
     let bad = |name: &str, spec: pb::FleetSpec| pb::CreateFleetRequest {

@@ -78,12 +78,7 @@ async fn audit(c: &Clients) -> Vec<pb::AuditEntry> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_declared_key_round_trips_within_its_bounds_and_every_change_is_audited() {
-    let sb = Sandbox::start(SandboxOptions {
-        spawners: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sb = Sandbox::master_only().await.unwrap();
     let admin = sb.admin().await.unwrap();
     let listed = admin
         .settings
@@ -234,12 +229,7 @@ async fn every_declared_key_round_trips_within_its_bounds_and_every_change_is_au
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_reads_settings_but_cannot_change_them() {
-    let sb = Sandbox::start(SandboxOptions {
-        spawners: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sb = Sandbox::master_only().await.unwrap();
     let admin = sb.admin().await.unwrap();
     let (viewer, _) = sb
         .clients_with_role("reader", pb::Role::Viewer)
@@ -513,12 +503,7 @@ async fn a_port_range_set_for_a_region_or_a_label_applies_to_new_instances_live(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_login_throttle_locks_out_after_the_failures_set() {
-    let sb = Sandbox::start(SandboxOptions {
-        spawners: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let sb = Sandbox::master_only().await.unwrap();
     let admin = sb.admin().await.unwrap();
     let ch = exile_testkit::connect(sb.master_addr()).await.unwrap();
     let login = |password: &str| {
